@@ -1,0 +1,1 @@
+"""Typer command-line interface (a thin adapter over the library)."""

@@ -1,0 +1,67 @@
+"""The ``gantune`` command. Each command group lives in its own module and registers itself here."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from ..errors import GantuneError
+from .common import console, debug_enabled
+
+app = typer.Typer(
+    name="gantune",
+    help=(
+        "Put real photos into a pretrained StyleGAN2 and edit them.\n\n"
+        "Examples:\n\n"
+        "  gantune weights list\n\n"
+        "  gantune generate --weights ffhq-1024 --seeds 0-7 --truncation 0.7 -o samples/\n\n"
+        "  gantune invert photo.jpg --method hyperstyle -o out/\n\n"
+        "Set GANTUNE_DEBUG=1 to see tracebacks."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+
+# Command modules: each defines ``register(app)``; add a module here to add a command (group).
+import importlib  # noqa: E402
+
+COMMAND_MODULES = ["weights_cmd", "generate_cmd"]
+for _name in COMMAND_MODULES:
+    importlib.import_module(f"{__package__}.{_name}").register(app)
+
+
+def _known_error_message(e: BaseException) -> str | None:
+    """One-line messages for errors that are the user's input rather than a bug."""
+    from ..io.images import ImageError
+    from ..io.record import RecordError
+
+    if isinstance(e, GantuneError):
+        return e.one_line()
+    if isinstance(e, (ImageError, RecordError)):
+        return str(e)
+    if isinstance(e, FileNotFoundError):
+        return f"{e.filename or e}: no such file"
+    if isinstance(e, PermissionError):
+        return f"{e.filename or e}: permission denied"
+    if isinstance(e, MemoryError) or (type(e).__name__ == "OutOfMemoryError"):
+        return "out of memory; try a smaller --batch-size, --dtype bfloat16, or --device cpu"
+    return None
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        app(args=argv, standalone_mode=True)
+    except SystemExit:
+        raise
+    except KeyboardInterrupt:
+        console.print("interrupted")
+        sys.exit(130)
+    except Exception as e:  # one place that turns known errors into one line
+        msg = _known_error_message(e)
+        if msg is None or debug_enabled():
+            raise
+        console.print(f"[bold red]error:[/] {msg}")
+        sys.exit(getattr(e, "exit_code", 2))

@@ -1,0 +1,238 @@
+"""StyleGAN2 generator: mapping network, synthesis network, and the overparameterized latent variant.
+
+Latent forms accepted by :meth:`SynthesisNetwork.forward`:
+
+=============================  ==========================================================================
+``ws`` (B, w_dim)              one w for every layer (the W space)
+``ws`` (B, num_ws, w_dim)      one w per layer (W+)
+``wmat`` (B, rows, w_dim)      overparameterized latent matrix, shared by every layer (paper's W)
+``wmat`` (B, num_ws, rows, w)  one matrix per layer (paper's W+ extension)
+=============================  ==========================================================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+import torch.nn as nn
+
+from .config import GeneratorConfig
+from .layers import FullyConnected, ModulatedLayer
+from .resample import make_kernel, upsample2x
+from .specs import LayerSpec, layer_specs
+
+NOISE_MODES = ("const", "random", "none")
+
+
+def normalize_2nd_moment(x: torch.Tensor, dim: int = -1, eps: float = 1e-8) -> torch.Tensor:
+    """PixelNorm: x / sqrt(mean(x²) + eps)."""
+    return x * (x.square().mean(dim=dim, keepdim=True) + eps).rsqrt()
+
+
+class MappingNetwork(nn.Module):
+    """z -> w: PixelNorm then ``mapping_layers`` equalized-lr FC layers with leaky ReLU. Tracks ``w_avg``."""
+
+    def __init__(self, cfg: GeneratorConfig) -> None:
+        super().__init__()
+        self.z_dim, self.w_dim = cfg.z_dim, cfg.w_dim
+        dims = [cfg.z_dim] + [cfg.w_dim] * cfg.mapping_layers
+        self.fcs = nn.ModuleList(
+            FullyConnected(a, b, lr_mul=cfg.mapping_lr_mul, activation=True) for a, b in zip(dims[:-1], dims[1:])
+        )
+        self.register_buffer("w_avg", torch.zeros(cfg.w_dim))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """Maps any (..., z_dim) tensor row by row to (..., w_dim); the overparameterized matrix is just more rows."""
+        if z.shape[-1] != self.z_dim:
+            raise ValueError(f"z must end in {self.z_dim}, got {tuple(z.shape)}")
+        x = normalize_2nd_moment(z.float())
+        for fc in self.fcs:
+            x = fc(x)
+        return x
+
+
+class SynthesisNetwork(nn.Module):
+    """Constant input, modulated convs with noise, skip toRGB outputs with FIR upsampling."""
+
+    def __init__(self, cfg: GeneratorConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.specs: list[LayerSpec] = layer_specs(cfg)
+        self.const = nn.Parameter(torch.randn(cfg.channels(4), 4, 4))
+        self.layers = nn.ModuleDict()
+        for s in self.specs:
+            block = self.layers[s.block] if s.block in self.layers else None
+            if block is None:
+                block = nn.ModuleDict()
+                self.layers[s.block] = block
+            block[s.attr] = ModulatedLayer(s, cfg.w_dim, use_noise=cfg.use_noise, conv_clamp=cfg.conv_clamp)
+        self.register_buffer("resample_kernel", make_kernel(), persistent=False)
+        self.compute_dtype = torch.float32
+        self.channels_last = False
+
+    def layer(self, name: str) -> ModulatedLayer:
+        block, attr = name.split(".")
+        return self.layers[block][attr]
+
+    def spec(self, name: str) -> LayerSpec:
+        return self.layer(name).spec
+
+    def _layer_latents(self, ws: torch.Tensor | None, wmat: torch.Tensor | None) -> tuple[list[torch.Tensor], int]:
+        """Returns one latent per ws index ((B, w_dim) or (B, rows, w_dim)) and the batch size."""
+        n = self.cfg.num_ws
+        if (ws is None) == (wmat is None):
+            raise ValueError("give exactly one of ws or wmat")
+        if ws is not None:
+            if ws.ndim == 2:
+                return [ws] * n, ws.shape[0]
+            if ws.ndim == 3 and ws.shape[1] == n:
+                return list(ws.unbind(1)), ws.shape[0]
+            raise ValueError(f"ws must be (B, {self.cfg.w_dim}) or (B, {n}, {self.cfg.w_dim}); got {tuple(ws.shape)}")
+        if wmat.ndim == 3:
+            return [wmat] * n, wmat.shape[0]
+        if wmat.ndim == 4 and wmat.shape[1] == n:
+            return list(wmat.unbind(1)), wmat.shape[0]
+        raise ValueError(f"wmat must be (B, rows, w_dim) or (B, {n}, rows, w_dim); got {tuple(wmat.shape)}")
+
+    def forward(
+        self,
+        ws: torch.Tensor | None = None,
+        *,
+        wmat: torch.Tensor | None = None,
+        deltas: Mapping[str, torch.Tensor] | None = None,  # layer name -> (B or 1, out, in) offsets, θ ⊙ (1+Δ)
+        noise_mode: str = "const",  # const (stored buffers), random, none
+        fused: bool | None = None,  # force the grouped path (True) or the rank-1 path (False); None = automatic
+    ) -> torch.Tensor:
+        if noise_mode not in NOISE_MODES:
+            raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
+        latents, batch = self._layer_latents(ws, wmat)
+        deltas = dict(deltas or {})
+        unknown = set(deltas) - {s.name for s in self.specs}
+        if unknown:
+            raise ValueError(f"deltas for unknown layers: {sorted(unknown)}")
+        dtype = self.compute_dtype
+        x = self.const.to(dtype)[None].expand(batch, -1, -1, -1)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        img = None
+        k = self.resample_kernel
+        for s in self.specs:
+            layer = self.layer(s.name)
+            lat = latents[s.ws_index]
+            if s.kind == "conv":
+                x = layer(x, lat, kernel=k, delta=deltas.get(s.name), noise_mode=noise_mode, fused=fused)
+            else:
+                y = layer(x, lat, delta=deltas.get(s.name), fused=fused).float()
+                img = y if img is None else upsample2x(img, k) + y
+        return img
+
+
+class Generator(nn.Module):
+    """The StyleGAN2 generator every gantune method uses.
+
+    ``G(z)`` samples images; methods call ``G.mapping`` and ``G.synthesis`` directly.
+    """
+
+    def __init__(self, cfg: GeneratorConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.mapping = MappingNetwork(cfg)
+        self.synthesis = SynthesisNetwork(cfg)
+
+    @property
+    def specs(self) -> list[LayerSpec]:
+        return self.synthesis.specs
+
+    @property
+    def num_ws(self) -> int:
+        return self.cfg.num_ws
+
+    @property
+    def w_avg(self) -> torch.Tensor:
+        return self.mapping.w_avg
+
+    def set_precision(self, dtype: torch.dtype = torch.float32, *, channels_last: bool = False) -> "Generator":
+        """Compute dtype and memory layout of the synthesis activations. Parameters stay float32."""
+        if dtype not in (torch.float32, torch.bfloat16, torch.float16):
+            raise ValueError(f"dtype must be float32, bfloat16 or float16, got {dtype}")
+        self.synthesis.compute_dtype = dtype
+        self.synthesis.channels_last = channels_last
+        return self
+
+    # --- latents ------------------------------------------------------------------------------------------------
+    def truncate(self, w: torch.Tensor, psi: float = 1.0, cutoff: int | None = None) -> torch.Tensor:
+        """w_avg + psi·(w - w_avg) over the last dim; with ``cutoff``, w is W+ (B, num_ws, w_dim) and only the first
+        ``cutoff`` layers are truncated."""
+        if psi == 1.0:
+            return w
+        avg = self.w_avg.to(w.dtype)
+        if cutoff is None:
+            return avg + psi * (w - avg)
+        if w.ndim != 3 or w.shape[1] != self.num_ws:
+            raise ValueError("truncation_cutoff needs W+ latents (B, num_ws, w_dim)")
+        out = w.clone()
+        out[:, :cutoff] = avg + psi * (w[:, :cutoff] - avg)
+        return out
+
+    def map(
+        self,
+        z: torch.Tensor,  # (B, z_dim), or (B, rows, z_dim) for the overparameterized latent
+        *,
+        truncation: float = 1.0,  # psi
+        truncation_cutoff: int | None = None,  # truncate only the first layers (standard latent only)
+        mix_z: torch.Tensor | None = None,  # second latent for style mixing
+        mix_index: int | None = None,  # layers >= mix_index take mix_z's w (random index when None)
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """z -> W+ (B, num_ws, w_dim) for the standard latent, or W (B, rows, w_dim) for the matrix latent."""
+        if z.ndim == 3:
+            if mix_z is not None or truncation_cutoff is not None:
+                raise ValueError("style mixing and truncation cutoff are defined for the standard latent only")
+            return self.truncate(self.mapping(z), truncation)
+        ws = self.mapping(z)[:, None].repeat(1, self.num_ws, 1)
+        if mix_z is not None:
+            if mix_index is None:
+                mix_index = int(torch.randint(1, self.num_ws, (1,), generator=generator))
+            ws[:, mix_index:] = self.mapping(mix_z)[:, None]
+        return self.truncate(ws, truncation, truncation_cutoff)
+
+    def sample_z(self, batch: int, *, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
+        """Standard normal z (B, z_dim); for the overparameterized generator correlated rows (B, rows, z_dim):
+        Z_i = (z_i + z) / sqrt(2) — each row N(0, I), pairwise correlation 0.5 (paper §3.1)."""
+        device = device or self.w_avg.device
+        if not self.cfg.overparam:
+            return torch.randn(batch, self.cfg.z_dim, generator=generator, device=device)
+        rows = torch.randn(batch, self.cfg.latent_rows, self.cfg.z_dim, generator=generator, device=device)
+        shared = torch.randn(batch, 1, self.cfg.z_dim, generator=generator, device=device)
+        return (rows + shared) / 2**0.5
+
+    @torch.no_grad()
+    def compute_w_avg(self, n: int = 10_000, *, seed: int = 123, batch: int = 1000) -> torch.Tensor:
+        """Mean of mapped standard-normal z (the projector's w_avg); does not modify the buffer."""
+        g = torch.Generator(device="cpu").manual_seed(seed)
+        acc = torch.zeros(self.cfg.w_dim, dtype=torch.float64)
+        done = 0
+        while done < n:
+            b = min(batch, n - done)
+            z = torch.randn(b, self.cfg.z_dim, generator=g).to(self.w_avg.device)
+            acc += self.mapping(z).double().sum(0).cpu()
+            done += b
+        return (acc / n).float()
+
+    # --- rendering ----------------------------------------------------------------------------------------------
+    def forward(
+        self,
+        z: torch.Tensor,
+        *,
+        truncation: float = 1.0,
+        noise_mode: str = "const",
+        deltas: Mapping[str, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        lat = self.map(z, truncation=truncation)
+        if self.cfg.overparam:
+            return self.synthesis(wmat=lat, deltas=deltas, noise_mode=noise_mode)
+        return self.synthesis(lat, deltas=deltas, noise_mode=noise_mode)
+
+    def extra_repr(self) -> str:
+        return self.cfg.describe()

@@ -1,0 +1,123 @@
+"""Equalized-learning-rate layers and the modulated synthesis layers."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .modconv import modulated_conv2d
+from .specs import LayerSpec
+
+SQRT2 = math.sqrt(2.0)
+
+
+class FullyConnected(nn.Module):
+    """Equalized-lr linear layer: stores N(0,1)/lr_mul weights, applies weight_gain = lr_mul / sqrt(in) at run time."""
+
+    def __init__(
+        self,
+        in_features: int,  # input size
+        out_features: int,  # output size
+        *,
+        bias_init: float = 0.0,  # initial bias (1 for the style affines, so styles start near 1)
+        lr_mul: float = 1.0,  # learning-rate multiplier (0.01 in the mapping network)
+        activation: bool = False,  # leaky ReLU(0.2) * sqrt(2) after the bias
+    ) -> None:
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.activation = activation
+        self.lr_mul = lr_mul
+        self.weight = nn.Parameter(torch.randn(out_features, in_features) / lr_mul)
+        self.bias = nn.Parameter(torch.full((out_features,), float(bias_init) / lr_mul))
+        self.weight_gain = lr_mul / math.sqrt(in_features)
+        self.bias_gain = lr_mul
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.linear(x, self.weight * self.weight_gain, self.bias * self.bias_gain)
+        if self.activation:
+            x = F.leaky_relu(x, 0.2) * SQRT2
+        return x
+
+    def extra_repr(self) -> str:
+        return f"{self.in_features} -> {self.out_features}, lr_mul={self.lr_mul}, act={'lrelu' if self.activation else 'linear'}"
+
+
+class ModulatedLayer(nn.Module):
+    """One modulated conv (3x3 feature conv or 1x1 toRGB) with its style affine, noise, bias and activation.
+
+    ``latent`` is either a w vector (B, w_dim), giving styles (B, in) — or the overparameterized latent rows
+    (B, rows, w_dim), of which the first ``out`` rows give a per-output-row modulation (B, out, in).
+    """
+
+    def __init__(
+        self,
+        spec: LayerSpec,  # name, channels, kernel, resolution, kind
+        w_dim: int,  # style vector size
+        *,
+        use_noise: bool,  # per-pixel noise input (conv layers only)
+        conv_clamp: float | None = None,  # optional clamp of pre-activations
+    ) -> None:
+        super().__init__()
+        self.spec = spec
+        self.is_rgb = spec.kind == "torgb"
+        self.conv_clamp = conv_clamp
+        k = spec.kernel
+        self.weight = nn.Parameter(torch.randn(spec.out_ch, spec.in_ch, k, k))
+        self.bias = nn.Parameter(torch.zeros(spec.out_ch))
+        self.affine = FullyConnected(w_dim, spec.in_ch, bias_init=1.0)
+        self.use_noise = use_noise and not self.is_rgb
+        if self.use_noise:
+            self.noise_strength = nn.Parameter(torch.zeros([]))
+            self.register_buffer("noise_const", torch.randn(spec.res, spec.res))
+
+    def modulation_inputs(self, latent: torch.Tensor) -> dict:
+        if latent.ndim == 2:
+            return {"styles": self.affine(latent)}
+        if latent.ndim == 3:
+            rows = latent[:, : self.spec.out_ch]
+            if rows.shape[1] < self.spec.out_ch:
+                raise ValueError(f"{self.spec.name}: latent has {latent.shape[1]} rows, layer needs {self.spec.out_ch}")
+            return {"modulation": self.affine(rows)}
+        raise ValueError(f"{self.spec.name}: latent must be (B, w_dim) or (B, rows, w_dim), got {tuple(latent.shape)}")
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        latent: torch.Tensor,
+        *,
+        kernel: torch.Tensor | None = None,
+        delta: torch.Tensor | None = None,
+        noise_mode: str = "const",
+        fused: bool | None = None,
+    ) -> torch.Tensor:
+        y = modulated_conv2d(
+            x,
+            self.weight,
+            **self.modulation_inputs(latent),
+            delta=delta,
+            demodulate=not self.is_rgb,
+            up=self.spec.up,
+            kernel=kernel,
+            fused=fused,
+        )
+        if self.use_noise and noise_mode != "none":
+            if noise_mode == "const":
+                noise = self.noise_const[None, None].to(y.dtype)
+            elif noise_mode == "random":
+                noise = torch.randn(y.shape[0], 1, y.shape[2], y.shape[3], device=y.device, dtype=y.dtype)
+            else:
+                raise ValueError(f"noise_mode must be const, random or none; got {noise_mode!r}")
+            y = y + noise * self.noise_strength.to(y.dtype)
+        y = y + self.bias.to(y.dtype)[None, :, None, None]
+        if not self.is_rgb:
+            y = F.leaky_relu(y, 0.2) * SQRT2
+        if self.conv_clamp is not None:
+            y = y.clamp(-self.conv_clamp, self.conv_clamp)
+        return y
+
+    def extra_repr(self) -> str:
+        s = self.spec
+        return f"{s.name}: {s.in_ch}->{s.out_ch}, k={s.kernel}, res={s.res}, up={s.up}, noise={self.use_noise}"

@@ -1,0 +1,121 @@
+"""Image <-> tensor conversion, in exactly one place.
+
+Convention: generator images are float tensors in [-1, 1], shape (B, 3, H, W). To 8-bit:
+``round((x + 1) · 127.5)`` clamped to [0, 255] (round half to even, as torch.round). From 8-bit: ``x / 127.5 - 1``.
+(The HyperStyle scripts truncate instead of rounding; gantune rounds, which halves the quantisation error.)
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+from .atomic import atomic_write
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".ppm", ".bmp", ".tif", ".tiff", ".webp")
+
+
+class ImageError(ValueError):
+    """A file that cannot be used as an input image (one-line reason in the message)."""
+
+
+def tensor_to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) or (C, H, W) in [-1, 1] -> uint8 (B, H, W, C) / (H, W, C)."""
+    y = ((x.detach().float() + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
+    return y.movedim(-3, -1).cpu()
+
+
+def tensor_to_pil(x: torch.Tensor) -> Image.Image | list[Image.Image]:
+    """One image for (C, H, W), a list for (B, C, H, W)."""
+    arr = tensor_to_uint8(x).numpy()
+    if arr.ndim == 3:
+        return Image.fromarray(arr)
+    return [Image.fromarray(a) for a in arr]
+
+
+def pil_to_tensor(img: Image.Image, size: int | tuple[int, int] | None = None) -> torch.Tensor:
+    """PIL image -> (1, 3, H, W) float in [-1, 1]. Resizes with LANCZOS (antialiased) when ``size`` is given."""
+    img = to_rgb(img)
+    if size is not None:
+        wh = (size, size) if isinstance(size, int) else (size[1], size[0])
+        if img.size != wh:
+            img = img.resize(wh, Image.LANCZOS)
+    arr = np.asarray(img, dtype=np.float32)
+    return torch.from_numpy(arr).permute(2, 0, 1)[None] / 127.5 - 1.0
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Any PIL mode (L, LA, P, RGBA, CMYK, I;16, I, F, …) -> RGB. Alpha is composited on white."""
+    if img.mode == "RGB":
+        return img
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        hi = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        arr = np.clip(arr / hi * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return Image.fromarray(arr, "L").convert("RGB")
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(bg, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+MAX_PIXELS = 178_956_970  # Pillow's decompression-bomb limit (2x its warning threshold)
+
+
+def load_image(path: str | os.PathLike, *, min_side: int = 16) -> Image.Image:
+    """Open an image file robustly: EXIF orientation applied, any mode converted to RGB, fully decoded.
+
+    Raises :class:`ImageError` with a one-line reason for corrupt, truncated, non-image, too small or too large files.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise ImageError(f"{p}: no such file")
+    if p.is_dir():
+        raise ImageError(f"{p}: is a folder, not an image")
+    try:
+        with Image.open(p) as im:
+            if im.width * im.height > MAX_PIXELS:
+                raise ImageError(f"{p}: {im.width}x{im.height} is too large (over {MAX_PIXELS:,} pixels)")
+            im.load()
+            im = ImageOps.exif_transpose(im)
+            rgb = to_rgb(im)
+    except ImageError:
+        raise
+    except Image.DecompressionBombError as e:
+        raise ImageError(f"{p}: image too large ({e})") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise ImageError(f"{p}: not a readable image ({e})") from None
+    if min(rgb.size) < min_side:
+        raise ImageError(f"{p}: {rgb.width}x{rgb.height} is too small (need at least {min_side} px per side)")
+    return rgb
+
+
+def save_image(img: Image.Image | torch.Tensor, path: str | os.PathLike, **save_kw) -> Path:
+    """Write atomically (temp file + rename); tensors go through :func:`tensor_to_pil`."""
+    if isinstance(img, torch.Tensor):
+        img = tensor_to_pil(img if img.ndim == 3 else img[0])
+    p = Path(path)
+    fmt = Image.registered_extensions().get(p.suffix.lower(), "PNG")
+    with atomic_write(p) as f:
+        img.save(f, format=fmt, **save_kw)
+    return p
+
+
+def image_grid(images: list[Image.Image], cols: int | None = None, *, pad: int = 0, bg=(255, 255, 255)) -> Image.Image:
+    """Tile images (resized to the first one's size) into a grid."""
+    if not images:
+        raise ValueError("no images to tile")
+    cols = cols or len(images)
+    rows = (len(images) + cols - 1) // cols
+    w, h = images[0].size
+    sheet = Image.new("RGB", (cols * w + (cols - 1) * pad, rows * h + (rows - 1) * pad), bg)
+    for i, im in enumerate(images):
+        if im.size != (w, h):
+            im = im.resize((w, h), Image.LANCZOS)
+        sheet.paste(im.convert("RGB"), ((i % cols) * (w + pad), (i // cols) * (h + pad)))
+    return sheet

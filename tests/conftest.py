@@ -1,0 +1,57 @@
+"""Shared test fixtures: tiny generator configs, thread limits, an isolated GANTUNE_HOME."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+FIXTURES = Path(__file__).parent / "fixtures"
+KEYS = FIXTURES / "keys"
+
+
+def read_keys(name: str) -> list[tuple[str, tuple[int, ...], str]]:
+    """Rows of an official key listing: (key, shape, dtype). dtype is float32 where the listing omits it."""
+    rows = []
+    for line in (KEYS / name).read_text().splitlines():
+        if not line.strip():
+            continue
+        parts = line.split("\t")
+        shape = tuple(int(v) for v in parts[1].strip("()").replace(" ", "").split(",") if v)
+        rows.append((parts[0], shape, parts[2] if len(parts) > 2 else "float32"))
+    return rows
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path_factory, monkeypatch):
+    """Every test gets its own empty weights cache; nothing touches the user's."""
+    home = tmp_path_factory.mktemp("gantune_home")
+    monkeypatch.setenv("GANTUNE_HOME", str(home))
+    monkeypatch.setenv("GANTUNE_OFFLINE", "0")
+    yield home
+
+
+def tiny_config(**kw):
+    from gantune.core import GeneratorConfig
+
+    base = dict(resolution=32, z_dim=32, w_dim=32, mapping_layers=2, channel_base=256, channel_max=32)
+    base.update(kw)
+    return GeneratorConfig(**base)
+
+
+@pytest.fixture
+def tiny_G():
+    from gantune.core import Generator
+
+    torch.manual_seed(0)
+    G = Generator(tiny_config()).eval()
+    with torch.no_grad():  # non-trivial values everywhere, so a wrong mapping shows up
+        for n, p in G.named_parameters():
+            if "noise_strength" in n or n.endswith("bias"):
+                p.uniform_(-0.5, 0.5)
+        G.mapping.w_avg.normal_()
+    return G
