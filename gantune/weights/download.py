@@ -1,0 +1,619 @@
+"""The weights cache: download (resumable, verified, atomic), resolve a spec to a local file, load a generator.
+
+Layout under the cache folder (``$GANTUNE_HOME``, else ``$XDG_CACHE_HOME/gantune``, else ``~/.cache/gantune``)::
+
+    weights/<file>                      registry entries (name in weights.toml)
+    weights/<file>.sha256               sha256 of the file, "sha256sum" format, written after verification
+    weights/<file>.part                 an interrupted download, resumed with an HTTP Range request
+    urls/<hash of URL>-<basename>       files fetched by URL
+    <file>.gantune.safetensors          a foreign generator converted once to the native format, beside its source
+
+Nothing is ever placed at a final path before it is complete and its sha256 checked (``os.replace`` from a
+``.part`` file in the same folder).
+"""
+
+from __future__ import annotations
+
+import bz2
+import contextlib
+import hashlib
+import http.client
+import json
+import os
+import socket
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Callable
+from urllib.parse import parse_qs, unquote, urlparse
+
+from ..errors import OfflineError, WeightsError
+from .registry import Entry, load_registry
+from .registry import get as registry_get
+
+CHUNK = 1 << 20  # bytes read per network call
+DEFAULT_TIMEOUT = 15.0  # seconds without an answer before a network is considered unreachable
+_DRIVE_HOSTS = ("drive.google.com", "docs.google.com", "drive.usercontent.google.com")
+
+
+# --- places -----------------------------------------------------------------------------------------------------------
+def home() -> Path:
+    """The cache folder: $GANTUNE_HOME, else $XDG_CACHE_HOME/gantune, else ~/.cache/gantune."""
+    env = os.environ.get("GANTUNE_HOME", "")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "gantune"
+
+
+def weights_dir() -> Path:
+    return home() / "weights"
+
+
+def cache_path(entry: Entry) -> Path:
+    """Where a registry entry lives in the cache (whether or not it is there)."""
+    return weights_dir() / entry.file
+
+
+def url_cache_path(url: str) -> Path:
+    """Where a file fetched by URL is cached: ``urls/<16 hex of sha256(url)>-<basename>``."""
+    base = unquote(Path(urlparse(url).path).name) or "download"
+    base = "".join(c if c.isalnum() or c in "._-" else "_" for c in base)[:100]
+    return home() / "urls" / f"{hashlib.sha256(url.encode()).hexdigest()[:16]}-{base}"
+
+
+def sidecar(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def is_url(spec: str) -> bool:
+    return urlparse(str(spec)).scheme in ("http", "https", "file")
+
+
+def is_offline() -> bool:
+    return os.environ.get("GANTUNE_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def timeout() -> float:
+    try:
+        return float(os.environ.get("GANTUNE_TIMEOUT", DEFAULT_TIMEOUT))
+    except ValueError:
+        return DEFAULT_TIMEOUT
+
+
+# --- hashing ----------------------------------------------------------------------------------------------------------
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK * 4):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_sidecar(path: Path) -> str | None:
+    """The sha256 recorded beside ``path`` if the record is at least as new as the file, else None."""
+    sc = sidecar(path)
+    try:
+        if sc.stat().st_mtime_ns < path.stat().st_mtime_ns:
+            return None
+        token = sc.read_text().split()[0].lower()
+    except (OSError, IndexError):
+        return None
+    return token if len(token) == 64 else None
+
+
+def write_sidecar(path: Path, digest: str) -> Path:
+    from ..io.atomic import atomic_write
+
+    sc = sidecar(path)
+    with atomic_write(sc, "w") as f:
+        f.write(f"{digest}  {path.name}\n")
+    return sc
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file, taken from its up-to-date ``.sha256`` record when there is one."""
+    return read_sidecar(path) or sha256_file(path)
+
+
+def _check_digest(digest: str, expected: str | None, prefix: str, what: str, where: str) -> None:
+    if expected and digest != expected.lower():
+        raise WeightsError(
+            f"sha256 mismatch for {what}: expected {expected.lower()}, got {digest}",
+            f"the download was corrupt or the file changed upstream; nothing was kept at {where}; try again",
+        )
+    if prefix and not digest.startswith(prefix.lower()):
+        raise WeightsError(
+            f"sha256 mismatch for {what}: the published name says it starts with {prefix}, got {digest}",
+            f"the download was corrupt; nothing was kept at {where}; try again",
+        )
+
+
+# --- progress -----------------------------------------------------------------------------------------------------------
+def _console():
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False)
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(n) < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"
+
+
+class _Bar:
+    """A rich byte-progress bar on a terminal; start, every-10 % and end lines otherwise; nothing when disabled."""
+
+    def __init__(self, enabled: bool, label: str, total: int | None, done: int) -> None:
+        self.enabled, self.label, self.total, self.done = enabled, label, total, done
+        self._rich = None
+        self._next_report = 0.1
+        self._t0 = time.perf_counter()
+        self._start = done
+        if not enabled:
+            return
+        con = _console()
+        if con.is_terminal:
+            from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+            from rich.progress import TransferSpeedColumn
+
+            self._rich = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                                  TransferSpeedColumn(), TimeRemainingColumn(), console=con, transient=True)
+            self._rich.start()
+            self._task = self._rich.add_task(label, total=total, completed=done)
+        else:
+            size = f"{_human(total)}" if total else "unknown size"
+            resumed = f", resuming at {_human(done)}" if done else ""
+            print(f"downloading {label} ({size}{resumed})", file=sys.stderr, flush=True)
+
+    def update(self, n: int) -> None:
+        self.done += n
+        if not self.enabled:
+            return
+        if self._rich is not None:
+            self._rich.update(self._task, completed=self.done)
+        elif self.total and self.done / self.total >= self._next_report and self.done < self.total:
+            print(f"  {self.label}: {100 * self.done / self.total:.0f}% ({_human(self.done)})", file=sys.stderr,
+                  flush=True)
+            while self.done / self.total >= self._next_report:
+                self._next_report += 0.1
+
+    def close(self, ok: bool) -> None:
+        if not self.enabled:
+            return
+        if self._rich is not None:
+            self._rich.stop()
+        if ok:
+            dt = max(time.perf_counter() - self._t0, 1e-6)
+            print(f"  {self.label}: done, {_human(self.done)} ({_human((self.done - self._start) / dt)}/s)",
+                  file=sys.stderr, flush=True)
+
+
+# --- one URL -> .part ------------------------------------------------------------------------------------------------
+class _HtmlAnswer(Exception):
+    """The server answered with a web page instead of the file (Drive confirmation / quota pages)."""
+
+
+class _Unreachable(Exception):
+    """The network or the host could not be reached."""
+
+
+def _looks_like_html(first: bytes) -> bool:
+    head = first[:1024].lstrip().lower()
+    return head.startswith((b"<!doctype html", b"<html")) or (head.startswith(b"<") and b"<html" in head)
+
+
+def _drive_id(url: str) -> str | None:
+    u = urlparse(url)
+    if u.hostname not in _DRIVE_HOSTS:
+        return None
+    q = parse_qs(u.query)
+    if "id" in q:
+        return q["id"][0]
+    parts = u.path.split("/")
+    if "d" in parts and parts.index("d") + 1 < len(parts):
+        return parts[parts.index("d") + 1]
+    return None
+
+
+def _user_agent() -> str:
+    try:
+        from .. import __version__
+    except ImportError:  # pragma: no cover - version attribute is optional
+        __version__ = "0"
+    return f"gantune/{__version__} (python urllib)"
+
+
+def _open_url(url: str, offset: int):
+    """(response, status, start offset the body begins at, total size or None)."""
+    headers = {"User-Agent": _user_agent()}
+    if offset:
+        headers["Range"] = f"bytes={offset}-"
+    req = urllib.request.Request(url, headers=headers)
+    try:
+        resp = urllib.request.urlopen(req, timeout=timeout())
+    except urllib.error.HTTPError as e:
+        if e.code == 416 and offset:  # range starts at/after the end: the .part may already be complete
+            e.close()
+            return None, 416, offset, None
+        e.close()
+        raise WeightsError(f"HTTP {e.code} {e.reason} for {url}", "the link may have moved; try another source") \
+            from None
+    except urllib.error.URLError as e:
+        raise _Unreachable(str(e.reason)) from None
+    except (socket.timeout, TimeoutError, ConnectionError, OSError) as e:
+        raise _Unreachable(str(e)) from None
+    status = getattr(resp, "status", 200)
+    length = resp.headers.get("Content-Length")
+    length = int(length) if length and length.isdigit() else None
+    if status == 206:
+        cr = resp.headers.get("Content-Range", "")  # bytes start-end/total
+        try:
+            start = int(cr.split()[1].split("-")[0])
+            total_s = cr.split("/")[-1]
+            total = int(total_s) if total_s.isdigit() else None
+        except (IndexError, ValueError):
+            start, total = offset, None
+        if start != offset:  # not what we asked for: start over
+            resp.close()
+            return _open_url_full(url)
+        return resp, 206, start, total if total is not None else (offset + length if length is not None else None)
+    return resp, status, 0, length
+
+
+def _open_url_full(url: str):
+    return _open_url(url, 0)
+
+
+def _stream_to_part(url: str, part: Path, *, label: str, progress: bool, size_hint: int) -> tuple[str, bool]:
+    """Download ``url`` into ``part`` (resuming it when possible). Returns (sha256 of the whole part, resumed?)."""
+    part.parent.mkdir(parents=True, exist_ok=True)
+    offset = part.stat().st_size if part.exists() else 0
+    scheme = urlparse(url).scheme
+    h = hashlib.sha256()
+    if scheme == "file":
+        src = Path(unquote(urlparse(url).path))
+        if not src.is_file():
+            raise WeightsError(f"{url}: no such file", "check the path in the file:// URL")
+        total = src.stat().st_size
+        if offset > total:
+            offset = 0
+        resp, start = open(src, "rb"), offset  # noqa: SIM115 - closed below
+        resp.seek(start)
+        status = 206 if start else 200
+    else:
+        resp, status, start, total = _open_url(url, offset)
+        if status == 416:  # the .part is as long as the file or longer: it cannot be trusted, start over
+            part.unlink(missing_ok=True)
+            offset = 0
+            resp, status, start, total = _open_url(url, 0)
+        ctype = (resp.headers.get("Content-Type") or "").lower()
+        if "text/html" in ctype:
+            resp.close()
+            raise _HtmlAnswer(url)
+    resumed = start > 0
+    if resumed:  # hash what we already have
+        with open(part, "rb") as f:
+            remaining = start
+            while remaining and (chunk := f.read(min(CHUNK * 4, remaining))):
+                h.update(chunk)
+                remaining -= len(chunk)
+    bar = _Bar(progress, label, total or (size_hint or None), start)
+    ok = False
+    try:
+        with open(part, "r+b" if resumed else "wb") as out:
+            out.seek(start)
+            out.truncate()
+            first = True
+            while True:
+                try:
+                    chunk = resp.read(CHUNK)
+                except (socket.timeout, TimeoutError, ConnectionError, http.client.IncompleteRead, OSError) as e:
+                    raise WeightsError(
+                        f"download of {label} interrupted after {_human(bar.done)} ({e})",
+                        f"run the same command again: it resumes from {part}",
+                    ) from None
+                if not chunk:
+                    break
+                if first and not resumed and _looks_like_html(chunk):
+                    raise _HtmlAnswer(url)
+                first = False
+                out.write(chunk)
+                h.update(chunk)
+                bar.update(len(chunk))
+            out.flush()
+            os.fsync(out.fileno())
+        if total is not None and bar.done < total:
+            raise WeightsError(
+                f"download of {label} ended early: {bar.done} of {total} bytes",
+                f"run the same command again: it resumes from {part}",
+            )
+        ok = True
+    except _HtmlAnswer:
+        with contextlib.suppress(FileNotFoundError):
+            if not resumed:
+                part.unlink()
+        raise
+    finally:
+        resp.close()
+        bar.close(ok)
+    return h.hexdigest(), resumed
+
+
+# --- fetch ----------------------------------------------------------------------------------------------------------------
+def _say(progress: bool, message: str) -> None:
+    if progress:
+        print(message, file=sys.stderr, flush=True)
+
+
+def _drive_error(url: str, dest: Path) -> WeightsError:
+    fid = _drive_id(url)
+    page = f"https://drive.google.com/file/d/{fid}/view" if fid else url
+    return WeightsError(
+        f"Google Drive answered with a web page instead of {dest.name} (large-file confirmation or download quota)",
+        f"open {page} in a browser, save the file, then put it at {dest} "
+        f"(for a generator you can also run `gantune weights import FILE -o OUT.safetensors`)",
+    )
+
+
+def _unpack(dl: Path, dest: Path, compression: str) -> tuple[str, Path]:
+    """Decompress the downloaded ``dl`` beside ``dest``; returns (sha256 of the unpacked data, its temp path)."""
+    assert compression == "bz2", compression
+    unpack = dest.with_name(dest.name + ".unpack.part")
+    h = hashlib.sha256()
+    try:
+        with bz2.open(dl, "rb") as src, open(unpack, "wb") as out:
+            while chunk := src.read(CHUNK * 4):
+                out.write(chunk)
+                h.update(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+    except (OSError, EOFError, ValueError) as e:
+        unpack.unlink(missing_ok=True)
+        raise WeightsError(f"{dl.name} is not a valid {compression} archive ({e})",
+                           "the download was corrupt; try again") from None
+    return h.hexdigest(), unpack
+
+
+def fetch(
+    entry_or_url: Entry | str,
+    *,
+    sha256: str | None = None,
+    progress: bool = True,
+    dest: str | os.PathLike | None = None,
+) -> Path:
+    """Make a registry entry or a URL available locally and return its path.
+
+    Order for an entry: the copy shipped by its Python package, then the cache, then its URLs in order. Downloads
+    stream to ``<file>.part`` (resumed with an HTTP Range request; restarted when the server ignores Range), are
+    checked against the expected sha256 (``sha256`` argument, else the entry's; a mismatch deletes the file and
+    raises), and only then renamed into place. An unknown sha256 is computed and recorded in ``<file>.sha256``.
+
+    Raises :class:`OfflineError` when ``GANTUNE_OFFLINE=1`` or the network is unreachable, naming the file, the URL
+    and where to place the file by hand; :class:`WeightsError` for Drive confirmation pages, HTTP errors and
+    checksum mismatches.
+    """
+    if isinstance(entry_or_url, Entry):
+        entry = entry_or_url
+        urls, expected, prefix = list(entry.urls), sha256 or entry.sha256 or None, entry.sha256_prefix
+        compression, size_hint, label = entry.compression, entry.size, entry.file
+        pkg = entry.package_path()
+        if pkg is not None and dest is None:
+            return pkg
+        target = Path(dest) if dest is not None else cache_path(entry)
+    else:
+        url = str(entry_or_url)
+        if not is_url(url):
+            raise WeightsError(f"{url!r} is not an http(s) or file URL", "use resolve() for names and paths")
+        urls, expected, prefix, compression, size_hint = [url], sha256 or None, "", "", 0
+        target = Path(dest) if dest is not None else url_cache_path(url)
+        label = target.name
+    target = target.expanduser()
+
+    if target.is_file():
+        return _check_cached(target, expected, prefix, progress)
+
+    dl = target.with_name(target.name + (f".{compression}" if compression else "") + ".part")
+    network_urls = [u for u in urls if urlparse(u).scheme != "file"]
+    if is_offline() and all(urlparse(u).scheme != "file" for u in urls):
+        raise OfflineError(
+            f"{target.name} is not in the cache and GANTUNE_OFFLINE=1 forbids downloading {network_urls[0]}",
+            f"download it elsewhere and place it at {target}",
+        )
+
+    errors: list[BaseException] = []
+    for url in urls:
+        if is_offline() and urlparse(url).scheme != "file":
+            continue
+        for attempt in (0, 1):  # a resumed download whose hash fails is retried once from scratch
+            try:
+                digest, resumed = _stream_to_part(url, dl, label=label, progress=progress, size_hint=size_hint)
+            except _HtmlAnswer:
+                errors.append(_drive_error(url, target) if _drive_id(url) else WeightsError(
+                    f"{url} answered with a web page instead of {target.name}",
+                    f"download it in a browser and place it at {target}"))
+                break
+            except _Unreachable as e:
+                errors.append(OfflineError(
+                    f"cannot reach {url} to download {target.name} ({e})",
+                    f"check the network, or download it elsewhere and place it at {target}"))
+                break
+            except WeightsError as e:
+                errors.append(e)
+                break
+            final_digest = digest
+            try:
+                if compression:
+                    final_digest, unpacked = _unpack(dl, target, compression)
+                    try:
+                        _check_digest(final_digest, expected, prefix, target.name, str(target))
+                    except WeightsError:
+                        unpacked.unlink(missing_ok=True)
+                        raise
+                    os.replace(unpacked, target)
+                    dl.unlink(missing_ok=True)
+                else:
+                    _check_digest(digest, expected, prefix, target.name, str(target))
+                    os.replace(dl, target)
+            except WeightsError as e:
+                dl.unlink(missing_ok=True)
+                if resumed and attempt == 0:
+                    _say(progress, f"{target.name}: the resumed download failed its checksum; starting over")
+                    continue
+                raise e from None
+            write_sidecar(target, final_digest)
+            if not expected:
+                _say(progress, f"{target.name}: no published sha256; recorded {final_digest} in {sidecar(target)}")
+            return target
+    # every URL failed: the most useful error first (Drive pages and checksums before "unreachable")
+    for e in errors:
+        if not isinstance(e, OfflineError):
+            raise e
+    if errors:
+        raise errors[0]
+    raise OfflineError(f"{target.name} is not in the cache", f"place it at {target}")  # pragma: no cover
+
+
+def _check_cached(path: Path, expected: str | None, prefix: str, progress: bool) -> Path:
+    """A file already in the cache (downloaded earlier, or placed by hand): verify it once, then trust its record."""
+    recorded = read_sidecar(path)
+    if recorded is not None and (not expected or recorded == expected.lower()) and \
+            (not prefix or recorded.startswith(prefix)):
+        return path
+    digest = sha256_file(path)
+    try:
+        _check_digest(digest, expected, prefix, str(path), str(path))
+    except WeightsError as e:
+        raise WeightsError(str(e), f"delete {path} and fetch it again") from None
+    write_sidecar(path, digest)
+    if not expected:
+        _say(progress, f"{path.name}: no published sha256; recorded {digest} in {sidecar(path)}")
+    return path
+
+
+# --- resolve / load ---------------------------------------------------------------------------------------------------
+def resolve(spec: str | os.PathLike, *, progress: bool = True) -> Path:
+    """A local file for ``spec``: a registry name (fetched when missing), an existing path, or an http(s)/file URL
+    (cached by URL hash + basename)."""
+    s = str(spec)
+    if is_url(s):
+        return fetch(s, progress=progress)
+    reg = load_registry()
+    if s in reg:
+        return fetch(reg[s], progress=progress)
+    p = Path(s).expanduser()
+    if p.is_file():
+        return p
+    if p.exists():
+        raise WeightsError(f"{s} is a folder, not a weights file", "give the checkpoint file itself")
+    if os.sep not in s and "/" not in s and not p.suffix:
+        registry_get(s)  # raises with close matches
+    raise WeightsError(f"{s}: no such file", "give a registry name (gantune weights list), an existing path or a URL")
+
+
+def registry_name_for(spec: str | os.PathLike) -> str | None:
+    """The registry name ``spec`` refers to (by name, or a path to a cached registry file), else None."""
+    s = str(spec)
+    reg = load_registry()
+    if s in reg:
+        return s
+    with contextlib.suppress(OSError):
+        p = Path(s).expanduser().resolve()
+        for e in reg.values():
+            if cache_path(e).resolve() == p or (e.package_path() and e.package_path().resolve() == p):
+                return e.name
+    return None
+
+
+def converted_path(path: Path) -> Path:
+    return path.with_name(path.name + ".gantune.safetensors")
+
+
+def native_metadata(path: Path) -> dict:
+    """The safetensors header metadata, with JSON-encoded values decoded and nested dicts flattened one level."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        raw = f.metadata() or {}
+    out: dict = {}
+    for k, v in raw.items():
+        try:
+            val = json.loads(v)
+        except (TypeError, ValueError):
+            val = v
+        out[k] = val
+        if isinstance(val, dict):
+            for k2, v2 in val.items():
+                out.setdefault(k2, v2)
+    return out
+
+
+def _importer(name: str) -> Callable:
+    """A function of the format importers (other modules of this package), imported on first use."""
+    import importlib
+
+    return getattr(importlib.import_module(__package__), name)
+
+
+def load_generator(spec: str | os.PathLike, device="cpu", *, progress: bool = True):
+    """``(Generator, info)`` for a registry name, path or URL.
+
+    A foreign checkpoint is converted once to ``<file>.gantune.safetensors`` beside it (in the cache's
+    ``converted/`` folder when that place is read-only), keyed by the source's sha256, so the next load skips the
+    conversion. ``info`` holds at least ``name`` (registry name or None), ``sha256`` (of the source file), ``path``.
+    """
+    path = resolve(spec, progress=progress)
+    name = registry_name_for(spec) or registry_name_for(path)
+    detect_format = _importer("detect_format")
+    load_generator_file = _importer("load_generator_file")
+    fmt = detect_format(path)
+    st = path.stat()
+    if fmt == "native":
+        G, info = load_generator_file(path, device)
+        sha = file_sha256(path)
+    else:
+        conv = converted_path(path)
+        alt = home() / "converted" / f"{path.name}.gantune.safetensors"
+        sha = None
+        G = info = None
+        for cand in (conv, alt):
+            if not cand.is_file():
+                continue
+            try:
+                meta = native_metadata(cand)
+            except Exception:  # unreadable leftover: convert again
+                continue
+            same_file = meta.get("source_size") == st.st_size and meta.get("source_mtime_ns") == st.st_mtime_ns
+            if same_file and meta.get("source_sha256"):
+                sha = meta["source_sha256"]
+            sha = sha or file_sha256(path)
+            if meta.get("source_sha256") == sha:
+                G, info = load_generator_file(cand, device)
+                info = dict(info)
+                info.update(converted=str(cand), source_format=meta.get("source_format", fmt))
+                break
+        if G is None:
+            sha = sha or file_sha256(path)
+            G, info = load_generator_file(path, "cpu")
+            info = dict(info)
+            save_native = _importer("save_native")
+            meta = {"source_sha256": sha, "source_format": fmt, "source_file": path.name,
+                    "source_size": st.st_size, "source_mtime_ns": st.st_mtime_ns, "registry_name": name}
+            for cand in (conv, alt):
+                try:
+                    save_native(G, cand, meta=meta)
+                    info["converted"] = str(cand)
+                    break
+                except OSError:
+                    continue
+            info["source_format"] = fmt
+            G = G.to(device)
+    info = dict(info or {})
+    info.update(name=name, sha256=sha, path=str(path))
+    return G, info
