@@ -1,0 +1,397 @@
+"""``gantune weights``: list, fetch, verify, inspect and import checkpoints."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ..errors import GantuneError, WeightsError
+from .common import console
+
+weights_app = typer.Typer(
+    name="weights",
+    help=(
+        "Pretrained files: the registry (weights.toml), the local cache, format conversion.\n\n"
+        "Examples:\n\n"
+        "  gantune weights list --kind generator\n\n"
+        "  gantune weights fetch ffhq-1024 hyperstyle-ffhq\n\n"
+        "  gantune weights info stylegan2-ffhq-config-f.pt\n\n"
+        "  gantune weights import ffhq.pkl -o ffhq.safetensors"
+    ),
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+)
+
+GENERATOR_FORMATS = ("native", "rosinality-pt", "ada-pkl")
+
+
+def _out() -> Console:
+    """stdout for results; wide and plain when piped so that nothing is cut."""
+    c = Console(highlight=False)
+    return c if c.is_terminal else Console(highlight=False, width=1000, soft_wrap=True)
+
+
+def _size(n: int) -> str:
+    if not n:
+        return "?"
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return str(n)
+
+
+def _local_state(entry) -> tuple[str, Path | None]:
+    """('package' | 'cached' | 'partial' | 'no', local path or None)."""
+    from ..weights.download import cache_path
+
+    pkg = entry.package_path()
+    if pkg is not None:
+        return "package", pkg
+    p = cache_path(entry)
+    if p.is_file():
+        return "cached", p
+    part = p.with_name(p.name + (f".{entry.compression}" if entry.compression else "") + ".part")
+    if part.is_file():
+        return "partial", None
+    return "no", None
+
+
+# --- list -------------------------------------------------------------------------------------------------------------
+@weights_app.command("list")
+def list_command(
+    kind: Annotated[Optional[str], typer.Option("--kind", "-k", help="Only this kind (generator, hypernetwork, w-encoder, direction, landmarks, ...).")] = None,
+    long: Annotated[bool, typer.Option("--long", "-l", help="Also show where each file is published (source) and its URL.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output: every registry field plus the local state.")] = False,
+) -> None:
+    """Registry entries with kind, format, size, licence and whether a local copy exists.
+
+    Example: gantune weights list --kind generator --long
+    """
+    from ..weights import entries
+
+    rows = entries(kind)
+    if as_json:
+        out = []
+        for e in rows:
+            state, path = _local_state(e)
+            out.append({**e.to_dict(), "local": state, "path": str(path) if path else None})
+        typer.echo(json.dumps(out, indent=2))
+        return
+    table = Table(title=f"gantune weights ({len(rows)})", show_lines=long)
+    for col in ("name", "kind", "format", "size", "licence"):
+        table.add_column(col, overflow="fold")
+    if long:
+        table.add_column("source", overflow="fold")
+    table.add_column("local")
+    for e in rows:
+        state, _ = _local_state(e)
+        cells = [e.name, e.kind, e.format, _size(e.size), e.licence]
+        if long:
+            cells.append(f"{e.source}\n{e.urls[0]}")
+        cells.append({"package": "yes (package)", "cached": "yes", "partial": "partial", "no": "no"}[state])
+        table.add_row(*cells)
+    _out().print(table)
+
+
+# --- fetch ------------------------------------------------------------------------------------------------------------
+@weights_app.command("fetch")
+def fetch_command(
+    names: Annotated[list[str], typer.Argument(help="Registry names (gantune weights list) or URLs.", show_default=False)],
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+) -> None:
+    """Download files into the cache (resumable, sha256-checked) and print their local paths.
+
+    Example: gantune weights fetch ffhq-1024 w-encoder-ffhq hyperstyle-ffhq
+    """
+    from ..weights import fetch, get
+    from ..weights.download import is_url
+
+    failed = 0
+    for name in names:
+        try:
+            path = fetch(name if is_url(name) else get(name), progress=not quiet)
+        except GantuneError as e:
+            if len(names) == 1:
+                raise
+            console.print(f"[bold red]error:[/] {name}: {e.one_line()}")
+            failed += 1
+            continue
+        typer.echo(f"{name}\t{path}")
+    if failed:
+        raise typer.Exit(2)
+
+
+# --- verify -----------------------------------------------------------------------------------------------------------
+@weights_app.command("verify")
+def verify_command(
+    names: Annotated[Optional[list[str]], typer.Argument(help="Registry names or file paths; default: every local copy.", show_default=False)] = None,
+) -> None:
+    """Recompute the sha256 of local copies and compare with the registry. Unknown hashes are printed (and recorded).
+    Exit status 1 when a file does not match.
+
+    Example: gantune weights verify ffhq-1024
+    """
+    from ..weights import entries, get
+    from ..weights.download import read_sidecar, sha256_file, write_sidecar
+
+    out = _out()
+    targets = []
+    if names:
+        for n in names:
+            p = Path(n).expanduser()
+            if p.is_file() and n not in {e.name for e in entries()}:
+                targets.append((n, None, p))
+            else:
+                e = get(n)
+                targets.append((n, e, _local_state(e)[1]))
+    else:
+        targets = [(e.name, e, path) for e in entries() for state, path in [_local_state(e)] if path is not None]
+        if not targets:
+            out.print("no local copies to verify (gantune weights fetch NAME)")
+            return
+    bad = 0
+    for label, entry, path in targets:
+        if path is None:
+            out.print(f"missing   {label}: not in the cache")
+            bad += 1
+            continue
+        digest = sha256_file(path)
+        if entry is None:
+            out.print(f"computed  {label}  {digest}")
+        elif entry.sha256:
+            if digest == entry.sha256:
+                out.print(f"ok        {label}  {digest}")
+            else:
+                out.print(f"MISMATCH  {label}  expected {entry.sha256}, got {digest}  ({path})")
+                bad += 1
+        elif entry.sha256_prefix and not digest.startswith(entry.sha256_prefix):
+            out.print(f"MISMATCH  {label}  the published name says {entry.sha256_prefix}..., got {digest}  ({path})")
+            bad += 1
+        else:
+            recorded = read_sidecar(path) if path.with_name(path.name + ".sha256").exists() else None
+            if recorded and recorded != digest:
+                out.print(f"CHANGED   {label}  recorded {recorded} at download, now {digest}  ({path})")
+                bad += 1
+                continue
+            note = "no published sha256"
+            if entry.package_path() != path:
+                write_sidecar(path, digest)
+                note += f"; recorded in {path.name}.sha256"
+            out.print(f"computed  {label}  {digest}  ({note})")
+    if bad:
+        raise typer.Exit(1)
+
+
+# --- info -------------------------------------------------------------------------------------------------------------
+def _scan_torch(path: Path) -> dict:
+    """Flat {dotted key: shape (tensors) or type name} of a torch checkpoint, read without executing code.
+    Nested dicts are followed two levels deep (``state_dict.<key>``, ``opts.<field>``); ``_top`` lists the top-level
+    keys and ``_obj`` holds the loaded object."""
+    from ..weights import safe_torch_load
+
+    obj = safe_torch_load(path)
+    flat: dict = {}
+
+    def walk(prefix: str, o, depth: int) -> None:
+        if hasattr(o, "shape") and hasattr(o, "dtype"):
+            flat[prefix] = tuple(o.shape)
+        elif isinstance(o, dict) and depth < 2:
+            for k, v in o.items():
+                walk(f"{prefix}.{k}" if prefix else str(k), v, depth + 1)
+        else:
+            flat[prefix] = type(o).__name__
+
+    walk("", obj, 0)
+    top = list(obj) if isinstance(obj, dict) else [type(obj).__name__]
+    return {**flat, "_top": top, "_obj": obj}
+
+
+def _hyperstyle_layers(scan: dict) -> list[tuple[int, str, str]]:
+    """(official index, gantune layer name or '?', block type) of each tuned layer found by the key scan."""
+    blocks: dict[int, str] = {}
+    pat = re.compile(r"^state_dict\.hypernet\.refinement_blocks\.(\d+)\.(.+)$")
+    for k in scan:
+        m = pat.match(k)
+        if not m:
+            continue
+        j, rest = int(m.group(1)), m.group(2)
+        kind = ("shared" if rest.startswith("hypernet.w1") else "per-channel" if rest.startswith("output.1.weight")
+                else "separable" if rest.startswith("output.0.make_kernel_in") else "to-rgb"
+                if rest.startswith("output.0.weight") else None)
+        if kind:
+            blocks[j] = kind
+    res = None
+    obj = scan.get("_obj")
+    opts = obj.get("opts") if isinstance(obj, dict) else None
+    if isinstance(opts, dict) and isinstance(opts.get("output_size"), int):
+        res = opts["output_size"]
+    names: dict[int, str] = {}
+    if res:
+        from ..core import GeneratorConfig, layer_specs
+
+        names = {s.hyperstyle_index: s.name for s in layer_specs(GeneratorConfig(resolution=res))}
+    return [(j, names.get(j, "?"), blocks[j]) for j in sorted(blocks)]
+
+
+def _describe_generator(G, ginfo: dict, path: Path, fmt: str, out: Console) -> None:
+    cfg = G.cfg
+    out.print(f"architecture:  {cfg.describe()}")
+    out.print(f"resolution:    {cfg.resolution} px, {cfg.num_ws} w vectors")
+    out.print("channels:      " + ", ".join(f"{r}: {cfg.channels(r)}" for r in cfg.block_resolutions))
+    out.print(f"mapping:       {cfg.mapping_layers} layers, lr multiplier {cfg.mapping_lr_mul}, z {cfg.z_dim}, w {cfg.w_dim}")
+    noise_bufs = sum(1 for n, _ in G.named_buffers() if n.endswith("noise_const"))
+    out.print(f"noise:         {'on' if cfg.use_noise else 'off'} ({noise_bufs} stored noise buffers)")
+    if cfg.latent_rows:
+        out.print(f"latent:        overparameterized, {cfg.latent_rows} x {cfg.z_dim} matrix")
+    w_avg = _w_avg_state(ginfo, path, fmt)
+    out.print(f"w_avg:         {w_avg}")
+    n_params = sum(p.numel() for p in G.parameters())
+    out.print(f"parameters:    {n_params:,}")
+
+
+def _w_avg_state(ginfo: dict, path: Path, fmt: str) -> str:
+    """Whether the average w came with the file or had to be computed at import."""
+    meta = dict(ginfo)
+    if fmt == "native":
+        from ..weights.native import read_native_header
+
+        meta.update(read_native_header(path)[1])
+    for k in ("w_avg_computed", "latent_avg_computed"):
+        if k in meta:
+            return "computed at import (the source file had none)" if meta[k] else "from the source file"
+    if fmt == "rosinality-pt":
+        try:
+            return "present in the file (latent_avg)" if "latent_avg" in _scan_torch(path)["_top"] else \
+                "absent from the file (computed at import)"
+        except Exception:  # noqa: BLE001 - informational only
+            return "unknown"
+    if fmt == "ada-pkl":
+        return "present in the file (mapping.w_avg)"
+    return "stored" if fmt == "native" else "unknown"
+
+
+@weights_app.command("info")
+def info_command(
+    spec: Annotated[str, typer.Argument(help="A registry name or a local file.", show_default=False)],
+) -> None:
+    """Describe a registry entry and/or a checkpoint file: detected format, architecture (resolution, channels per
+    resolution, mapping depth, noise, w_avg), and for a HyperStyle file the tuned layers. Never downloads.
+
+    Example: gantune weights info ffhq-1024
+    """
+    from ..weights import load_registry
+
+    out = _out()
+    reg = load_registry()
+    path: Path | None
+    if spec in reg:
+        e = reg[spec]
+        state, path = _local_state(e)
+        out.print(f"name:          {e.name}  ({e.kind})")
+        if e.description:
+            out.print(f"description:   {e.description}")
+        out.print(f"format:        {e.format}")
+        out.print(f"file:          {e.file}  ({_size(e.size)})")
+        out.print(f"licence:       {e.licence}")
+        out.print(f"source:        {e.source}")
+        for u in e.urls:
+            out.print(f"url:           {u}")
+        out.print(f"sha256:        {e.sha256 or '(unknown) ' + e.sha256_note}")
+        if path is None:
+            from ..weights.download import cache_path
+
+            out.print(f"local:         not cached (gantune weights fetch {e.name}; or place it at {cache_path(e)})")
+            return
+        out.print(f"local:         {path}" + ("  (shipped by the " + e.package + " package)" if state == "package" else ""))
+        if e.kind not in ("generator", "hypernetwork"):
+            return
+    else:
+        path = Path(spec).expanduser()
+        if not path.is_file():
+            from ..weights.download import resolve
+
+            resolve(spec)  # raises the right error (unknown name with close matches, or no such file)
+            raise WeightsError(f"{spec}: not a local file", "info never downloads; fetch it first")
+    _describe_file(path, out)
+
+
+def _describe_file(path: Path, out: Console) -> None:
+    from ..weights import detect_format
+
+    fmt = detect_format(path)
+    out.print(f"path:          {path}")
+    out.print(f"detected:      {fmt}")
+    if fmt in GENERATOR_FORMATS:
+        from ..weights import load_generator_file
+
+        G, ginfo = load_generator_file(path, "cpu")
+        _describe_generator(G, dict(ginfo), path, fmt, out)
+        return
+    if fmt == "hyperstyle-pt":
+        described = False
+        try:  # the HyperStyle importer, when it exists, knows best
+            from ..methods.hyper import describe_checkpoint  # type: ignore[attr-defined]
+
+            for line in describe_checkpoint(path):
+                out.print(line)
+            described = True
+        except (ImportError, AttributeError):
+            pass
+        if not described:
+            scan = _scan_torch(path)
+            layers = _hyperstyle_layers(scan)
+            out.print(f"top level:     {', '.join(map(str, scan['_top']))}")
+            opts = scan["_obj"].get("opts") if isinstance(scan["_obj"], dict) else None
+            if isinstance(opts, dict):
+                for k in ("dataset_type", "encoder_type", "output_size", "layers_to_tune"):
+                    if k in opts:
+                        out.print(f"opts.{k}:".ljust(15) + f"{opts[k]}")
+            out.print(f"tuned layers:  {len(layers)} (from the keys)")
+            for j, name, kind in layers:
+                out.print(f"  {j:>3}  {name:<12} {kind}")
+        return
+    try:
+        scan = _scan_torch(path)
+    except Exception:  # noqa: BLE001 - informational only
+        return
+    out.print(f"top level:     {', '.join(map(str, scan['_top']))}")
+    n = sum(1 for k, v in scan.items() if not k.startswith("_") and isinstance(v, tuple))
+    out.print(f"tensors:       {n}")
+
+
+# --- import -----------------------------------------------------------------------------------------------------------
+@weights_app.command("import")
+def import_command(
+    file: Annotated[str, typer.Argument(help="A generator checkpoint (rosinality .pt, ADA .pkl, native), a registry name or a URL.", show_default=False)],
+    out_path: Annotated[Path, typer.Option("--out", "-o", help="Output .safetensors file.")],
+    force: Annotated[bool, typer.Option("--force", "-f", help="Overwrite the output file.")] = False,
+) -> None:
+    """Convert a generator to gantune's native safetensors file (weights + architecture config + provenance).
+
+    Example: gantune weights import stylegan2-ffhq-config-f.pt -o ffhq-1024.safetensors
+    """
+    from ..weights import detect_format, load_generator_file, save_native
+    from ..weights.download import registry_name_for, resolve, sha256_file
+
+    if out_path.exists() and not force:
+        raise WeightsError(f"{out_path} exists", "use --force to overwrite it")
+    src = resolve(file)
+    fmt = detect_format(src)
+    if fmt not in GENERATOR_FORMATS:
+        raise WeightsError(f"{src.name} is a {fmt} file, not a generator", "import takes rosinality .pt, ADA .pkl or native files")
+    G, ginfo = load_generator_file(src, "cpu")
+    meta = {"source_file": src.name, "source_format": fmt, "source_sha256": sha256_file(src),
+            "registry_name": registry_name_for(file) or registry_name_for(src)}
+    save_native(G, out_path, meta=meta)
+    console.print(f"{src.name} ({fmt}) -> {out_path}: {G.cfg.describe()}")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(weights_app, name="weights")
