@@ -1,0 +1,234 @@
+"""HyperStyle's hypernetwork (Alaluf et al. 2022, Sec. 3.3 and App. D), built from the generator's layer specs.
+
+    x ‖ ŷ (B, 6, 256, 256) ──ResNet34 backbone──▶ F (B, 512, 16, 16) ──one head per tuned layer──▶ Δ_ℓ
+
+Heads (one per tuned generator layer, addressed by gantune layer name):
+
+* ``shared`` — a *Shared Refinement Block*: its own strided convs (16 → 1) and an equalized-lr FC (512 → 512) give a
+  code z, then two fully-connected layers **shared by every shared head** map z to offsets. Used for the 3×3 convs
+  whose weight is ``S × S`` with ``S = shared_size`` (512 in the official model: every 512→512 conv up to 64 px).
+  The shared FCs predict ``k·k`` values per (out, in) pair, so these offsets are per tap: (B, out, in, 3, 3).
+* ``channel`` — a *Refinement Block*: strided convs (16 → 2), global average pooling and a 1×1 conv to
+  ``in·out`` values: one offset per (out, in) channel pair, (B, out, in), the same for every k×k tap.
+* ``torgb`` — the per-channel head for a 1×1 toRGB layer (strided convs down to 1×1, no pooling); (B, 3, in).
+
+The module tree is gantune's own (``heads.<layer name with '_'>``); :mod:`.checkpoint` translates the official
+``refinement_blocks.{index}`` keys. Nothing is downloaded: the backbone is built with random weights that a
+checkpoint overwrites (train code may load ImageNet weights explicitly).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ...core.layers import FullyConnected
+from ...core.specs import LayerSpec, select_layers
+
+FEATURES = 512  # channels of the backbone's 16×16 feature map (ResNet34 layer4)
+FEATURE_RES = 16  # side of the feature map for a 256×256 input
+INPUT_SIZE = 256  # the hypernetwork (and the W-encoder) see 256×256 images
+HEAD_KINDS = ("shared", "channel", "torgb")
+
+
+def head_key(name: str) -> str:
+    """Module key of a layer's head (module names cannot contain dots): ``b64.conv0`` -> ``b64_conv0``."""
+    return name.replace(".", "_")
+
+
+@dataclass(frozen=True)
+class TunedLayer:
+    name: str  # gantune layer name (``b64.conv0``)
+    in_ch: int  # input channels of the generator layer
+    out_ch: int  # output channels of the generator layer
+    kernel: int  # generator kernel size (3 for convs, 1 for toRGB)
+    head: str  # shared | channel | torgb
+    hyperstyle_index: int  # position in the official delta list (for import/export only)
+
+    @classmethod
+    def from_spec(cls, s: LayerSpec, head: str) -> "TunedLayer":
+        if head not in HEAD_KINDS:
+            raise ValueError(f"head must be one of {HEAD_KINDS}, got {head!r}")
+        return cls(s.name, s.in_ch, s.out_ch, s.kernel, head, s.hyperstyle_index)
+
+
+def default_heads(specs: list[LayerSpec], names: list[str] | None = None, *, shared_size: int = 512) -> list[TunedLayer]:
+    """The paper's choice: the medium and fine non-toRGB convs (14 layers at 1024 px), or ``names``.
+    3×3 convs of ``shared_size × shared_size`` get a shared head, other convs a per-channel head, toRGB a toRGB head."""
+    chosen = select_layers(specs, names=names) if names is not None else select_layers(specs)
+    out = []
+    for s in chosen:
+        if s.kind == "torgb":
+            head = "torgb"
+        elif s.kernel == 3 and s.in_ch == s.out_ch == shared_size:
+            head = "shared"
+        else:
+            head = "channel"
+        out.append(TunedLayer.from_spec(s, head))
+    return out
+
+
+# --- backbone: ResNet34 on 6 channels, no max-pool, PReLU after the stem ---------------------------------------------
+class BasicBlock(nn.Module):
+    """torchvision's ResNet BasicBlock (same parameter names), written out so nothing is downloaded."""
+
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.downsample = None
+        if stride != 1 or cin != cout:
+            self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        idt = x if self.downsample is None else self.downsample(x)
+        y = F.relu(self.bn1(self.conv1(x)))
+        y = self.bn2(self.conv2(y))
+        return F.relu(y + idt)
+
+
+RESNET34_STAGES = ((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2))  # (channels, blocks, stride of first block)
+
+
+class Backbone(nn.Module):
+    """(B, 6, 256, 256) -> (B, 512, 16, 16): 7×7/2 conv, BN, PReLU, then ResNet34's 16 BasicBlocks as ``body.0..15``."""
+
+    def __init__(self, in_channels: int = 6) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.PReLU(64)
+        blocks, cin = [], 64
+        for cout, n, stride in RESNET34_STAGES:
+            for i in range(n):
+                blocks.append(BasicBlock(cin, cout, stride if i == 0 else 1))
+                cin = cout
+        self.body = nn.Sequential(*blocks)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(self.relu(self.bn1(self.conv1(x))))
+
+
+# --- heads -----------------------------------------------------------------------------------------------------------
+def _strided_convs(cin: int, inner: int, cout: int, n: int, *, first_stride: int) -> nn.Sequential:
+    """n 3×3 convs with LeakyReLU(0.01): cin -> inner … inner -> cout; the first has ``first_stride``, the rest 2.
+    Module indices 0, 2, 4, … are the convs (as in the official state dicts)."""
+    mods: list[nn.Module] = []
+    for i in range(n):
+        a = cin if i == 0 else inner
+        b = cout if i == n - 1 else inner
+        mods += [nn.Conv2d(a, b, 3, first_stride if i == 0 else 2, 1), nn.LeakyReLU(0.01)]
+    return nn.Sequential(*mods)
+
+
+class SharedHead(nn.Module):
+    """Shared Refinement Block minus the shared FCs: 16×16×512 -> 1×1×512 (one stride-1 and four stride-2 convs
+    through 128 channels) -> equalized-lr FC -> code (B, 512)."""
+
+    def __init__(self, features: int = FEATURES, inner: int = 128, spatial: int = FEATURE_RES) -> None:
+        super().__init__()
+        n = int(math.log2(spatial)) + 1  # 16 -> 16, 8, 4, 2, 1
+        self.convs = _strided_convs(features, inner, 512, n, first_stride=1)
+        self.linear = FullyConnected(512, 512)
+
+    def forward(self, feat: torch.Tensor) -> torch.Tensor:
+        return self.linear(self.convs(feat).flatten(1))
+
+
+class SharedFC(nn.Module):
+    """The two fully-connected layers shared by all shared heads (Ha et al.'s hypernetwork):
+    code (B, z) -> (B, in, z) via ``w2`` -> (B, in, out·k·k) via ``w1``, read as (B, out, in, k, k) exactly as the
+    official code reinterprets that memory (a view, not a transpose)."""
+
+    def __init__(self, size: int = 512, z_dim: int = 512, kernel: int = 3) -> None:
+        super().__init__()
+        self.size, self.z_dim, self.kernel = size, z_dim, kernel
+        self.w1 = nn.Parameter(torch.fmod(torch.randn(z_dim, size * kernel * kernel) / 40, 2))
+        self.b1 = nn.Parameter(torch.fmod(torch.randn(size * kernel * kernel) / 40, 2))
+        self.w2 = nn.Parameter(torch.fmod(torch.randn(z_dim, size * z_dim) / 40, 2))
+        self.b2 = nn.Parameter(torch.fmod(torch.randn(size * z_dim) / 40, 2))
+
+    def forward(self, code: torch.Tensor) -> torch.Tensor:
+        b = code.shape[0]
+        h = (code @ self.w2 + self.b2).view(b, self.size, self.z_dim)  # (B, in, z)
+        h = h @ self.w1 + self.b1  # (B, in, out·k·k)
+        return h.view(b, self.size, self.size, self.kernel, self.kernel)  # (B, out, in, k, k)
+
+    def extra_repr(self) -> str:
+        return f"{self.size}x{self.size}x{self.kernel}x{self.kernel}, z={self.z_dim}"
+
+
+class ChannelHead(nn.Module):
+    """Refinement Block: strided convs through 256 channels, then a 1×1 conv to in·out values per sample.
+    3×3 layers: three stride-2 convs (16 -> 2) and global average pooling; toRGB: four (16 -> 1), no pooling."""
+
+    def __init__(self, layer: TunedLayer, features: int = FEATURES, inner: int = 256, spatial: int = FEATURE_RES) -> None:
+        super().__init__()
+        self.in_ch, self.out_ch, self.is_rgb = layer.in_ch, layer.out_ch, layer.head == "torgb"
+        n = int(math.log2(spatial)) - (1 if self.is_rgb else 2) + 1
+        self.convs = _strided_convs(features, inner, 512, n, first_stride=2)
+        if self.is_rgb:
+            self.output = nn.Sequential(nn.Conv2d(512, layer.in_ch * layer.out_ch, 1))
+        else:
+            self.output = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(512, layer.in_ch * layer.out_ch, 1))
+
+    def forward(self, feat: torch.Tensor) -> torch.Tensor:
+        return self.output(self.convs(feat)).view(feat.shape[0], self.out_ch, self.in_ch)  # (B, out, in)
+
+
+class HyperNetwork(nn.Module):
+    """Predicts multiplicative weight offsets for the tuned generator layers from (target, current reconstruction)."""
+
+    def __init__(
+        self,
+        layers: list[TunedLayer],  # tuned layers and their head kinds (see ``default_heads``)
+        *,
+        shared_size: int = 512,  # side of the square 3×3 weights the shared FCs predict (official: 512)
+        in_channels: int = 6,  # target and reconstruction, RGB each
+    ) -> None:
+        super().__init__()
+        if not layers:
+            raise ValueError("a hypernetwork needs at least one tuned layer")
+        self.layers = list(layers)
+        self.shared_size = shared_size
+        self.backbone = Backbone(in_channels)
+        shared = [lyr for lyr in layers if lyr.head == "shared"]
+        for lyr in shared:
+            if lyr.kernel != 3 or lyr.in_ch != shared_size or lyr.out_ch != shared_size:
+                raise ValueError(f"{lyr.name}: a shared head needs a 3x3 {shared_size}x{shared_size} layer")
+        self.shared_fc = SharedFC(shared_size) if shared else None
+        self.heads = nn.ModuleDict()
+        for lyr in layers:
+            self.heads[head_key(lyr.name)] = SharedHead() if lyr.head == "shared" else ChannelHead(lyr)
+
+    @classmethod
+    def from_specs(cls, specs: list[LayerSpec], names: list[str] | None = None, *, shared_size: int | None = None):
+        """Heads for the paper's default layers (or ``names``); ``shared_size`` defaults to the widest conv."""
+        size = shared_size or max(s.in_ch for s in specs)
+        return cls(default_heads(specs, names, shared_size=size), shared_size=size)
+
+    @property
+    def names(self) -> list[str]:
+        return [lyr.name for lyr in self.layers]
+
+    def forward(self, x: torch.Tensor, y_hat: torch.Tensor) -> dict[str, torch.Tensor]:
+        """x, y_hat (B, 3, 256, 256) in [-1, 1] -> {layer: (B, out, in) or (B, out, in, k, k) for shared heads}."""
+        if x.shape != y_hat.shape or x.shape[1:] != (3, INPUT_SIZE, INPUT_SIZE):
+            raise ValueError(f"hypernetwork inputs must both be (B, 3, {INPUT_SIZE}, {INPUT_SIZE}); got "
+                             f"{tuple(x.shape)} and {tuple(y_hat.shape)}")
+        feat = self.backbone(torch.cat([x, y_hat], dim=1))
+        out = {}
+        for lyr in self.layers:
+            head = self.heads[head_key(lyr.name)]
+            out[lyr.name] = self.shared_fc(head(feat)) if lyr.head == "shared" else head(feat)
+        return out
+
+    def extra_repr(self) -> str:
+        kinds = {k: sum(lyr.head == k for lyr in self.layers) for k in HEAD_KINDS}
+        return f"{len(self.layers)} tuned layers ({kinds}), shared size {self.shared_size}"

@@ -1,0 +1,156 @@
+"""HyperStyle's iterative refinement (paper Sec. 3.4, Eq. 6), step for step as the official inference loop:
+
+1. ``codes = E(x) + latent_avg`` once (E = W-encoder on the 256×256 input); the codes never change afterwards;
+2. ``ŷ₀ = G(codes)`` with the stored noise buffers, average-pooled to 256×256 (not clamped);
+3. for t = 1…T: ``Δ_t = H(x, ŷ_{t−1})``, ``Σ_t = Σ_{t−1} + Δ_t``, ``y_t = G(codes; θ ⊙ (1 + Σ_t))``, ``ŷ_t = pool(y_t)``.
+
+The result is ``y_T`` at the generator's resolution, the codes (W+) and the accumulated offsets Σ_T.
+
+Rendering with offsets goes through the core's one modulated conv (``deltas={name: (B, out, in)}``, grouped
+path). HyperStyle's shared heads predict per-tap offsets (B, out, in, k, k); while the core accepts only (out, in)
+offsets these layers are rendered exactly by folding θ ⊙ (1 + Δ) into the layer weight, one sample at a time
+(:func:`render`); if the core learns (B, out, in, k, k) offsets, that is detected and used instead.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from ...core import Generator, modulated_conv2d
+from .hypernet import INPUT_SIZE, HyperNetwork
+from .wencoder import WEncoder
+
+
+def face_pool(y: torch.Tensor, size: int = INPUT_SIZE) -> torch.Tensor:
+    """The official ``AdaptiveAvgPool2d((256, 256))`` (an exact 4×4 mean at 1024 px)."""
+    return F.adaptive_avg_pool2d(y.float(), (size, size))
+
+
+def to_input_size(x: torch.Tensor, size: int = INPUT_SIZE) -> torch.Tensor:
+    """Images for the encoders: (B, 3, 256, 256). Other sizes are resized (antialiased bilinear)."""
+    if x.shape[-2:] == (size, size):
+        return x.float()
+    return F.interpolate(x.float(), size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+
+
+@functools.cache
+def core_accepts_tap_deltas() -> bool:
+    """Whether ``modulated_conv2d`` takes per-tap offsets (B, out, in, k, k) (probed once on a 1-channel conv)."""
+    try:
+        modulated_conv2d(torch.ones(1, 1, 3, 3), torch.ones(1, 1, 3, 3), torch.ones(1, 1),
+                         delta=torch.zeros(1, 1, 1, 3, 3), fused=True)
+        return True
+    except (ValueError, RuntimeError):
+        return False
+
+
+def _is_tap(d: torch.Tensor) -> bool:
+    return d.ndim == 5  # (B or 1, out, in, k, k)
+
+
+def render(
+    G: Generator,
+    ws: torch.Tensor,  # (B, num_ws, w_dim) or (B, w_dim)
+    deltas: dict[str, torch.Tensor] | None = None,  # name -> (B or 1, out, in) or (B or 1, out, in, k, k)
+    *,
+    noise_mode: str = "const",  # const = stored noise buffers, as HyperStyle (randomize_noise=False)
+) -> torch.Tensor:
+    """G(ws; θ ⊙ (1 + Δ)) for per-channel and per-tap offsets alike. Returns (B, 3, H, W) float32."""
+    deltas = {k: v for k, v in (deltas or {}).items() if v is not None}
+    tap = {k: v for k, v in deltas.items() if _is_tap(v)}
+    if not tap or core_accepts_tap_deltas():
+        return G.synthesis(ws, deltas=deltas or None, noise_mode=noise_mode).float()
+    chan = {k: v for k, v in deltas.items() if k not in tap}
+    outs = []
+    for b in range(ws.shape[0]):
+        params = {}
+        for name, d in tap.items():
+            layer = G.synthesis.layer(name)
+            db = d[b if d.shape[0] > 1 else 0].to(layer.weight.device, torch.float32)
+            params[f"layers.{name}.weight"] = layer.weight.float() * (1.0 + db)
+        cb = {k: v[b : b + 1] if v.shape[0] > 1 else v for k, v in chan.items()}
+        y = torch.func.functional_call(
+            G.synthesis, params, args=(ws[b : b + 1],), kwargs={"deltas": cb or None, "noise_mode": noise_mode}
+        )
+        outs.append(y.float())
+    return torch.cat(outs)
+
+
+@dataclass
+class HyperOutput:
+    """What :func:`refine` returns for a batch (tensors on the model's device)."""
+
+    images: torch.Tensor  # (B, 3, H, W) final reconstruction y_T in [-1, 1] (not clamped)
+    codes: torch.Tensor  # (B, num_ws, w_dim) the fixed initial latent (W-encoder + latent_avg)
+    deltas: dict[str, torch.Tensor]  # accumulated offsets Σ_T: (B, out, in) or (B, out, in, k, k)
+    intermediates: list[torch.Tensor] = field(default_factory=list)  # y_0 … y_T when asked for (y_0 has no offsets)
+    timings: dict[str, float] = field(default_factory=dict)  # seconds for the whole batch: encode, hypernet, render
+
+
+def _autocast(device: torch.device, dtype: torch.dtype):
+    if dtype == torch.float32:
+        return torch.autocast(device.type, enabled=False)
+    return torch.autocast(device.type, dtype=dtype)
+
+
+@torch.no_grad()
+def refine(
+    x: torch.Tensor,  # (B, 3, H, W) targets in [-1, 1]; resized to 256 for the networks
+    *,
+    G: Generator,  # the generator the hypernetwork was trained for
+    hypernet: HyperNetwork,
+    w_encoder: WEncoder | None = None,  # gives the initial latent (unless ``codes`` is given)
+    latent_avg: torch.Tensor | None = None,  # (w_dim,), (1, w_dim) or (num_ws, w_dim), added to the encoder output
+    codes: torch.Tensor | None = None,  # (B, num_ws, w_dim) initial latent to use instead of the W-encoder
+    iters: int = 5,  # hypernetwork passes T (official test default 5)
+    noise_mode: str = "const",  # generator noise: const (stored buffers, reference behaviour), random, none
+    dtype: torch.dtype = torch.float32,  # compute dtype of the encoders (autocast); offsets accumulate in fp32
+    keep_intermediates: bool = False,  # return y_0 … y_T
+    on_iter: Callable[[int, torch.Tensor], None] | None = None,  # called with (t, y_t) after every pass
+) -> HyperOutput:
+    if iters < 0:
+        raise ValueError("iters must be >= 0")
+    device = x.device
+    timings = {"encode": 0.0, "hypernet": 0.0, "render": 0.0}
+    x256 = to_input_size(x)
+    t0 = time.perf_counter()
+    if codes is None:
+        if w_encoder is None:
+            raise ValueError("give a W-encoder or initial codes")
+        with _autocast(device, dtype):
+            codes = w_encoder(x256).float()
+        if latent_avg is not None:
+            codes = codes + latent_avg.to(device, torch.float32).reshape(1, -1, codes.shape[-1])
+    codes = codes.float()
+    if codes.ndim != 3 or codes.shape[1:] != (G.num_ws, G.cfg.w_dim):
+        raise ValueError(f"codes must be (B, {G.num_ws}, {G.cfg.w_dim}); got {tuple(codes.shape)}")
+    timings["encode"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    y = render(G, codes, None, noise_mode=noise_mode)
+    timings["render"] += time.perf_counter() - t0
+    inter = [y] if keep_intermediates else []
+    if on_iter:
+        on_iter(0, y)
+    acc: dict[str, torch.Tensor] = {}
+    for t in range(1, iters + 1):
+        t0 = time.perf_counter()
+        with _autocast(device, dtype):
+            new = hypernet(x256, face_pool(y))
+        for name, d in new.items():
+            acc[name] = acc[name] + d.float() if name in acc else d.float()
+        timings["hypernet"] += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        y = render(G, codes, acc, noise_mode=noise_mode)
+        timings["render"] += time.perf_counter() - t0
+        if keep_intermediates:
+            inter.append(y)
+        if on_iter:
+            on_iter(t, y)
+    return HyperOutput(images=y, codes=codes, deltas=acc, intermediates=inter, timings=timings)

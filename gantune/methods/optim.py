@@ -1,0 +1,460 @@
+"""Optimization inversion: the StyleGAN2 W / W+ projector and pivotal tuning (PTI).
+
+* :func:`project` — the NVIDIA projector's recipe, batched: start every image at the mean w of many samples, Adam
+  with a linear learning-rate ramp-up and a cosine ramp-down, Gaussian noise added to the latent that decays to zero,
+  per-image noise maps optimised with the multi-scale autocorrelation penalty and renormalised after every step,
+  LPIPS-VGG at (at most) 256 px plus an optional MSE. Each image has its own latent and noise maps; the loss is the
+  sum over the batch, so Adam (elementwise) moves each image as if it were alone.
+* :func:`tune` — PTI (Roich et al. 2021): keep the pivot latent, tune the synthesis weights with L2 + LPIPS(alex)
+  (optional locality regulariser), stop at a target LPIPS or a step limit. One image at a time: every image gets its
+  own generator. The result stores θ̂ − θ compactly (fp16, or rank-r factors).
+
+Everything that changes the generator for one image (optimised noise maps, tuned weights) is stored as
+``tuned.<state-dict name>`` differences in the record, and the returned reconstruction is rendered *from the record*
+(:func:`render_record`), so re-rendering a saved record gives the saved image bit for bit on the same device.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call
+
+from ..io.record import InversionRecord
+from ..metrics.l2 import l2_distance
+from .result import InversionResult
+
+SPACES = ("w", "w+")
+
+
+# --- progress ------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class StepInfo:
+    """What the progress callback sees after every optimisation step."""
+
+    stage: str  # "project", "tune" or "overparam"
+    step: int  # 1-based step just done
+    total: int  # step limit of this stage
+    loss: torch.Tensor  # (B,) loss per image at this step (before the update)
+    images: torch.Tensor  # (B, 3, H, W) images rendered at this step, detached (noisy latent in the projector)
+    indices: tuple[int, ...]  # which images of the batch these are (PTI tunes one image at a time)
+
+
+ProgressFn = Callable[[StepInfo], None]
+
+
+@dataclass
+class OptimOutput:
+    """A batch of optimisation inversions: one :class:`InversionResult` per image plus the loss curve."""
+
+    results: list[InversionResult]  # in input order; ``image`` is rendered from the record
+    history: torch.Tensor  # (steps, B) loss per image per step of the main optimisation (projection / overparam)
+    tune_history: list[list[float]] = field(default_factory=list)  # per image: PTI loss per tuning step ([] if none)
+
+
+# --- settings ------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ProjectorSettings:
+    """Defaults follow the NVIDIA StyleGAN2(-ADA) projector."""
+
+    space: str = "w"  # w: one w for every layer (NVIDIA); w+: one w per layer (rosinality --w_plus)
+    num_steps: int = 1000  # optimisation steps
+    w_avg_samples: int = 10_000  # z samples for the start point (mean w) and the latent-noise scale (w std)
+    w_avg_seed: int = 123  # seed of those samples
+    learning_rate: float = 0.1  # peak Adam learning rate (betas 0.9, 0.999)
+    lr_rampup: float = 0.05  # fraction of the steps with a linear ramp-up from 0
+    lr_rampdown: float = 0.25  # fraction of the steps with a cosine ramp-down to 0
+    latent_noise: float = 0.05  # std of the noise added to the latent at step 0, in units of the w std
+    latent_noise_ramp: float = 0.75  # fraction of the steps over which that noise decays (quadratically) to 0
+    optimize_noise: bool = True  # optimise per-image noise maps (generators with noise inputs only)
+    noise_regularize: float = 1e5  # weight of the multi-scale noise autocorrelation penalty
+    mse_weight: float = 0.0  # weight of an extra pixel MSE term (rosinality --mse)
+    loss_resolution: int = 256  # images are area-downsampled to this side for LPIPS
+
+    def __post_init__(self) -> None:
+        if self.space not in SPACES:
+            raise ValueError(f"space must be one of {SPACES}, got {self.space!r}")
+        if self.num_steps < 1:
+            raise ValueError("num_steps must be >= 1")
+
+
+@dataclass(frozen=True)
+class TuneSettings:
+    """Pivotal tuning; defaults follow danielroich/PTI (configs/hyperparameters.py)."""
+
+    num_steps: int = 350  # step limit (PTI max_pti_steps)
+    learning_rate: float = 3e-4  # Adam, constant, on all synthesis parameters
+    lpips_net: str = "alex"  # LPIPS backbone of the tuning loss (PTI: AlexNet)
+    l2_weight: float = 1.0  # weight of the pixel L2 (MSE) term
+    lpips_weight: float = 1.0  # weight of the LPIPS term
+    lpips_target: float = 0.06  # stop once the tuning LPIPS is at or below this (PTI LPIPS_value_threshold)
+    locality: bool = False  # PTI's locality regulariser (keeps the generator unchanged away from the pivot)
+    locality_alpha: float = 30.0  # distance from the pivot, in w space, of the regulariser's sample
+    locality_psi: float = 0.5  # truncation of the regulariser's random w
+    locality_l2: float = 0.1  # weight of its L2 term
+    locality_lpips: float = 0.1  # weight of its LPIPS term
+    rank: int | None = None  # store each weight difference as rank-r factors u @ v; None = full fp16 difference
+
+    def __post_init__(self) -> None:
+        if self.num_steps < 0:
+            raise ValueError("num_steps must be >= 0")
+        if self.rank is not None and self.rank < 1:
+            raise ValueError("rank must be >= 1")
+
+
+# --- helpers shared with overparam.py ------------------------------------------------------------------------------
+@torch.no_grad()
+def latent_stats(G, n: int = 10_000, *, seed: int = 123, batch: int = 1000) -> tuple[torch.Tensor, float]:
+    """Mean w (w_dim,) and the RMS distance of samples from it (a scalar, the projector's ``w_std``)."""
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    dev = G.w_avg.device
+    chunks = []
+    done = 0
+    while done < n:
+        b = min(batch, n - done)
+        z = torch.randn(b, G.cfg.z_dim, generator=g).to(dev)
+        chunks.append(G.mapping(z).double().cpu())
+        done += b
+    w = torch.cat(chunks)
+    mean = w.mean(0)
+    std = float((w - mean).square().sum(1).mean().sqrt())
+    return mean.float().to(dev), std
+
+
+def lr_schedule(t: float, peak: float, rampup: float, rampdown: float) -> float:
+    """Learning rate at progress t in [0, 1): linear warm-up over ``rampup``, cosine decay over the last ``rampdown``."""
+    down = min(1.0, (1.0 - t) / rampdown) if rampdown > 0 else 1.0
+    ramp = 0.5 - 0.5 * math.cos(down * math.pi)
+    if rampup > 0:
+        ramp *= min(1.0, t / rampup)
+    return peak * ramp
+
+
+def noise_layer_names(G) -> list[str]:
+    """State-dict prefixes (``synthesis.layers.b8.conv0``) of the conv layers that take a noise input."""
+    out = []
+    for s in G.specs:
+        layer = G.synthesis.layer(s.name)
+        if getattr(layer, "use_noise", False):
+            out.append(f"synthesis.layers.{s.name}")
+    return out
+
+
+def _synthesis_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Full-generator state names -> names relative to ``G.synthesis``."""
+    return {k[len("synthesis.") :]: v for k, v in state.items() if k.startswith("synthesis.")}
+
+
+def synthesize(G, state: dict[str, torch.Tensor] | None = None, *, noise_maps=None, **kwargs) -> torch.Tensor:
+    """``G.synthesis(**kwargs)`` with some parameters/buffers replaced (full state-dict names) and, optionally,
+    per-image noise maps {prefix: (B, 1, H, W)}.
+
+    The core reads one noise buffer per layer (shared by the batch) and adds ``noise · noise_strength``; per-image maps
+    are passed by replacing the buffer with ones and the strength with ``strength · map`` (broadcast over channels),
+    which gives exactly ``map · strength`` for each image.
+    """
+    over = dict(state or {})
+    if noise_maps:
+        for prefix, m in noise_maps.items():
+            strength = over.get(prefix + ".noise_strength")
+            if strength is None:
+                strength = G.get_parameter(prefix + ".noise_strength")
+            over[prefix + ".noise_const"] = torch.ones(m.shape[-2:], device=m.device, dtype=m.dtype)
+            over[prefix + ".noise_strength"] = strength * m
+        kwargs.setdefault("noise_mode", "const")
+    if not over:
+        return G.synthesis(**kwargs)
+    return functional_call(G.synthesis, _synthesis_state(over), (), kwargs, strict=False)
+
+
+def render_record(G, record: InversionRecord, *, noise_mode: str = "const", device=None) -> torch.Tensor:
+    """(1, 3, H, W) image of a record: its latent, its HyperStyle offsets and its tuned differences (noise maps,
+    PTI weights) merged into ``G.state_dict()`` (parameters *and* buffers)."""
+    device = device or G.w_avg.device
+    kw = record.synthesis_kwargs(device=device)
+    state = record.tuned_state(G.state_dict()) if record.tuned else None
+    with torch.no_grad():
+        return synthesize(G, state, noise_mode=noise_mode, **{k: v for k, v in kw.items() if v is not None})
+
+
+def noise_regularization(maps: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Σ over maps and scales of the squared mean autocorrelation at a one-pixel shift (x and y), per image: (B,).
+    Each map is average-pooled by 2 until it is 8×8."""
+    total = None
+    for m in maps.values():
+        x = m
+        while True:
+            ac_x = (x * torch.roll(x, shifts=1, dims=3)).mean(dim=(1, 2, 3))
+            ac_y = (x * torch.roll(x, shifts=1, dims=2)).mean(dim=(1, 2, 3))
+            r = ac_x.square() + ac_y.square()
+            total = r if total is None else total + r
+            if x.shape[-1] <= 8:
+                break
+            x = F.avg_pool2d(x, 2)
+    return total
+
+
+def _normalize_maps_(maps: dict[str, torch.Tensor]) -> None:
+    with torch.no_grad():
+        for m in maps.values():
+            mean = m.mean(dim=(1, 2, 3), keepdim=True)
+            std = (m - mean).square().mean(dim=(1, 2, 3), keepdim=True).sqrt()
+            m.sub_(mean).div_(std.clamp_min(1e-8))
+
+
+def _check_targets(G, targets: torch.Tensor) -> torch.Tensor:
+    res = G.cfg.resolution
+    if targets.ndim != 4 or targets.shape[1] != 3 or targets.shape[2:] != (res, res):
+        raise ValueError(f"targets must be (B, 3, {res}, {res}) in [-1, 1], got {tuple(targets.shape)}")
+    return targets.float()
+
+
+def _default_distance(distance, device, resolution, net="vgg"):
+    if distance is not None:
+        return distance
+    from ..metrics.lpips import get_lpips
+
+    return get_lpips(net, device=device, resolution=resolution)
+
+
+def compact_difference(diff: torch.Tensor, rank: int | None = None) -> dict[str, torch.Tensor]:
+    """θ̂ − θ as stored in a record (relative names ``""``, ``".u"``, ``".v"``): fp16, or rank-r factors (fp16) of the
+    difference reshaped to (out, rest) when that is smaller than the full difference."""
+    if rank is not None and diff.ndim >= 2:
+        mat = diff.float().reshape(diff.shape[0], -1)
+        rows, cols = mat.shape
+        if rank * (rows + cols) < rows * cols:
+            U, S, Vh = torch.linalg.svd(mat, full_matrices=False)
+            u = (U[:, :rank] * S[:rank].sqrt()).half().contiguous()
+            v = (S[:rank].sqrt()[:, None] * Vh[:rank]).half().contiguous()
+            return {".u": u, ".v": v}
+    return {"": diff.detach().half().contiguous()}
+
+
+def _results_from_records(G, records, targets, names, distance, *, seconds, steps, method, params):
+    """Render each record, measure it against its target, and wrap it as an InversionResult."""
+    out = []
+    for i, rec in enumerate(records):
+        img = render_record(G, rec).float()
+        with torch.no_grad():
+            lp = float(distance(img, targets[i : i + 1]))
+            l2 = float(l2_distance(img, targets[i : i + 1]))
+        metrics = {"l2": l2, "lpips": lp, "steps": steps[i], "seconds": seconds[i]}
+        out.append(
+            InversionResult(
+                name=names[i],
+                image=img[0].cpu(),
+                latent=rec.latent,
+                latent_kind=rec.latent_kind,
+                method=method,
+                tuned=dict(rec.tuned),
+                meta={"params": params, "metrics": metrics},
+                timings={"seconds": seconds[i]},
+            )
+        )
+    return out
+
+
+def _names(names, n):
+    if names is None:
+        return [str(i) for i in range(n)]
+    if len(names) != n:
+        raise ValueError(f"{len(names)} names for {n} images")
+    return list(names)
+
+
+# --- the projector -------------------------------------------------------------------------------------------------
+def project(
+    G,
+    targets: torch.Tensor,  # (B, 3, H, W) in [-1, 1] at the generator's resolution
+    settings: ProjectorSettings | None = None,
+    *,
+    names: list[str] | None = None,  # per-image names for the results (default "0", "1", …)
+    distance=None,  # LPIPSDistance for the loss and the reported metric (default: LPIPS-VGG from the registry)
+    device=None,  # default: the generator's device
+    seed: int = 0,  # latent-noise and noise-map initialisation
+    callback: ProgressFn | None = None,
+    **overrides,  # any ProjectorSettings field
+) -> OptimOutput:
+    s = dataclasses.replace(settings or ProjectorSettings(), **overrides)
+    device = torch.device(device) if device is not None else G.w_avg.device
+    targets = _check_targets(G, targets).to(device)
+    B = targets.shape[0]
+    names = _names(names, B)
+    distance = _default_distance(distance, device, s.loss_resolution)
+    G = G.eval().requires_grad_(False)
+    t_start = time.perf_counter()
+
+    w_avg, w_std = latent_stats(G, s.w_avg_samples, seed=s.w_avg_seed)
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    if s.space == "w":
+        w_opt = w_avg[None].repeat(B, 1)
+    else:
+        w_opt = w_avg[None, None].repeat(B, G.num_ws, 1)
+    w_opt = w_opt.clone().requires_grad_(True)
+
+    maps: dict[str, torch.Tensor] = {}
+    if s.optimize_noise:
+        for prefix in noise_layer_names(G):
+            res = G.get_buffer(prefix + ".noise_const").shape[-1]
+            maps[prefix] = torch.randn(B, 1, res, res, generator=gen).to(device).requires_grad_(True)
+    opt = torch.optim.Adam([w_opt, *maps.values()], lr=s.learning_rate, betas=(0.9, 0.999))
+
+    history = []
+    for step in range(s.num_steps):
+        t = step / s.num_steps
+        noise_scale = w_std * s.latent_noise * max(0.0, 1.0 - t / s.latent_noise_ramp) ** 2
+        for group in opt.param_groups:
+            group["lr"] = lr_schedule(t, s.learning_rate, s.lr_rampup, s.lr_rampdown)
+        w_noise = torch.randn(w_opt.shape, generator=gen).to(device) * noise_scale
+        synth = synthesize(G, noise_maps=maps, ws=w_opt + w_noise)
+        loss = distance(synth, targets)
+        if s.mse_weight:
+            loss = loss + s.mse_weight * l2_distance(synth, targets)
+        if maps and s.noise_regularize:
+            loss = loss + s.noise_regularize * noise_regularization(maps)
+        opt.zero_grad(set_to_none=True)
+        loss.sum().backward()
+        opt.step()
+        _normalize_maps_(maps)
+        history.append(loss.detach().cpu())
+        if callback is not None:
+            callback(StepInfo("project", step + 1, s.num_steps, loss.detach(), synth.detach(), tuple(range(B))))
+
+    params = {"space": s.space, **{k: v for k, v in dataclasses.asdict(s).items() if k != "space"}, "seed": seed}
+    base = G.state_dict()
+    records = []
+    for i in range(B):
+        lat = w_opt[i].detach().float().cpu()
+        lat = lat[None] if s.space == "w" else lat
+        tuned = {f"{p}.noise_const": (maps[p][i, 0].detach() - base[p + ".noise_const"]).half().cpu() for p in maps}
+        records.append(InversionRecord(latent=lat, latent_kind=s.space, method="optim", tuned=tuned, meta={}))
+    seconds = (time.perf_counter() - t_start) / B
+    results = _results_from_records(
+        G, records, targets, names, distance, seconds=[seconds] * B, steps=[s.num_steps] * B, method="optim",
+        params={"projector": params},
+    )
+    return OptimOutput(results=results, history=torch.stack(history))
+
+
+# --- pivotal tuning ------------------------------------------------------------------------------------------------
+def _tunable(G) -> dict[str, torch.Tensor]:
+    return {f"synthesis.{k}": v for k, v in G.synthesis.named_parameters()}
+
+
+def tune(
+    G,
+    target: torch.Tensor,  # (1, 3, H, W) in [-1, 1]
+    pivot: InversionResult,  # a projector result (its latent and noise maps stay fixed)
+    settings: TuneSettings | None = None,
+    *,
+    distance=None,  # LPIPS of the tuning loss (default: LPIPS-<lpips_net> from the registry)
+    metric=None,  # LPIPS used for the reported metric (default: LPIPS-VGG)
+    device=None,
+    seed: int = 0,  # locality-regulariser samples
+    index: int = 0,  # position of this image in its batch (reported to the callback)
+    callback: ProgressFn | None = None,
+    **overrides,  # any TuneSettings field
+) -> tuple[InversionResult, list[float]]:
+    """PTI for one image: returns the pivot's result with tuned weights added (and re-rendered), and the loss curve."""
+    s = dataclasses.replace(settings or TuneSettings(), **overrides)
+    device = torch.device(device) if device is not None else G.w_avg.device
+    target = _check_targets(G, target).to(device)
+    distance = _default_distance(distance, device, 256, s.lpips_net)
+    metric = _default_distance(metric, device, 256, "vgg")
+    G = G.eval().requires_grad_(False)
+    t_start = time.perf_counter()
+
+    pivot_rec = pivot.to_record()
+    base = G.state_dict()
+    fixed = pivot_rec.tuned_state(base) if pivot_rec.tuned else {}  # the pivot's noise maps
+    base_params = {k: v.detach() for k, v in _tunable(G).items()}
+    params = {k: v.clone().requires_grad_(True) for k, v in base_params.items()}
+    opt = torch.optim.Adam(params.values(), lr=s.learning_rate)
+    kw = {k: v for k, v in pivot_rec.synthesis_kwargs(device=device).items() if v is not None}
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    pivot_w = kw.get("ws")
+
+    history: list[float] = []
+    steps = 0
+    for step in range(s.num_steps):
+        img = synthesize(G, {**fixed, **params}, noise_mode="const", **kw)
+        lp = distance(img, target)
+        if float(lp) <= s.lpips_target:
+            break
+        loss = s.l2_weight * l2_distance(img, target) + s.lpips_weight * lp
+        if s.locality and pivot_w is not None:
+            z = torch.randn(1, G.cfg.z_dim, generator=gen).to(device)
+            with torch.no_grad():
+                w_rand = G.truncate(G.mapping(z), s.locality_psi)
+                if pivot_w.ndim == 3:
+                    w_rand = w_rand[:, None].expand_as(pivot_w)
+                direction = w_rand - pivot_w
+                w_loc = pivot_w + s.locality_alpha * direction / direction.norm().clamp_min(1e-8)
+                old = synthesize(G, fixed, ws=w_loc, noise_mode="none")
+            new = synthesize(G, {**fixed, **params}, ws=w_loc, noise_mode="none")
+            loss = loss + s.locality_l2 * l2_distance(new, old) + s.locality_lpips * distance(new, old)
+        opt.zero_grad(set_to_none=True)
+        loss.sum().backward()
+        opt.step()
+        steps = step + 1
+        history.append(float(loss))
+        if callback is not None:
+            callback(StepInfo("tune", steps, s.num_steps, loss.detach().reshape(1), img.detach(), (index,)))
+
+    tuned = dict(pivot_rec.tuned)
+    for name, p in params.items():
+        diff = p.detach() - base_params[name]
+        if torch.count_nonzero(diff) == 0:
+            continue
+        for suffix, t in compact_difference(diff, s.rank).items():
+            tuned[name + suffix] = t.cpu()
+    rec = InversionRecord(latent=pivot_rec.latent, latent_kind=pivot_rec.latent_kind, method="optim", tuned=tuned)
+    seconds = time.perf_counter() - t_start
+    tune_params = {**dataclasses.asdict(s), "seed": seed}
+    params_meta = {**pivot.meta.get("params", {}), "tune": tune_params}
+    [res] = _results_from_records(
+        G, [rec], target, [pivot.name], metric, seconds=[seconds], steps=[steps], method="optim", params=params_meta
+    )
+    res.meta["metrics"]["pivot"] = pivot.meta.get("metrics", {})
+    res.meta["metrics"]["tune_steps"] = steps
+    res.meta["metrics"]["seconds"] = seconds + pivot.timings.get("seconds", 0.0)
+    res.timings = {"project": pivot.timings.get("seconds", 0.0), "tune": seconds,
+                   "seconds": seconds + pivot.timings.get("seconds", 0.0)}
+    return res, history
+
+
+def project_and_tune(
+    G,
+    targets: torch.Tensor,
+    settings: ProjectorSettings | None = None,
+    tune_settings: TuneSettings | None = None,
+    *,
+    names: list[str] | None = None,
+    distance=None,  # projector loss + reported metric (LPIPS-VGG)
+    tune_distance=None,  # PTI loss (LPIPS-alex by default)
+    device=None,
+    seed: int = 0,
+    callback: ProgressFn | None = None,
+) -> OptimOutput:
+    """The projector on the whole batch, then (with ``tune_settings``) PTI image by image from each pivot."""
+    out = project(G, targets, settings, names=names, distance=distance, device=device, seed=seed, callback=callback)
+    if tune_settings is None:
+        return out
+    device = torch.device(device) if device is not None else G.w_avg.device
+    metric = _default_distance(distance, device, (settings or ProjectorSettings()).loss_resolution)
+    results, curves = [], []
+    for i, pivot in enumerate(out.results):
+        res, curve = tune(
+            G, targets[i : i + 1].to(device), pivot, tune_settings, distance=tune_distance, metric=metric,
+            device=device, seed=seed + i, index=i, callback=callback,
+        )
+        results.append(res)
+        curves.append(curve)
+    return OptimOutput(results=results, history=out.history, tune_history=curves)
