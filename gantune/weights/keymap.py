@@ -1,0 +1,114 @@
+"""The one mechanism every importer uses: a table of key rules that must account for every key of a foreign state dict.
+
+A table is a list of :class:`KeyRule`, one per foreign key, in the foreign file's own order. Importing checks that the
+foreign keys are exactly the table's keys (missing and unexpected keys are an error that names them), checks each
+shape, and converts each tensor. Constant buffers of the foreign format (FIR kernels) map to no native key: their
+value is checked and dropped. Exporting walks the same table backwards, so import and export cannot disagree.
+
+Also here: fitting ``channel_base`` / ``channel_max`` to the channel counts read from a file's weight shapes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import torch
+
+from ..errors import WeightsError
+
+
+def _same(t: torch.Tensor) -> torch.Tensor:
+    return t
+
+
+@dataclass(frozen=True)
+class KeyRule:
+    foreign: str  # key in the foreign state dict
+    native: str | None  # key in gantune's Generator state dict; None = a constant that is checked, then dropped
+    shape: tuple[int, ...]  # shape the foreign tensor must have
+    to_native: Callable[[torch.Tensor], torch.Tensor] = _same  # foreign tensor -> native tensor (reshape only)
+    to_foreign: Callable[[torch.Tensor], torch.Tensor] = _same  # native tensor -> foreign tensor (exact inverse)
+    expect: torch.Tensor | None = None  # the value a dropped constant must have (native is None)
+
+
+def _names(keys, limit: int = 8) -> str:
+    keys = sorted(keys)
+    shown = ", ".join(keys[:limit])
+    return shown + (f" … and {len(keys) - limit} more" if len(keys) > limit else "")
+
+
+def check_keys(sd: Mapping[str, torch.Tensor], rules: list[KeyRule], source: str) -> None:
+    """Raise a WeightsError that names the missing and unexpected keys, if there are any."""
+    want = {r.foreign for r in rules}
+    have = set(sd)
+    missing, unexpected = want - have, have - want
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing key(s): {_names(missing)}")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected key(s): {_names(unexpected)}")
+        raise WeightsError(
+            f"{source} state dict does not match the StyleGAN2 layout inferred from its keys: " + "; ".join(parts),
+            hint="the file is damaged, or is a different architecture than its keys suggest",
+        )
+
+
+def import_state(sd: Mapping[str, torch.Tensor], rules: list[KeyRule], source: str) -> dict[str, torch.Tensor]:
+    """Foreign state dict -> native state dict (float32). Every foreign key must be accounted for by ``rules``."""
+    check_keys(sd, rules, source)
+    out: dict[str, torch.Tensor] = {}
+    for r in rules:
+        t = sd[r.foreign]
+        if not isinstance(t, torch.Tensor):
+            raise WeightsError(f"{source} key {r.foreign} holds a {type(t).__name__}, not a tensor")
+        if tuple(t.shape) != tuple(r.shape):
+            raise WeightsError(
+                f"{source} key {r.foreign} has shape {tuple(t.shape)}, expected {tuple(r.shape)}",
+                hint="the channel counts of this file are inconsistent with each other",
+            )
+        if not t.is_floating_point():
+            raise WeightsError(f"{source} key {r.foreign} has dtype {t.dtype}, expected a floating-point tensor")
+        t = t.detach().to("cpu", torch.float32)
+        if r.native is None:
+            if r.expect is not None and not torch.allclose(t, r.expect.to(t.dtype), atol=1e-6, rtol=1e-5):
+                raise WeightsError(
+                    f"{source} key {r.foreign} is {t.tolist()}, expected the StyleGAN2 [1,3,3,1] filter "
+                    f"{r.expect.tolist()}",
+                    hint="gantune implements only the standard StyleGAN2 resampling filter",
+                )
+            continue
+        out[r.native] = r.to_native(t).contiguous()
+    return out
+
+
+def export_state(native: Mapping[str, torch.Tensor], rules: list[KeyRule]) -> dict[str, torch.Tensor]:
+    """Native state dict -> foreign state dict, in the table's (the official) key order."""
+    out: dict[str, torch.Tensor] = {}
+    for r in rules:
+        if r.native is None:
+            out[r.foreign] = r.expect.clone()
+        else:
+            out[r.foreign] = r.to_foreign(native[r.native].detach().to("cpu", torch.float32)).contiguous().clone()
+    return out
+
+
+def fit_channels(channels: Mapping[int, int], source: str) -> tuple[int, int]:
+    """(channel_base, channel_max) such that min(base // res, max) == channels[res] for every resolution.
+
+    Raises a WeightsError when no such pair exists (the core could not reproduce the file's layer widths).
+    """
+    cmax = max(channels.values())
+    lower = 1
+    for res, c in channels.items():
+        lower = max(lower, c * res)  # base // res >= c  <=>  base >= c * res (for capped layers too)
+    base = lower
+    got = {res: max(1, min(base // res, cmax)) for res in channels}
+    if got != dict(channels):
+        table = ", ".join(f"{r}:{c}" for r, c in sorted(channels.items()))
+        raise WeightsError(
+            f"{source} layer widths {{{table}}} do not follow min(channel_base // res, channel_max)",
+            hint="gantune's StyleGAN2 core supports only the standard channel schedule",
+        )
+    return base, cmax
