@@ -335,27 +335,23 @@ def _describe_file(path: Path, out: Console) -> None:
         _describe_generator(G, dict(ginfo), path, fmt, out)
         return
     if fmt == "hyperstyle-pt":
-        described = False
-        try:  # the HyperStyle importer, when it exists, knows best
-            from ..methods.hyper import describe_checkpoint  # type: ignore[attr-defined]
+        try:  # the HyperStyle importer's own one-line description, when it is installed
+            from ..methods.hyper.checkpoint import describe_file
 
-            for line in describe_checkpoint(path):
-                out.print(line)
-            described = True
-        except (ImportError, AttributeError):
+            out.print(f"checkpoint:    {describe_file(path)}")
+        except ImportError:
             pass
-        if not described:
-            scan = _scan_torch(path)
-            layers = _hyperstyle_layers(scan)
-            out.print(f"top level:     {', '.join(map(str, scan['_top']))}")
-            opts = scan["_obj"].get("opts") if isinstance(scan["_obj"], dict) else None
-            if isinstance(opts, dict):
-                for k in ("dataset_type", "encoder_type", "output_size", "layers_to_tune"):
-                    if k in opts:
-                        out.print(f"opts.{k}:".ljust(15) + f"{opts[k]}")
-            out.print(f"tuned layers:  {len(layers)} (from the keys)")
-            for j, name, kind in layers:
-                out.print(f"  {j:>3}  {name:<12} {kind}")
+        scan = _scan_torch(path)
+        layers = _hyperstyle_layers(scan)
+        out.print(f"top level:     {', '.join(map(str, scan['_top']))}")
+        opts = scan["_obj"].get("opts") if isinstance(scan["_obj"], dict) else None
+        if isinstance(opts, dict):
+            for k in ("dataset_type", "encoder_type", "output_size", "layers_to_tune"):
+                if k in opts:
+                    out.print(f"opts.{k}:".ljust(15) + f"{opts[k]}")
+        out.print(f"tuned layers:  {len(layers)} (from the keys)")
+        for j, name, kind in layers:
+            out.print(f"  {j:>3}  {name:<12} {kind}")
         return
     try:
         scan = _scan_torch(path)
