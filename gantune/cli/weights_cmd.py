@@ -28,7 +28,9 @@ weights_app = typer.Typer(
     rich_markup_mode="rich",
 )
 
-GENERATOR_FORMATS = ("native", "rosinality-pt", "ada-pkl")
+# formats as named by gantune.weights.detect_format
+GENERATOR_FORMATS = ("native", "rosinality", "rosinality-train", "ada-pkl")
+WITH_DECODER = ("hyperstyle", "w-encoder")  # checkpoints that carry a full generator as decoder.*
 
 
 def _out() -> Console:
@@ -266,7 +268,7 @@ def _w_avg_state(ginfo: dict, path: Path, fmt: str) -> str:
     for k in ("w_avg_computed", "latent_avg_computed"):
         if k in meta:
             return "computed at import (the source file had none)" if meta[k] else "from the source file"
-    if fmt == "rosinality-pt":
+    if fmt in ("rosinality", "rosinality-train"):
         try:
             return "present in the file (latent_avg)" if "latent_avg" in _scan_torch(path)["_top"] else \
                 "absent from the file (computed at import)"
@@ -334,7 +336,7 @@ def _describe_file(path: Path, out: Console) -> None:
         G, ginfo = load_generator_file(path, "cpu")
         _describe_generator(G, dict(ginfo), path, fmt, out)
         return
-    if fmt == "hyperstyle-pt":
+    if fmt in WITH_DECODER:
         try:  # the HyperStyle importer's own one-line description, when it is installed
             from ..methods.hyper.checkpoint import describe_file
 
@@ -349,9 +351,19 @@ def _describe_file(path: Path, out: Console) -> None:
             for k in ("dataset_type", "encoder_type", "output_size", "layers_to_tune"):
                 if k in opts:
                     out.print(f"opts.{k}:".ljust(15) + f"{opts[k]}")
-        out.print(f"tuned layers:  {len(layers)} (from the keys)")
-        for j, name, kind in layers:
-            out.print(f"  {j:>3}  {name:<12} {kind}")
+        if fmt == "hyperstyle" or layers:
+            out.print(f"tuned layers:  {len(layers)} (from the keys)")
+            for j, name, kind in layers:
+                out.print(f"  {j:>3}  {name:<12} {kind}")
+        from ..weights import load_generator_file
+
+        try:
+            G, ginfo = load_generator_file(path, "cpu")
+        except GantuneError as e:
+            out.print(f"decoder:       not readable ({e.one_line()})")
+            return
+        out.print("decoder (generator stored in the checkpoint):")
+        _describe_generator(G, dict(ginfo), path, fmt, out)
         return
     try:
         scan = _scan_torch(path)
@@ -380,11 +392,10 @@ def import_command(
         raise WeightsError(f"{out_path} exists", "use --force to overwrite it")
     src = resolve(file)
     fmt = detect_format(src)
-    if fmt not in GENERATOR_FORMATS:
-        raise WeightsError(f"{src.name} is a {fmt} file, not a generator", "import takes rosinality .pt, ADA .pkl or native files")
-    G, ginfo = load_generator_file(src, "cpu")
-    meta = {"source_file": src.name, "source_format": fmt, "source_sha256": sha256_file(src),
-            "registry_name": registry_name_for(file) or registry_name_for(src)}
+    G, ginfo = load_generator_file(src, "cpu")  # raises a one-line WeightsError for files without a generator
+    meta = {"source_file": src.name, "source_format": fmt, "source_sha256": ginfo.get("sha256") or sha256_file(src),
+            "registry_name": registry_name_for(file) or registry_name_for(src),
+            "w_avg_computed": bool(ginfo.get("w_avg_computed", False)), "w_avg_source": ginfo.get("w_avg_source")}
     save_native(G, out_path, meta=meta)
     console.print(f"{src.name} ({fmt}) -> {out_path}: {G.cfg.describe()}")
 

@@ -576,7 +576,7 @@ def load_generator(spec: str | os.PathLike, device="cpu", *, progress: bool = Tr
     st = path.stat()
     if fmt == "native":
         G, info = load_generator_file(path, device)
-        sha = file_sha256(path)
+        sha = dict(info).get("sha256") or file_sha256(path)
     else:
         conv = converted_path(path)
         alt = home() / "converted" / f"{path.name}.gantune.safetensors"
@@ -599,12 +599,14 @@ def load_generator(spec: str | os.PathLike, device="cpu", *, progress: bool = Tr
                 info.update(converted=str(cand), source_format=meta.get("source_format", fmt))
                 break
         if G is None:
-            sha = sha or file_sha256(path)
             G, info = load_generator_file(path, "cpu")
             info = dict(info)
+            sha = sha or info.get("sha256") or file_sha256(path)
             save_native = _importer("save_native")
             meta = {"source_sha256": sha, "source_format": fmt, "source_file": path.name,
-                    "source_size": st.st_size, "source_mtime_ns": st.st_mtime_ns, "registry_name": name}
+                    "source_size": st.st_size, "source_mtime_ns": st.st_mtime_ns, "registry_name": name,
+                    "w_avg_computed": bool(info.get("w_avg_computed", False)),
+                    "w_avg_source": info.get("w_avg_source")}
             for cand in (conv, alt):
                 try:
                     save_native(G, cand, meta=meta)
