@@ -1,0 +1,161 @@
+"""``gantune align`` / ``gantune paste``: batches with failures, fixed names, manifest, workers, paste-back."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import typer
+from PIL import Image
+from typer.testing import CliRunner
+
+from gantune.cli import align_cmd
+from gantune.errors import InputError
+from gantune.io.manifest import read_manifest
+from test_align import astronaut, lfw_face, two_faces
+
+
+def cli_app() -> typer.Typer:
+    app = typer.Typer()
+    align_cmd.register(app)
+    return app
+
+
+def run(*args: str):
+    return CliRunner().invoke(cli_app(), [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    d = tmp_path_factory.mktemp("photos")
+    astronaut().save(d / "astro.jpg", quality=95)
+    (d / "notes.jpg").write_bytes(b"not an image at all\n")
+    Image.new("RGB", (320, 240), (90, 120, 150)).save(d / "blank.png")
+    two_faces()[0].save(d / "two.png")
+    lfw_face(5, 8).save(d / "grey.png")
+    (d / "sub").mkdir()
+    astronaut().transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(d / "sub" / "astro.png")
+    return d
+
+
+def test_align_is_registered_in_the_main_app():
+    from gantune.cli.app import COMMAND_MODULES
+
+    assert "align_cmd" in COMMAND_MODULES
+
+
+def test_batch_with_failures_keeps_names_and_reports(photos, tmp_path):
+    out = tmp_path / "aligned"
+    inputs = [photos / n for n in ("astro.jpg", "notes.jpg", "blank.png", "missing.jpg", "two.png", "grey.png")]
+    inputs.append(photos / "sub" / "astro.png")  # same stem as the first input
+    res = run("align", *inputs, "-o", out, "--size", "128")
+    assert res.exit_code == 1, res.output  # not every input gave a crop
+    written = sorted(p.name for p in out.glob("*.png"))
+    assert written == ["astro.png", "astro_2.png", "grey.png", "two.png"]
+    for n in written:
+        assert Image.open(out / n).size == (128, 128)
+    entries = read_manifest(out / "manifest.jsonl")
+    assert [e["input"] for e in entries] == [str(p) for p in inputs]  # one line per input, in input order
+    by = {e["input"].split("/")[-1] if "sub" not in e["input"] else "sub/astro.png": e for e in entries}
+    assert [e["status"] for e in entries] == ["ok", "failed", "failed", "failed", "ok", "ok", "ok"]
+    assert "not a readable image" in by["notes.jpg"]["reason"]
+    assert "no face found" in by["blank.png"]["reason"] and by["blank.png"]["faces_found"] == 0
+    assert "no such file" in by["missing.jpg"]["reason"]
+    e = by["astro.jpg"]
+    assert e["faces_found"] == 2 and e["outputs"] == [str(out / "astro.png")]
+    chosen = [f for f in e["faces"] if "quad" in f]
+    assert len(chosen) == 1 and chosen[0]["index"] == 1 and chosen[0]["output"] == str(out / "astro.png")
+    assert np.array(chosen[0]["quad"]).shape == (4, 2) and np.array(chosen[0]["landmarks"]).shape == (68, 2)
+    assert all(np.array(f["landmarks"]).shape == (68, 2) for f in e["faces"])  # landmarks of every face found
+    assert by["two.png"]["faces_found"] == 2
+    # the mirrored copy in sub/ went to astro_2.png and is the mirror image of astro.png (same face, flipped)
+    a = np.asarray(Image.open(out / "astro.png"), dtype=float)
+    b = np.asarray(Image.open(out / "astro_2.png"), dtype=float)[:, ::-1]
+    assert np.abs(a - b).mean() < 12.0
+
+
+def test_faces_all_and_workers_give_identical_results(photos, tmp_path):
+    inputs = [photos / "two.png", photos / "blank.png", photos / "grey.png"]
+    one, two = tmp_path / "w1", tmp_path / "w2"
+    r1 = run("align", *inputs, "-o", one, "--size", "64", "--faces", "all")
+    r2 = run("align", *inputs, "-o", two, "--size", "64", "--faces", "all", "--workers", "2")
+    assert r1.exit_code == 1 and r2.exit_code == 1
+    names = sorted(p.name for p in one.glob("*.png"))
+    assert names == ["grey_face1.png", "two_face1.png", "two_face2.png"]
+    assert sorted(p.name for p in two.glob("*.png")) == names
+    for n in names:
+        assert (one / n).read_bytes() == (two / n).read_bytes()
+    m1, m2 = read_manifest(one / "manifest.jsonl"), read_manifest(two / "manifest.jsonl")
+    strip = lambda es: [{k: v for k, v in e.items() if k not in ("seconds", "faces", "outputs")} for e in es]  # noqa: E731
+    assert strip(m1) == strip(m2)
+    # face1 is the larger face
+    faces = m1[0]["faces"]
+    area = lambda f: (f["box"][2] - f["box"][0]) * (f["box"][3] - f["box"][1])  # noqa: E731
+    assert area(faces[0]) > area(faces[1]) and faces[0]["output"].endswith("two_face1.png")
+
+
+def test_face_number_and_exit_code(photos, tmp_path):
+    res = run("align", photos / "two.png", "-o", tmp_path / "a", "--size", "64", "--faces", "2")
+    assert res.exit_code == 0, res.output
+    assert [p.name for p in (tmp_path / "a").glob("*.png")] == ["two.png"]
+    res = run("align", photos / "two.png", "-o", tmp_path / "b", "--size", "64", "--faces", "3")
+    assert res.exit_code == 1
+    (e,) = read_manifest(tmp_path / "b" / "manifest.jsonl")
+    assert e["status"] == "failed" and "face 3 asked for, but only 2 found" in e["reason"]
+
+
+def test_bad_options_are_user_errors(photos, tmp_path):
+    res = run("align", photos / "astro.jpg", "-o", tmp_path, "--size", "300")
+    assert isinstance(res.exception, InputError) and "power of two" in str(res.exception)
+    res = run("align", photos / "astro.jpg", "-o", tmp_path, "--faces", "most")
+    assert isinstance(res.exception, InputError)
+
+
+def test_paste_back_from_manifest_json_and_record(photos, tmp_path):
+    import torch
+
+    from gantune.io.record import InversionRecord
+
+    out = tmp_path / "aligned"
+    res = run("align", photos / "astro.jpg", photos / "two.png", "-o", out, "--size", "256", "--faces", "all")
+    assert res.exit_code == 0, res.output
+    original = np.asarray(astronaut(), dtype=float)
+    manifest = out / "manifest.jsonl"
+    entry = read_manifest(manifest)[0]
+    face = entry["faces"][0]
+    l, t, r, b = (int(v) for v in face["box"])
+
+    def check(path):
+        img = np.asarray(Image.open(path).convert("RGB"), dtype=float)
+        assert img.shape == original.shape
+        assert np.abs(img[t:b, l:r] - original[t:b, l:r]).mean() < 5.0  # the JPEG original vs its own crop
+
+    # 1. the unchanged crop itself: found in the manifest by its file name
+    res = run("paste", out / "astro_face1.png", "--onto", photos / "astro.jpg", "--transform", manifest, "-o", tmp_path / "p1.png")
+    assert res.exit_code == 0, res.output
+    check(tmp_path / "p1.png")
+    # 2. an "edited" copy under another name: found by the original's path; the face number from --face
+    edited = tmp_path / "edited.png"
+    Image.open(out / "astro_face1.png").save(edited)
+    res = run("paste", edited, "--onto", photos / "astro.jpg", "--transform", manifest, "--face", "1", "-o", tmp_path)
+    assert res.exit_code == 0, res.output
+    check(tmp_path / "edited_pasted.png")
+    # without --face the choice is ambiguous (two faces aligned from astro.jpg)
+    res = run("paste", edited, "--onto", photos / "astro.jpg", "--transform", manifest, "-o", tmp_path / "x.png")
+    assert isinstance(res.exception, InputError) and "--face" in res.exception.one_line()
+    # 3. a transform JSON and 4. an inversion record carrying meta["align"]
+    (tmp_path / "t.json").write_text(json.dumps(face))
+    res = run("paste", edited, "--onto", photos / "astro.jpg", "--transform", tmp_path / "t.json", "-o", tmp_path / "p3.png")
+    assert res.exit_code == 0, res.output
+    check(tmp_path / "p3.png")
+    rec = tmp_path / "rec.safetensors"
+    InversionRecord(latent=torch.zeros(1, 8), latent_kind="w", method="test", meta={"align": face}).save(rec)
+    small = tmp_path / "recon.png"
+    Image.open(edited).resize((64, 64), Image.LANCZOS).save(small)  # e.g. a low-resolution reconstruction
+    res = run("paste", small, "--onto", photos / "astro.jpg", "--transform", rec, "-o", tmp_path / "p4.png")
+    assert res.exit_code == 0, res.output
+    assert Image.open(tmp_path / "p4.png").size == (512, 512)
+    # pasting a face into the wrong photo is caught when the aspect ratio differs
+    res = run("paste", edited, "--onto", photos / "blank.png", "--transform", tmp_path / "t.json", "-o", tmp_path / "bad.png")
+    assert res.exception is not None and "aspect" in str(res.exception)
