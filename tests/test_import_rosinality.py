@@ -1,0 +1,296 @@
+"""rosinality StyleGAN2 import: the official 1024 layout round-trips exactly, every key is accounted for, and the
+imported generator renders what rosinality's own maths renders (an independent reference forward below)."""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import read_keys
+from gantune.core import GeneratorConfig
+from gantune.errors import WeightsError
+from gantune.weights.rosinality import (
+    from_rosinality_state_dict,
+    load_rosinality,
+    read_rosinality_file,
+    to_rosinality_state_dict,
+)
+
+BLUR = torch.outer(torch.tensor([1.0, 3, 3, 1]), torch.tensor([1.0, 3, 3, 1])) / 64 * 4
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# test-side model of the rosinality format (written from OFFICIAL_FORMATS.md §1, independent of gantune's tables)
+# ---------------------------------------------------------------------------------------------------------------------
+def rosinality_layout(size: int, style_dim: int, n_mlp: int, ch: dict[int, int]) -> list[tuple[str, tuple]]:
+    """(key, shape) of a rosinality g_ema in state_dict order."""
+    log2 = int(math.log2(size))
+    rows = []
+    for i in range(1, n_mlp + 1):
+        rows += [(f"style.{i}.weight", (style_dim, style_dim)), (f"style.{i}.bias", (style_dim,))]
+    rows.append(("input.input", (1, ch[4], 4, 4)))
+
+    def styled(name, cin, cout, up):
+        r = [(f"{name}.conv.weight", (1, cout, cin, 3, 3))]
+        if up:
+            r.append((f"{name}.conv.blur.kernel", (4, 4)))
+        r += [(f"{name}.conv.modulation.weight", (cin, style_dim)), (f"{name}.conv.modulation.bias", (cin,))]
+        return r + [(f"{name}.noise.weight", (1,)), (f"{name}.activate.bias", (cout,))]
+
+    def torgb(name, cin, up):
+        r = [(f"{name}.bias", (1, 3, 1, 1))]
+        if up:
+            r.append((f"{name}.upsample.kernel", (4, 4)))
+        return r + [
+            (f"{name}.conv.weight", (1, 3, cin, 1, 1)),
+            (f"{name}.conv.modulation.weight", (cin, style_dim)),
+            (f"{name}.conv.modulation.bias", (cin,)),
+        ]
+
+    rows += styled("conv1", ch[4], ch[4], False) + torgb("to_rgb1", ch[4], False)
+    for i in range(log2 - 2):
+        r = 2 ** (i + 3)
+        rows += styled(f"convs.{2 * i}", ch[r // 2], ch[r], True) + styled(f"convs.{2 * i + 1}", ch[r], ch[r], False)
+    for i in range(log2 - 2):
+        rows += torgb(f"to_rgbs.{i}", ch[2 ** (i + 3)], True)
+    for j in range((log2 - 2) * 2 + 1):
+        s = 2 ** ((j + 5) // 2)
+        rows.append((f"noises.noise_{j}", (1, 1, s, s)))
+    return rows
+
+
+def random_rosinality(layout, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Random values with plausible scales for every key; FIR kernels set to their required value."""
+    g = torch.Generator().manual_seed(seed)
+    sd = {}
+    for key, shape in layout:
+        if key.endswith(("blur.kernel", "upsample.kernel")):
+            sd[key] = BLUR.clone()
+        elif key.startswith("style.") and key.endswith("weight"):
+            sd[key] = torch.randn(shape, generator=g) / 0.01  # stored N(0,1)/lr_mul
+        elif key.startswith("style."):
+            sd[key] = torch.randn(shape, generator=g) * 10  # effective bias ×0.01
+        elif key.endswith("modulation.bias"):
+            sd[key] = 1 + 0.3 * torch.randn(shape, generator=g)  # includes the +1
+        elif key.endswith(("noise.weight", "activate.bias", "to_rgb1.bias")) or key.endswith(".bias"):
+            sd[key] = 0.5 * torch.randn(shape, generator=g)
+        else:
+            sd[key] = torch.randn(shape, generator=g)
+    return sd
+
+
+TINY = dict(size=32, style_dim=16, n_mlp=3, ch={4: 16, 8: 16, 16: 8, 32: 4})  # channel_base 128, channel_max 16
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# independent reference forward (rosinality semantics, §1.2-1.3; plain loops, no gantune code)
+# ---------------------------------------------------------------------------------------------------------------------
+def ref_upfirdn(x, k, up, pad0, pad1):
+    n, c, h, w = x.shape
+    if up > 1:
+        y = x.new_zeros(n, c, h * up, w * up)
+        y[:, :, ::up, ::up] = x
+    else:
+        y = x
+    y = F.pad(y, (pad0, pad1, pad0, pad1))
+    kf = torch.flip(k, (0, 1))  # a true convolution
+    out = F.conv2d(y.reshape(n * c, 1, y.shape[2], y.shape[3]), kf[None, None])
+    return out.reshape(n, c, out.shape[2], out.shape[3])
+
+
+def ref_mapping(sd, z, n_mlp, lr_mul=0.01):
+    x = z * torch.rsqrt(torch.mean(z**2, dim=1, keepdim=True) + 1e-8)
+    for i in range(1, n_mlp + 1):
+        W, b = sd[f"style.{i}.weight"], sd[f"style.{i}.bias"]
+        x = F.linear(x, W * (lr_mul / math.sqrt(W.shape[1])), b * lr_mul)
+        x = F.leaky_relu(x, 0.2) * math.sqrt(2)
+    return x
+
+
+def ref_modconv(sd, name, x, w, demod, up):
+    weight = sd[f"{name}.conv.weight"][0]  # (out, in, k, k)
+    mw, mb = sd[f"{name}.conv.modulation.weight"], sd[f"{name}.conv.modulation.bias"]
+    s = F.linear(w, mw / math.sqrt(mw.shape[1]), mb)  # EqualLinear, lr_mul 1, bias stored with the +1
+    out_ch, in_ch, k, _ = weight.shape
+    outs = []
+    for b in range(x.shape[0]):
+        wb = weight / math.sqrt(in_ch * k * k) * s[b][None, :, None, None]
+        if demod:
+            wb = wb * torch.rsqrt((wb**2).sum(dim=(1, 2, 3), keepdim=True) + 1e-8)
+        xb = x[b : b + 1]
+        if up:
+            y = F.conv_transpose2d(xb, wb.transpose(0, 1), stride=2, padding=0)  # not flipped
+            y = ref_upfirdn(y, sd[f"{name}.conv.blur.kernel"], 1, 1, 1)
+        else:
+            y = F.conv2d(xb, wb, padding=k // 2)
+        outs.append(y)
+    return torch.cat(outs)
+
+
+def ref_styled(sd, name, x, w, noise, up):
+    y = ref_modconv(sd, name, x, w, True, up)
+    y = y + sd[f"{name}.noise.weight"] * noise
+    return F.leaky_relu(y + sd[f"{name}.activate.bias"][None, :, None, None], 0.2) * math.sqrt(2)
+
+
+def ref_torgb(sd, name, x, w, skip):
+    y = ref_modconv(sd, name, x, w, False, False) + sd[f"{name}.bias"]
+    if skip is not None:
+        y = y + ref_upfirdn(skip, sd[f"{name}.upsample.kernel"], 2, 2, 1)
+    return y
+
+
+def reference_forward(sd, latent):
+    """rosinality Generator([latent], input_is_latent=True, randomize_noise=False) for W+ latents (B, n, dim)."""
+    n_up = len({k.split(".")[1] for k in sd if k.startswith("to_rgbs.")})
+    noises = [sd[f"noises.noise_{j}"] for j in range(2 * n_up + 1)]
+    x = sd["input.input"].repeat(latent.shape[0], 1, 1, 1)
+    x = ref_styled(sd, "conv1", x, latent[:, 0], noises[0], False)
+    skip = ref_torgb(sd, "to_rgb1", x, latent[:, 1], None)
+    i = 1
+    for b in range(n_up):
+        x = ref_styled(sd, f"convs.{2 * b}", x, latent[:, i], noises[1 + 2 * b], True)
+        x = ref_styled(sd, f"convs.{2 * b + 1}", x, latent[:, i + 1], noises[2 + 2 * b], False)
+        skip = ref_torgb(sd, f"to_rgbs.{b}", x, latent[:, i + 2], skip)
+        i += 2
+    return skip
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# full-size official layout
+# ---------------------------------------------------------------------------------------------------------------------
+OFFICIAL_CH = {4: 512, 8: 512, 16: 512, 32: 512, 64: 512, 128: 256, 256: 128, 512: 64, 1024: 32}
+
+
+@pytest.fixture(scope="module")
+def official_sd():
+    rows = read_keys("keys_rosinality_G1024.tsv")
+    layout = [(k, s) for k, s, _ in rows]
+    assert layout == rosinality_layout(1024, 512, 8, OFFICIAL_CH)  # the test-side model matches the listing
+    return random_rosinality(layout, seed=1)
+
+
+def assert_close(a: torch.Tensor, b: torch.Tensor, tol: float = 1e-4):
+    """max |a - b| <= tol·(1 + max |b|) (torch.testing.assert_close imports torch.distributed: seconds)."""
+    assert a.shape == b.shape, (a.shape, b.shape)
+    err = (a - b).abs().max().item()
+    assert err <= tol * (1 + b.abs().max().item()), f"max |diff| {err:.3g}"
+
+
+def assert_same_state(a: dict, b: dict):
+    assert list(a) == list(b)
+    for k in a:
+        assert a[k].shape == b[k].shape, k
+        assert torch.equal(a[k], b[k]), k
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy"])
+@pytest.mark.parametrize("avg_shape", [(512,), (18, 512)])
+def test_official_1024_file_round_trips(official_sd, tmp_path, legacy, avg_shape):
+    avg = torch.randn(512)
+    latent_avg = avg if avg_shape == (512,) else avg[None].repeat(18, 1)
+    path = tmp_path / "stylegan2-ffhq-config-f.pt"
+    torch.save({"g_ema": official_sd, "latent_avg": latent_avg}, path, _use_new_zipfile_serialization=not legacy)
+    G, info = load_rosinality(path)
+    assert G.cfg == GeneratorConfig(resolution=1024, mapping_layers=8, channel_base=32768, channel_max=512)
+    assert G.cfg.channel_multiplier == 2
+    assert info["source_format"] == "rosinality" and not info["w_avg_computed"]
+    assert torch.equal(G.mapping.w_avg, avg)
+    assert_same_state(to_rosinality_state_dict(G), official_sd)  # every key, official order, bit-exact
+    # the mapping lands where it should: rosinality conv1 -> b4.conv1, convs.14 -> b1024.conv0, noise_16 -> b1024.conv1
+    assert torch.equal(G.synthesis.layer("b1024.conv0").weight, official_sd["convs.14.conv.weight"][0])
+    assert torch.equal(G.synthesis.layer("b1024.conv1").noise_const, official_sd["noises.noise_16"][0, 0])
+    assert torch.equal(G.synthesis.layer("b512.torgb").bias, official_sd["to_rgbs.6.bias"].flatten())
+
+
+def test_training_checkpoint_without_latent_avg(official_sd, tmp_path):
+    """rosinality train.py layout: g, d, g_ema, optimizer states, args (Namespace, with numpy scalars), legacy file."""
+    args = argparse.Namespace(size=1024, n_mlp=8, channel_multiplier=2, lr=np.float64(0.002), r1=10.0)
+    ckpt = {
+        "g": official_sd,
+        "d": {"convs.0.0.weight": torch.randn(32, 3, 1, 1)},
+        "g_ema": official_sd,
+        "g_optim": {"state": {}, "param_groups": [{"lr": 0.002}]},
+        "d_optim": {"state": {}, "param_groups": [{"lr": 0.002}]},
+        "args": args,
+        "ada_aug_p": np.float32(0.25),
+    }
+    path = tmp_path / "010000.pt"
+    torch.save(ckpt, path, _use_new_zipfile_serialization=False)
+    top = read_rosinality_file(path)
+    assert {"g", "d", "g_ema", "args"} <= set(top) and top["args"].size == 1024
+    G, info = load_rosinality(path, w_avg_samples=1000, w_avg_seed=3)
+    assert info["source_format"] == "rosinality-train" and info["w_avg_computed"]
+    assert info["training_args"]["size"] == 1024 and info["training_args"]["lr"] == pytest.approx(0.002)
+    assert G.cfg.extra["w_avg_samples"] == 1000
+    expected = G.compute_w_avg(1000, seed=3)
+    assert torch.allclose(G.mapping.w_avg, expected) and expected.abs().sum() > 0
+    assert_same_state(to_rosinality_state_dict(G), official_sd)
+
+
+@pytest.mark.parametrize(
+    "edit, needle",
+    [
+        (lambda sd: sd.pop("convs.5.noise.weight"), "convs.5.noise.weight"),
+        (lambda sd: sd.pop("noises.noise_16"), "noises.noise_16"),
+        (lambda sd: sd.__setitem__("convs.3.conv.extra", torch.zeros(1)), "convs.3.conv.extra"),
+        (lambda sd: sd.__setitem__("style.9.bias", torch.zeros(512)), "style.9"),
+        (lambda sd: sd.__setitem__("convs.2.conv.blur.kernel", torch.ones(4, 4) / 4), "convs.2.conv.blur.kernel"),
+        (lambda sd: sd.__setitem__("convs.9.activate.bias", torch.zeros(7)), "convs.9.activate.bias"),
+    ],
+    ids=["missing", "missing-noise", "extra", "extra-style", "wrong-blur", "wrong-shape"],
+)
+def test_bad_state_dict_names_the_key(official_sd, edit, needle):
+    sd = dict(official_sd)
+    edit(sd)
+    with pytest.raises(WeightsError, match=needle.replace(".", r"\.")):
+        from_rosinality_state_dict(sd, latent_avg=torch.zeros(512))
+
+
+def test_latent_avg_forms():
+    tiny = random_rosinality(rosinality_layout(**TINY))
+    avg = torch.randn(16)
+    for form in (avg, avg[None], avg[None].repeat(10, 1)):
+        G = from_rosinality_state_dict(tiny, latent_avg=form)
+        assert torch.equal(G.mapping.w_avg, avg)
+    with pytest.raises(WeightsError, match="different rows"):
+        from_rosinality_state_dict(tiny, latent_avg=torch.randn(10, 16))
+    with pytest.raises(WeightsError, match="shape"):
+        from_rosinality_state_dict(tiny, latent_avg=torch.randn(17))
+
+
+def test_unsupported_channel_schedule_is_an_error():
+    ch = dict(TINY["ch"])
+    ch[16] = 12  # 4:16, 8:16, 16:12, 32:4 is not min(base // r, max) for any base
+    sd = random_rosinality(rosinality_layout(32, 16, 3, ch))
+    with pytest.raises(WeightsError, match="channel"):
+        from_rosinality_state_dict(sd, latent_avg=torch.zeros(16))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# numerical correctness against the reference forward
+# ---------------------------------------------------------------------------------------------------------------------
+def test_imported_generator_renders_like_rosinality():
+    sd = random_rosinality(rosinality_layout(**TINY), seed=5)
+    G = from_rosinality_state_dict(sd, latent_avg=torch.zeros(16))
+    assert G.cfg.channel_base == 128 and G.cfg.channel_max == 16 and G.cfg.mapping_layers == 3
+    assert {r: G.cfg.channels(r) for r in (4, 8, 16, 32)} == TINY["ch"]
+    torch.manual_seed(0)
+    z = torch.randn(2, 16)
+    assert_close(G.mapping(z), ref_mapping(sd, z, 3))
+    ws = torch.randn(2, G.num_ws, 16)  # a different w per layer catches a wrong W+ index
+    ref = reference_forward(sd, ws)
+    assert ref.shape == (2, 3, 32, 32) and ref.std() > 0.1
+    with torch.no_grad():
+        for fused in (False, True):
+            img = G.synthesis(ws, noise_mode="const", fused=fused)
+            assert_close(img, ref)
+        # noise is really used: switching it off changes the picture
+        assert (G.synthesis(ws, noise_mode="none") - ref).abs().max() > 1e-2
+    # the exported dict renders the same in the reference (export is the inverse in meaning, not only in keys)
+    assert torch.equal(reference_forward(to_rosinality_state_dict(G), ws), ref)
