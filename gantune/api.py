@@ -1,0 +1,121 @@
+"""Python API: ``gantune.invert``, ``gantune.edit``, ``gantune.adapt`` (the CLI commands without the files).
+
+>>> results = gantune.invert(["face.png"], method="hyperstyle", iters=5)          # list[InversionResult]
+>>> strip = gantune.edit(results[0], "age", strength=[-3, 0, 3])                   # (3, 3, H, W) images
+>>> toon = gantune.adapt(results[0], target="toonify")                             # (3, H, W)
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from .methods.result import InversionResult
+
+# method name -> function(images (B,3,H,W) in [-1,1] on CPU, names, **kwargs) -> list[InversionResult]
+# (other methods register here the same way the CLI's INVERT_METHODS does)
+API_METHODS: dict = {}
+
+
+def _to_batch(images, size: int | tuple[int, int]) -> tuple[torch.Tensor, list[str]]:
+    from .io.images import load_image, pil_to_tensor
+
+    if isinstance(images, torch.Tensor):
+        x = images[None] if images.ndim == 3 else images
+        if x.ndim != 4 or x.shape[1] != 3:
+            raise ValueError(f"image tensors must be (3, H, W) or (B, 3, H, W) in [-1, 1]; got {tuple(images.shape)}")
+        return x.float(), [f"image{i}" for i in range(x.shape[0])]
+    if isinstance(images, (str, os.PathLike)) or not isinstance(images, Sequence):
+        images = [images]
+    xs, names = [], []
+    for i, im in enumerate(images):
+        if isinstance(im, (str, os.PathLike)):
+            names.append(Path(im).stem)
+            im = load_image(im)
+        elif isinstance(im, torch.Tensor):
+            names.append(f"image{i}")
+            xs.append(im[None].float() if im.ndim == 3 else im.float())
+            continue
+        else:
+            names.append(f"image{i}")
+        xs.append(pil_to_tensor(im, size))
+    if not xs:
+        raise ValueError("no images given")
+    return torch.cat([torch.nn.functional.interpolate(x, size=xs[0].shape[-2:], mode="bilinear", antialias=True)
+                      if x.shape[-2:] != xs[0].shape[-2:] else x for x in xs]), names
+
+
+def _hyperstyle(images, *, weights=None, encoder=None, iters: int = 5, device="auto", dtype="float32",
+                batch_size: int = 4, noise: str = "const", keep_intermediates: bool = False, inverter=None):
+    from .methods.hyper.hypernet import INPUT_SIZE
+    from .methods.hyper.method import HyperStyle
+    from .runtime import resolve_device, resolve_dtype
+
+    if inverter is None:
+        inverter = HyperStyle.load(weights, encoder, device=resolve_device(device), iters=iters, noise_mode=noise,
+                                   dtype=resolve_dtype(dtype), keep_intermediates=keep_intermediates)
+    x, names = _to_batch(images, INPUT_SIZE)
+    meta = inverter.record_meta()
+    out: list[InversionResult] = []
+    for i in range(0, x.shape[0], batch_size):
+        for r in inverter(x[i : i + batch_size], names[i : i + batch_size]):
+            r.meta = {**meta, **r.meta}
+            out.append(r)
+    return out
+
+
+API_METHODS["hyperstyle"] = _hyperstyle
+
+
+def invert(images, method: str = "hyperstyle", **kwargs) -> list[InversionResult]:
+    """Invert images (paths, PIL images, or tensors in [-1, 1]) with ``method``. For hyperstyle: ``weights``,
+    ``encoder``, ``iters`` (5), ``device``, ``dtype``, ``batch_size``, ``noise``, ``keep_intermediates``, or a ready
+    ``inverter`` (:class:`gantune.methods.hyper.method.HyperStyle`) to skip loading."""
+    if method not in API_METHODS:
+        raise ValueError(f"unknown method {method!r}; available: {', '.join(sorted(API_METHODS))}")
+    return API_METHODS[method](images, **kwargs)
+
+
+def _generator(G, record, device):
+    if G is not None and not isinstance(G, (str, os.PathLike)):
+        return G
+    from .editing.render import record_generator_spec
+    from .errors import InputError
+    from .weights import load_generator
+
+    spec = G or record_generator_spec(record)
+    if spec is None:
+        raise InputError("the record does not say which generator it was made with", "pass the generator explicitly")
+    return load_generator(spec, device=device)[0].eval()
+
+
+def edit(record, direction, strength=1.0, *, generator=None, device="cpu", noise: str = "const") -> torch.Tensor:
+    """Images (S, 3, H, W) for each strength s: G(w + s·n; θ ⊙ (1 + Δ)) with the record's offsets.
+    ``direction``: registry name (age/smile/pose), file, or a tensor (w,) / (num_ws, w)."""
+    from .editing import Direction, apply_direction, load_direction, load_record, parse_strengths, render_record
+    from .editing.render import check_latent
+    from .runtime import resolve_device
+
+    rec = load_record(record)
+    G = _generator(generator, rec, resolve_device(device))
+    d = direction if isinstance(direction, Direction) else (
+        Direction("direction", direction, "tensor") if isinstance(direction, torch.Tensor) else load_direction(direction))
+    strengths = parse_strengths(strength) if isinstance(strength, (str, int, float)) else [float(s) for s in strength]
+    n = d.fit(G.num_ws, G.cfg.w_dim)
+    lat = check_latent(G, rec)
+    latents = torch.stack([apply_direction(lat, n, s) for s in strengths])
+    return render_record(G, rec, latents=latents, noise_mode=noise)
+
+
+def adapt(record, target, *, layers=None, offset_scale: float = 1.0, device="cpu", noise: str = "const") -> torch.Tensor:
+    """The record rendered with a fine-tuned ``target`` generator (spec or Generator) and its offsets: (3, H, W)."""
+    from .editing import adapt_render, load_record
+    from .runtime import resolve_device
+
+    rec = load_record(record)
+    G = _generator(target, rec, resolve_device(device))
+    img, _ = adapt_render(G, rec, layers=layers, offset_scale=offset_scale, noise_mode=noise)
+    return img[0]

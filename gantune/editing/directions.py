@@ -1,0 +1,107 @@
+"""Latent directions: InterFaceGAN files (``age.pt``, ``smile.pt`` (1, 512); ``pose.pt`` (1, 18, 512)) and ``.npy``
+arrays, applied as ``w + s · n`` (HyperStyle's face editor: ``latents + f * direction``)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import InputError
+
+SHORT_NAMES = {"age": "interfacegan-age", "smile": "interfacegan-smile", "pose": "interfacegan-pose"}
+
+
+@dataclass
+class Direction:
+    """One editing direction in W or W+."""
+
+    name: str  # short name for file names (file stem or registry name)
+    vector: torch.Tensor  # (w_dim,) for a W direction, (num_ws, w_dim) for a per-layer W+ direction
+    source: str  # where it came from (path)
+
+    def fit(self, num_ws: int, w_dim: int) -> torch.Tensor:
+        """The direction as (num_ws, w_dim), checked against the generator."""
+        v = self.vector.float()
+        if v.shape[-1] != w_dim:
+            raise InputError(f"direction {self.name} has size {v.shape[-1]}, the generator's w has {w_dim}")
+        if v.ndim == 1:
+            return v[None].expand(num_ws, w_dim)
+        if v.shape[0] != num_ws:
+            raise InputError(f"direction {self.name} has {v.shape[0]} layers, the generator has {num_ws}",
+                             "a W+ direction must match the generator's resolution")
+        return v
+
+
+def _as_vector(arr, name: str, source: str) -> torch.Tensor:
+    t = torch.as_tensor(np.asarray(arr) if not isinstance(arr, torch.Tensor) else arr).detach().float().cpu()
+    if t.ndim == 3 and t.shape[0] == 1:
+        t = t[0]  # (1, L, w) -> (L, w)
+    if t.ndim == 2 and t.shape[0] == 1:
+        t = t[0]  # (1, w) -> (w,)
+    if t.ndim not in (1, 2) or t.numel() == 0:
+        raise InputError(f"{source}: a direction must be (w,), (1, w), (L, w) or (1, L, w); got {tuple(t.shape)}")
+    if not torch.isfinite(t).all():
+        raise InputError(f"{source}: the direction contains NaN or infinite values")
+    return t
+
+
+def load_direction(spec: str | os.PathLike) -> Direction:
+    """A direction by registry name (``age``/``smile``/``pose`` or ``interfacegan-age`` …) or file (``.pt``, ``.npy``)."""
+    p = Path(spec)
+    if not p.is_file():
+        name = SHORT_NAMES.get(str(spec), str(spec))
+        if any(c in str(spec) for c in "/\\") or p.suffix in (".pt", ".npy", ".pth"):
+            raise InputError(f"{spec}: no such direction file")
+        from ..weights import resolve
+
+        p = Path(resolve(name))
+        label = str(spec)
+    else:
+        label = p.stem
+    if p.suffix.lower() == ".npy":
+        try:
+            arr = np.load(p, allow_pickle=False)
+        except ValueError as e:
+            raise InputError(f"{p}: not a plain numeric .npy array ({e})") from None
+        return Direction(label, _as_vector(arr, label, str(p)), str(p))
+    from ..weights import safe_torch_load
+
+    obj = safe_torch_load(p)
+    if isinstance(obj, dict):
+        if {"comp", "std", "mean"} <= set(obj):
+            raise InputError(f"{p}: this is a GANSpace PCA file (comp/std/mean), not a single direction",
+                             "GANSpace edits are not supported by gantune edit yet")
+        tensors = [v for v in obj.values() if isinstance(v, torch.Tensor)]
+        if len(tensors) != 1:
+            raise InputError(f"{p}: a dict with keys {sorted(obj)[:5]}; expected one direction tensor")
+        obj = tensors[0]
+    if not isinstance(obj, (torch.Tensor, np.ndarray)):
+        raise InputError(f"{p}: holds a {type(obj).__name__}, not a direction tensor")
+    return Direction(label, _as_vector(obj, label, str(p)), str(p))
+
+
+def apply_direction(latent: torch.Tensor, direction: torch.Tensor, strength: float) -> torch.Tensor:
+    """``latent + strength · direction``; latent (num_ws, w) or (B, num_ws, w), direction (w,) or (num_ws, w)."""
+    return latent + strength * direction.to(latent.device, latent.dtype)
+
+
+def parse_strengths(text: str | float) -> list[float]:
+    """``2`` -> [2.0]; ``-1,0,2`` -> list; ``-3:3:7`` -> 7 evenly spaced values from -3 to 3 (both included)."""
+    if isinstance(text, (int, float)):
+        return [float(text)]
+    s = str(text).strip()
+    try:
+        if ":" in s:
+            a, b, n = s.split(":")
+            n = int(n)
+            if n < 1:
+                raise ValueError
+            return [float(v) for v in np.linspace(float(a), float(b), n)] if n > 1 else [float(a)]
+        return [float(v) for v in s.split(",") if v.strip()]
+    except ValueError:
+        raise InputError(f"--strength {text!r}: expected a number, a list (-1,0,1) or a range START:STOP:COUNT",
+                         "e.g. --strength -3:3:7") from None

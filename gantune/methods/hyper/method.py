@@ -1,0 +1,122 @@
+"""HyperStyle as an inversion method: loaded models + settings -> ``invert_batch(images, names)`` results.
+
+Used by :func:`gantune.invert` and by ``gantune invert --method hyperstyle`` / ``gantune invert-hyper``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from ...core import Generator
+from ..pipeline import InvertOptions, MethodRun
+from ..result import InversionResult
+from .checkpoint import DEFAULT_HYPERSTYLE, DEFAULT_W_ENCODER, HyperStyleModel, load_hyperstyle, load_w_encoder
+from .hypernet import INPUT_SIZE, HyperNetwork
+from .inference import refine
+from .wencoder import WEncoder
+
+DEFAULT_ITERS = 5
+
+
+@dataclass
+class HyperStyle:
+    """A ready HyperStyle inverter. Call it with (B, 3, H, W) images in [-1, 1] and their names."""
+
+    G: Generator  # generator the hypernetwork was trained for
+    hypernet: HyperNetwork
+    w_encoder: WEncoder
+    latent_avg: torch.Tensor  # (num_ws, w_dim)
+    iters: int = DEFAULT_ITERS  # hypernetwork passes
+    noise_mode: str = "const"  # stored noise buffers, as the official inference
+    dtype: torch.dtype = torch.float32  # encoder / hypernetwork / synthesis compute dtype
+    keep_intermediates: bool = False  # return y_0 … y_T per image
+    info: dict = field(default_factory=dict)  # checkpoint provenance (spec, path, sha256, load seconds, warnings)
+
+    @classmethod
+    def load(
+        cls,
+        weights: str | None = None,  # hyperstyle_*.pt: registry name, path or URL (default hyperstyle-ffhq)
+        encoder: str | None = None,  # faces_w_encoder.pt (default w-encoder-ffhq)
+        *,
+        device="cpu",
+        hash_files: bool = True,  # sha256 of both files for the records
+        **settings,  # iters, noise_mode, dtype, keep_intermediates
+    ) -> "HyperStyle":
+        model: HyperStyleModel = load_hyperstyle(weights or DEFAULT_HYPERSTYLE, device=device, hash_file=hash_files)
+        enc, enc_info = load_w_encoder(encoder or DEFAULT_W_ENCODER, num_ws=model.G.num_ws, device=device,
+                                       hash_file=hash_files)
+        if enc.w_dim != model.G.cfg.w_dim:
+            from ...errors import WeightsError
+
+            raise WeightsError(f"the W-encoder outputs w of size {enc.w_dim}, the generator needs {model.G.cfg.w_dim}",
+                               "use the W-encoder published with the HyperStyle checkpoint")
+        info = dict(model.info, encoder=enc_info)
+        return cls(model.G, model.hypernet, enc, model.latent_avg, info=info, **settings)
+
+    @property
+    def device(self) -> torch.device:
+        return self.latent_avg.device
+
+    def layers_meta(self) -> dict:
+        """{layer: {"rosinality": "convs.8", "hyperstyle_index": 14, "head": "channel"}} for the records."""
+        specs = {s.name: s for s in self.G.specs}
+        return {lyr.name: {"rosinality": specs[lyr.name].rosinality, "hyperstyle_index": lyr.hyperstyle_index,
+                           "head": lyr.head} for lyr in self.hypernet.layers}
+
+    def record_meta(self) -> dict:
+        gen = {k: self.info.get(k) for k in ("spec", "path", "sha256") if self.info.get(k) is not None}
+        enc = {k: v for k, v in (self.info.get("encoder") or {}).items() if k in ("spec", "path", "sha256")}
+        return {
+            "params": {"iters": self.iters, "noise_mode": self.noise_mode, "dtype": str(self.dtype).replace("torch.", ""),
+                       "input_size": INPUT_SIZE},
+            "generator": {**gen, "source": "hyperstyle checkpoint decoder", "config": self.G.cfg.to_dict()},
+            "encoder": enc,
+            "layers": self.layers_meta(),
+        }
+
+    def __call__(self, images: torch.Tensor, names: list[str] | None = None) -> list[InversionResult]:
+        names = names or [f"image{i}" for i in range(images.shape[0])]
+        t0 = time.perf_counter()
+        self.G.set_precision(self.dtype)
+        out = refine(images.to(self.device), G=self.G, hypernet=self.hypernet, w_encoder=self.w_encoder,
+                     latent_avg=self.latent_avg, iters=self.iters, noise_mode=self.noise_mode, dtype=self.dtype,
+                     keep_intermediates=self.keep_intermediates)
+        total = time.perf_counter() - t0
+        b = images.shape[0]
+        results = []
+        for i, name in enumerate(names):
+            results.append(InversionResult(
+                name=name,
+                image=out.images[i].detach().float().cpu(),
+                latent=out.codes[i].detach().float().cpu(),
+                latent_kind="w+",
+                method="hyperstyle",
+                deltas={k: v[i].detach().float().cpu() for k, v in out.deltas.items()},
+                intermediates=[y[i].detach().float().cpu() for y in out.intermediates],
+                meta={"params": {"iters": self.iters, "noise_mode": self.noise_mode}},
+                timings={"invert": total / b, **{k: v / b for k, v in out.timings.items()}},
+            ))
+        return results
+
+
+def setup_hyperstyle(opts: InvertOptions) -> MethodRun:
+    """``INVERT_METHODS["hyperstyle"]``: load once, return the batch callable for :func:`run_pipeline`."""
+    from ...errors import InputError
+    from ...runtime import resolve_device, resolve_dtype
+
+    unknown = set(opts.params) - set()
+    if unknown:
+        raise InputError(f"hyperstyle takes no --param {', '.join(sorted(unknown))}", "see gantune invert-hyper --help")
+    iters = DEFAULT_ITERS if opts.iters is None else opts.iters
+    if iters < 1:
+        raise InputError(f"--iters {iters}: HyperStyle needs at least one refinement pass")
+    hs = HyperStyle.load(opts.weights, opts.encoder, device=resolve_device(opts.device), iters=iters,
+                         noise_mode=opts.noise, dtype=resolve_dtype(opts.dtype), keep_intermediates=opts.save_intermediate)
+    desc = (f"HyperStyle: {len(hs.hypernet.layers)} tuned layers, {iters} iterations, generator "
+            f"{hs.G.cfg.resolution}px, on {hs.device}")
+    for w in hs.info.get("warnings", []):
+        desc += f"\nwarning: {w}"
+    return MethodRun(invert_batch=hs, input_size=INPUT_SIZE, record_meta=hs.record_meta(), describe=desc)
