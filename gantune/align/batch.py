@@ -66,7 +66,8 @@ def align_one(aligner: FaceAligner, path: Path, stem: str, out_dir: Path) -> dic
             entry["outputs"].append(str(out))
         entry["status"] = "ok"
     except (ImageError, AlignError) as e:
-        entry["reason"] = e.one_line() if isinstance(e, GantuneError) else str(e)
+        reason = e.one_line() if isinstance(e, GantuneError) else str(e)
+        entry["reason"] = reason[len(str(path)) + 2:] if reason.startswith(f"{path}: ") else reason
     except GantuneError:
         raise  # missing models etc.: the whole run fails, not one photo
     except (OSError, ValueError, RuntimeError, MemoryError) as e:  # a photo that breaks dlib/PIL: report it, go on
