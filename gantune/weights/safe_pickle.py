@@ -55,30 +55,49 @@ def safe_torch_load(path: str | os.PathLike):
     except pickle.UnpicklingError as first:
         first_msg = str(first)
     except Exception as e:  # noqa: BLE001 - torch raises RuntimeError/EOFError/ValueError for non-checkpoints
-        raise WeightsError(
-            f"{path.name} is not a readable PyTorch checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:200]})",
-            hint="check that the download completed; delete the file to fetch it again",
-        ) from None
+        raise _unreadable(path, e) from None
+    if _unsafe_global_from_message(first_msg) is None:  # malformed, not merely a global outside the allow-list
+        raise _unreadable(path, pickle.UnpicklingError(_last_line(first_msg)))
     try:
         with torch.serialization.safe_globals(extra_safe_globals()):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        detail = _unsafe_global_from_message(str(e)) or _unsafe_global_from_message(first_msg)
+        name = _unsafe_global_from_message(str(e))
+        if name is None:
+            raise _unreadable(path, e) from None
         raise WeightsError(
-            f"{path.name} refers to {detail or 'a Python object'} that gantune does not load from checkpoints "
-            "(only tensors, containers, argparse.Namespace and numpy scalars are allowed)",
+            f"{path.name} refers to {name}, which gantune does not load from checkpoints "
+            "(only tensors, containers, argparse.Namespace and numpy scalars are allowed; nothing was run)",
             hint="if this is an NVIDIA stylegan2-ada .pkl use the ada-pkl format; otherwise convert it with its own code",
         ) from None
+    except Exception as e:  # noqa: BLE001
+        raise _unreadable(path, e) from None
+
+
+def _last_line(msg: str) -> str:
+    lines = [ln.strip() for ln in msg.splitlines() if ln.strip()]
+    for ln in lines:
+        if ln.startswith(("Unsupported", "WeightsUnpickler error")) and ln != "WeightsUnpickler error:":
+            return ln
+    return lines[-1] if lines else ""
+
+
+def _unreadable(path: Path, e: BaseException) -> WeightsError:
+    detail = _last_line(str(e))
+    return WeightsError(
+        f"{path.name} is not a readable PyTorch checkpoint ({type(e).__name__}{': ' + detail[:160] if detail else ''})",
+        hint="check that the download completed; delete the file to fetch it again",
+    )
 
 
 def _unsafe_global_from_message(msg: str) -> str | None:
     """The global named in torch's weights_only refusal message, e.g. 'GLOBAL os.system'."""
     for line in msg.splitlines():
-        line = line.strip()
-        for marker in ("Unsupported global: GLOBAL ", "GLOBAL "):
-            i = line.find(marker)
-            if i >= 0:
-                return line[i + len(marker) :].split()[0].rstrip(".,")
+        i = line.find("GLOBAL ")
+        if i >= 0:
+            rest = line[i + len("GLOBAL ") :].split()
+            if rest:
+                return rest[0].rstrip(".,")
     return None
 
 
