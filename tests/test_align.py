@@ -323,7 +323,7 @@ def test_exif_rotation_is_applied(tmp_path, aligner256):
     with Image.open(p) as raw:  # the stored pixels are sideways: the frontal detector finds nothing in them
         assert not FaceAligner(size=256).detect(raw.convert("RGB"))
     image, faces = aligner256.align_file(p)
-    assert image.size == photo.size
+    assert image.size == photo.size and faces[0].transform_dict()["source"] == str(p)
     np.testing.assert_allclose(faces[0].quad, aligner256.align(photo)[0].quad, atol=3.0)
 
 

@@ -135,6 +135,10 @@ def test_paste_back_from_manifest_json_and_record(photos, tmp_path):
     res = run("paste", out / "astro_face1.png", "--onto", photos / "astro.jpg", "--transform", manifest, "-o", tmp_path / "p1.png")
     assert res.exit_code == 0, res.output
     check(tmp_path / "p1.png")
+    # without --onto: the manifest names the photo
+    res = run("paste", out / "astro_face1.png", "--transform", manifest, "-o", tmp_path / "p0.png")
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "p0.png").read_bytes() == (tmp_path / "p1.png").read_bytes()
     # 2. an "edited" copy under another name: found by the original's path; the face number from --face
     edited = tmp_path / "edited.png"
     Image.open(out / "astro_face1.png").save(edited)

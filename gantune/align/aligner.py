@@ -158,4 +158,7 @@ class FaceAligner:
         from ..io.images import load_image
 
         image = load_image(path, min_side=MIN_SIDE)
-        return image, self.align(image)
+        faces = self.align(image)
+        for f in faces:
+            f.extra["source"] = str(path)  # lets ``edit --paste`` / ``paste`` find the photo again
+        return image, faces

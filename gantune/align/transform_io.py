@@ -28,6 +28,12 @@ def _same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
 
 
 def _from_manifest(path: Path, *, crop: Path | None, original: Path | None, face: int | None) -> dict:
+    """The face's transform dict, with ``source`` (the entry's input photo) added."""
+    entry, f = _find_in_manifest(path, crop=crop, original=original, face=face)
+    return {**f, "source": f.get("source", entry["input"])}
+
+
+def _find_in_manifest(path: Path, *, crop: Path | None, original: Path | None, face: int | None) -> tuple[dict, dict]:
     from ..io.manifest import read_manifest
 
     try:
@@ -42,7 +48,7 @@ def _from_manifest(path: Path, *, crop: Path | None, original: Path | None, face
         for e in ok:
             for f in e["faces"]:
                 if _is_transform(f) and "output" in f and (_same_file(f["output"], crop) or Path(f["output"]).name == crop.name):
-                    return f
+                    return e, f
     # 2. the entry of the original photo (by file, then by name), else the only entry
     cands = ok
     if original is not None:
@@ -64,11 +70,11 @@ def _from_manifest(path: Path, *, crop: Path | None, original: Path | None, face
     if face is not None:
         for f in faces:
             if f.get("index") == face:
-                return f
+                return cands[0], f
         raise InputError(f"{path}: no aligned face {face} for {cands[0]['input']}")
     if len(faces) > 1:
         raise InputError(f"{path}: {cands[0]['input']} has {len(faces)} aligned faces", "say which with --face N")
-    return faces[0]
+    return cands[0], faces[0]
 
 
 def load_transform(path: str | os.PathLike, *, crop: str | os.PathLike | None = None,

@@ -69,8 +69,8 @@ def align_command(
 
 def paste_command(
     edited: Annotated[Path, typer.Argument(help="The aligned face (edited or reconstructed; any square size).", show_default=False)],
-    onto: Annotated[Path, typer.Option("--onto", help="The original photo the face was aligned from.", show_default=False)],
     transform: Annotated[Path, typer.Option("--transform", "-t", help="The align manifest.jsonl, an inversion record (.safetensors) or a transform .json.", show_default=False)],
+    onto: Annotated[Optional[Path], typer.Option("--onto", help="The original photo the face was aligned from (default: the path the transform names).", show_default=False)] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output image file, or a folder (then <edited stem>_pasted.png).")] = Path("."),
     face: Annotated[Optional[int], typer.Option("--face", min=1, help="Face number when the photo had several aligned faces (default: from the _faceN file name).")] = None,
     feather: Annotated[float, typer.Option("--feather", min=0.0, max=0.5, help="Soft-edge width as a fraction of the crop side (0 = hard edge).")] = 0.1,
@@ -81,9 +81,14 @@ def paste_command(
     """
     from ..align import paste_back
     from ..align.transform_io import load_transform
+    from ..errors import InputError
     from ..io.images import IMAGE_SUFFIXES, load_image, save_image
 
     t = load_transform(transform, crop=edited, original=onto, face=face)
+    if onto is None:
+        if not t.get("source"):
+            raise InputError("the transform does not name the original photo", "give it with --onto PHOTO")
+        onto = Path(t["source"])
     face_img = load_image(edited, min_side=8)
     photo = load_image(onto)
     result = paste_back(face_img, photo, t, feather=feather)
