@@ -283,6 +283,7 @@ def load_generator_file(
         G, meta = load_native(path, device=device)
         info = rosinality.import_info(G, "native", part="generator")
         info["w_avg_computed"] = bool(meta.get("w_avg_computed", info["w_avg_computed"]))
+        info["w_avg_source"] = meta.get("w_avg_source") or info["w_avg_source"]
         info["meta"] = meta
     elif fmt in ("rosinality", "rosinality-train"):
         G, info = rosinality.load_rosinality(path, device=device, **kw)

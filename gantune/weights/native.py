@@ -60,7 +60,7 @@ def read_native_header(path: str | os.PathLike) -> tuple[dict, dict]:
     if CONFIG_KEY not in md:
         raise WeightsError(
             f"{path.name} is a safetensors file without a gantune generator config",
-            hint="native files are written by `gantune weights convert` / gantune.weights.native.save_native",
+            hint="native files are written by `gantune weights import` / gantune.weights.native.save_native",
         )
     try:
         return json.loads(md[CONFIG_KEY]), json.loads(md.get(META_KEY, "{}"))
