@@ -16,6 +16,9 @@ GeneratorOpt = Annotated[Optional[str], typer.Option(
 
 
 def _fmt(s: float) -> str:
+    """File-name form of a strength: -1.5 -> m1.5, 2 -> p2, 0 -> 0."""
+    if s == 0:
+        return "0"
     return f"{s:+.2f}".rstrip("0").rstrip(".").replace("+", "p").replace("-", "m")
 
 

@@ -32,7 +32,7 @@ EncoderOpt = Annotated[Optional[str], typer.Option(
     "--encoder", help="W-encoder for the initial latent (default w-encoder-ffhq = faces_w_encoder.pt).", show_default=False)]
 ItersOpt = Annotated[Optional[int], typer.Option("--iters", min=0, help="Refinement iterations (hyperstyle default 5).",
                                                  show_default=False)]
-IntermediateOpt = Annotated[bool, typer.Option("--save-intermediate", help="Also write intermediate/<stem>_<t>.png for every iteration.")]
+IntermediateOpt = Annotated[bool, typer.Option("--save-intermediate", help="Also write intermediate/<t>/<stem>.png for every iteration (0 = the W-encoder image).")]
 ResizeOpt = Annotated[Optional[int], typer.Option("--resize", min=8, help="Write the reconstruction PNG at this side (e.g. 256) "
                                                   "instead of the generator resolution.", show_default=False)]
 AlignOpt = Annotated[bool, typer.Option("--align/--no-align", help="FFHQ-align each photo first (dlib; first/largest face). "

@@ -13,7 +13,7 @@ and :func:`run_pipeline` does everything else, identically for all methods:
 * batching: up to ``batch_size`` images per call; if a batch raises, its images are retried one by one so that only
   the bad one fails (the error, not a traceback, goes to the manifest; ``GANTUNE_DEBUG=1`` re-raises);
 * outputs per image: ``<stem>.png`` (the reconstruction, optionally resized), ``<stem>.safetensors`` (the
-  :class:`~gantune.io.InversionRecord`), ``intermediate/<stem>_<t>.png`` when asked, and one ``manifest.jsonl``
+  :class:`~gantune.io.InversionRecord`), ``intermediate/<t>/<stem>.png`` when asked (t = 0 is the initial, un-refined image), and one ``manifest.jsonl``
   line (status, paths, timings, error) written as soon as the image is done;
 * progress: ``progress(message)`` after every image (the CLI passes a rich bar / plain lines).
 
@@ -130,7 +130,7 @@ def run_pipeline(
     batch_size: int = 1,  # images per call of ``method.invert_batch``
     shard: tuple[int, int] = (0, 1),  # (i, n): process inputs i, i+n, i+2n, …
     resize: int | None = None,  # write the reconstruction PNG at this side (None = generator resolution)
-    save_intermediate: bool = False,  # write intermediate/<stem>_<t>.png for every iteration the method returns
+    save_intermediate: bool = False,  # write intermediate/<t>/<stem>.png for every iteration the method returns
     delta_dtype: torch.dtype = torch.float32,  # dtype of stored offsets (float16 halves record size)
     aligner=None,  # a gantune.align.FaceAligner (first face only), or None when inputs are already aligned
     progress: Callable[[str], None] | None = None,  # called with one line per finished image
@@ -188,7 +188,7 @@ def run_pipeline(
         inter = []
         if save_intermediate:
             for t, y in enumerate(res.intermediates):
-                p = out_dir / "intermediate" / f"{item.stem}_{t}.png"
+                p = out_dir / "intermediate" / str(t) / f"{item.stem}.png"
                 save_image(y, p)
                 inter.append(str(p))
         timings = {"load": round(item.load_s, 4), "batch": round(batch_s, 4), "per_image": round(batch_s / batch_n, 4),
