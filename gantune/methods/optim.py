@@ -173,10 +173,12 @@ def synthesize(G, state: dict[str, torch.Tensor] | None = None, *, noise_maps=No
     return functional_call(G.synthesis, _synthesis_state(over), (), kwargs, strict=False)
 
 
-def render_record(G, record: InversionRecord, *, noise_mode: str = "const", device=None) -> torch.Tensor:
+def render_record(G, record: InversionRecord, *, noise_mode: str | None = None, device=None) -> torch.Tensor:
     """(1, 3, H, W) image of a record: its latent, its HyperStyle offsets and its tuned differences (noise maps,
-    PTI weights) merged into ``G.state_dict()`` (parameters *and* buffers)."""
+    PTI weights) merged into ``G.state_dict()`` (parameters *and* buffers). ``noise_mode`` defaults to the record's
+    ``meta["noise_mode"]``, else const."""
     device = device or G.w_avg.device
+    noise_mode = noise_mode or record.meta.get("noise_mode", "const")
     kw = record.synthesis_kwargs(device=device)
     state = record.tuned_state(G.state_dict()) if record.tuned else None
     with torch.no_grad():
@@ -237,10 +239,11 @@ def compact_difference(diff: torch.Tensor, rank: int | None = None) -> dict[str,
     return {"": diff.detach().half().contiguous()}
 
 
-def _results_from_records(G, records, targets, names, distance, *, seconds, steps, method, params):
+def _results_from_records(G, records, targets, names, distance, *, seconds, steps, method, params, noise_mode="const"):
     """Render each record, measure it against its target, and wrap it as an InversionResult."""
     out = []
     for i, rec in enumerate(records):
+        rec.meta["noise_mode"] = noise_mode
         img = render_record(G, rec).float()
         with torch.no_grad():
             lp = float(distance(img, targets[i : i + 1]))
@@ -254,7 +257,7 @@ def _results_from_records(G, records, targets, names, distance, *, seconds, step
                 latent_kind=rec.latent_kind,
                 method=method,
                 tuned=dict(rec.tuned),
-                meta={"params": params, "metrics": metrics},
+                meta={"params": params, "metrics": metrics, "noise_mode": noise_mode},
                 timings={"seconds": seconds[i]},
             )
         )
@@ -386,7 +389,7 @@ def tune(
     for step in range(s.num_steps):
         img = synthesize(G, {**fixed, **params}, noise_mode="const", **kw)
         lp = distance(img, target)
-        if float(lp) <= s.lpips_target:
+        if float(lp.detach()) <= s.lpips_target:
             break
         loss = s.l2_weight * l2_distance(img, target) + s.lpips_weight * lp
         if s.locality and pivot_w is not None:
