@@ -16,6 +16,7 @@ Everything that changes the generator for one image (optimised noise maps, tuned
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import time
@@ -257,11 +258,19 @@ def _results_from_records(G, records, targets, names, distance, *, seconds, step
                 latent_kind=rec.latent_kind,
                 method=method,
                 tuned=dict(rec.tuned),
-                meta={"params": params, "metrics": metrics, "noise_mode": noise_mode},
+                meta={"params": copy.deepcopy(params), "metrics": metrics, "noise_mode": noise_mode},
                 timings={"seconds": seconds[i]},
             )
         )
     return out
+
+
+def _seeds(seed, n: int) -> list[int]:
+    if isinstance(seed, int):
+        return [seed + i for i in range(n)]
+    if len(seed) != n:
+        raise ValueError(f"{len(seed)} seeds for {n} images")
+    return [int(v) for v in seed]
 
 
 def _names(names, n):
@@ -281,7 +290,7 @@ def project(
     names: list[str] | None = None,  # per-image names for the results (default "0", "1", …)
     distance=None,  # LPIPSDistance for the loss and the reported metric (default: LPIPS-VGG from the registry)
     device=None,  # default: the generator's device
-    seed: int = 0,  # latent-noise and noise-map initialisation
+    seed: int | list[int] = 0,  # latent noise and noise-map start; a list gives each image its own (batch-independent)
     callback: ProgressFn | None = None,
     **overrides,  # any ProjectorSettings field
 ) -> OptimOutput:
@@ -295,7 +304,12 @@ def project(
     t_start = time.perf_counter()
 
     w_avg, w_std = latent_stats(G, s.w_avg_samples, seed=s.w_avg_seed)
-    gen = torch.Generator(device="cpu").manual_seed(seed)
+    seeds = _seeds(seed, B)
+    gens = [torch.Generator(device="cpu").manual_seed(sd) for sd in seeds]
+
+    def randn(*shape):  # (B, *shape), image i drawn from its own generator
+        return torch.stack([torch.randn(*shape, generator=g) for g in gens]).to(device)
+
     if s.space == "w":
         w_opt = w_avg[None].repeat(B, 1)
     else:
@@ -306,7 +320,7 @@ def project(
     if s.optimize_noise:
         for prefix in noise_layer_names(G):
             res = G.get_buffer(prefix + ".noise_const").shape[-1]
-            maps[prefix] = torch.randn(B, 1, res, res, generator=gen).to(device).requires_grad_(True)
+            maps[prefix] = randn(1, res, res).requires_grad_(True)
     opt = torch.optim.Adam([w_opt, *maps.values()], lr=s.learning_rate, betas=(0.9, 0.999))
 
     history = []
@@ -315,7 +329,7 @@ def project(
         noise_scale = w_std * s.latent_noise * max(0.0, 1.0 - t / s.latent_noise_ramp) ** 2
         for group in opt.param_groups:
             group["lr"] = lr_schedule(t, s.learning_rate, s.lr_rampup, s.lr_rampdown)
-        w_noise = torch.randn(w_opt.shape, generator=gen).to(device) * noise_scale
+        w_noise = randn(*w_opt.shape[1:]) * noise_scale
         synth = synthesize(G, noise_maps=maps, ws=w_opt + w_noise)
         loss = distance(synth, targets)
         if s.mse_weight:
@@ -330,7 +344,7 @@ def project(
         if callback is not None:
             callback(StepInfo("project", step + 1, s.num_steps, loss.detach(), synth.detach(), tuple(range(B))))
 
-    params = {"space": s.space, **{k: v for k, v in dataclasses.asdict(s).items() if k != "space"}, "seed": seed}
+    params = {**dataclasses.asdict(s), "seed": seed}
     base = G.state_dict()
     records = []
     for i in range(B):
@@ -343,6 +357,8 @@ def project(
         G, records, targets, names, distance, seconds=[seconds] * B, steps=[s.num_steps] * B, method="optim",
         params={"projector": params},
     )
+    for r, sd in zip(results, seeds):
+        r.meta["params"]["projector"]["seed"] = sd
     return OptimOutput(results=results, history=torch.stack(history))
 
 
@@ -443,7 +459,7 @@ def project_and_tune(
     distance=None,  # projector loss + reported metric (LPIPS-VGG)
     tune_distance=None,  # PTI loss (LPIPS-alex by default)
     device=None,
-    seed: int = 0,
+    seed: int | list[int] = 0,  # one per image, or a base (image i gets seed + i)
     callback: ProgressFn | None = None,
 ) -> OptimOutput:
     """The projector on the whole batch, then (with ``tune_settings``) PTI image by image from each pivot."""
@@ -453,10 +469,11 @@ def project_and_tune(
     device = torch.device(device) if device is not None else G.w_avg.device
     metric = _default_distance(distance, device, (settings or ProjectorSettings()).loss_resolution)
     results, curves = [], []
+    seeds = _seeds(seed, len(out.results))
     for i, pivot in enumerate(out.results):
         res, curve = tune(
             G, targets[i : i + 1].to(device), pivot, tune_settings, distance=tune_distance, metric=metric,
-            device=device, seed=seed + i, index=i, callback=callback,
+            device=device, seed=seeds[i], index=i, callback=callback,
         )
         results.append(res)
         curves.append(curve)

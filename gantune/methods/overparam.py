@@ -77,7 +77,7 @@ def invert_overparam(
     names: list[str] | None = None,
     distance=None,  # LPIPSDistance for loss and metric (default LPIPS-VGG from the registry)
     device=None,
-    seed: int = 0,  # recorded only: the method itself is deterministic
+    seed: int | list[int] = 0,  # recorded only: the method itself is deterministic
     callback: ProgressFn | None = None,
     **overrides,  # any OverparamSettings field
 ) -> OptimOutput:

@@ -1,0 +1,368 @@
+"""``gantune invert-optim`` (W / W+ projector, optional PTI) and ``gantune invert-overparam`` (latent matrix).
+
+Both are also ``gantune invert --method optim|overparam`` (registered in ``INVERT_METHODS``; method options as
+``--param KEY=VALUE``, e.g. ``--param space=w+ --param tune=true``). Inputs, outputs, records, manifest and error
+handling are the shared batch pipeline's (:mod:`gantune.methods.pipeline`); on top of it these commands write
+``metrics.jsonl`` (per image: final L2, LPIPS, steps, seconds) and, with ``--save-progress K``, a frame every K steps
+(``intermediate/<t>/<stem>.png``, and ``<stem>.gif`` with ``--gif``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .common import BatchOpt, DeviceOpt, InputsArg, OutDirOpt, Progress, SeedOpt, ShardOpt, console
+
+FRAME_SIDE = 256  # progress frames are downsampled to at most this side
+
+
+def _lpips(net: str, device, resolution: int = 256):
+    """The LPIPS network of a run (a seam for tests, which use a random backbone)."""
+    from ..metrics.lpips import get_lpips
+
+    return get_lpips(net, device=device, resolution=resolution)
+
+
+# --- the method objects the pipeline calls ------------------------------------------------------------------------
+class _FrameCollector:
+    """Progress callback: keeps a small frame every ``every`` steps per image (becomes the results' intermediates)."""
+
+    def __init__(self, every: int, names: list[str]) -> None:
+        self.every, self.names = every, names
+        self.frames: dict[int, list] = {i: [] for i in range(len(names))}
+
+    def __call__(self, info) -> None:
+        if not self.every or (info.step % self.every and info.step != info.total):
+            return
+        import torch.nn.functional as F
+
+        imgs = info.images.detach().float()
+        if imgs.shape[-1] > FRAME_SIDE:
+            imgs = F.interpolate(imgs, size=(FRAME_SIDE, FRAME_SIDE), mode="area")
+        for k, i in enumerate(info.indices):
+            self.frames[i].append(imgs[k].clamp(-1, 1).half().cpu())
+
+
+@dataclasses.dataclass
+class OptimMethod:
+    """A loaded generator + settings: ``(images (B,3,H,W) in [-1,1], names) -> list[InversionResult]``."""
+
+    G: object  # gantune Generator
+    method: str  # optim | overparam
+    settings: object  # ProjectorSettings or OverparamSettings
+    tune_settings: object = None  # TuneSettings for PTI, or None
+    device: object = "cpu"  # torch.device
+    seed: int = 0  # base seed; each image's seed is derived from it and the image name
+    progress_every: int = 0  # keep a frame every K steps (0 = none)
+    metrics_path: Path | None = None  # append one JSON line per image (name + metrics)
+    info: dict = dataclasses.field(default_factory=dict)  # generator provenance
+
+    def record_meta(self) -> dict:
+        gen = {k: self.info.get(k) for k in ("spec", "name", "path", "sha256") if self.info.get(k) is not None}
+        return {"generator": {**gen, "config": self.G.cfg.to_dict()}}
+
+    def __call__(self, images, names):
+        from ..methods.optim import project_and_tune
+        from ..methods.overparam import invert_overparam
+
+        frames = _FrameCollector(self.progress_every, list(names)) if self.progress_every else None
+        seeds = [image_seed(self.seed, n) for n in names]
+        if self.method == "optim":
+            dist = _lpips("vgg", self.device, self.settings.loss_resolution)
+            tdist = _lpips(self.tune_settings.lpips_net, self.device) if self.tune_settings else None
+            out = project_and_tune(self.G, images, self.settings, self.tune_settings, names=list(names), distance=dist,
+                                   tune_distance=tdist, device=self.device, seed=seeds, callback=frames)
+        else:
+            dist = _lpips("vgg", self.device, self.settings.loss_resolution)
+            out = invert_overparam(self.G, images, self.settings, names=list(names), distance=dist, device=self.device,
+                                   seed=seeds, callback=frames)
+        for i, r in enumerate(out.results):
+            if frames is not None:
+                r.intermediates = [f.float() for f in frames.frames[i]]
+            r.meta["params"]["run_seed"] = self.seed
+        if self.metrics_path is not None:
+            from ..io.manifest import Manifest
+
+            m = Manifest(self.metrics_path)
+            for r in out.results:
+                m.write({"name": r.name, "method": self.method, **r.meta["metrics"]})
+        return out.results
+
+
+def image_seed(seed: int, name: str) -> int:
+    """A per-image seed from the run seed and the image name, so results do not depend on batch composition."""
+    h = hashlib.sha256(f"{seed}:{name}".encode()).digest()
+    return int.from_bytes(h[:4], "little")
+
+
+def _load_generator(weights: str, device):
+    from ..weights import load_generator
+
+    G, info = load_generator(weights, device=device)
+    info = dict(info, spec=str(weights))
+    return G.eval(), info
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _convert(field_type, text: str, key: str):
+    from ..errors import InputError
+
+    t = str(field_type)
+    try:
+        if "bool" in t:
+            low = text.lower()
+            if low not in _TRUE | _FALSE:
+                raise ValueError
+            return low in _TRUE
+        if "int" in t and "None" in t and text.lower() in ("none", ""):
+            return None
+        if "int" in t:
+            return int(text)
+        if "float" in t:
+            return float(text)
+        return text
+    except ValueError:
+        raise InputError(f"--param {key}={text}: not a valid {t}") from None
+
+
+def _settings_from_params(cls, params: dict, prefix: str = "") -> tuple[dict, set]:
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    out, used = {}, set()
+    for k, v in params.items():
+        name = k[len(prefix):] if prefix and k.startswith(prefix) else (None if prefix else k)
+        if name in fields:
+            out[name] = _convert(fields[name].type, v, k)
+            used.add(k)
+    return out, used
+
+
+def setup_optim(opts):
+    """``INVERT_METHODS["optim"]``: --param any ProjectorSettings field (space, num_steps, mse_weight, …), ``tune``
+    (true/false), ``tune_<TuneSettings field>``, ``seed``, ``progress_every``."""
+    return _setup("optim", opts)
+
+
+def setup_overparam(opts):
+    """``INVERT_METHODS["overparam"]``: --param any OverparamSettings field (per_layer, num_steps, …), ``seed``,
+    ``progress_every``."""
+    return _setup("overparam", opts)
+
+
+def _setup(method: str, opts):
+    from ..errors import InputError
+    from ..methods.optim import ProjectorSettings, TuneSettings
+    from ..methods.overparam import OverparamSettings
+    from ..methods.pipeline import MethodRun
+    from ..runtime import resolve_device
+
+    params = dict(opts.params)
+    seed = int(params.pop("seed", 0))
+    every = int(params.pop("progress_every", 10 if opts.save_intermediate else 0))
+    if method == "optim":
+        kw, used = _settings_from_params(ProjectorSettings, params)
+        tune = _convert(bool, params.get("tune", "false"), "tune")
+        used.add("tune")
+        tkw, tused = _settings_from_params(TuneSettings, params, prefix="tune_")
+        used |= tused
+        if opts.iters is not None:
+            kw["num_steps"] = opts.iters
+        settings, tune_settings = ProjectorSettings(**kw), (TuneSettings(**tkw) if tune else None)
+    else:
+        kw, used = _settings_from_params(OverparamSettings, params)
+        if opts.iters is not None:
+            kw["num_steps"] = opts.iters
+        kw.setdefault("noise_mode", "none" if opts.noise == "none" else "const")
+        settings, tune_settings = OverparamSettings(**kw), None
+    unknown = set(params) - used
+    if unknown:
+        raise InputError(f"{method} takes no --param {', '.join(sorted(unknown))}", f"see gantune invert-{method} --help")
+    if not opts.weights:
+        raise InputError(f"--method {method} needs the generator", "give --weights (e.g. ffhq-1024 or a .pt/.pkl path)")
+    return build_method(method, opts.weights, settings, tune_settings, device=resolve_device(opts.device), seed=seed,
+                        progress_every=every if opts.save_intermediate else 0, run_cls=MethodRun)
+
+
+def build_method(method, weights, settings, tune_settings=None, *, device, seed=0, progress_every=0,
+                 metrics_path=None, run_cls=None):
+    from ..methods.pipeline import MethodRun
+
+    G, info = _load_generator(weights, device)
+    m = OptimMethod(G=G, method=method, settings=settings, tune_settings=tune_settings, device=device, seed=seed,
+                    progress_every=progress_every, metrics_path=metrics_path, info=info)
+    if method == "optim":
+        desc = f"projector: {settings.space}, {settings.num_steps} steps"
+        if tune_settings is not None:
+            desc += f", then PTI up to {tune_settings.num_steps} steps" + (
+                f" (rank {tune_settings.rank})" if tune_settings.rank else "")
+    else:
+        from ..methods.overparam import latent_rows
+
+        desc = (f"overparameterized latent: {'W+ (one matrix per layer)' if settings.per_layer else 'W'} "
+                f"{latent_rows(G, settings.rows)}x{G.cfg.w_dim}, {settings.num_steps} steps")
+    desc += f"; generator {G.cfg.resolution}px on {device}"
+    return (run_cls or MethodRun)(invert_batch=m, input_size=G.cfg.resolution, record_meta=m.record_meta(), describe=desc)
+
+
+# --- commands ------------------------------------------------------------------------------------------------------
+GenWeightsOpt = Annotated[str, typer.Option("--weights", "-w", help="Generator: registry name (e.g. ffhq-1024), a path "
+                                            "(.pt, .pkl, .safetensors) or a URL.")]
+StepsOpt = Annotated[int, typer.Option("--steps", min=1, help="Optimisation steps.")]
+MseOpt = Annotated[float, typer.Option("--mse", min=0.0, help="Weight of an extra pixel MSE term (0 = LPIPS only).")]
+ProgressOpt = Annotated[int, typer.Option("--save-progress", min=0, help="Keep a frame every K steps in "
+                                          "intermediate/<t>/<stem>.png (0 = off).")]
+GifOpt = Annotated[bool, typer.Option("--gif", help="With --save-progress: also write <stem>.gif of the frames.")]
+ResizeOpt = Annotated[Optional[int], typer.Option("--resize", min=8, help="Write the reconstruction PNG at this side.",
+                                                  show_default=False)]
+AlignOpt = Annotated[bool, typer.Option("--align/--no-align", help="FFHQ-align each photo first (dlib, first face).")]
+
+
+def _run(method, inputs, out, settings, tune_settings, *, weights, device, seed, batch_size, shard, resize, align,
+         save_progress, gif) -> int:
+    from ..io.images import IMAGE_SUFFIXES
+    from ..io.inputs import expand_inputs, parse_shard
+    from ..methods.pipeline import run_pipeline
+    from ..runtime import resolve_device
+
+    paths = expand_inputs(inputs, suffixes=IMAGE_SUFFIXES)
+    shard_t = parse_shard(shard)
+    aligner = None
+    if align:
+        from ..align import FaceAligner
+
+        aligner = FaceAligner(size=1024).load()
+    out = Path(out)
+    dev = resolve_device(device)
+    run = build_method(method, weights, settings, tune_settings, device=dev, seed=seed, progress_every=save_progress,
+                       metrics_path=out / "metrics.jsonl")
+    # fail now (one line, before any image) if the LPIPS backbone is missing
+    _lpips("vgg", dev, settings.loss_resolution)
+    if tune_settings is not None:
+        _lpips(tune_settings.lpips_net, dev)
+    console.print(run.describe)
+    n = len(paths[shard_t[0]::shard_t[1]])
+    with Progress(n, f"invert ({method})") as bar:
+        summary = run_pipeline(paths, out, run, batch_size=batch_size, shard=shard_t, resize=resize,
+                               save_intermediate=save_progress > 0, aligner=aligner, progress=bar.advance)
+    if gif and save_progress:
+        for e in summary.entries:
+            if e.get("status") == "ok" and e.get("intermediate"):
+                write_gif([Path(p) for p in e["intermediate"]], out / f"{e['name']}.gif")
+    per = summary.seconds / max(1, summary.ok + summary.failed)
+    console.print(f"{summary.ok} inverted, {summary.failed} failed, {per:.2f} s/image; manifest: {out / 'manifest.jsonl'}")
+    return summary.failed
+
+
+def write_gif(frames: list[Path], path: Path, *, ms: int = 100) -> Path:
+    from PIL import Image
+
+    from ..io.atomic import atomic_write
+
+    images = [Image.open(p).convert("RGB") for p in frames]
+    with atomic_write(path) as f:
+        images[0].save(f, format="GIF", save_all=True, append_images=images[1:], duration=ms, loop=0)
+    return path
+
+
+def invert_optim_command(
+    inputs: InputsArg,
+    weights: GenWeightsOpt,
+    out: OutDirOpt = Path("out/invert-optim"),
+    space: Annotated[str, typer.Option("--space", help="w: one w for all layers (NVIDIA projector); w+: one per layer.")] = "w",
+    steps: StepsOpt = 1000,
+    lr: Annotated[float, typer.Option("--lr", min=0.0, help="Peak learning rate (ramp-up 5%, cosine ramp-down 25%).")] = 0.1,
+    mse: MseOpt = 0.0,
+    noise_reg: Annotated[float, typer.Option("--noise-reg", min=0.0, help="Weight of the noise-map regulariser.")] = 1e5,
+    optimize_noise: Annotated[bool, typer.Option("--optimize-noise/--fixed-noise", help="Optimise per-image noise maps "
+                                                 "(stored in the record) or keep the generator's.")] = True,
+    w_avg_samples: Annotated[int, typer.Option("--w-avg-samples", min=1, help="z samples for the start point.")] = 10_000,
+    tune: Annotated[bool, typer.Option("--tune", help="Pivotal tuning (PTI) of the generator after the projection.")] = False,
+    tune_steps: Annotated[int, typer.Option("--tune-steps", min=0, help="PTI step limit.")] = 350,
+    tune_lr: Annotated[float, typer.Option("--tune-lr", min=0.0, help="PTI learning rate.")] = 3e-4,
+    tune_target: Annotated[float, typer.Option("--tune-target", min=0.0, help="Stop PTI at this LPIPS (alex).")] = 0.06,
+    tune_rank: Annotated[Optional[int], typer.Option("--tune-rank", min=1, help="Store tuned weight differences as "
+                                                     "rank-r factors (default: full, fp16).", show_default=False)] = None,
+    tune_locality: Annotated[bool, typer.Option("--tune-locality", help="PTI locality regulariser (for reuse of the "
+                                                "tuned generator away from the pivot).")] = False,
+    save_progress: ProgressOpt = 0,
+    gif: GifOpt = False,
+    seed: SeedOpt = 0,
+    device: DeviceOpt = "auto",
+    batch_size: BatchOpt = 1,
+    shard: ShardOpt = None,
+    resize: ResizeOpt = None,
+    align: AlignOpt = False,
+) -> None:
+    """StyleGAN2 projector (W or W+), optionally followed by pivotal tuning. Per image: OUT/<stem>.png,
+    OUT/<stem>.safetensors (record for `gantune edit` / `adapt`), manifest.jsonl and metrics.jsonl lines.
+
+    Example: gantune invert-optim faces/ --weights ffhq-1024 --space w --steps 500 --tune --tune-rank 8 -o out/
+    """
+    from ..errors import InputError
+    from ..methods.optim import SPACES, ProjectorSettings, TuneSettings
+
+    if space not in SPACES:
+        raise InputError(f"--space {space!r}", f"use one of {', '.join(SPACES)}")
+    settings = ProjectorSettings(space=space, num_steps=steps, learning_rate=lr, mse_weight=mse,
+                                 noise_regularize=noise_reg, optimize_noise=optimize_noise, w_avg_samples=w_avg_samples)
+    tune_settings = TuneSettings(num_steps=tune_steps, learning_rate=tune_lr, lpips_target=tune_target, rank=tune_rank,
+                                 locality=tune_locality) if tune else None
+    failed = _run("optim", inputs, out, settings, tune_settings, weights=weights, device=device, seed=seed,
+                  batch_size=batch_size, shard=shard, resize=resize, align=align, save_progress=save_progress, gif=gif)
+    if failed:
+        raise typer.Exit(1)
+
+
+def invert_overparam_command(
+    inputs: InputsArg,
+    weights: GenWeightsOpt,
+    out: OutDirOpt = Path("out/invert-overparam"),
+    per_layer: Annotated[bool, typer.Option("--per-layer", help="One latent matrix per layer (the paper's W+).")] = False,
+    steps: StepsOpt = 1000,
+    lr: Annotated[float, typer.Option("--lr", min=0.0, help="Adam learning rate.")] = 0.05,
+    truncation: Annotated[float, typer.Option("--truncation", min=0.01, max=1.0, help="Pull toward the mean before "
+                                              "each step of the first half (1 = off).")] = 0.9,
+    mse: MseOpt = 0.0,
+    noise: Annotated[str, typer.Option("--noise", help="Noise inputs of a standard checkpoint: const or none.")] = "const",
+    w_avg_samples: Annotated[int, typer.Option("--w-avg-samples", min=1, help="z samples for the mean.")] = 10_000,
+    save_progress: ProgressOpt = 0,
+    gif: GifOpt = False,
+    seed: SeedOpt = 0,
+    device: DeviceOpt = "auto",
+    batch_size: BatchOpt = 1,
+    shard: ShardOpt = None,
+    resize: ResizeOpt = None,
+    align: AlignOpt = False,
+) -> None:
+    """Overparameterized-latent inversion (latent matrix W, rows from the mean; works on standard checkpoints too).
+    Same outputs as invert-optim; the record stores W (fp16).
+
+    Example: gantune invert-overparam faces/ --weights ffhq-1024 --steps 1000 -o out/
+    """
+    from ..errors import InputError
+    from ..methods.overparam import OverparamSettings
+
+    if noise not in ("const", "none"):
+        raise InputError(f"--noise {noise!r}", "use const or none")
+    settings = OverparamSettings(per_layer=per_layer, num_steps=steps, learning_rate=lr, truncation=truncation,
+                                 mse_weight=mse, noise_mode=noise, w_avg_samples=w_avg_samples)
+    failed = _run("overparam", inputs, out, settings, None, weights=weights, device=device, seed=seed,
+                  batch_size=batch_size, shard=shard, resize=resize, align=align, save_progress=save_progress, gif=gif)
+    if failed:
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("invert-optim")(invert_optim_command)
+    app.command("invert-overparam")(invert_overparam_command)
+    from . import invert_cmd
+
+    invert_cmd.INVERT_METHODS["optim"] = setup_optim
+    invert_cmd.INVERT_METHODS["overparam"] = setup_overparam
