@@ -423,7 +423,7 @@ def tune(
         loss.sum().backward()
         opt.step()
         steps = step + 1
-        history.append(float(loss))
+        history.append(float(loss.detach()))
         if callback is not None:
             callback(StepInfo("tune", steps, s.num_steps, loss.detach().reshape(1), img.detach(), (index,)))
 
