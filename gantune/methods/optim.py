@@ -442,6 +442,7 @@ def tune(
         G, [rec], target, [pivot.name], metric, seconds=[seconds], steps=[steps], method="optim", params=params_meta
     )
     res.meta["metrics"]["pivot"] = pivot.meta.get("metrics", {})
+    res.meta["metrics"]["steps"] = pivot.meta.get("metrics", {}).get("steps", 0)  # projector steps
     res.meta["metrics"]["tune_steps"] = steps
     res.meta["metrics"]["seconds"] = seconds + pivot.timings.get("seconds", 0.0)
     res.timings = {"project": pivot.timings.get("seconds", 0.0), "tune": seconds,

@@ -1,0 +1,114 @@
+"""invert-optim / invert-overparam / invert --method optim|overparam on a tiny native generator and small PNGs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from gantune.cli.app import app
+from gantune.io.images import load_image, pil_to_tensor, save_image, tensor_to_pil
+from gantune.io.record import InversionRecord
+from gantune.methods.optim import render_record
+
+
+@pytest.fixture
+def setup(tiny_G, tmp_path, monkeypatch):
+    from gantune.cli import optim_cmd
+    from gantune.metrics import LPIPSDistance
+    from gantune.weights.native import save_native
+
+    gpath = save_native(tiny_G, tmp_path / "g.safetensors")
+    g = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        imgs = tiny_G.synthesis(tiny_G.map(torch.randn(2, tiny_G.cfg.z_dim, generator=g))).clamp(-1, 1)
+    src = tmp_path / "in"
+    for i, im in enumerate(imgs):
+        save_image(im, src / f"face{i}.png")
+    (src / "broken.png").write_bytes(b"not a png")
+    nets = {}
+    monkeypatch.setattr(optim_cmd, "_lpips", lambda net, device, resolution=256: nets.setdefault(
+        net, LPIPSDistance("alex", allow_random=True, resolution=resolution)))
+    return tiny_G, gpath, src, tmp_path / "out"
+
+
+def _lines(path):
+    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+
+
+def test_invert_optim_with_pti_progress_and_gif(setup):
+    G, gpath, src, out = setup
+    r = CliRunner().invoke(app, ["invert-optim", str(src), "--weights", str(gpath), "-o", str(out), "--space", "w+",
+                                 "--steps", "3", "--w-avg-samples", "100", "--tune", "--tune-steps", "2",
+                                 "--tune-rank", "2", "--tune-target", "0", "--save-progress", "2", "--gif",
+                                 "--batch-size", "2", "--device", "cpu", "--mse", "1"])
+    assert r.exit_code == 1, r.output  # the broken file fails, the others succeed
+    man = {e["name"]: e for e in _lines(out / "manifest.jsonl")}
+    assert man["broken"]["status"] == "failed" and man["face0"]["status"] == "ok" and man["face1"]["status"] == "ok"
+    metrics = {e["name"]: e for e in _lines(out / "metrics.jsonl")}
+    assert set(metrics) == {"face0", "face1"}
+    for name in ("face0", "face1"):
+        m = metrics[name]
+        assert m["steps"] == 3 and m["tune_steps"] == 2 and m["l2"] >= 0 and m["lpips"] >= 0 and m["seconds"] > 0
+        rec = InversionRecord.load(out / f"{name}.safetensors")
+        assert rec.method == "optim" and rec.latent_kind == "w+"
+        assert any(k.endswith(".u") for k in rec.tuned) and any(k.endswith("noise_const") for k in rec.tuned)
+        assert rec.meta["generator"]["config"] == G.cfg.to_dict()
+        # the record re-renders the saved reconstruction
+        saved = pil_to_tensor(load_image(out / f"{name}.png"))
+        again = pil_to_tensor(tensor_to_pil(render_record(G, rec)[0]))
+        assert torch.equal(saved, again)
+        frames = sorted((out / "intermediate").glob(f"*/{name}.png"))
+        assert len(frames) == 3  # projector steps 2 and 3 (the last), tuning step 2
+        assert (out / f"{name}.gif").is_file()
+
+
+def test_invert_method_overparam_and_optim(setup):
+    from gantune.cli.app import main
+
+    G, gpath, src, out = setup
+    with pytest.raises(SystemExit) as e:
+        main(["invert", str(src / "face0.png"), "--method", "overparam", "--weights", str(gpath), "-o", str(out),
+              "--param", "num_steps=2", "--param", "w_avg_samples=50", "--param", "per_layer=true", "--device", "cpu"])
+    assert e.value.code in (0, None)
+    rec = InversionRecord.load(out / "face0.safetensors")
+    assert rec.method == "overparam" and rec.latent_kind == "W+" and rec.latent.shape == (G.num_ws, 32, G.cfg.w_dim)
+    assert rec.meta["params"]["overparam"]["num_steps"] == 2
+    with pytest.raises(SystemExit) as e:
+        main(["invert", str(src / "face1.png"), "--method", "optim", "--weights", str(gpath), "-o", str(out),
+              "--iters", "2", "--param", "space=w", "--param", "w_avg_samples=50", "--device", "cpu"])
+    assert e.value.code in (0, None)
+    rec = InversionRecord.load(out / "face1.safetensors")
+    assert rec.method == "optim" and rec.latent_kind == "w" and rec.meta["params"]["projector"]["num_steps"] == 2
+    with pytest.raises(SystemExit) as e:
+        main(["invert", str(src / "face1.png"), "--method", "optim", "--weights", str(gpath), "-o", str(out),
+              "--param", "bogus=1"])
+    assert e.value.code == 2
+
+
+def test_invert_overparam_command(setup):
+    G, gpath, src, out = setup
+    r = CliRunner().invoke(app, ["invert-overparam", str(src / "face1.png"), "--weights", str(gpath), "-o", str(out),
+                                 "--steps", "2", "--w-avg-samples", "50", "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    rec = InversionRecord.load(out / "face1.safetensors")
+    assert rec.latent_kind == "W" and rec.latent.dtype == torch.float32
+    assert torch.equal(rec.latent, rec.latent.half().float())
+
+
+def test_missing_lpips_backbone_is_one_line_with_the_fetch_command(tiny_G, tmp_path, monkeypatch, capsys):
+    from gantune.cli.app import main
+    from gantune.weights.native import save_native
+
+    monkeypatch.setenv("GANTUNE_OFFLINE", "1")
+    gpath = save_native(tiny_G, tmp_path / "g.safetensors")
+    save_image(torch.zeros(3, 32, 32), tmp_path / "a.png")
+    with pytest.raises(SystemExit) as e:
+        main(["invert-optim", str(tmp_path / "a.png"), "--weights", str(gpath), "-o", str(tmp_path / "o"),
+              "--steps", "2", "--device", "cpu"])
+    assert e.value.code == 2
+    err = capsys.readouterr()
+    assert "gantune weights fetch lpips-vgg-backbone" in " ".join((err.out + err.err).split())
+    assert not (tmp_path / "o" / "manifest.jsonl").exists()
