@@ -40,7 +40,8 @@ _LAZY = {
     "safe_torch_load": ("safe_pickle", "formats"),
     "from_rosinality_state_dict": ("rosinality",),
     "to_rosinality_state_dict": ("rosinality",),
-    "from_ada_pickle": ("ada",),
+    "load_ada": ("ada",),
+    "read_ada_pickle": ("ada",),
 }
 
 

@@ -1,0 +1,150 @@
+"""``make bench``: speed and memory figures, printed as ratios against this machine's own convolution rate.
+
+Run ``python -m gantune.bench [--quick] [--only generator,hyper,optim,align]``. Every section prints plain lines;
+nothing here is a pass/fail test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import inspect
+import os
+import platform
+import resource
+import time
+
+import torch
+import torch.nn.functional as F
+
+from .core import Generator, GeneratorConfig, layer_specs
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timeit(fn, device: torch.device, *, min_time: float = 1.0, max_reps: int = 20, warmup: int = 1) -> float:
+    """Median-free simple timing: warm up, then repeat until ``min_time`` seconds; returns seconds per call."""
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    reps, t0 = 0, time.perf_counter()
+    while True:
+        fn()
+        reps += 1
+        sync(device)
+        el = time.perf_counter() - t0
+        if el >= min_time or reps >= max_reps:
+            return el / reps
+
+
+def conv_rate(dtype: torch.dtype, device: torch.device, *, channels: int = 512, size: int = 64) -> float:
+    """Measured FLOP/s of one 3x3 conv (channels -> channels, size², batch 1, channels-last) in ``dtype``."""
+    x = torch.randn(1, channels, size, size, device=device, dtype=dtype).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(channels, channels, 3, 3, device=device, dtype=dtype).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        t = timeit(lambda: F.conv2d(x, w, padding=1), device, min_time=1.0)
+    return 2 * channels * channels * 9 * size * size / t
+
+
+def generator_flops(cfg: GeneratorConfig, batch: int) -> float:
+    """FLOPs of the modulated convolutions (2 per multiply-add); mapping, blur, bias and noise are left out (<2%)."""
+    total = 0
+    for s in layer_specs(cfg):
+        in_pixels = (s.res // s.up) ** 2  # a stride-2 transposed conv does k² MACs per *input* pixel
+        total += 2 * s.out_ch * s.in_ch * s.kernel**2 * in_pixels
+    return float(total * batch)
+
+
+def bench_generator(device: torch.device, resolutions=(256, 1024), batches=(1, 4), quick: bool = False) -> list[str]:
+    lines = []
+    rates = {}
+    for dt in (torch.float32, torch.bfloat16):
+        rates[dt] = conv_rate(dt, device)
+        lines.append(f"machine conv rate ({device.type}, {str(dt)[6:]}, 3x3 512ch 64² channels-last): {rates[dt] / 1e9:,.0f} GFLOP/s")
+    dtypes = [torch.float32, torch.bfloat16]
+    if rates[torch.bfloat16] < rates[torch.float32] / 3:
+        dtypes = [torch.float32]
+        lines.append(
+            f"bf16 convolutions run at {rates[torch.bfloat16] / rates[torch.float32]:.2f}x the fp32 rate on this CPU "
+            f"(capability {torch.backends.cpu.get_cpu_capability()}: no AVX512-BF16/AMX), so the bf16 generator runs are "
+            "skipped; use --dtype float32 here"
+        )
+    for res in resolutions:
+        cfg = GeneratorConfig(resolution=res)
+        G = Generator(cfg).eval().to(device)
+        for batch in batches:
+            ws = G.map(torch.randn(batch, cfg.z_dim, device=device)).detach()
+            ref = None
+            for dt in dtypes:
+                for cl in ((True,) if quick else (False, True)):
+                    G.set_precision(dt, channels_last=cl)
+                    with torch.no_grad():
+                        t = timeit(lambda: G.synthesis(ws), device, min_time=0.5 if quick else 2.0, max_reps=10)
+                        img = G.synthesis(ws)
+                    if dt == torch.float32 and ref is None:
+                        ref = img
+                    diff = "" if dt == torch.float32 else (
+                        f", vs fp32: max|d| {(img - ref).abs().max().item():.3f} mean|d| {(img - ref).abs().mean().item():.4f}"
+                        f" (image std {ref.std().item():.2f})")
+                    gf = generator_flops(cfg, batch) / t
+                    lines.append(
+                        f"generator {res}px batch {batch} {str(dt)[6:]:8s} {'NHWC' if cl else 'NCHW'}: "
+                        f"{batch / t:6.2f} img/s, {t * 1000 / batch:8.1f} ms/img, {gf / 1e9:7.1f} GFLOP/s = "
+                        f"{gf / rates[dt]:.2f} x conv rate{diff}"
+                    )
+            G.set_precision(torch.float32)
+        del G
+    lines.append(f"peak RSS {peak_rss_mb():,.0f} MB")
+    return lines
+
+
+SECTIONS = {
+    # section name -> (module, function) provided by each method's own bench
+    "hyper": ("gantune.methods.hyper.bench", "bench_hyper"),
+    "optim": ("gantune.methods.optim_bench", "bench_optim"),
+    "align": ("gantune.align.bench", "bench_align"),
+}
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--quick", action="store_true", help="smaller sizes and fewer repetitions")
+    ap.add_argument("--only", default="", help="comma list of sections: generator," + ",".join(SECTIONS))
+    ap.add_argument("--device", default="auto")
+    args = ap.parse_args(argv)
+    from .runtime import resolve_device
+
+    device = resolve_device(args.device)
+    only = {s for s in args.only.split(",") if s}
+    print(f"gantune bench: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}")
+    if not only or "generator" in only:
+        print("== generator forward")
+        res = (256,) if args.quick else (256, 1024)
+        for line in bench_generator(device, resolutions=res, quick=args.quick):
+            print("  " + line, flush=True)
+    for name, (mod, fn) in SECTIONS.items():
+        if only and name not in only:
+            continue
+        print(f"== {name}")
+        try:
+            module = importlib.import_module(mod)
+        except ModuleNotFoundError as e:
+            print(f"  (not available: {e})")
+            continue
+        func = getattr(module, fn)
+        params = inspect.signature(func).parameters
+        kwargs = {k: v for k, v in (("device", device), ("quick", args.quick)) if k in params}
+        for line in func(**kwargs):
+            print("  " + line, flush=True)
+
+
+if __name__ == "__main__":
+    main()
