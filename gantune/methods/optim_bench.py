@@ -1,0 +1,114 @@
+"""``make bench`` section for the optimisation methods: :func:`bench_optim` returns printable lines.
+
+1. Milliseconds per optimisation step on CPU at 256 and 1024 px for the W projector, the W+ projector, PTI and the
+   overparameterized W, with random generators of the official architectures (ADA 256 px layout; FFHQ config-f at
+   1024 px) and LPIPS-VGG with a random trunk (same cost as the real one). One step is timed after a warm-up step
+   (timestamps from the progress callback, so set-up such as the w mean is not counted).
+2. The tiny recovery task: a 32 px generator, a target rendered from a known latent, each method run until the LPIPS
+   (AlexNet trunk, random, 32 px) between its current image and the target falls below a fixed threshold: steps and
+   seconds to get there (or "not reached" within the step limit).
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from ..core import Generator, GeneratorConfig
+from ..metrics.lpips import LPIPSDistance
+from .optim import TuneSettings, project, tune
+from .overparam import invert_overparam
+
+RECOVERY_LPIPS = 0.02  # threshold of the tiny recovery task
+RECOVERY_MAX_STEPS = 300
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.stamps: list[float] = []
+        self.losses: list[float] = []
+
+    def __call__(self, info) -> None:
+        self.stamps.append(time.perf_counter())
+        self.losses.append(float(info.loss.float().mean()))
+
+    def step_ms(self) -> float:
+        d = [b - a for a, b in zip(self.stamps[:-1], self.stamps[1:])]
+        return 1000 * min(d) if d else float("nan")
+
+
+def _official(res: int) -> GeneratorConfig:
+    # 1024: FFHQ config-f (8 mapping layers, channel_base 32768); 256: the ADA 256 px layout of the same family
+    return GeneratorConfig(resolution=res)
+
+
+def _step_times(res: int, device: torch.device, steps: int = 2) -> dict[str, float]:
+    torch.manual_seed(0)
+    G = Generator(_official(res)).to(device).eval()
+    dist = LPIPSDistance("vgg", allow_random=True).to(device)
+    alex = LPIPSDistance("alex", allow_random=True).to(device)
+    with torch.no_grad():
+        target = G.synthesis(G.map(torch.randn(1, G.cfg.z_dim, device=device))).clamp(-1, 1)
+    out = {}
+    for space in ("w", "w+"):
+        c = _Clock()
+        pr = project(G, target, space=space, num_steps=steps, w_avg_samples=100, distance=dist, callback=c)
+        out[f"projector {space}"] = c.step_ms()
+    c = _Clock()
+    tune(G, target, pr.results[0], TuneSettings(num_steps=steps, lpips_target=0.0), distance=alex, metric=dist,
+         callback=c)
+    out["PTI"] = c.step_ms()
+    c = _Clock()
+    invert_overparam(G, target, num_steps=steps, w_avg_samples=100, distance=dist, callback=c)
+    out["overparam W"] = c.step_ms()
+    return out
+
+
+def _recovery(device: torch.device) -> list[str]:
+    cfg = GeneratorConfig(resolution=32, z_dim=32, w_dim=32, mapping_layers=2, channel_base=256, channel_max=32)
+    torch.manual_seed(0)
+    G = Generator(cfg).to(device).eval()
+    d = LPIPSDistance("alex", allow_random=True, resolution=None).to(device)
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        target = G.synthesis(G.map(torch.randn(1, cfg.z_dim, generator=g).to(device)))
+    lines = []
+
+    def reach(name, fn):
+        c = _Clock()
+        t0 = time.perf_counter()
+        fn(c)
+        hit = next((i for i, v in enumerate(c.losses) if v <= RECOVERY_LPIPS), None)
+        if hit is None:
+            lines.append(f"  {name:<22} not reached in {len(c.losses)} steps (last {c.losses[-1]:.4f})")
+        else:
+            lines.append(f"  {name:<22} {hit + 1:4d} steps, {c.stamps[hit] - t0:6.2f} s")
+
+    kw = dict(num_steps=RECOVERY_MAX_STEPS, w_avg_samples=1000, distance=d)
+    reach("projector w", lambda c: project(G, target, space="w", optimize_noise=False, callback=c, **kw))
+    reach("projector w+", lambda c: project(G, target, space="w+", optimize_noise=False, callback=c, **kw))
+    reach("overparam W", lambda c: invert_overparam(G, target, callback=c, **kw))
+    reach("overparam W+", lambda c: invert_overparam(G, target, per_layer=True, callback=c, **kw))
+    return lines
+
+
+def bench_optim(device: str | torch.device = "cpu", *, resolutions=(256, 1024), recovery: bool = True) -> list[str]:
+    device = torch.device(device)
+    threads = torch.get_num_threads()
+    lines = [f"optimisation inversion ({device}, {threads} threads): ms per step, batch 1, LPIPS-VGG at 256 px"]
+    for res in resolutions:
+        t = _step_times(res, device)
+        lines.append(f"  {res:>4} px: " + ", ".join(f"{k} {v:,.0f} ms" for k, v in t.items()))
+    if recovery:
+        lines.append(f"tiny recovery (32 px generator, target from a known latent): steps/seconds to LPIPS <= {RECOVERY_LPIPS}")
+        lines += _recovery(device)
+    return lines
+
+
+if __name__ == "__main__":
+    import sys
+
+    quick = "--quick" in sys.argv
+    for line in bench_optim(resolutions=(256,) if quick else (256, 1024)):
+        print(line)
