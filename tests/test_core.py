@@ -246,3 +246,20 @@ def test_config_roundtrip_and_validation():
         tiny_config(latent_rows=8)  # fewer rows than the widest layer
     with pytest.raises(ValueError):
         GeneratorConfig.from_dict({**cfg.to_dict(), "bogus": 1})
+
+
+def test_per_tap_delta_matches_folded_weight():
+    """A full-kernel offset (B, out, in, k, k) equals rendering with θ ⊙ (1 + Δ) folded into the weight."""
+    torch.manual_seed(2)
+    B, cin, cout = 2, 4, 5
+    x = torch.randn(B, cin, 6, 6)
+    w = torch.randn(cout, cin, 3, 3)
+    s = torch.randn(B, cin)
+    d = 0.3 * torch.randn(B, cout, cin, 3, 3)
+    kern = make_kernel()
+    for up in (1, 2):
+        got = modulated_conv2d(x, w, s, delta=d, up=up, kernel=kern)
+        ref = torch.cat([modulated_conv2d(x[b : b + 1], w * (1 + d[b]), s[b : b + 1], up=up, kernel=kern) for b in range(B)])
+        torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-4)
+        shared = modulated_conv2d(x, w, s, delta=d[:1], up=up, kernel=kern, fused=False)
+        torch.testing.assert_close(shared, modulated_conv2d(x, w * (1 + d[0]), s, up=up, kernel=kern), atol=1e-5, rtol=1e-4)

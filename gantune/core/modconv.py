@@ -5,6 +5,7 @@ k × k, before demodulation (see ARCHITECTURE.md):
 
     plain StyleGAN2         M[b, o, i] = s[b, i]                       styles (B, in): rank 1
     HyperStyle / adapt      M[b, o, i] = s[b, i] · (1 + Δ[b, o, i])    styles + delta (B or 1, out, in)
+                            (HyperStyle's shared heads predict a full kernel Δ (B, out, in, k, k): also accepted)
     overparameterized       M[b, o, i] = A(W[b, o])[i]                 modulation (B, out, in)
 
     θ̂[b] = gain · θ ⊙ M[b],  then (if demodulate) θ̂[b, o] /= sqrt(Σ_{i,kh,kw} θ̂[b, o]² + eps)
@@ -41,7 +42,7 @@ def modulated_conv2d(
     styles: torch.Tensor | None = None,  # (B, in) rank-1 modulation
     *,
     modulation: torch.Tensor | None = None,  # (B, out, in) full per-sample modulation (overparameterized latent)
-    delta: torch.Tensor | None = None,  # (B or 1, out, in) multiplicative offsets: θ ⊙ (1 + Δ)
+    delta: torch.Tensor | None = None,  # (B or 1, out, in[, k, k]) multiplicative offsets: θ ⊙ (1 + Δ)
     demodulate: bool = True,  # divide each output filter by its norm (False for toRGB)
     up: int = 1,  # 1, or 2 for the transposed-conv upsampling layer
     kernel: torch.Tensor | None = None,  # FIR kernel (sum 1) for the blur that follows upsampling
@@ -59,9 +60,12 @@ def modulated_conv2d(
     if modulation is not None:
         _assert_shape(modulation, (batch, out_ch, in_ch), "modulation")
     if delta is not None:
-        if delta.ndim == 2:
+        if delta.ndim in (2, 4):  # one offset set for the whole batch
             delta = delta[None]
-        _assert_shape(delta, (None, out_ch, in_ch), "delta")
+        if delta.ndim == 5:  # per-tap offsets (HyperStyle's shared heads predict full kernels)
+            _assert_shape(delta, (None, out_ch, in_ch, kh, kw), "delta")
+        else:
+            _assert_shape(delta, (None, out_ch, in_ch), "delta")
         if delta.shape[0] not in (1, batch):
             raise ValueError(f"delta batch {delta.shape[0]} must be 1 or {batch}")
     if up not in (1, 2):
@@ -79,7 +83,8 @@ def modulated_conv2d(
     w32 = weight.float() * gain  # (out, in, k, k)
     if not use_grouped:
         if delta is not None:
-            w32 = w32 * (1.0 + delta[0].float())[:, :, None, None]
+            d0 = delta[0].float()
+            w32 = w32 * (1.0 + (d0 if d0.ndim == 4 else d0[:, :, None, None]))
         s = styles.float()  # (B, in)
         xs = x * s.to(x.dtype)[:, :, None, None]
         wc = w32.to(x.dtype)
@@ -95,9 +100,11 @@ def modulated_conv2d(
         return y
 
     m = modulation.float() if modulation is not None else styles.float()[:, None, :]  # (B, 1|out, in)
-    if delta is not None:
+    if delta is not None and delta.ndim == 3:
         m = m * (1.0 + delta.float())
     wb = w32[None] * m[..., None, None]  # (B, out, in, k, k)
+    if delta is not None and delta.ndim == 5:
+        wb = wb * (1.0 + delta.float())
     if wb.shape[1] != out_ch:
         wb = wb.expand(batch, out_ch, in_ch, kh, kw)
     if demodulate:

@@ -3,7 +3,8 @@
 One safetensors file per image. Tensors:
 
 * ``latent``: ``w`` (1, w_dim), ``w+`` (num_ws, w_dim), ``W`` (rows, w_dim) or ``W+`` (num_ws, rows, w_dim);
-* ``delta.<layer>``: accumulated HyperStyle offsets (out, in), θ̂ = θ ⊙ (1 + Δ), only for tuned layers;
+* ``delta.<layer>``: accumulated HyperStyle offsets (out, in), θ̂ = θ ⊙ (1 + Δ), only for tuned layers; layers
+  tuned by HyperStyle's shared heads have full-kernel offsets (out, in, k, k);
 * ``tuned.<param>``: PTI generator-weight differences θ̂ − θ (fp16), or ``tuned.<param>.u`` / ``.v`` low-rank
   factors (the difference is u @ v reshaped to the parameter's shape).
 
@@ -35,7 +36,7 @@ class InversionRecord:
     latent: torch.Tensor  # see module docstring for the shape per kind
     latent_kind: str  # w | w+ | W | W+
     method: str  # hyperstyle | optim | overparam | …
-    deltas: dict[str, torch.Tensor] = field(default_factory=dict)  # layer name -> (out, in)
+    deltas: dict[str, torch.Tensor] = field(default_factory=dict)  # layer name -> (out, in) or (out, in, k, k)
     tuned: dict[str, torch.Tensor] = field(default_factory=dict)  # raw tensors as stored ("<param>" or "<param>.u/.v")
     meta: dict = field(default_factory=dict)  # everything else: params, generator, source, align transform, timings
 
@@ -48,8 +49,8 @@ class InversionRecord:
         if self.latent_kind == "w" and self.latent.shape[0] != 1:
             raise RecordError(f"latent of kind w must be (1, w_dim), got {tuple(self.latent.shape)}")
         for name, d in self.deltas.items():
-            if d.ndim != 2:
-                raise RecordError(f"delta.{name} must be (out, in), got {tuple(d.shape)}")
+            if d.ndim not in (2, 4):
+                raise RecordError(f"delta.{name} must be (out, in) or (out, in, k, k), got {tuple(d.shape)}")
 
     # --- generator-facing helpers --------------------------------------------------------------------------------
     def synthesis_kwargs(self, *, device=None, batch: bool = True) -> dict:
