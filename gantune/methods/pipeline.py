@@ -13,8 +13,8 @@ and :func:`run_pipeline` does everything else, identically for all methods:
 * batching: up to ``batch_size`` images per call; if a batch raises, its images are retried one by one so that only
   the bad one fails (the error, not a traceback, goes to the manifest; ``GANTUNE_DEBUG=1`` re-raises);
 * outputs per image: ``<stem>.png`` (the reconstruction, optionally resized), ``<stem>.safetensors`` (the
-  :class:`~gantune.io.InversionRecord`), ``intermediate/<t>/<stem>.png`` when asked (t = 0 is the initial, un-refined image), and one ``manifest.jsonl``
-  line (status, paths, timings, error) written as soon as the image is done;
+  :class:`~gantune.io.InversionRecord`), ``intermediate/<t>/<stem>.png`` when asked (t = 0: the initial image), and
+  one ``manifest.jsonl`` line (status, paths, timings, error) written as soon as the image is done;
 * progress: ``progress(message)`` after every image (the CLI passes a rich bar / plain lines).
 
 Method authors: a method plugs into ``gantune invert --method NAME`` through ``INVERT_METHODS`` in

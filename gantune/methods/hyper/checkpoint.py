@@ -45,6 +45,13 @@ _BLOCK = re.compile(r"^refinement_blocks\.(\d+)\.(.+)$")
 
 # --- reading files -----------------------------------------------------------------------------------------------------
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
+    """sha256 of a file (the weights cache's up-to-date ``.sha256`` sidecar is used when there is one)."""
+    try:
+        from ...weights import file_sha256
+
+        return file_sha256(Path(path))
+    except ImportError:
+        pass
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(chunk):

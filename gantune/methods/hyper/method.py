@@ -107,9 +107,12 @@ def setup_hyperstyle(opts: InvertOptions) -> MethodRun:
     from ...errors import InputError
     from ...runtime import resolve_device, resolve_dtype
 
-    unknown = set(opts.params) - set()
-    if unknown:
-        raise InputError(f"hyperstyle takes no --param {', '.join(sorted(unknown))}", "see gantune invert-hyper --help")
+    from ...core import NOISE_MODES
+
+    if opts.params:
+        raise InputError(f"hyperstyle takes no --param ({', '.join(sorted(opts.params))})", "see gantune invert-hyper --help")
+    if opts.noise not in NOISE_MODES:
+        raise InputError(f"--noise {opts.noise!r}: expected one of {', '.join(NOISE_MODES)}")
     iters = DEFAULT_ITERS if opts.iters is None else opts.iters
     if iters < 1:
         raise InputError(f"--iters {iters}: HyperStyle needs at least one refinement pass")

@@ -1,0 +1,155 @@
+"""HyperStyle speed benchmark on random models with the official layout (no downloads).
+
+``bench_hyper(...)`` returns report lines: seconds per image for each (iterations, batch, dtype), the difference
+between the bf16 and fp32 reconstructions, the time to import an official-layout checkpoint (file -> ready model),
+and the peak resident memory. ``make bench`` calls it with ``resolution=1024``; the defaults are modest so that it
+finishes in a few minutes on two CPU cores.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from ...core import Generator, GeneratorConfig
+from .checkpoint import hypernet_to_official, load_hyperstyle, sha256_file
+from .hypernet import HyperNetwork
+from .inference import core_accepts_tap_deltas, refine
+from .wencoder import WEncoder
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+
+
+def native_bf16(device: torch.device) -> bool:
+    """bf16 in hardware: any CUDA GPU that supports it, or a CPU with AVX512-BF16 / AMX (elsewhere oneDNN emulates
+    it, about 40x slower than fp32 on an AVX2 CPU)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def _random_models(resolution: int, layers: str, seed: int):
+    torch.manual_seed(seed)
+    G = Generator(GeneratorConfig(resolution=resolution)).eval()
+    with torch.no_grad():
+        for lyr in G.synthesis.layers.values():
+            for m in lyr.values():
+                if m.use_noise:
+                    m.noise_strength.fill_(0.1)
+    names = None
+    if layers == "default17":  # the README set: every non-toRGB conv
+        names = [s.name for s in G.specs if s.kind == "conv"]
+    hn = HyperNetwork.from_specs(G.specs, names).eval()
+    enc = WEncoder(num_ws=G.num_ws).eval()
+    return G, hn, enc
+
+
+def _save_official(path: Path, G, hn, latent_avg) -> None:
+    from ...weights.rosinality import to_rosinality_state_dict
+
+    sd = {"hypernet." + k: v for k, v in hypernet_to_official(hn).items()}
+    sd.update({"decoder." + k: v for k, v in to_rosinality_state_dict(G).items()})
+    torch.save({"state_dict": sd, "latent_avg": latent_avg, "opts": {"output_size": G.cfg.resolution}}, path)
+
+
+def bench_hyper(
+    *,
+    resolution: int = 256,  # generator resolution (official channel widths); make bench passes 1024
+    iters: tuple[int, ...] = (1, 5),  # refinement passes to time
+    batches: tuple[int, ...] = (1, 4),  # batch sizes to time
+    dtypes: tuple[str, ...] = ("float32", "bfloat16"),  # compute dtypes (bf16 is compared with fp32)
+    layers: str = "claimed14",  # tuned-layer set: claimed14 (medium + fine convs) or default17 (all convs)
+    device: str = "cpu",
+    threads: int | None = None,  # torch threads (None: leave as is)
+    load_from_file: bool = True,  # time writing + importing an official-layout .pt (≈1.4 GB at 1024 px)
+    budget_s: float | None = 300.0,  # stop starting new configurations after this many seconds (None: run all)
+    emulated_bf16: bool = False,  # also time bf16 where the hardware lacks it (very slow on plain AVX2 CPUs)
+    seed: int = 0,
+) -> list[str]:
+    from ...runtime import resolve_device, resolve_dtype
+
+    if threads:
+        torch.set_num_threads(threads)
+    dev = resolve_device(device)
+    lines = [f"hyperstyle bench: {resolution}px generator, layers {layers}, device {dev}, "
+             f"{torch.get_num_threads()} threads, per-tap offsets {'in the core' if core_accepts_tap_deltas() else 'folded per sample'}"]
+    t0 = time.perf_counter()
+    G, hn, enc = _random_models(resolution, layers, seed)
+    la = torch.randn(1, G.cfg.w_dim).expand(G.num_ws, -1).clone() * 0.1
+    lines.append(f"random models built in {time.perf_counter() - t0:.1f} s: hypernet {sum(p.numel() for p in hn.parameters()) / 1e6:.1f} M "
+                 f"params ({len(hn.layers)} tuned layers), W-encoder {sum(p.numel() for p in enc.parameters()) / 1e6:.1f} M, "
+                 f"generator {sum(p.numel() for p in G.parameters()) / 1e6:.1f} M")
+    if not emulated_bf16 and not native_bf16(dev) and any(resolve_dtype(d) == torch.bfloat16 for d in dtypes):
+        dtypes = tuple(d for d in dtypes if resolve_dtype(d) != torch.bfloat16)
+        lines.append(f"bfloat16 skipped: no native bf16 on this {dev.type} (emulated it is ~40x slower than fp32; "
+                     "pass emulated_bf16=True to time it anyway)")
+    if load_from_file:
+        with tempfile.TemporaryDirectory() as tmp:
+            p = Path(tmp) / "hyperstyle_bench.pt"
+            t0 = time.perf_counter()
+            _save_official(p, G, hn, la)
+            t_save = time.perf_counter() - t0
+            size = os.path.getsize(p) / 2**20
+            t0 = time.perf_counter()
+            model = load_hyperstyle(p, device=dev, hash_file=False)
+            t_load = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            sha256_file(p)
+            t_hash = time.perf_counter() - t0
+        G, hn, la = model.G, model.hypernet, model.latent_avg
+        del model
+        lines.append(f"official-layout checkpoint {size:.0f} MiB: load {t_load:.2f} s (+{t_hash:.2f} s sha256 for the record), "
+                     f"written in {t_save:.2f} s")
+    G, hn, enc, la = G.to(dev), hn.to(dev), enc.to(dev), la.to(dev)
+    g = torch.Generator().manual_seed(seed + 1)
+    x_all = (torch.rand(max(batches), 3, 256, 256, generator=g) * 2 - 1).to(dev)
+    finals: dict[tuple[int, str], torch.Tensor] = {}
+    t_start = time.perf_counter()
+    skipped = []
+    for n_it in sorted(iters):  # cheapest first, so a time budget cuts the expensive ones
+        for b in sorted(batches):
+            for dt in dtypes:
+                if budget_s is not None and time.perf_counter() - t_start > budget_s:
+                    skipped.append(f"iters {n_it} batch {b} {dt}")
+                    continue
+                dtype = resolve_dtype(dt)
+                G.set_precision(dtype)
+                x = x_all[:b]
+                t0 = time.perf_counter()
+                out = refine(x, G=G, hypernet=hn, w_encoder=enc, latent_avg=la, iters=n_it, dtype=dtype)
+                if dev.type == "cuda":
+                    torch.cuda.synchronize(dev)
+                dt_s = time.perf_counter() - t0
+                t = out.timings
+                line = (f"iters {n_it} batch {b} {dt:<8}: {dt_s / b:7.2f} s/image  (encode {t['encode'] / b:.2f}, "
+                        f"hypernet {t['hypernet'] / b:.2f}, render {t['render'] / b:.2f})")
+                finals[(n_it, dt)] = out.images[:1].float().cpu()
+                ref = finals.get((n_it, "float32"))
+                if dt != "float32" and ref is not None:
+                    d = (out.images[:1].float().cpu() - ref).abs()
+                    line += f"  |bf16-fp32| mean {d.mean():.4f} max {d.max():.3f}"
+                lines.append(line)
+    G.set_precision(torch.float32)
+    if skipped:
+        lines.append(f"skipped after the {budget_s:.0f} s budget: {'; '.join(skipped)}")
+    lines.append(f"peak RSS {_peak_rss_mb():.0f} MiB")
+    if dev.type == "cuda":
+        lines.append(f"peak CUDA memory {torch.cuda.max_memory_allocated(dev) / 2**20:.0f} MiB")
+    return lines
+
+
+if __name__ == "__main__":  # python -m gantune.methods.hyper.bench [resolution]
+    import sys
+
+    for ln in bench_hyper(resolution=int(sys.argv[1]) if len(sys.argv) > 1 else 256):
+        print(ln, flush=True)
