@@ -1,0 +1,157 @@
+"""``gantune train``: the training command group. This module owns the group (``train_app``) and ``generator``;
+other modules add their commands with ``from .train_cmd import train_app`` and ``@train_app.command("name")``."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .common import DeviceOpt, OutDirOpt, SeedOpt, console, is_terminal
+
+train_app = typer.Typer(help="Train generators and encoders.", no_args_is_help=True)
+
+
+@train_app.callback()
+def _train_group() -> None:
+    """Train generators and encoders. Multi-GPU / multi-node: launch the same command with torchrun."""
+
+
+def _fmt(stats: dict) -> str:
+    keys = ("loss_G", "loss_D", "D_real", "D_fake", "pl_penalty", "r1")
+    parts = [f"kimg {stats['nimg'] / 1000:.2f}/{stats['total'] / 1000:g}"]
+    parts += [f"{k} {stats[k]:.3f}" for k in keys if k in stats]
+    parts.append(f"{stats['img_per_s']:.1f} img/s")
+    return "  ".join(parts)
+
+
+class _Display:
+    """Rich bar with the latest losses on a terminal; a plain line every ``every`` seconds otherwise."""
+
+    def __init__(self, total: int, start: int, every: float) -> None:
+        self.every, self._last = every, 0.0
+        self._rich = None
+        if is_terminal():
+            from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self._rich = Progress(TextColumn("train"), BarColumn(), TextColumn("{task.fields[info]}"),
+                                  TimeRemainingColumn(), console=console)
+            self._task = self._rich.add_task("train", total=total, completed=start, info="")
+
+    def __enter__(self):
+        if self._rich:
+            self._rich.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self._rich:
+            self._rich.__exit__(*exc)
+
+    def __call__(self, stats: dict) -> None:
+        if self._rich:
+            self._rich.update(self._task, completed=stats["nimg"], info=_fmt(stats))
+            return
+        now = time.perf_counter()
+        if now - self._last >= self.every or stats["nimg"] >= stats["total"]:
+            self._last = now
+            console.print(f"step {stats['step']}  {_fmt(stats)}", soft_wrap=True)
+
+
+@train_app.command("generator")
+def generator_command(
+    data: Annotated[str, typer.Option("--data", help="A folder of images, or 'synthetic-faces' (DCGAN faces; non-commercial licence).")],
+    out: OutDirOpt = Path("runs/generator"),
+    resolution: Annotated[int, typer.Option("--resolution", "-r", help="Image side (power of two; 32 and up for real use).")] = 64,
+    kimg: Annotated[float, typer.Option("--kimg", help="Train until this many thousand real images have been shown.")] = 1000.0,
+    batch: Annotated[int, typer.Option("--batch", min=1, help="Global batch (split over torchrun processes).")] = 32,
+    snap: Annotated[float, typer.Option("--snap", help="Snapshot grid + checkpoint every N kimg.")] = 50.0,
+    overparam: Annotated[bool, typer.Option("--overparam/--standard", help="Overparameterized latent matrix (Poirier-Ginter et al. 2022).")] = False,
+    latent_rows: Annotated[Optional[int], typer.Option("--latent-rows", help="Rows of the latent matrix (default: the widest layer's channels).")] = None,
+    z_dim: Annotated[int, typer.Option("--z-dim", help="Latent z size (and w size unless --w-dim).")] = 512,
+    w_dim: Annotated[Optional[int], typer.Option("--w-dim", help="Intermediate latent w size (default --z-dim).")] = None,
+    mapping_layers: Annotated[Optional[int], typer.Option("--mapping-layers", help="Mapping depth (default 8; 2 with --overparam).")] = None,
+    noise: Annotated[Optional[bool], typer.Option("--noise/--no-noise", help="Noise inputs (default on; off with --overparam).")] = None,
+    channel_base: Annotated[int, typer.Option("--channel-base", help="Channels at resolution r: min(base / r, max).")] = 16384,
+    channel_max: Annotated[int, typer.Option("--channel-max", help="Cap on channels per layer.")] = 512,
+    lr: Annotated[float, typer.Option("--lr", help="Adam learning rate of G and D.")] = 0.0025,
+    gamma: Annotated[Optional[float], typer.Option("--gamma", help="R1 weight (default 0.0002·res²/batch).")] = None,
+    r1_interval: Annotated[int, typer.Option("--r1-interval", help="Lazy R1 every N D steps; 0 = off.")] = 16,
+    pl_weight: Annotated[float, typer.Option("--pl-weight", help="Path-length weight; 0 = off.")] = 2.0,
+    pl_interval: Annotated[int, typer.Option("--pl-interval", help="Lazy path-length every N G steps.")] = 4,
+    style_mixing: Annotated[float, typer.Option("--style-mixing", help="Style-mixing probability (whole matrices per layer range with --overparam).")] = 0.9,
+    ema_kimg: Annotated[Optional[float], typer.Option("--ema-kimg", help="EMA half-life in kimg (default batch·10/32).")] = None,
+    mbstd_group: Annotated[int, typer.Option("--mbstd-group", help="Minibatch-stddev group size.")] = 4,
+    xflip: Annotated[bool, typer.Option("--xflip/--no-xflip", help="Random horizontal flips of folder images.")] = False,
+    resume: Annotated[str, typer.Option("--resume", help="auto (newest state in --out), none, or a training-state-*.pt file.")] = "auto",
+    keep: Annotated[int, typer.Option("--keep", min=1, help="Training states to keep in --out.")] = 2,
+    log_every: Annotated[float, typer.Option("--log-every", help="Seconds between progress lines when not on a terminal.")] = 30.0,
+    threads: Annotated[Optional[int], typer.Option("--threads", help="CPU threads for torch (default: torch's).")] = None,
+    device: DeviceOpt = "auto",
+    seed: SeedOpt = 0,
+) -> None:
+    """Train a StyleGAN2 generator (standard or overparameterized) and write native checkpoints to --out.
+
+    Resumes from the newest training state in --out by default. Multi-GPU / multi-node: run the same command
+    under torchrun (nccl on GPU, gloo on CPU); --batch stays the global batch.
+
+    Example: gantune train generator --data synthetic-faces -r 32 --channel-max 128 --batch 16 --kimg 500 -o runs/faces32
+    """
+    import torch
+
+    from ..core import GeneratorConfig
+    from ..errors import InputError
+    from ..runtime import resolve_device
+    from ..train import ddp
+    from ..train.checkpoint import load_state, resolve_resume
+    from ..train.data import open_source
+    from ..train.generator import GeneratorTrainer, TrainOptions, train
+
+    if threads:
+        torch.set_num_threads(threads)
+    w_dim = w_dim or z_dim
+    base = dict(resolution=resolution, z_dim=z_dim, w_dim=w_dim, channel_base=channel_base, channel_max=channel_max,
+                mapping_layers=mapping_layers or (2 if overparam else 8),
+                use_noise=noise if noise is not None else not overparam)
+    try:
+        cfg = GeneratorConfig(**base)
+        if overparam:
+            cfg = cfg.replace(latent_rows=latent_rows or max(cfg.channels(r) for r in cfg.block_resolutions))
+        elif latent_rows:
+            raise InputError("--latent-rows needs --overparam")
+        opts = TrainOptions(batch=batch, lr=lr, r1_gamma=gamma, r1_interval=r1_interval, pl_weight=pl_weight,
+                            pl_interval=pl_interval, style_mixing=style_mixing, ema_kimg=ema_kimg,
+                            mbstd_group=mbstd_group, seed=seed)
+    except ValueError as e:
+        raise InputError(str(e), hint="see gantune train generator --help") from None
+    dist = ddp.setup(resolve_device(device))
+    try:
+        source = open_source(data, resolution, dist.device, xflip=xflip)
+        try:
+            trainer = GeneratorTrainer(cfg, opts, source, dist=dist)
+        except ValueError as e:
+            raise InputError(str(e), hint="--batch must split evenly over processes and minibatch-stddev groups") from None
+        state_file = resolve_resume(resume, out)
+        if state_file is not None:
+            trainer.load_state_dict(load_state(state_file))
+        if dist.is_main:
+            console.print(f"{cfg.describe()}; D mirrors its channels")
+            console.print(f"data: {data}; batch {batch} over {dist.world} process(es) on {dist.device}; "
+                          + (f"resumed from {state_file.name} at kimg {trainer.nimg / 1000:g}" if state_file else "from scratch"))
+            if hasattr(source, "license_note"):
+                console.print(f"[yellow]licence:[/] {source.license_note}")
+        meta = {"data": source.describe(), "command": "gantune train generator", "world": dist.world}
+        if hasattr(source, "license_note"):
+            meta["license"] = "non-commercial (DigiFace-1M)"
+        with _Display(int(round(kimg * 1000)), trainer.nimg, log_every) as display:
+            last = train(trainer, run_dir=out, kimg=kimg, snap_kimg=snap, keep_states=keep, meta=meta, on_tick=display)
+        if dist.is_main and last is not None:
+            console.print(f"wrote {last}")
+    finally:
+        ddp.teardown()
+
+
+def register(app: typer.Typer) -> None:
+    """Adds the ``train`` group once; other modules only add commands to ``train_app``."""
+    app.add_typer(train_app, name="train")

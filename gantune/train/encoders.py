@@ -1,0 +1,441 @@
+"""Training the HyperStyle W-encoder and hypernetwork for any generator gantune can load.
+
+W-encoder (initial latent; HyperStyle App. G trained it with the e4e code, one w for all layers):
+
+    x ──resize 256──▶ E ──▶ w − w_avg ──+w_avg──▶ G.synthesis (stored noise) ──▶ ŷ
+    loss = λ_l2·L2(ŷ, x) + λ_p·perceptual(ŷ, x) [+ λ_lat·‖w_pred − w_true‖² for generator samples]
+
+Hypernetwork (paper §3.4–3.5; reference training loop OFFICIAL_FORMATS.md §7): codes = E(x) + w_avg are fixed
+(E frozen), ŷ₀ = G(codes); for t = 1…T: Δ_t = H(x, ŷ_{t−1}), Σ_t = sg(Σ_{t−1}) + Δ_t, y_t = G(codes; θ⊙(1+Σ_t)),
+loss_t is back-propagated at once, and ŷ_t = sg(y_t) feeds the next pass (sg = detach, as the reference: gradients
+never flow through earlier passes). One optimizer step per batch, Ranger (RAdam + Lookahead).
+loss_t = λ_l2·L2 + λ_p·perceptual + λ_sim·similarity; see :mod:`.substitutes` for the networks that stand in for
+LPIPS and the identity network when those are unavailable.
+
+Data: ``synthetic`` = images rendered by the generator itself from random z (w is known, so a latent loss is
+possible for the W-encoder; ``truncation`` ψ < 1 draws closer to the average face), ``synthetic-faces`` (the DCGAN of
+:mod:`gantune.train.data`) or a folder of images.
+
+Outputs are the official file layouts, so ``gantune invert --method hyperstyle --weights HYPERNET --encoder ENCODER``
+loads them with the existing importers (:mod:`gantune.methods.hyper.checkpoint`):
+
+* W-encoder: ``{'state_dict': {'encoder.*'}, 'opts', 'latent_avg'}`` (the decoder is not stored: HyperStyle ignores it);
+* hypernetwork: ``{'state_dict': {'hypernet.*' (official names), 'decoder.*' (rosinality)}, 'opts', 'latent_avg',
+  'global_step'}``. The decoder is the rosinality form of the generator, which has noise inputs and a 0.01 mapping
+  learning-rate multiplier: :func:`hyperstyle_generator` converts other generators to an exactly equivalent one
+  (zero noise strength and buffers, rescaled mapping weights; an overparameterized generator becomes its standard
+  W+ form) and training runs on that converted generator.
+
+Resume: ``OUT/train_state.pt`` holds the model, optimizer (incl. Lookahead slow weights), step and data RNG state;
+``resume=True`` continues from it. The loadable model file is rewritten at every checkpoint.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..core import Generator, GeneratorConfig
+from ..errors import InputError, WeightsError
+from ..methods.hyper.hypernet import HyperNetwork, default_heads
+from ..methods.hyper.inference import face_pool, render, to_input_size
+from ..methods.hyper.wencoder import IR_SE_50_UNITS, WEncoder
+from .ranger import ranger
+from .substitutes import Term, no_similarity_description, perceptual_term, similarity_term
+
+SYNTHETIC = "synthetic"  # images rendered by the generator being inverted (known w)
+W_ENCODER_FILE = "w_encoder.pt"
+HYPERNET_FILE = "hypernet.pt"
+STATE_FILE = "train_state.pt"
+LOG_FILE = "log.jsonl"
+ROSINALITY_LR_MUL = 0.01
+
+
+# --- generator in the form the HyperStyle file layout can hold -----------------------------------------------------------
+def hyperstyle_generator(G: Generator) -> tuple[Generator, list[str]]:
+    """An equivalent generator that the rosinality decoder layout can store, and notes on what was converted.
+
+    * no noise inputs -> noise inputs with strength 0 and zero buffers (renders identically in every noise mode);
+    * mapping lr multiplier ≠ 0.01 -> stored mapping weights/biases rescaled (the effective weights are unchanged);
+    * overparameterized (latent_rows > 0) -> the standard generator on the same weights (HyperStyle works in W+).
+    A clamp on pre-activations (``conv_clamp``) has no rosinality equivalent and is refused.
+    """
+    cfg = G.cfg
+    if cfg.conv_clamp is not None:
+        raise WeightsError(f"the generator clamps pre-activations (conv_clamp={cfg.conv_clamp}), which the HyperStyle "
+                           "(rosinality) decoder layout cannot express", "use a generator trained without conv_clamp")
+    notes = []
+    new = dict(cfg.to_dict())
+    if not cfg.use_noise:
+        new["use_noise"] = True
+        notes.append("generator without noise inputs stored with noise strength 0 (identical images)")
+    if cfg.latent_rows:
+        new["latent_rows"] = 0
+        notes.append("overparameterized generator used in its standard W+ form")
+    if cfg.mapping_lr_mul != ROSINALITY_LR_MUL:
+        new["mapping_lr_mul"] = ROSINALITY_LR_MUL
+        notes.append(f"mapping lr multiplier {cfg.mapping_lr_mul} stored as 0.01 (weights rescaled, same outputs)")
+    if not notes:
+        return G, notes
+    G2 = Generator(GeneratorConfig.from_dict(new)).to(next(G.parameters()).device)
+    src = G.state_dict()
+    dst = G2.state_dict()
+    scale = cfg.mapping_lr_mul / ROSINALITY_LR_MUL
+    with torch.no_grad():
+        for k, v in dst.items():
+            if k in src:
+                val = src[k]
+                if k.startswith("mapping.fcs.") and scale != 1.0:
+                    val = val * scale
+                v.copy_(val)
+            elif k.endswith("noise_strength") or k.endswith("noise_const"):
+                v.zero_()
+            else:
+                raise WeightsError(f"cannot convert the generator for HyperStyle: no value for {k}")
+    extra = [k for k in src if k not in dst]
+    if extra:
+        raise WeightsError(f"cannot convert the generator for HyperStyle: {', '.join(extra[:4])} have no place")
+    return G2.eval().requires_grad_(False), notes
+
+
+# --- data ------------------------------------------------------------------------------------------------------------
+class GeneratorSamples:
+    """Images rendered by G from random z (stored noise), with their w: unlimited, and the latent is known."""
+
+    name = SYNTHETIC
+
+    def __init__(self, G: Generator, *, truncation: float = 1.0) -> None:
+        self.G, self.truncation = G, truncation
+
+    @torch.no_grad()
+    def sample_with_w(self, batch: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        dev = self.G.mapping.w_avg.device
+        z = torch.randn(batch, self.G.cfg.z_dim, generator=generator).to(dev)
+        ws = self.G.map(z, truncation=self.truncation)  # (B, num_ws, w_dim), equal rows
+        return self.G.synthesis(ws, noise_mode="const").float().clamp(-1, 1), ws[:, 0]
+
+    def sample(self, batch: int, generator: torch.Generator) -> torch.Tensor:
+        return self.sample_with_w(batch, generator)[0]
+
+    def describe(self) -> dict:
+        return {"data": SYNTHETIC, "truncation": self.truncation}
+
+
+def open_data(spec: str, G: Generator, *, truncation: float = 1.0, device="cpu"):
+    """``synthetic`` (generator samples), ``synthetic-faces`` or a folder of images at the generator's resolution."""
+    if spec == SYNTHETIC:
+        return GeneratorSamples(G, truncation=truncation)
+    from .data import open_source
+
+    return open_source(spec, G.cfg.resolution, device)
+
+
+def _batch(data, batch: int, gen: torch.Generator, device) -> tuple[torch.Tensor, torch.Tensor | None]:
+    if isinstance(data, GeneratorSamples):
+        x, w = data.sample_with_w(batch, gen)
+        return x.to(device), w.to(device)
+    return data.sample(batch, gen).to(device).float(), None
+
+
+# --- options and results ---------------------------------------------------------------------------------------------
+@dataclass
+class EncoderTrainOptions:
+    """Settings shared by both trainers (the CLI fills these from its flags)."""
+
+    steps: int = 1000  # optimizer steps (batches) in total, counting steps done before a resume
+    batch_size: int = 4  # images per batch (reference: 8 for the hypernetwork)
+    lr: float = 1e-4  # Ranger learning rate (reference 1e-4)
+    l2_lambda: float = 1.0  # weight of the pixel L2 term (reference 1)
+    perceptual_lambda: float = 0.8  # weight of LPIPS or its MS-SSIM substitute (reference lpips_lambda 0.8)
+    sim_lambda: float = 0.1  # weight of the similarity term (reference id_lambda 0.1); off without a discriminator
+    latent_lambda: float = 1.0  # W-encoder on generator samples only: weight of ‖w_pred − w_true‖²
+    lpips_net: str = "alex"  # LPIPS backbone of the reference (alex)
+    seed: int = 0  # model init and data order
+    save_every: int = 100  # write the model file and the resume state every this many steps
+    truncation: float = 1.0  # ψ for ``synthetic`` data
+    noise_mode: str = "const"  # generator noise while training (HyperStyle: stored buffers)
+
+
+@dataclass
+class TrainResult:
+    """What a training run returns."""
+
+    model_path: Path  # the loadable file (official layout)
+    state_path: Path  # resume state
+    step: int  # optimizer steps done in total
+    losses: list[dict] = field(default_factory=list)  # one dict per step of this run (total and terms)
+    notes: list[str] = field(default_factory=list)  # substitutes used, generator conversions
+
+
+def _losses(y: torch.Tensor, x: torch.Tensor, opts: EncoderTrainOptions, perc: Term, sim: Term | None):
+    """Per-batch scalar loss and its terms (floats)."""
+    l2 = (y - x).square().mean()
+    total = opts.l2_lambda * l2
+    terms = {"l2": l2}
+    if opts.perceptual_lambda:
+        p = perc.fn(y, x).mean()
+        total = total + opts.perceptual_lambda * p
+        terms[perc.name] = p
+    if sim is not None and opts.sim_lambda:
+        s = sim.fn(y, x).mean()
+        total = total + opts.sim_lambda * s
+        terms[sim.name] = s
+    return total, terms
+
+
+def _describe_losses(perc: Term, sim: Term | None, opts: EncoderTrainOptions) -> list[str]:
+    notes = [f"perceptual term: {perc.description}"]
+    if sim is not None and opts.sim_lambda:
+        notes.append(f"similarity term: {sim.description}")
+    else:
+        notes.append(no_similarity_description() if sim is None else "similarity term off (λ_sim = 0)")
+    return notes
+
+
+def _save(obj, path: Path) -> None:
+    from ..io.atomic import atomic_path
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def _load_state(path: Path) -> dict:
+    if not path.is_file():
+        raise InputError(f"{path}: no training state to resume from", "start without --resume")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _latent_avg(G: Generator) -> torch.Tensor:
+    return G.mapping.w_avg.detach().float().cpu()[None].repeat(G.num_ws, 1)  # (num_ws, w_dim), as the reference
+
+
+# --- W-encoder -------------------------------------------------------------------------------------------------------
+def save_w_encoder(enc: WEncoder, G: Generator, path: str | Path, *, opts: dict | None = None) -> Path:
+    """The official ``faces_w_encoder.pt`` layout (encoder keys only), loadable by ``load_w_encoder``."""
+    sd = {f"encoder.{k}": v.detach().cpu().clone() for k, v in enc.state_dict().items()}
+    meta = {"encoder_type": "WEncoder", "output_size": G.cfg.resolution, "units": list(enc.units),
+            "n_styles": G.num_ws, **(opts or {})}
+    _save({"state_dict": sd, "opts": meta, "latent_avg": _latent_avg(G)}, Path(path))
+    return Path(path)
+
+
+def train_w_encoder(
+    G: Generator,  # the generator to invert (frozen)
+    data,  # GeneratorSamples, or a source with ``sample(batch, torch.Generator)`` (synthetic-faces, ImageFolder)
+    out_dir: str | Path,  # gets w_encoder.pt, train_state.pt, log.jsonl
+    *,
+    opts: EncoderTrainOptions = EncoderTrainOptions(),
+    units: tuple[int, ...] = IR_SE_50_UNITS,  # IR-SE units per stage; (3, 4, 14, 3) = IR-SE-50, smaller for tiny models
+    device="cpu",
+    resume: bool = False,  # continue from out_dir/train_state.pt
+    discriminator: torch.nn.Module | None = None,  # trained D for the similarity substitute
+    perceptual: Term | None = None,  # override the perceptual term (tests); default LPIPS or MS-SSIM
+    on_step: Callable[[int, dict], None] | None = None,  # called after every step with (step, losses)
+) -> TrainResult:
+    device = torch.device(device)
+    out_dir = Path(out_dir)
+    G, notes = hyperstyle_generator(G)
+    G = G.to(device).eval().requires_grad_(False)
+    perc = perceptual or perceptual_term(opts.lpips_net, device=device)
+    sim = similarity_term(discriminator.to(device)) if discriminator is not None else None
+    notes += _describe_losses(perc, sim, opts)
+    if isinstance(data, GeneratorSamples):
+        data.G = G
+        notes.append(f"data: generator samples (ψ={data.truncation}) with known w; latent loss λ_lat={opts.latent_lambda}")
+    torch.manual_seed(opts.seed)
+    enc = WEncoder(num_ws=G.num_ws, w_dim=G.cfg.w_dim, units=units).to(device).train()
+    opt = ranger(enc.parameters(), lr=opts.lr)
+    gen = torch.Generator().manual_seed(opts.seed)
+    step = 0
+    state_path = out_dir / STATE_FILE
+    if resume:
+        st = _load_state(state_path)
+        if tuple(st["units"]) != tuple(units):
+            units = tuple(st["units"])
+            enc = WEncoder(num_ws=G.num_ws, w_dim=G.cfg.w_dim, units=units).to(device).train()
+            opt = ranger(enc.parameters(), lr=opts.lr)
+        enc.load_state_dict(st["model"])
+        opt.load_state_dict(st["optimizer"])
+        gen.set_state(st["data_rng"])
+        step = int(st["step"])
+        notes.append(f"resumed at step {step}")
+    w_avg = G.mapping.w_avg.detach()
+    from ..io.manifest import Manifest
+
+    log = Manifest(out_dir / LOG_FILE)
+    model_path = out_dir / W_ENCODER_FILE
+    losses = []
+
+    def checkpoint():
+        meta = {"gantune": {"step": step, "notes": notes, "options": asdict(opts), "data": data.describe()}}
+        save_w_encoder(enc, G, model_path, opts=meta)
+        _save({"kind": "w-encoder", "step": step, "units": list(units), "model": enc.state_dict(),
+               "optimizer": opt.state_dict(), "data_rng": gen.get_state()}, state_path)
+
+    while step < opts.steps:
+        t0 = time.perf_counter()
+        x, w_true = _batch(data, opts.batch_size, gen, device)
+        w_pred = enc(to_input_size(x))[:, 0] + w_avg  # (B, w_dim)
+        y = G.synthesis(w_pred, noise_mode=opts.noise_mode).float()
+        total, terms = _losses(y, x, opts, perc, sim)
+        if w_true is not None and opts.latent_lambda:
+            lat = (w_pred - w_true).square().mean()
+            total = total + opts.latent_lambda * lat
+            terms["latent"] = lat
+        opt.zero_grad()
+        total.backward()
+        opt.step()
+        step += 1
+        row = {"step": step, "loss": float(total), **{k: float(v) for k, v in terms.items()},
+               "seconds": round(time.perf_counter() - t0, 4)}
+        losses.append(row)
+        log.write({"status": "ok", **row})
+        if on_step:
+            on_step(step, row)
+        if step % opts.save_every == 0 or step == opts.steps:
+            checkpoint()
+    if not model_path.is_file():
+        checkpoint()
+    return TrainResult(model_path, state_path, step, losses, notes)
+
+
+# --- hypernetwork ----------------------------------------------------------------------------------------------------
+def save_hypernet(H: HyperNetwork, G: Generator, path: str | Path, *, step: int = 0, opts: dict | None = None) -> Path:
+    """The official ``hyperstyle_*.pt`` layout (``hypernet.*`` + rosinality ``decoder.*``), loadable by
+    ``load_hyperstyle`` and ``gantune invert --method hyperstyle``. ``G`` must be rosinality-expressible
+    (see :func:`hyperstyle_generator`)."""
+    from ..methods.hyper.checkpoint import hypernet_to_official
+    from ..weights.rosinality import to_rosinality_state_dict
+
+    sd = {f"decoder.{k}": v.detach().cpu().clone() for k, v in to_rosinality_state_dict(G).items()}
+    hyp = hypernet_to_official(H)
+    clones: dict[int, torch.Tensor] = {}  # keep aliases aliased (the shared FCs are stored once)
+    for k, v in hyp.items():
+        key = id(v)
+        if key not in clones:
+            clones[key] = v.detach().cpu().clone()
+        sd[f"hypernet.{k}"] = clones[key]
+    meta = {"encoder_type": "SharedWeightsHyperNetResNet", "input_nc": 6, "output_size": G.cfg.resolution,
+            "layers_to_tune": ",".join(str(lyr.hyperstyle_index) for lyr in H.layers), **(opts or {})}
+    _save({"state_dict": sd, "opts": meta, "latent_avg": _latent_avg(G), "global_step": step, "best_val_loss": None},
+          Path(path))
+    return Path(path)
+
+
+def hypernet_layers(G: Generator, *, levels=("medium", "fine"), names: list[str] | None = None,
+                    include_torgb: bool = False):
+    """Tuned layers (default: HyperStyle's medium + fine non-toRGB convs) with their head kinds."""
+    from ..core.specs import select_layers
+
+    kinds = ("conv", "torgb") if include_torgb else ("conv",)
+    try:
+        chosen = select_layers(G.specs, names=names) if names else select_layers(G.specs, levels=tuple(levels), kinds=kinds)
+    except ValueError as e:
+        raise InputError(str(e)) from None
+    if not chosen:
+        raise InputError(f"no generator layers at level(s) {', '.join(levels)}", "choose other --levels or --layers")
+    size = max(s.in_ch for s in G.specs)
+    return default_heads(G.specs, [s.name for s in chosen], shared_size=size), size
+
+
+def train_hypernet(
+    G: Generator,  # the generator (frozen); converted with hyperstyle_generator
+    encoder: WEncoder,  # trained W-encoder (frozen, eval mode): gives the initial codes
+    data,  # as for train_w_encoder
+    out_dir: str | Path,  # gets hypernet.pt, train_state.pt, log.jsonl
+    *,
+    opts: EncoderTrainOptions = EncoderTrainOptions(),
+    iters: int = 5,  # refinement passes T per batch, a loss and a backward at each (reference n_iters_per_batch 5)
+    levels: tuple[str, ...] = ("medium", "fine"),  # tuned layer levels (ignored when ``layers`` is given)
+    layers: list[str] | None = None,  # explicit layer names (gantune or rosinality)
+    include_torgb: bool = False,  # tune the toRGB layers of those levels too
+    device="cpu",
+    resume: bool = False,
+    discriminator: torch.nn.Module | None = None,
+    perceptual: Term | None = None,
+    on_step: Callable[[int, dict], None] | None = None,
+) -> TrainResult:
+    if iters < 1:
+        raise InputError(f"--iters {iters}: at least one refinement pass per batch")
+    device = torch.device(device)
+    out_dir = Path(out_dir)
+    G, notes = hyperstyle_generator(G)
+    G = G.to(device).eval().requires_grad_(False)
+    if encoder.w_dim != G.cfg.w_dim:
+        raise InputError(f"the W-encoder outputs w of size {encoder.w_dim}, the generator needs {G.cfg.w_dim}")
+    encoder = encoder.to(device).eval().requires_grad_(False)
+    perc = perceptual or perceptual_term(opts.lpips_net, device=device)
+    sim = similarity_term(discriminator.to(device)) if discriminator is not None else None
+    notes += _describe_losses(perc, sim, opts)
+    notes.append("hypernetwork backbone initialised randomly (no ImageNet ResNet34 weights are fetched)")
+    state_path = out_dir / STATE_FILE
+    st = _load_state(state_path) if resume else None
+    if st is not None:
+        layers, include_torgb = list(st["layers"]), False
+    tuned, size = hypernet_layers(G, levels=levels, names=layers, include_torgb=include_torgb)
+    torch.manual_seed(opts.seed)
+    H = HyperNetwork(tuned, shared_size=size).to(device).train()
+    opt = ranger(H.parameters(), lr=opts.lr)
+    gen = torch.Generator().manual_seed(opts.seed)
+    step = 0
+    if st is not None:
+        H.load_state_dict(st["model"])
+        opt.load_state_dict(st["optimizer"])
+        gen.set_state(st["data_rng"])
+        step = int(st["step"])
+        notes.append(f"resumed at step {step}")
+    if isinstance(data, GeneratorSamples):
+        data.G = G
+    w_avg = G.mapping.w_avg.detach()
+    from ..io.manifest import Manifest
+
+    log = Manifest(out_dir / LOG_FILE)
+    model_path = out_dir / HYPERNET_FILE
+    losses = []
+
+    def checkpoint():
+        meta = {"n_iters_per_batch": iters, "l2_lambda": opts.l2_lambda, "lpips_lambda": opts.perceptual_lambda,
+                "id_lambda": 0.0, "learning_rate": opts.lr, "optim_name": "ranger", "batch_size": opts.batch_size,
+                "gantune": {"step": step, "notes": notes, "options": asdict(opts), "data": data.describe(),
+                            "sim_lambda": opts.sim_lambda if sim is not None else 0.0}}
+        save_hypernet(H, G, model_path, step=step, opts=meta)
+        _save({"kind": "hypernet", "step": step, "layers": H.names, "model": H.state_dict(),
+               "optimizer": opt.state_dict(), "data_rng": gen.get_state()}, state_path)
+
+    while step < opts.steps:
+        t0 = time.perf_counter()
+        x, _ = _batch(data, opts.batch_size, gen, device)
+        x256 = to_input_size(x)
+        with torch.no_grad():
+            codes = encoder(x256).float() + w_avg  # (B, num_ws, w_dim), fixed for the whole batch
+            y_hat = render(G, codes, None, noise_mode=opts.noise_mode)
+        opt.zero_grad()
+        acc: dict[str, torch.Tensor] = {}
+        row = {"step": step + 1}
+        for t in range(1, iters + 1):
+            new = H(x256, face_pool(y_hat))
+            acc = {k: (acc[k].detach() + d if k in acc else d) for k, d in new.items()}
+            y = render(G, codes, acc, noise_mode=opts.noise_mode)
+            total, terms = _losses(y, x, opts, perc, sim)
+            total.backward()
+            y_hat = y.detach()
+            row[f"loss_t{t}"] = float(total)
+            if t == iters:
+                row.update({"loss": float(total), **{k: float(v) for k, v in terms.items()}})
+        opt.step()
+        step += 1
+        row["seconds"] = round(time.perf_counter() - t0, 4)
+        losses.append(row)
+        log.write({"status": "ok", **row})
+        if on_step:
+            on_step(step, row)
+        if step % opts.save_every == 0 or step == opts.steps:
+            checkpoint()
+    if not model_path.is_file():
+        checkpoint()
+    return TrainResult(model_path, state_path, step, losses, notes)

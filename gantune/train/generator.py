@@ -1,0 +1,342 @@
+"""StyleGAN2 training, standard and overparameterized (Poirier-Ginter et al. 2022), on one device or under torchrun.
+
+One iteration = four phases, each with its own optimizer step (lazy regularization as in StyleGAN2):
+
+1. G main: non-saturating logistic loss on a fresh batch of fakes (style mixing with probability ``style_mixing``);
+2. G reg (every ``pl_interval`` iterations): path-length penalty on a smaller batch, weight ``pl_weight·pl_interval``;
+3. D main: logistic loss on reals and detached fakes;
+4. D reg (every ``r1_interval`` iterations): R1 penalty on reals, weight ``r1_gamma/2·r1_interval``.
+
+With lazy regularization the Adam learning rate and betas are corrected by c = interval / (interval + 1):
+lr·c, (β₁^c, β₂^c). The EMA generator follows ADA: half-life ``ema_kimg`` (batch·10/32 by default) ramped up as
+``min(ema_nimg, nimg·ema_rampup)``. ``w_avg`` is tracked with β = 0.995 from G-main's mapping outputs.
+
+Overparameterized generators (``cfg.latent_rows > 0``) sample the correlated latent matrix with ``G.sample_z``
+(Zᵢ = (zᵢ + z)/√2, all rows at once) and map it row-wise; style mixing then mixes WHOLE matrices per layer range
+(layers ≥ cutoff take the second matrix), exactly like the standard latent mixes whole w vectors.
+
+Randomness: every random draw of the training loop (latents, mixing cut-offs, data, path-length noise) comes from
+one CPU ``torch.Generator`` and is drawn for the GLOBAL batch; each process keeps its contiguous slice. The only
+per-process randomness is the core's ``noise_mode='random'`` noise (global torch RNG, per-process seed).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..core import Generator, GeneratorConfig
+from . import ddp
+from .checkpoint import load_state, network_path, prune_states, save_state, state_path
+from .discriminator import Discriminator
+from .losses import d_logistic, g_nonsaturating, path_length_penalty, path_lengths, r1_penalty
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    batch: int = 32  # global batch (all processes together); must divide by the number of processes
+    lr: float = 0.0025  # Adam learning rate of G and D (before the lazy-regularization correction)
+    betas: tuple[float, float] = (0.0, 0.99)  # Adam betas (before the lazy-regularization correction)
+    r1_gamma: float | None = None  # R1 weight; None = ADA's heuristic 0.0002·res²/batch
+    r1_interval: int = 16  # D iterations between R1 steps (lazy regularization); 0 = no R1
+    pl_weight: float = 2.0  # path-length weight; 0 = off
+    pl_interval: int = 4  # G iterations between path-length steps
+    pl_decay: float = 0.01  # running-mean decay of the path lengths
+    pl_batch_shrink: int = 2  # path-length batch = batch / shrink
+    style_mixing: float = 0.9  # probability that a sample mixes two latents at a random layer
+    ema_kimg: float | None = None  # EMA half-life in thousands of images; None = batch·10/32
+    ema_rampup: float | None = 0.05  # EMA ramp-up (half-life ≤ images seen · rampup); None = off
+    w_avg_beta: float = 0.995  # decay of the tracked w_avg
+    mbstd_group: int = 4  # minibatch-stddev group size (consecutive samples; must divide the per-process batch)
+    seed: int = 0  # seeds initialization and every random draw
+
+    def __post_init__(self) -> None:
+        if self.batch < 1 or self.lr <= 0 or self.pl_interval < 1 or self.pl_batch_shrink < 1:
+            raise ValueError("batch, lr, pl_interval and pl_batch_shrink must be positive")
+        if not 0.0 <= self.style_mixing <= 1.0:
+            raise ValueError("style_mixing must be a probability")
+
+    def gamma(self, resolution: int) -> float:
+        return self.r1_gamma if self.r1_gamma is not None else 0.0002 * resolution**2 / self.batch
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["betas"] = list(self.betas)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainOptions":
+        d = dict(d)
+        d["betas"] = tuple(d["betas"])
+        return cls(**d)
+
+
+def _lazy(lr: float, betas: tuple[float, float], interval: int) -> tuple[float, tuple[float, float]]:
+    c = interval / (interval + 1) if interval > 0 else 1.0
+    return lr * c, (betas[0] ** c, betas[1] ** c)
+
+
+class GeneratorTrainer:
+    """Holds G, D, G_ema, the optimizers and the counters; :meth:`step` runs one iteration."""
+
+    def __init__(
+        self,
+        cfg: GeneratorConfig,  # generator architecture (the discriminator mirrors its channels)
+        opts: TrainOptions,  # training hyper-parameters
+        data,  # a data source with ``sample(batch, generator, rank=, world=)`` (gantune.train.data)
+        *,
+        dist: ddp.DistInfo | None = None,  # process group position and device; default one CPU process
+    ) -> None:
+        self.cfg, self.opts, self.data = cfg, opts, data
+        self.dist = dist or ddp.DistInfo()
+        self.device = self.dist.device
+        if opts.batch % self.dist.world:
+            raise ValueError(f"batch {opts.batch} must be divisible by the number of processes ({self.dist.world})")
+        self.local_batch = opts.batch // self.dist.world
+        if self.local_batch % min(opts.mbstd_group, self.local_batch):
+            raise ValueError(f"minibatch-stddev group {opts.mbstd_group} must divide the per-process batch {self.local_batch}")
+        torch.manual_seed(opts.seed)  # identical initialization on every process
+        self.G = Generator(cfg).train().to(self.device)
+        self.D = Discriminator(cfg, mbstd_group=opts.mbstd_group).train().to(self.device)
+        ddp.broadcast_module(self.G)
+        ddp.broadcast_module(self.D)
+        self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
+        g_lr, g_betas = _lazy(opts.lr, opts.betas, opts.pl_interval if opts.pl_weight > 0 else 0)
+        d_lr, d_betas = _lazy(opts.lr, opts.betas, opts.r1_interval)
+        self.opt_G = torch.optim.Adam(self.G.parameters(), lr=g_lr, betas=g_betas, eps=1e-8)
+        self.opt_D = torch.optim.Adam(self.D.parameters(), lr=d_lr, betas=d_betas, eps=1e-8)
+        self.rng = torch.Generator().manual_seed(opts.seed + 1)  # every draw of the loop, global-batch sized
+        torch.manual_seed(opts.seed * 1000 + 7 + self.dist.rank)  # per-process noise inputs
+        self.step_count = 0  # iterations done
+        self.nimg = 0  # real images shown (global)
+        self.pl_mean = torch.zeros([], device=self.device)
+        self.noise_mode = "random" if cfg.use_noise else "none"
+        self.stats: dict[str, float] = {}
+
+    # --- sampling -----------------------------------------------------------------------------------------------
+    def _slice(self, x: torch.Tensor) -> torch.Tensor:
+        w, r = self.dist.world, self.dist.rank
+        n = x.shape[0] // w
+        return x[r * n : (r + 1) * n].to(self.device)
+
+    def sample_latents(self, batch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(z, z_mix, cutoff) for this process's share of a global ``batch``; cutoff = num_ws means no mixing."""
+        G, n = self.G, self.cfg.num_ws
+        z = G.sample_z(batch, generator=self.rng, device="cpu")
+        z2 = G.sample_z(batch, generator=self.rng, device="cpu")
+        cut = torch.randint(1, n, (batch,), generator=self.rng) if n > 1 else torch.ones(batch, dtype=torch.long)
+        mix = torch.rand(batch, generator=self.rng) < self.opts.style_mixing
+        cut = torch.where(mix, cut, torch.full_like(cut, n))
+        return self._slice(z), self._slice(z2), self._slice(cut)
+
+    def latents(self, G: Generator, z: torch.Tensor, z2: torch.Tensor, cut: torch.Tensor) -> torch.Tensor:
+        """Mapped latent with per-sample style mixing: standard (B, num_ws, w) or overparameterized (B, rows, w) when
+        nobody mixes, else one matrix per layer (B, num_ws, rows, w)."""
+        w1 = G.mapping(z)
+        n = self.cfg.num_ws
+        mixing = bool((cut < n).any())
+        if not mixing:
+            return w1 if self.cfg.overparam else w1[:, None].expand(-1, n, -1)
+        w2 = G.mapping(z2)
+        take_first = torch.arange(n, device=cut.device)[None] < cut[:, None]  # (B, num_ws)
+        if self.cfg.overparam:
+            return torch.where(take_first[:, :, None, None], w1[:, None], w2[:, None])
+        return torch.where(take_first[:, :, None], w1[:, None], w2[:, None])
+
+    def synthesize(self, G: Generator, lat: torch.Tensor) -> torch.Tensor:
+        if self.cfg.overparam:
+            return G.synthesis(wmat=lat, noise_mode=self.noise_mode)
+        return G.synthesis(lat, noise_mode=self.noise_mode)
+
+    # --- one iteration ------------------------------------------------------------------------------------------
+    def _opt_step(self, opt: torch.optim.Optimizer, net: torch.nn.Module, loss: torch.Tensor) -> None:
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        ddp.average_gradients(net.parameters())
+        opt.step()
+
+    def step(self) -> dict[str, float]:
+        o, G, D = self.opts, self.G, self.D
+        B = o.batch
+        stats = {}
+        # 1. G main
+        G.requires_grad_(True)
+        D.requires_grad_(False)
+        z, z2, cut = self.sample_latents(B)
+        w1 = G.mapping(z)
+        lat = self.latents(G, z, z2, cut)
+        fake = self.synthesize(G, lat)
+        loss_g = g_nonsaturating(D(fake))
+        self._opt_step(self.opt_G, G, loss_g)
+        stats["loss_G"] = float(ddp.mean(loss_g.detach()))
+        with torch.no_grad():  # track the average w (over rows too for the matrix latent)
+            w_mean = ddp.mean(w1.detach().reshape(-1, self.cfg.w_dim).mean(0))
+            G.mapping.w_avg.copy_(w_mean.lerp(G.mapping.w_avg, o.w_avg_beta))
+        # 2. G reg: path length
+        if o.pl_weight > 0 and self.step_count % o.pl_interval == 0:
+            pb = max(self.dist.world, (B // o.pl_batch_shrink) // self.dist.world * self.dist.world)
+            z, z2, cut = self.sample_latents(pb)
+            lat = self.latents(G, z, z2, cut)
+            if not lat.requires_grad:
+                lat.requires_grad_(True)
+            img = self.synthesize(G, lat)
+            noise = self._slice(torch.randn((pb, *img.shape[1:]), generator=self.rng))
+            lengths = path_lengths(img, lat, noise)
+            with torch.no_grad():
+                self.pl_mean.copy_(self.pl_mean.lerp(ddp.mean(lengths.mean()), o.pl_decay))
+            pen = path_length_penalty(lengths, self.pl_mean)
+            self._opt_step(self.opt_G, G, pen * o.pl_weight * o.pl_interval + img[:, 0, 0, 0].sum() * 0)
+            stats["pl_penalty"] = float(ddp.mean(pen.detach()))
+        # 3. D main
+        G.requires_grad_(False)
+        D.requires_grad_(True)
+        z, z2, cut = self.sample_latents(B)
+        with torch.no_grad():
+            fake = self.synthesize(G, self.latents(G, z, z2, cut))
+        real = self.data.sample(B, self.rng, rank=self.dist.rank, world=self.dist.world).to(self.device)
+        real_logits, fake_logits = D(real), D(fake)
+        loss_d = d_logistic(real_logits, fake_logits)
+        self._opt_step(self.opt_D, D, loss_d)
+        stats["loss_D"] = float(ddp.mean(loss_d.detach()))
+        stats["D_real"] = float(ddp.mean(real_logits.detach().mean()))
+        stats["D_fake"] = float(ddp.mean(fake_logits.detach().mean()))
+        # 4. D reg: R1
+        if o.r1_interval > 0 and self.step_count % o.r1_interval == 0:
+            real = real.detach().requires_grad_(True)
+            logits = D(real)
+            r1 = r1_penalty(logits, real)
+            self._opt_step(self.opt_D, D, r1 * (o.gamma(self.cfg.resolution) / 2) * o.r1_interval + logits.sum() * 0)
+            stats["r1"] = float(ddp.mean(r1.detach()))
+        G.requires_grad_(True)
+        # EMA
+        self.nimg += B
+        self.step_count += 1
+        self.update_ema()
+        self.stats = stats
+        return stats
+
+    @torch.no_grad()
+    def update_ema(self) -> None:
+        o = self.opts
+        ema_nimg = (o.ema_kimg if o.ema_kimg is not None else o.batch * 10 / 32) * 1000
+        if o.ema_rampup is not None:
+            ema_nimg = min(ema_nimg, self.nimg * o.ema_rampup)
+        beta = 0.5 ** (o.batch / max(ema_nimg, 1e-8))
+        for p_ema, p in zip(self.G_ema.parameters(), self.G.parameters()):
+            p_ema.copy_(p.detach().lerp(p_ema, beta))
+        for b_ema, b in zip(self.G_ema.buffers(), self.G.buffers()):
+            b_ema.copy_(b)
+
+    # --- checkpoints --------------------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        rng_global = ddp.gather_objects(torch.get_rng_state())
+        rng_cuda = ddp.gather_objects(torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None)
+        return {
+            "kind": "gantune-train-generator",
+            "gen_config": self.cfg.to_dict(),
+            "options": self.opts.to_dict(),
+            "step": self.step_count,
+            "nimg": self.nimg,
+            "world": self.dist.world,
+            "G": self.G.state_dict(),
+            "D": self.D.state_dict(),
+            "G_ema": self.G_ema.state_dict(),
+            "opt_G": self.opt_G.state_dict(),
+            "opt_D": self.opt_D.state_dict(),
+            "pl_mean": self.pl_mean.detach().cpu(),
+            "rng": self.rng.get_state(),
+            "rng_global": rng_global,
+            "rng_cuda": rng_cuda,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        from ..errors import InputError
+
+        cfg = GeneratorConfig.from_dict(state["gen_config"])
+        if cfg != self.cfg:
+            raise InputError(
+                "the checkpoint's generator architecture differs from the requested one",
+                hint=f"checkpoint: {cfg.describe()}; use the same options, --resume none, or another --out",
+            )
+        self.G.load_state_dict(state["G"])
+        self.D.load_state_dict(state["D"])
+        self.G_ema.load_state_dict(state["G_ema"])
+        self.opt_G.load_state_dict(state["opt_G"])
+        self.opt_D.load_state_dict(state["opt_D"])
+        self.pl_mean.copy_(state["pl_mean"])
+        self.step_count, self.nimg = int(state["step"]), int(state["nimg"])
+        self.rng.set_state(state["rng"])
+        r = self.dist.rank
+        if state.get("world") == self.dist.world:
+            torch.set_rng_state(state["rng_global"][r])
+            if self.device.type == "cuda" and state["rng_cuda"][r] is not None:
+                torch.cuda.set_rng_state(state["rng_cuda"][r], self.device)
+        else:  # another number of processes: fresh per-process noise streams, everything else identical
+            torch.manual_seed(self.opts.seed * 1000 + 7 + r + 100003 * self.step_count)
+
+    @torch.no_grad()
+    def sample_grid(self, n: int = 16, seed: int = 12345) -> torch.Tensor:
+        """EMA samples for a fixed set of latents (noise 'const'), (n, 3, res, res)."""
+        g = torch.Generator().manual_seed(seed)
+        z = self.G_ema.sample_z(n, generator=g, device="cpu").to(self.device)
+        return self.G_ema(z, noise_mode="const" if self.cfg.use_noise else "none").float().cpu()
+
+
+ProgressFn = Callable[[dict], None]
+
+
+def train(
+    trainer: GeneratorTrainer,
+    *,
+    run_dir: str | Path,  # run folder: checkpoints, snapshot grids, log
+    kimg: float,  # stop once this many thousand real images have been shown in total (across resumes)
+    snap_kimg: float = 50.0,  # snapshot grid + checkpoint every this many kimg (and at the end)
+    keep_states: int = 2,  # training states to keep (network snapshots are all kept)
+    meta: dict | None = None,  # provenance stored in every network snapshot (data, licence, command)
+    on_tick: ProgressFn | None = None,  # called after every iteration with {nimg, step, img/s, losses...}
+    grid_size: int = 16,  # samples in each snapshot grid
+) -> Path | None:
+    """Run ``trainer`` until ``kimg``; returns the last network snapshot written (rank 0) or None."""
+    from ..io.images import image_grid, save_image, tensor_to_pil
+    from ..weights.native import save_native
+
+    run_dir = Path(run_dir)
+    total = int(round(kimg * 1000))
+    snap = max(1, int(round(snap_kimg * 1000)))
+    last: Path | None = None
+
+    def checkpoint() -> None:
+        nonlocal last
+        state = trainer.state_dict()  # collective: every process takes part
+        if trainer.dist.is_main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            info = dict(meta or {}, kimg=trainer.nimg / 1000, step=trainer.step_count, options=trainer.opts.to_dict(),
+                        trainer="gantune train generator", ema=True)
+            last = save_native(trainer.G_ema, network_path(run_dir, trainer.nimg), meta=info)
+            save_state(state_path(run_dir, trainer.nimg), state)
+            prune_states(run_dir, keep_states)
+            imgs = tensor_to_pil(trainer.sample_grid(grid_size))
+            imgs = imgs if isinstance(imgs, list) else [imgs]
+            save_image(image_grid(imgs, cols=int(math.ceil(math.sqrt(len(imgs))))), run_dir / f"fakes-{trainer.nimg:09d}.png")
+        ddp.barrier()
+
+    t0, n0 = time.perf_counter(), trainer.nimg
+    while trainer.nimg < total:
+        before = trainer.nimg
+        stats = trainer.step()
+        if on_tick is not None and trainer.dist.is_main:
+            dt = time.perf_counter() - t0
+            on_tick(dict(stats, nimg=trainer.nimg, total=total, step=trainer.step_count,
+                         img_per_s=(trainer.nimg - n0) / max(dt, 1e-9), shown=trainer.nimg - before))
+        if trainer.nimg // snap != before // snap and trainer.nimg < total:
+            checkpoint()
+    if trainer.nimg != n0 or last is None:
+        checkpoint()
+    return last
