@@ -1,9 +1,15 @@
 """Latent directions: InterFaceGAN files (``age.pt``, ``smile.pt`` (1, 512); ``pose.pt`` (1, 18, 512)) and ``.npy``
-arrays, applied as ``w + s · n`` (HyperStyle's face editor: ``latents + f * direction``)."""
+arrays, applied as ``w + s · n`` (HyperStyle's face editor: ``latents + f * direction``).
+
+GANSpace files (``{'mean','std','comp'}``, see :mod:`.ganspace`) are read with a component selector:
+``FILE.pt:K`` (component K, all W+ rows), ``FILE.pt:K:START-END`` (rows START..END-1) or ``FILE.pt:K:LEVEL``
+(coarse / medium / fine, from the file's layer ranges). The direction is std_K · comp_K, so ``w + s · n`` is GANSpace's
+additive form with s in standard deviations; the e4e "absolute" form is :meth:`.ganspace.GANSpace.apply`."""
 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,12 +28,21 @@ class Direction:
     name: str  # short name for file names (file stem or registry name)
     vector: torch.Tensor  # (w_dim,) for a W direction, (num_ws, w_dim) for a per-layer W+ direction
     source: str  # where it came from (path)
+    layers: tuple[int, int] | None = None  # W+ rows [start, end) the direction acts on (GANSpace); None = all
 
     def fit(self, num_ws: int, w_dim: int) -> torch.Tensor:
         """The direction as (num_ws, w_dim), checked against the generator."""
         v = self.vector.float()
         if v.shape[-1] != w_dim:
             raise InputError(f"direction {self.name} has size {v.shape[-1]}, the generator's w has {w_dim}")
+        if self.layers is not None:
+            a, b = self.layers
+            if not 0 <= a < b <= num_ws:
+                raise InputError(f"direction {self.name}: rows {a}:{b} are outside the generator's {num_ws} W+ rows")
+            rows = v[None].expand(num_ws, w_dim) if v.ndim == 1 else v
+            keep = torch.zeros(num_ws, 1)
+            keep[a:b] = 1.0
+            return rows * keep
         if v.ndim == 1:
             return v[None].expand(num_ws, w_dim)
         if v.shape[0] != num_ws:
@@ -49,9 +64,33 @@ def _as_vector(arr, name: str, source: str) -> torch.Tensor:
     return t
 
 
+_GANSPACE_SELECTOR = re.compile(r"^(?P<path>.+):(?P<k>\d+)(?::(?P<rows>\d+-\d+|[a-z]+))?$")
+
+
+def _ganspace_direction(path: Path, k: int, rows: str | None) -> Direction:
+    from .ganspace import load_ganspace
+
+    gs = load_ganspace(path)
+    layers = None
+    if rows and "-" in rows:
+        a, b = (int(v) for v in rows.split("-"))
+        layers = (a, b)
+    elif rows:
+        if rows not in gs.layer_ranges:
+            known = ", ".join(sorted(gs.layer_ranges)) or "none in this file; use START-END"
+            raise InputError(f"{path}: no layer range {rows!r} (known: {known})")
+        layers = tuple(gs.layer_ranges[rows])
+    name = f"{path.stem}_c{k}" + (f"_{rows}" if rows else "")
+    return Direction(name, gs.direction(k), str(path), layers)
+
+
 def load_direction(spec: str | os.PathLike) -> Direction:
-    """A direction by registry name (``age``/``smile``/``pose`` or ``interfacegan-age`` …) or file (``.pt``, ``.npy``)."""
+    """A direction by registry name (``age``/``smile``/``pose`` or ``interfacegan-age`` …) or file (``.pt``, ``.npy``),
+    or a GANSpace component ``FILE.pt:K[:START-END|:LEVEL]``."""
     p = Path(spec)
+    m = _GANSPACE_SELECTOR.match(str(spec))
+    if not p.is_file() and m and Path(m["path"]).is_file():
+        return _ganspace_direction(Path(m["path"]), int(m["k"]), m["rows"])
     if not p.is_file():
         name = SHORT_NAMES.get(str(spec), str(spec))
         if any(c in str(spec) for c in "/\\") or p.suffix in (".pt", ".npy", ".pth"):
@@ -74,7 +113,7 @@ def load_direction(spec: str | os.PathLike) -> Direction:
     if isinstance(obj, dict):
         if {"comp", "std", "mean"} <= set(obj):
             raise InputError(f"{p}: this is a GANSpace PCA file (comp/std/mean), not a single direction",
-                             "GANSpace edits are not supported by gantune edit yet")
+                             f"pick a component: {p}:K, {p}:K:START-END or {p}:K:LEVEL")
         tensors = [v for v in obj.values() if isinstance(v, torch.Tensor)]
         if len(tensors) != 1:
             raise InputError(f"{p}: a dict with keys {sorted(obj)[:5]}; expected one direction tensor")

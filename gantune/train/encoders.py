@@ -229,14 +229,16 @@ def train_w_encoder(
     data,  # GeneratorSamples, or a source with ``sample(batch, torch.Generator)`` (synthetic-faces, ImageFolder)
     out_dir: str | Path,  # gets w_encoder.pt, train_state.pt, log.jsonl
     *,
-    opts: EncoderTrainOptions = EncoderTrainOptions(),
+    opts: EncoderTrainOptions | None = None,  # settings (defaults: the reference's)
     units: tuple[int, ...] = IR_SE_50_UNITS,  # IR-SE units per stage; (3, 4, 14, 3) = IR-SE-50, smaller for tiny models
     device="cpu",
     resume: bool = False,  # continue from out_dir/train_state.pt
     discriminator: torch.nn.Module | None = None,  # trained D for the similarity substitute
     perceptual: Term | None = None,  # override the perceptual term (tests); default LPIPS or MS-SSIM
     on_step: Callable[[int, dict], None] | None = None,  # called after every step with (step, losses)
+    on_notes: Callable[[str], None] | None = None,  # called once per note (substitutes, conversions) before training
 ) -> TrainResult:
+    opts = opts or EncoderTrainOptions()
     device = torch.device(device)
     out_dir = Path(out_dir)
     G, notes = hyperstyle_generator(G)
@@ -270,6 +272,8 @@ def train_w_encoder(
     log = Manifest(out_dir / LOG_FILE)
     model_path = out_dir / W_ENCODER_FILE
     losses = []
+    for n in notes if on_notes else ():
+        on_notes(n)
 
     def checkpoint():
         meta = {"gantune": {"step": step, "notes": notes, "options": asdict(opts), "data": data.describe()}}
@@ -291,7 +295,7 @@ def train_w_encoder(
         total.backward()
         opt.step()
         step += 1
-        row = {"step": step, "loss": float(total), **{k: float(v) for k, v in terms.items()},
+        row = {"step": step, "loss": float(total.detach()), **{k: float(v.detach()) for k, v in terms.items()},
                "seconds": round(time.perf_counter() - t0, 4)}
         losses.append(row)
         log.write({"status": "ok", **row})
@@ -349,7 +353,7 @@ def train_hypernet(
     data,  # as for train_w_encoder
     out_dir: str | Path,  # gets hypernet.pt, train_state.pt, log.jsonl
     *,
-    opts: EncoderTrainOptions = EncoderTrainOptions(),
+    opts: EncoderTrainOptions | None = None,  # settings (defaults: the reference's)
     iters: int = 5,  # refinement passes T per batch, a loss and a backward at each (reference n_iters_per_batch 5)
     levels: tuple[str, ...] = ("medium", "fine"),  # tuned layer levels (ignored when ``layers`` is given)
     layers: list[str] | None = None,  # explicit layer names (gantune or rosinality)
@@ -359,7 +363,9 @@ def train_hypernet(
     discriminator: torch.nn.Module | None = None,
     perceptual: Term | None = None,
     on_step: Callable[[int, dict], None] | None = None,
+    on_notes: Callable[[str], None] | None = None,
 ) -> TrainResult:
+    opts = opts or EncoderTrainOptions()
     if iters < 1:
         raise InputError(f"--iters {iters}: at least one refinement pass per batch")
     device = torch.device(device)
@@ -397,6 +403,8 @@ def train_hypernet(
     log = Manifest(out_dir / LOG_FILE)
     model_path = out_dir / HYPERNET_FILE
     losses = []
+    for n in notes if on_notes else ():
+        on_notes(n)
 
     def checkpoint():
         meta = {"n_iters_per_batch": iters, "l2_lambda": opts.l2_lambda, "lpips_lambda": opts.perceptual_lambda,
@@ -424,9 +432,9 @@ def train_hypernet(
             total, terms = _losses(y, x, opts, perc, sim)
             total.backward()
             y_hat = y.detach()
-            row[f"loss_t{t}"] = float(total)
+            row[f"loss_t{t}"] = float(total.detach())
             if t == iters:
-                row.update({"loss": float(total), **{k: float(v) for k, v in terms.items()}})
+                row.update({"loss": float(total.detach()), **{k: float(v.detach()) for k, v in terms.items()}})
         opt.step()
         step += 1
         row["seconds"] = round(time.perf_counter() - t0, 4)

@@ -83,6 +83,8 @@ class DiscriminatorFeatures(nn.Module):
     def __init__(self, D: nn.Module) -> None:
         super().__init__()
         self.D = D.eval().requires_grad_(False)
+        if hasattr(D, "mbstd_group"):
+            D.mbstd_group = 1  # per-image features: the minibatch-stddev channel must not mix target and batch-mates
         self._hook_target = None if hasattr(D, "features") else _penultimate_module(D)
         self.resolution = getattr(getattr(D, "cfg", None), "resolution", None)
 
@@ -108,6 +110,18 @@ def similarity_term(discriminator: nn.Module | None) -> Term | None:
     return Term("disc-feat", lambda a, b: 1.0 - F.cosine_similarity(feats(a), feats(b), dim=1),
                 "SUBSTITUTE for the identity loss (no face-recognition network): 1 − cos of the trained "
                 "discriminator's penultimate features")
+
+
+def load_discriminator(path, device="cpu") -> nn.Module:
+    """The trained discriminator from a ``gantune train generator`` training state (``training-state-*.pt``)."""
+    from ..core import GeneratorConfig
+    from .checkpoint import load_state
+    from .discriminator import Discriminator
+
+    state = load_state(path)
+    D = Discriminator(GeneratorConfig.from_dict(state["gen_config"]))
+    D.load_state_dict(state["D"])
+    return D.to(device).eval().requires_grad_(False)
 
 
 def no_similarity_description() -> str:

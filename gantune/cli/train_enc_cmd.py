@@ -1,0 +1,166 @@
+"""``gantune train w-encoder`` and ``gantune train hypernet``: the HyperStyle encoders for any generator.
+
+Both commands are thin adapters over :mod:`gantune.train.encoders`; they attach to the ``train`` group of
+:mod:`.train_cmd` (this module must be registered after it)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .common import DeviceOpt, SeedOpt, console
+
+GeneratorOpt = Annotated[str, typer.Option("--generator", "-g", help="Generator to invert: a registry name, path or URL.")]
+DataOpt = Annotated[str, typer.Option("--data", help="synthetic (images rendered by the generator, w known), "
+                                      "synthetic-faces (DCGAN faces) or a folder of images.")]
+StepsOpt = Annotated[int, typer.Option("--steps", min=1, help="Optimizer steps (batches) in total, counting a resumed run's.")]
+BatchSizeOpt = Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Images per step.")]
+LrOpt = Annotated[float, typer.Option("--lr", help="Ranger learning rate (reference 1e-4).")]
+L2Opt = Annotated[float, typer.Option("--l2-lambda", help="Weight of the pixel L2 loss.")]
+PercOpt = Annotated[float, typer.Option("--lpips-lambda", help="Weight of LPIPS (or its MS-SSIM substitute when the "
+                                        "LPIPS backbone is not available).")]
+SimOpt = Annotated[float, typer.Option("--sim-lambda", help="Weight of the similarity loss (substitute: trained "
+                                       "discriminator features; needs --discriminator).")]
+DiscOpt = Annotated[Optional[Path], typer.Option("--discriminator", help="training-state-*.pt of `gantune train generator`: "
+                                                 "its discriminator's features stand in for the identity network.",
+                                                 show_default=False)]
+LpipsNetOpt = Annotated[str, typer.Option("--lpips-net", help="LPIPS backbone: alex (reference) or vgg.")]
+SaveEveryOpt = Annotated[int, typer.Option("--save-every", min=1, help="Write the model file and the resume state every N steps.")]
+ResumeOpt = Annotated[bool, typer.Option("--resume/--no-resume", help="Continue from OUT/train_state.pt.")]
+TruncOpt = Annotated[float, typer.Option("--truncation", help="ψ for --data synthetic.")]
+
+
+def _setup(generator: str, data: str, device: str, truncation: float, discriminator: Optional[Path]):
+    from ..runtime import resolve_device
+    from ..train.encoders import open_data
+    from ..train.substitutes import load_discriminator
+    from ..weights import load_generator
+
+    dev = resolve_device(device)
+    G, info = load_generator(generator, device=dev)
+    G = G.eval().requires_grad_(False)
+    src = open_data(data, G, truncation=truncation, device=dev)
+    D = load_discriminator(discriminator, dev) if discriminator is not None else None
+    note = getattr(src, "license_note", None)
+    if note:
+        console.print(f"note: {note}", soft_wrap=True)
+    return dev, G, info, src, D
+
+
+def _options(**kw):
+    from ..train.encoders import EncoderTrainOptions
+
+    return EncoderTrainOptions(**kw)
+
+
+def _reporter(steps: int, every: int):
+    def report(step: int, row: dict) -> None:
+        if step == 1 or step % every == 0 or step == steps:
+            terms = "  ".join(f"{k} {v:.4f}" for k, v in row.items() if k not in ("step", "seconds"))
+            console.print(f"step {step}/{steps}  {terms}  ({row['seconds']:.2f} s)", soft_wrap=True)
+
+    return report
+
+
+def w_encoder_command(
+    generator: GeneratorOpt,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder: w_encoder.pt, train_state.pt, log.jsonl.")] = Path("runs/w-encoder"),
+    data: DataOpt = "synthetic",
+    steps: StepsOpt = 20000,
+    batch_size: BatchSizeOpt = 8,
+    lr: LrOpt = 1e-4,
+    l2_lambda: L2Opt = 1.0,
+    lpips_lambda: PercOpt = 0.8,
+    latent_lambda: Annotated[float, typer.Option("--latent-lambda", help="Weight of ‖w − w_true‖² (--data synthetic only).")] = 1.0,
+    sim_lambda: SimOpt = 0.1,
+    discriminator: DiscOpt = None,
+    lpips_net: LpipsNetOpt = "alex",
+    depth: Annotated[str, typer.Option("--depth", help="IR-SE units per stage: 50 (IR-SE-50: 3,4,14,3), or four "
+                                       "comma-separated counts such as 1,1,1,1 for tiny/demo models.")] = "50",
+    truncation: TruncOpt = 1.0,
+    save_every: SaveEveryOpt = 500,
+    resume: ResumeOpt = False,
+    device: DeviceOpt = "auto",
+    seed: SeedOpt = 0,
+    log_every: Annotated[int, typer.Option("--log-every", min=1, help="Print losses every N steps.")] = 10,
+) -> None:
+    """Train the W-encoder that gives HyperStyle its initial latent (L2 + λ·LPIPS [+ λ·latent]).
+
+    Example: gantune train w-encoder --generator runs/g/network-000100000.safetensors --depth 1,1,1,1 -o runs/enc
+    """
+    from ..errors import InputError
+    from ..methods.hyper.wencoder import IR_SE_50_UNITS
+    from ..train.encoders import train_w_encoder
+
+    if depth.strip() == "50":
+        units = IR_SE_50_UNITS
+    else:
+        try:
+            units = tuple(int(v) for v in depth.split(","))
+        except ValueError:
+            units = ()
+        if len(units) != 4 or min(units) < 1:
+            raise InputError(f"--depth {depth!r}: 50, or four unit counts >= 1 like 1,1,1,1")
+    dev, G, info, src, D = _setup(generator, data, device, truncation, discriminator)
+    opts = _options(steps=steps, batch_size=batch_size, lr=lr, l2_lambda=l2_lambda, perceptual_lambda=lpips_lambda,
+                    sim_lambda=sim_lambda, latent_lambda=latent_lambda, lpips_net=lpips_net, seed=seed,
+                    save_every=save_every, truncation=truncation)
+    console.print(f"W-encoder IR-SE units {units} for {generator} ({G.cfg.resolution}px, {G.num_ws} W+ rows) on {dev}")
+    res = train_w_encoder(G, src, out, opts=opts, units=units, device=dev, resume=resume, discriminator=D,
+                          on_step=_reporter(steps, log_every), on_notes=lambda n: console.print(f"note: {n}", soft_wrap=True))
+    console.print(f"{res.step} steps; W-encoder: {res.model_path} (resume state {res.state_path})")
+
+
+def hypernet_command(
+    generator: GeneratorOpt,
+    encoder: Annotated[str, typer.Option("--encoder", "-e", help="Trained W-encoder (w_encoder.pt from `train w-encoder`).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder: hypernet.pt, train_state.pt, log.jsonl.")] = Path("runs/hypernet"),
+    data: DataOpt = "synthetic",
+    steps: StepsOpt = 20000,
+    batch_size: BatchSizeOpt = 8,
+    iters: Annotated[int, typer.Option("--iters", min=1, help="Refinement passes T per batch, each with its loss (reference 5).")] = 5,
+    levels: Annotated[str, typer.Option("--levels", help="Tuned layer levels, comma-separated: coarse, medium, fine.")] = "medium,fine",
+    layers: Annotated[Optional[str], typer.Option("--layers", help="Explicit tuned layers (b64.conv0,… or convs.8,…); "
+                                                  "overrides --levels.", show_default=False)] = None,
+    torgb: Annotated[bool, typer.Option("--torgb/--no-torgb", help="Also tune the toRGB layers of those levels.")] = False,
+    lr: LrOpt = 1e-4,
+    l2_lambda: L2Opt = 1.0,
+    lpips_lambda: PercOpt = 0.8,
+    sim_lambda: SimOpt = 0.1,
+    discriminator: DiscOpt = None,
+    lpips_net: LpipsNetOpt = "alex",
+    truncation: TruncOpt = 1.0,
+    save_every: SaveEveryOpt = 500,
+    resume: ResumeOpt = False,
+    device: DeviceOpt = "auto",
+    seed: SeedOpt = 0,
+    log_every: Annotated[int, typer.Option("--log-every", min=1, help="Print losses every N steps.")] = 10,
+) -> None:
+    """Train the HyperStyle hypernetwork (T passes per batch, loss at each; Ranger). The output loads with
+    `gantune invert --method hyperstyle --weights OUT/hypernet.pt --encoder ENCODER`.
+
+    Example: gantune train hypernet -g runs/g/network-000100000.safetensors -e runs/enc/w_encoder.pt -o runs/hyper
+    """
+    from ..methods.hyper.checkpoint import load_w_encoder
+    from ..train.encoders import train_hypernet
+
+    dev, G, info, src, D = _setup(generator, data, device, truncation, discriminator)
+    enc, _ = load_w_encoder(encoder, num_ws=G.num_ws, device=dev, hash_file=False)
+    opts = _options(steps=steps, batch_size=batch_size, lr=lr, l2_lambda=l2_lambda, perceptual_lambda=lpips_lambda,
+                    sim_lambda=sim_lambda, lpips_net=lpips_net, seed=seed, save_every=save_every, truncation=truncation)
+    names = [v.strip() for v in layers.split(",") if v.strip()] if layers else None
+    lv = tuple(v.strip() for v in levels.split(",") if v.strip())
+    res = train_hypernet(G, enc, src, out, opts=opts, iters=iters, levels=lv, layers=names, include_torgb=torgb,
+                         device=dev, resume=resume, discriminator=D, on_step=_reporter(steps, log_every),
+                         on_notes=lambda n: console.print(f"note: {n}", soft_wrap=True))
+    console.print(f"{res.step} steps; hypernetwork: {res.model_path} (resume state {res.state_path})")
+    console.print(f"invert with: gantune invert IMAGES --method hyperstyle --weights {res.model_path} --encoder {encoder}")
+
+
+def register(app: typer.Typer) -> None:
+    from .train_cmd import train_app
+
+    train_app.command("w-encoder")(w_encoder_command)
+    train_app.command("hypernet")(hypernet_command)
