@@ -267,3 +267,27 @@ def test_tiny_official_files_roundtrip(tmp_path, tiny_models):
         obj = torch.load(p_hs, weights_only=True)
         obj["latent_avg"] = la[0].reshape(la_shape)
         torch.testing.assert_close(ck.hyperstyle_from_checkpoint(obj).latent_avg, la)
+
+
+def test_official_1024_file_layout_end_to_end():
+    """A whole hyperstyle_ffhq.pt layout at 1024 px: decoder (171 keys, cheap zeros + the fixed FIR buffers),
+    hypernetwork (meta tensors, 14 layers), (18, 512) latent_avg and opts, through the same code as real files."""
+    from gantune.core import make_kernel
+
+    dec = {}
+    for k, s, dt in read_keys("keys_rosinality_G1024.tsv"):
+        dec["decoder." + k] = make_kernel() * 4 if k.endswith("kernel") else torch.zeros(s, dtype=getattr(torch, dt))
+    hyp = {"hypernet." + k: v for k, v in official_meta_state("keys_hypernet_claimed14.tsv").items()}
+    obj = {"state_dict": {**hyp, **dec}, "latent_avg": torch.ones(18, 512), "global_step": 1, "best_val_loss": None,
+           "opts": {"layers_to_tune": ",".join(map(str, CLAIMED14)), "encoder_type": "SharedWeightsHyperNetResNet",
+                    "output_size": 1024, "device": "cuda:0"}}
+    assert ck.identify_checkpoint(obj)[0] == "hyperstyle"
+    model = ck.hyperstyle_from_checkpoint(obj, device="meta")
+    assert model.G.cfg.resolution == 1024 and model.G.num_ws == 18
+    assert model.info["tuned_layers"][0] == "b16.conv0" and len(model.info["tuned_layers"]) == 14
+    assert model.info["warnings"] == [] and model.latent_avg.shape == (18, 512)
+    obj["opts"]["encoder_type"] = "SharedWeightsHyperNetResNetSeparable"
+    assert "Separable" in ck.hyperstyle_from_checkpoint(obj, device="meta").info["warnings"][0]
+    obj["state_dict"]["decoder.extra.weight"] = torch.zeros(1)
+    with pytest.raises(WeightsError):
+        ck.hyperstyle_from_checkpoint(obj, device="meta")

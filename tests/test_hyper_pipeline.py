@@ -68,7 +68,7 @@ def test_pipeline_batches_isolates_failures_and_writes_records(tmp_path):
     rec = InversionRecord.load(tmp_path / "out" / "p0_2.safetensors")
     assert rec.meta["generator"] == {"spec": "tiny"} and rec.meta["params"] == {"k": 1}
     assert rec.meta["source"]["path"].endswith("sub/p0.png") and len(rec.meta["source"]["sha256"]) == 64
-    assert rec.meta["timings"]["invert"] == 0.1 and rec.meta["delta_taps"] == {"b8.conv0": 3}
+    assert rec.meta["timings"]["invert"] == 0.1 and rec.deltas["b8.conv0"].shape == (2, 3, 3, 3)
     d = record_deltas(rec)
     assert d["b8.conv0"].shape == (2, 3, 3, 3) and torch.all(d["b8.conv0"] == 0.5) and d["b8.conv1"].shape == (2, 2)
 

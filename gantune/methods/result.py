@@ -30,17 +30,8 @@ class InversionResult:
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage for this image (batch time shared)
 
     def to_record(self, *, delta_dtype: torch.dtype = torch.float32, extra_meta: dict | None = None) -> InversionRecord:
-        """The on-disk record. Per-tap deltas (out, in, k, k) are stored flattened to (out, in·k·k) and listed in
-        ``meta["delta_taps"]`` = {layer: k}; :func:`record_deltas` undoes this."""
-        deltas, taps = {}, {}
-        for name, d in self.deltas.items():
-            if d.ndim == 4:
-                taps[name] = int(d.shape[-1])
-                d = d.reshape(d.shape[0], -1)
-            deltas[name] = d.detach().to("cpu", delta_dtype).contiguous()
+        """The on-disk record: offsets as stored (out, in) or (out, in, k, k) tensors in ``delta_dtype``."""
         meta = dict(self.meta)
-        if taps:
-            meta["delta_taps"] = taps
         meta.setdefault("timings", dict(self.timings))
         if extra_meta:
             meta.update(extra_meta)
@@ -48,16 +39,18 @@ class InversionResult:
             latent=self.latent.detach().cpu().float().contiguous(),
             latent_kind=self.latent_kind,
             method=self.method,
-            deltas=deltas,
+            deltas={k: v.detach().to("cpu", delta_dtype).contiguous() for k, v in self.deltas.items()},
             tuned={k: v.detach().cpu() for k, v in self.tuned.items()},
             meta=meta,
         )
 
 
 def record_deltas(record: InversionRecord, specs=None) -> dict[str, torch.Tensor]:
-    """A record's offsets as float32 (out, in) or (out, in, k, k) tensors (the inverse of ``to_record``).
+    """A record's offsets as float32 (out, in) or (out, in, k, k) tensors.
 
-    With ``specs`` (the generator's layer specs), unknown layers and shapes that do not fit are reported."""
+    With ``specs`` (the generator's layer specs), unknown layers and shapes that do not fit are reported. (Records
+    written before the core took per-tap offsets stored them flattened to (out, in·k·k) with ``meta["delta_taps"]``;
+    those are reshaped.)"""
     from ..io.record import RecordError
 
     taps = record.meta.get("delta_taps", {}) or {}
@@ -72,7 +65,7 @@ def record_deltas(record: InversionRecord, specs=None) -> dict[str, torch.Tensor
             if name not in by_name:
                 raise RecordError(f"delta.{name}: the generator has no layer of that name (was it made for another generator?)")
             s = by_name[name]
-            if tuple(d.shape[:2]) != (s.out_ch, s.in_ch):
+            if tuple(d.shape[:2]) != (s.out_ch, s.in_ch) or (d.ndim == 4 and tuple(d.shape[2:]) != (s.kernel, s.kernel)):
                 raise RecordError(
                     f"delta.{name}: shape {tuple(d.shape)} does not fit layer {name} ({s.out_ch} x {s.in_ch}); "
                     "the record was made with a generator of another architecture"

@@ -19,7 +19,7 @@ import torch
 from ...core import Generator, GeneratorConfig
 from .checkpoint import hypernet_to_official, load_hyperstyle, sha256_file
 from .hypernet import HyperNetwork
-from .inference import core_accepts_tap_deltas, refine
+from .inference import refine
 from .wencoder import WEncoder
 
 
@@ -82,7 +82,7 @@ def bench_hyper(
         torch.set_num_threads(threads)
     dev = resolve_device(device)
     lines = [f"hyperstyle bench: {resolution}px generator, layers {layers}, device {dev}, "
-             f"{torch.get_num_threads()} threads, per-tap offsets {'in the core' if core_accepts_tap_deltas() else 'folded per sample'}"]
+             f"{torch.get_num_threads()} threads"]
     t0 = time.perf_counter()
     G, hn, enc = _random_models(resolution, layers, seed)
     la = torch.randn(1, G.cfg.w_dim).expand(G.num_ws, -1).clone() * 0.1

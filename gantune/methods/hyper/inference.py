@@ -6,15 +6,13 @@
 
 The result is ``y_T`` at the generator's resolution, the codes (W+) and the accumulated offsets Σ_T.
 
-Rendering with offsets goes through the core's one modulated conv (``deltas={name: (B, out, in)}``, grouped
-path). HyperStyle's shared heads predict per-tap offsets (B, out, in, k, k); while the core accepts only (out, in)
-offsets these layers are rendered exactly by folding θ ⊙ (1 + Δ) into the layer weight, one sample at a time
-(:func:`render`); if the core learns (B, out, in, k, k) offsets, that is detected and used instead.
+Rendering with offsets goes through the core's one modulated conv, batched: ``deltas={name: (B, out, in)}`` for the
+per-channel heads (repeated over k×k by broadcasting) and ``(B, out, in, k, k)`` for HyperStyle's shared heads,
+which predict one offset per kernel tap.
 """
 
 from __future__ import annotations
 
-import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,7 +20,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from ...core import Generator, modulated_conv2d
+from ...core import Generator
 from .hypernet import INPUT_SIZE, HyperNetwork
 from .wencoder import WEncoder
 
@@ -39,21 +37,6 @@ def to_input_size(x: torch.Tensor, size: int = INPUT_SIZE) -> torch.Tensor:
     return F.interpolate(x.float(), size=(size, size), mode="bilinear", align_corners=False, antialias=True)
 
 
-@functools.cache
-def core_accepts_tap_deltas() -> bool:
-    """Whether ``modulated_conv2d`` takes per-tap offsets (B, out, in, k, k) (probed once on a 1-channel conv)."""
-    try:
-        modulated_conv2d(torch.ones(1, 1, 3, 3), torch.ones(1, 1, 3, 3), torch.ones(1, 1),
-                         delta=torch.zeros(1, 1, 1, 3, 3), fused=True)
-        return True
-    except (ValueError, RuntimeError):
-        return False
-
-
-def _is_tap(d: torch.Tensor) -> bool:
-    return d.ndim == 5  # (B or 1, out, in, k, k)
-
-
 def render(
     G: Generator,
     ws: torch.Tensor,  # (B, num_ws, w_dim) or (B, w_dim)
@@ -61,25 +44,9 @@ def render(
     *,
     noise_mode: str = "const",  # const = stored noise buffers, as HyperStyle (randomize_noise=False)
 ) -> torch.Tensor:
-    """G(ws; θ ⊙ (1 + Δ)) for per-channel and per-tap offsets alike. Returns (B, 3, H, W) float32."""
+    """G(ws; θ ⊙ (1 + Δ)) as float32 (B, 3, H, W)."""
     deltas = {k: v for k, v in (deltas or {}).items() if v is not None}
-    tap = {k: v for k, v in deltas.items() if _is_tap(v)}
-    if not tap or core_accepts_tap_deltas():
-        return G.synthesis(ws, deltas=deltas or None, noise_mode=noise_mode).float()
-    chan = {k: v for k, v in deltas.items() if k not in tap}
-    outs = []
-    for b in range(ws.shape[0]):
-        params = {}
-        for name, d in tap.items():
-            layer = G.synthesis.layer(name)
-            db = d[b if d.shape[0] > 1 else 0].to(layer.weight.device, torch.float32)
-            params[f"layers.{name}.weight"] = layer.weight.float() * (1.0 + db)
-        cb = {k: v[b : b + 1] if v.shape[0] > 1 else v for k, v in chan.items()}
-        y = torch.func.functional_call(
-            G.synthesis, params, args=(ws[b : b + 1],), kwargs={"deltas": cb or None, "noise_mode": noise_mode}
-        )
-        outs.append(y.float())
-    return torch.cat(outs)
+    return G.synthesis(ws, deltas=deltas or None, noise_mode=noise_mode).float()
 
 
 @dataclass
