@@ -106,9 +106,12 @@ def _debug() -> bool:
 
 def _error_text(e: BaseException) -> str:
     from ..errors import GantuneError
+    from ..io.record import RecordError
 
     if isinstance(e, GantuneError):
         return e.one_line()
+    if isinstance(e, (ImageError, RecordError)):  # their messages are already one line with the path
+        return str(e)
     return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}".strip()
 
 
