@@ -362,6 +362,7 @@ def train_hypernet(
     resume: bool = False,
     discriminator: torch.nn.Module | None = None,
     perceptual: Term | None = None,
+    init: HyperNetwork | None = None,  # start from these weights (fine-tuning); its layers replace levels/layers
     on_step: Callable[[int, dict], None] | None = None,
     on_notes: Callable[[str], None] | None = None,
 ) -> TrainResult:
@@ -378,14 +379,19 @@ def train_hypernet(
     perc = perceptual or perceptual_term(opts.lpips_net, device=device)
     sim = similarity_term(discriminator.to(device)) if discriminator is not None else None
     notes += _describe_losses(perc, sim, opts)
-    notes.append("hypernetwork backbone initialised randomly (no ImageNet ResNet34 weights are fetched)")
+    if init is None:
+        notes.append("hypernetwork backbone initialised randomly (no ImageNet ResNet34 weights are fetched)")
     state_path = out_dir / STATE_FILE
     st = _load_state(state_path) if resume else None
     if st is not None:
         layers, include_torgb = list(st["layers"]), False
-    tuned, size = hypernet_layers(G, levels=levels, names=layers, include_torgb=include_torgb)
     torch.manual_seed(opts.seed)
-    H = HyperNetwork(tuned, shared_size=size).to(device).train()
+    if init is not None and st is None:
+        H = init.to(device).train()
+        notes.append(f"starting from the given hypernetwork ({len(H.layers)} tuned layers)")
+    else:
+        tuned, size = hypernet_layers(G, levels=levels, names=layers, include_torgb=include_torgb)
+        H = HyperNetwork(tuned, shared_size=size).to(device).train()
     opt = ranger(H.parameters(), lr=opts.lr)
     gen = torch.Generator().manual_seed(opts.seed)
     step = 0

@@ -1,0 +1,208 @@
+"""W-encoder / hypernetwork training: Lookahead maths, MS-SSIM, generator conversion, losses falling on a fixed
+batch, bit-exact resume, and trained files loading into ``gantune invert --method hyperstyle``."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn as nn
+from typer.testing import CliRunner
+
+from conftest import tiny_config
+from gantune.cli.app import app
+from gantune.core import Generator
+from gantune.metrics.msssim import ms_ssim, ms_ssim_scales
+from gantune.train.encoders import (EncoderTrainOptions, GeneratorSamples, hyperstyle_generator, train_hypernet,
+                                    train_w_encoder)
+from gantune.train.ranger import Lookahead, ranger
+from gantune.train.substitutes import Term
+
+runner = CliRunner()
+MSSSIM = Term("ms-ssim", lambda a, b: 1.0 - ms_ssim(a, b), "test")
+
+
+class FixedBatch:
+    """A data source that always returns the same images (to see the loss fall)."""
+
+    def __init__(self, x):
+        self.x = x
+
+    def sample(self, batch, generator):
+        return self.x
+
+    def describe(self):
+        return {"data": "fixed"}
+
+
+@pytest.fixture(scope="module")
+def G():
+    torch.manual_seed(0)
+    g = Generator(tiny_config()).eval().requires_grad_(False)
+    g.mapping.w_avg.copy_(g.compute_w_avg(500, seed=0))
+    return g
+
+
+# --- optimizer ---------------------------------------------------------------------------------------------------------
+def test_lookahead_interpolates_slow_weights_every_k_steps():
+    p = nn.Parameter(torch.tensor([1.0]))
+    opt = Lookahead(torch.optim.SGD([p], lr=0.1), k=2, alpha=0.5)
+    seen = []
+    for _ in range(4):
+        opt.zero_grad()
+        (p**2).sum().backward()  # grad 2p
+        opt.step()
+        seen.append(float(p))
+    # by hand: 1 -> 0.8 -> 0.64, sync: slow = 1 + 0.5 (0.64 - 1) = 0.82 = fast; -> 0.656 -> 0.5248, slow 0.6724
+    assert seen == pytest.approx([0.8, 0.82, 0.656, 0.6724], abs=1e-6)
+    # the state round-trips: a copy continues exactly like the original
+    q = nn.Parameter(p.detach().clone())
+    opt2 = Lookahead(torch.optim.SGD([q], lr=0.1), k=2, alpha=0.5)
+    opt2.load_state_dict(opt.state_dict())
+    for o, t in ((opt, p), (opt2, q)):
+        o.zero_grad()
+        (t**2).sum().backward()
+        o.step()
+    assert float(p) == float(q) == pytest.approx(0.6724 * 0.8, abs=1e-6)
+
+
+def test_ranger_reference_settings_and_gradient_centralization():
+    w = nn.Parameter(torch.zeros(2, 3))
+    opt = ranger([w], lr=0.1)
+    assert (opt.k, opt.alpha) == (6, 0.5)
+    inner = opt.inner
+    assert isinstance(inner, torch.optim.RAdam)
+    assert inner.defaults["betas"] == (0.95, 0.999) and inner.defaults["eps"] == 1e-5
+    w.grad = torch.tensor([[1.0, 2.0, 6.0], [0.0, 0.0, 3.0]])
+    opt.step()
+    # centralized gradient has zero mean per output row, so the (linear in grad, first RAdam step) update does too
+    assert w.detach().sum(1).abs().max() < 1e-6 and w.detach().abs().sum() > 0
+
+
+# --- losses ------------------------------------------------------------------------------------------------------------
+def test_ms_ssim_identical_noisy_and_small_images():
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    assert ms_ssim_scales(32) == (2, 11) and ms_ssim_scales(256) == (5, 11) and ms_ssim_scales(8) == (1, 8)
+    torch.testing.assert_close(ms_ssim(x, x), torch.ones(2))
+    y = (x + 0.3 * torch.randn_like(x)).requires_grad_(True)
+    z = x + 0.05 * torch.randn_like(x)
+    s_far, s_near = ms_ssim(x, y), ms_ssim(x, z)
+    assert (s_far < s_near).all() and (s_near < 1).all()
+    s_far.sum().backward()
+    assert torch.isfinite(y.grad).all() and y.grad.abs().sum() > 0
+
+
+def test_generator_conversion_for_the_hyperstyle_layout_is_exact():
+    torch.manual_seed(1)
+    G = Generator(tiny_config(use_noise=False, mapping_lr_mul=0.05)).eval()
+    with torch.no_grad():
+        for n, p in G.named_parameters():
+            if n.endswith("bias"):
+                p.uniform_(-0.5, 0.5)
+    G2, notes = hyperstyle_generator(G)
+    assert G2.cfg.use_noise and G2.cfg.mapping_lr_mul == 0.01 and len(notes) == 2
+    z = torch.randn(3, G.cfg.z_dim)
+    with torch.no_grad():
+        ws = G.map(z)
+        torch.testing.assert_close(G2.map(z), ws, atol=1e-5, rtol=1e-5)
+        torch.manual_seed(3)
+        ref = G.synthesis(ws, noise_mode="random")
+        torch.manual_seed(3)
+        torch.testing.assert_close(G2.synthesis(ws, noise_mode="random"), ref, atol=1e-5, rtol=1e-5)
+    with pytest.raises(Exception, match="conv_clamp"):
+        hyperstyle_generator(Generator(tiny_config(conv_clamp=256.0)))
+
+
+# --- training ----------------------------------------------------------------------------------------------------------
+def test_w_encoder_loss_falls_and_resume_is_bit_exact(G, tmp_path):
+    x, _ = GeneratorSamples(G).sample_with_w(1, torch.Generator().manual_seed(5))
+    kw = dict(units=(1, 1, 1, 1), perceptual=MSSSIM)
+    opts = EncoderTrainOptions(steps=4, batch_size=1, lr=1e-2, save_every=2, latent_lambda=0.0)
+    full = train_w_encoder(G, FixedBatch(x), tmp_path / "a", opts=opts, **kw)
+    losses = [r["loss"] for r in full.losses]
+    assert losses[-1] < losses[0] - 0.005, losses
+    assert all(b < a for a, b in zip(losses, losses[1:])), losses
+    assert {"l2", "ms-ssim"} <= set(full.losses[0])
+    # interrupted after 2 steps, resumed to 4: identical weights and losses
+    half = EncoderTrainOptions(steps=2, batch_size=1, lr=1e-2, save_every=2, latent_lambda=0.0)
+    train_w_encoder(G, FixedBatch(x), tmp_path / "b", opts=half, **kw)
+    rest = train_w_encoder(G, FixedBatch(x), tmp_path / "b", opts=opts, resume=True, **kw)
+    assert [r["loss"] for r in rest.losses] == losses[2:]
+    a = torch.load(full.model_path, weights_only=True)["state_dict"]
+    b = torch.load(rest.model_path, weights_only=True)["state_dict"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # the file is the official W-encoder layout: it loads with HyperStyle's loader
+    from gantune.methods.hyper.checkpoint import load_w_encoder
+
+    enc, _ = load_w_encoder(full.model_path, num_ws=G.num_ws)
+    assert enc.units == (1, 1, 1, 1)
+    assert [json.loads(ln)["step"] for ln in (tmp_path / "b" / "log.jsonl").read_text().splitlines()] == [1, 2, 3, 4]
+
+
+def test_w_encoder_latent_loss_on_generator_samples(G, tmp_path):
+    opts = EncoderTrainOptions(steps=1, batch_size=2, lr=1e-3, latent_lambda=1.0)
+    res = train_w_encoder(G, GeneratorSamples(G), tmp_path, opts=opts, units=(1, 1, 1, 1), perceptual=MSSSIM)
+    row = res.losses[0]
+    assert row["latent"] > 0
+    assert row["loss"] == pytest.approx(row["l2"] + 0.8 * row["ms-ssim"] + row["latent"], rel=1e-5)
+
+
+class CheapBackbone(nn.Module):
+    """Stands in for ResNet34 (same output shape, a fraction of the cost) so that several steps fit in a test."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.AvgPool2d(16), nn.Conv2d(6, 512, 1))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def test_hypernet_loss_falls_with_a_loss_at_every_pass(G, tmp_path):
+    from gantune.methods.hyper import HyperNetwork, WEncoder
+
+    torch.manual_seed(0)
+    enc = WEncoder(num_ws=G.num_ws, w_dim=G.cfg.w_dim, units=(1, 1, 1, 1)).eval()
+    H = HyperNetwork.from_specs(G.specs, ["b8.conv1", "b16.conv1", "b32.conv0"])
+    assert [lyr.head for lyr in H.layers] == ["shared", "channel", "channel"]
+    H.backbone = CheapBackbone()
+    x, _ = GeneratorSamples(G).sample_with_w(2, torch.Generator().manual_seed(7))
+    opts = EncoderTrainOptions(steps=5, batch_size=2, lr=3e-2, save_every=100)
+    res = train_hypernet(G, enc, FixedBatch(x), tmp_path, opts=opts, iters=2, init=H, perceptual=MSSSIM)
+    first, last = res.losses[0], res.losses[-1]
+    assert {"loss_t1", "loss_t2", "l2", "ms-ssim"} <= set(first)
+    assert last["loss_t1"] < first["loss_t1"] - 0.005, [r["loss_t1"] for r in res.losses]
+
+
+def test_trained_files_load_into_invert_hyperstyle(G, tmp_path):
+    """CLI: train w-encoder and hypernet (1 step each, full-size networks), then invert with them."""
+    from gantune.io.images import save_image
+    from gantune.io.record import InversionRecord
+    from gantune.weights.native import save_native
+
+    gpath = save_native(G, tmp_path / "g.safetensors")
+    res = runner.invoke(app, ["train", "w-encoder", "-g", str(gpath), "-o", str(tmp_path / "enc"), "--depth", "1,1,1,1",
+                              "--steps", "1", "-b", "1", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    assert "SUBSTITUTE 1 − MS-SSIM" in res.output and "identity loss OFF" in res.output
+    enc = tmp_path / "enc" / "w_encoder.pt"
+    res = runner.invoke(app, ["train", "hypernet", "-g", str(gpath), "-e", str(enc), "-o", str(tmp_path / "hyp"),
+                              "--layers", "b16.conv1,b32.conv1", "--steps", "1", "--iters", "1", "-b", "1",
+                              "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    hyp = tmp_path / "hyp" / "hypernet.pt"
+    with torch.no_grad():
+        img = G.synthesis(G.map(torch.randn(1, G.cfg.z_dim)), noise_mode="const")[0]
+    save_image(img, tmp_path / "face.png")
+    res = runner.invoke(app, ["invert", str(tmp_path / "face.png"), "--method", "hyperstyle", "--weights", str(hyp),
+                              "--encoder", str(enc), "--iters", "2", "-o", str(tmp_path / "out"), "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    rec = InversionRecord.load(tmp_path / "out" / "face.safetensors")
+    assert set(rec.deltas) == {"b16.conv1", "b32.conv1"}
+    assert all(d.abs().sum() > 0 for d in rec.deltas.values())
+    # a bad level is a one-line user error
+    res = runner.invoke(app, ["train", "hypernet", "-g", str(gpath), "-e", str(enc), "-o", str(tmp_path / "h2"),
+                              "--levels", "huge", "--steps", "1", "--device", "cpu"])
+    assert res.exit_code != 0
