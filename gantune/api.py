@@ -95,8 +95,8 @@ def _generator(G, record, device):
 def edit(record, direction, strength=1.0, *, generator=None, device="cpu", noise: str = "const") -> torch.Tensor:
     """Images (S, 3, H, W) for each strength s: G(w + s·n; θ ⊙ (1 + Δ)) with the record's offsets.
     ``direction``: registry name (age/smile/pose), file, or a tensor (w,) / (num_ws, w)."""
-    from .editing import Direction, apply_direction, load_direction, load_record, parse_strengths, render_record
-    from .editing.render import check_latent
+    from .editing import Direction, load_direction, load_record, parse_strengths, render_record
+    from .editing.render import edited_latents
     from .runtime import resolve_device
 
     rec = load_record(record)
@@ -105,8 +105,7 @@ def edit(record, direction, strength=1.0, *, generator=None, device="cpu", noise
         Direction("direction", direction, "tensor") if isinstance(direction, torch.Tensor) else load_direction(direction))
     strengths = parse_strengths(strength) if isinstance(strength, (str, int, float)) else [float(s) for s in strength]
     n = d.fit(G.num_ws, G.cfg.w_dim)
-    lat = check_latent(G, rec)
-    latents = torch.stack([apply_direction(lat, n, s) for s in strengths])
+    latents = edited_latents(G, rec, n, strengths)
     return render_record(G, rec, latents=latents, noise_mode=noise)
 
 

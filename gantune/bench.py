@@ -100,7 +100,6 @@ def bench_generator(device: torch.device, resolutions=(256, 1024), batches=(1, 4
                         f"{gf / rates[dt]:.2f} x conv rate{diff}"
                     )
             G.set_precision(torch.float32)
-        del G
     lines.append(f"peak RSS {peak_rss_mb():,.0f} MB")
     return lines
 

@@ -68,10 +68,9 @@ def edit_command(
 
     Example: gantune edit out/face.safetensors --direction age --strength -3:3:7 -o edits/
     """
-    import torch
 
-    from ..editing import apply_direction, load_direction, load_record, parse_strengths, render_record
-    from ..editing.render import check_latent
+    from ..editing import load_direction, load_record, parse_strengths, render_record
+    from ..editing.render import edited_latents
     from ..io.images import image_grid, save_image, tensor_to_pil
     from ..io.inputs import expand_inputs
     from ..io.manifest import Manifest
@@ -90,11 +89,10 @@ def edit_command(
             try:
                 rec = load_record(path)
                 G = generator_for(cache, weights, rec)
-                lat = check_latent(G, rec)
                 rows, written = [], []
                 for d in dirs:
                     n = d.fit(G.num_ws, G.cfg.w_dim)
-                    lats = torch.stack([apply_direction(lat, n, s) for s in strengths])
+                    lats = edited_latents(G, rec, n, strengths)
                     imgs = tensor_to_pil(render_record(G, rec, latents=lats, noise_mode=noise))
                     if resize:
                         imgs = [im.resize((resize, resize)) for im in imgs]

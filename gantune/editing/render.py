@@ -29,44 +29,71 @@ def record_generator_spec(record: InversionRecord) -> str | None:
     return gen.get("spec") or gen.get("name") or gen.get("path")
 
 
-def check_latent(G, record: InversionRecord) -> torch.Tensor:
+def record_noise_mode(record: InversionRecord) -> str:
+    """The noise mode the record was made with (top-level or in its method parameters), default const."""
+    return record.meta.get("noise_mode") or (record.meta.get("params") or {}).get("noise_mode") or "const"
+
+
+def record_latent(G, record: InversionRecord) -> torch.Tensor:
+    """The record's latent with a batch axis, checked against ``G``: (1, num_ws, w_dim) for w / w+ (w repeated),
+    (1, rows, w_dim) for W, (1, num_ws, rows, w_dim) for W+."""
     lat = record.latent.float()
-    if record.latent_kind == "w+":
-        if tuple(lat.shape) != (G.num_ws, G.cfg.w_dim):
-            raise RecordError(f"the record's latent is {tuple(lat.shape)}; this generator needs ({G.num_ws}, {G.cfg.w_dim})",
-                              )
-        return lat
-    if record.latent_kind == "w":
-        if lat.shape[-1] != G.cfg.w_dim:
-            raise RecordError(f"the record's w has size {lat.shape[-1]}; this generator needs {G.cfg.w_dim}")
-        return lat.reshape(1, -1).expand(G.num_ws, -1)
-    raise RecordError(f"records with a {record.latent_kind} latent (overparameterized) cannot be edited with this command")
+    kind, n, wd = record.latent_kind, G.num_ws, G.cfg.w_dim
+    if lat.shape[-1] != wd:
+        raise RecordError(f"the record's latent ends in {lat.shape[-1]}; this generator's w has {wd} "
+                          "(was it made with another generator?)")
+    if kind == "w":
+        return lat.reshape(1, 1, wd).expand(1, n, wd)
+    if kind == "w+" and lat.shape[0] != n:
+        raise RecordError(f"the record's latent is {tuple(lat.shape)}; this generator needs ({n}, {wd})")
+    if kind == "W+" and lat.shape[0] != n:
+        raise RecordError(f"the record's W+ latent has {lat.shape[0]} layers; this generator has {n}")
+    if kind in ("W", "W+"):
+        need = max(s.out_ch for s in G.specs)
+        if lat.shape[-2] < need:
+            raise RecordError(f"the record's latent matrix has {lat.shape[-2]} rows; this generator needs {need}")
+    return lat[None]
+
+
+def edited_latents(G, record: InversionRecord, direction: torch.Tensor, strengths: list[float]) -> torch.Tensor:
+    """Latents (S, …) for ``latent + s·direction``, direction (num_ws, w_dim). For a latent matrix the direction
+    moves every row; a shared matrix W becomes one matrix per layer (W+) so per-layer directions stay per layer."""
+    lat = record_latent(G, record)[0]
+    n = direction.float().to(lat.device)
+    if record.latent_kind == "W":
+        lat = lat[None].expand(G.num_ws, *lat.shape)
+    if record.latent_kind in ("W", "W+"):
+        n = n[:, None, :]
+    return torch.stack([lat + float(s) * n for s in strengths])
 
 
 @torch.no_grad()
 def render_record(
-    G,  # gantune Generator
+    G,  # gantune Generator the record was made with (or one of the same architecture)
     record: InversionRecord,
     *,
-    latents: torch.Tensor | None = None,  # (B, num_ws, w_dim) edited latents; default the record's own latent
+    latents: torch.Tensor | None = None,  # (B, …) latents in the record's space (see edited_latents); default its own
     deltas: dict[str, torch.Tensor] | None = None,  # offsets to use instead of the record's (already selected/scaled)
-    noise_mode: str = "const",
+    noise_mode: str | None = None,  # default: the record's own noise mode
     batch_size: int = 8,
 ) -> torch.Tensor:
-    """Images (B, 3, H, W) in [-1, 1]: G(latents; θ ⊙ (1 + Δ)) with the record's offsets shared by the batch."""
-    from ..methods.hyper.inference import render
+    """Images (B, 3, H, W) in [-1, 1] exactly as the record was made: its latent (or edited latents), its offsets
+    θ ⊙ (1 + Δ) shared by the batch, and its tuned differences (PTI weights, optimized noise maps) merged into the
+    generator's parameters and buffers. The one renderer for edit, adapt, the API and the optimization methods."""
+    from ..methods.optim import synthesize
     from ..methods.result import record_deltas
 
-    if record.tuned:
-        raise RecordError("the record holds tuned generator weights (PTI); rendering those is not supported here")
     device = G.w_avg.device
     if latents is None:
-        latents = check_latent(G, record)[None]
+        latents = record_latent(G, record)
     if deltas is None:
         deltas = record_deltas(record, G.specs)
-    d1 = {k: v.float().to(device)[None] for k, v in deltas.items()}
+    key = "wmat" if record.latent_kind in ("W", "W+") else "ws"
+    state = record.tuned_state(G.state_dict()) if record.tuned else None
+    mode = noise_mode or record_noise_mode(record)
+    d1 = {k: v.float().to(device)[None] for k, v in deltas.items()} or None
     outs = []
     for i in range(0, latents.shape[0], batch_size):
-        ws = latents[i : i + batch_size].to(device)
-        outs.append(render(G, ws, d1, noise_mode=noise_mode).cpu())
+        chunk = latents[i : i + batch_size].to(device)
+        outs.append(synthesize(G, state, deltas=d1, noise_mode=mode, **{key: chunk}).float().cpu())
     return torch.cat(outs)

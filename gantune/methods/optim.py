@@ -174,16 +174,11 @@ def synthesize(G, state: dict[str, torch.Tensor] | None = None, *, noise_maps=No
     return functional_call(G.synthesis, _synthesis_state(over), (), kwargs, strict=False)
 
 
-def render_record(G, record: InversionRecord, *, noise_mode: str | None = None, device=None) -> torch.Tensor:
-    """(1, 3, H, W) image of a record: its latent, its HyperStyle offsets and its tuned differences (noise maps,
-    PTI weights) merged into ``G.state_dict()`` (parameters *and* buffers). ``noise_mode`` defaults to the record's
-    ``meta["noise_mode"]``, else const."""
-    device = device or G.w_avg.device
-    noise_mode = noise_mode or record.meta.get("noise_mode", "const")
-    kw = record.synthesis_kwargs(device=device)
-    state = record.tuned_state(G.state_dict()) if record.tuned else None
-    with torch.no_grad():
-        return synthesize(G, state, noise_mode=noise_mode, **{k: v for k, v in kw.items() if v is not None})
+def render_record(G, record: InversionRecord, *, noise_mode: str | None = None) -> torch.Tensor:
+    """(1, 3, H, W) image of a record (latent, offsets, tuned differences); see :func:`gantune.editing.render_record`."""
+    from ..editing.render import render_record as _render
+
+    return _render(G, record, noise_mode=noise_mode)
 
 
 def noise_regularization(maps: dict[str, torch.Tensor]) -> torch.Tensor:
