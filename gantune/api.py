@@ -70,6 +70,38 @@ def _hyperstyle(images, *, weights=None, encoder=None, iters: int = 5, device="a
 API_METHODS["hyperstyle"] = _hyperstyle
 
 
+def _optimization(method: str):
+    """``optim`` (W/W+ projector, ``tune=True`` for PTI) and ``overparam`` (latent-matrix inversion)."""
+
+    def run(images, *, weights, device="auto", seed: int = 0, distance=None, tune: bool = False, tune_settings=None,
+            **settings):
+        from .methods.optim import ProjectorSettings, TuneSettings, project_and_tune
+        from .methods.overparam import OverparamSettings, invert_overparam
+        from .metrics.lpips import get_lpips
+        from .runtime import resolve_device
+        from .weights import load_generator
+
+        dev = resolve_device(device)
+        G = weights if not isinstance(weights, (str, os.PathLike)) else load_generator(weights, device=dev)[0]
+        G = G.eval().to(dev)
+        x, names = _to_batch(images, G.cfg.resolution)
+        dist = distance or get_lpips("vgg", device=dev)
+        if method == "optim":
+            ts = tune_settings or (TuneSettings() if tune else None)
+            out = project_and_tune(G, x.to(dev), ProjectorSettings(**settings), ts, names=names, distance=dist,
+                                   device=dev, seed=seed)
+        else:
+            out = invert_overparam(G, x.to(dev), OverparamSettings(**settings), names=names, distance=dist,
+                                   device=dev, seed=seed)
+        return out.results
+
+    return run
+
+
+API_METHODS["optim"] = _optimization("optim")
+API_METHODS["overparam"] = _optimization("overparam")
+
+
 def invert(images, method: str = "hyperstyle", **kwargs) -> list[InversionResult]:
     """Invert images (paths, PIL images, or tensors in [-1, 1]) with ``method``. For hyperstyle: ``weights``,
     ``encoder``, ``iters`` (5), ``device``, ``dtype``, ``batch_size``, ``noise``, ``keep_intermediates``, or a ready

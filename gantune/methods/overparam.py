@@ -114,9 +114,9 @@ def invert_overparam(
             callback(StepInfo("overparam", step + 1, s.num_steps, loss.detach(), synth.detach(), tuple(range(B))))
 
     kind = "W+" if s.per_layer else "W"
-    # fp16 storage; the record keeps the rounded values (as float32 in memory) so what renders is what is saved
+    # stored in fp16 (the issue: "the record stores W in fp16"); rendering reads the same rounded values
     records = [
-        InversionRecord(latent=W[i].detach().half().float().cpu(), latent_kind=kind, method="overparam", meta={})
+        InversionRecord(latent=W[i].detach().half().cpu(), latent_kind=kind, method="overparam", meta={})
         for i in range(B)
     ]
     seconds = (time.perf_counter() - t_start) / B

@@ -209,6 +209,8 @@ def run_pipeline(
             entry["intermediate"] = inter
         if item.align is not None:
             entry["align"] = item.align
+        if res.meta.get("metrics"):
+            entry["metrics"] = res.meta["metrics"]
         report(item, entry)
 
     def run(batch: list[_Item]) -> None:

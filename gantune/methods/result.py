@@ -36,7 +36,7 @@ class InversionResult:
         if extra_meta:
             meta.update(extra_meta)
         return InversionRecord(
-            latent=self.latent.detach().cpu().float().contiguous(),
+            latent=self.latent.detach().cpu().contiguous(),  # kept in its own dtype (overparam stores fp16 W)
             latent_kind=self.latent_kind,
             method=self.method,
             deltas={k: v.detach().to("cpu", delta_dtype).contiguous() for k, v in self.deltas.items()},
