@@ -223,3 +223,26 @@ def test_trained_files_load_into_invert_hyperstyle(G, tmp_path):
     res = runner.invoke(app, ["train", "hypernet", "-g", str(gpath), "-e", str(enc), "-o", str(tmp_path / "h2"),
                               "--levels", "huge", "--steps", "1", "--device", "cpu"])
     assert res.exit_code != 0
+
+
+def test_discriminator_feature_similarity_substitute(tmp_path):
+    from gantune.core import GeneratorConfig
+    from gantune.train.checkpoint import save_state
+    from gantune.train.discriminator import Discriminator
+    from gantune.train.substitutes import load_discriminator, similarity_term
+
+    torch.manual_seed(0)
+    cfg = tiny_config()
+    D = Discriminator(cfg)
+    save_state(tmp_path / "training-state-000000100.pt",
+               {"kind": "gantune-train-generator", "gen_config": cfg.to_dict(), "D": D.state_dict()})
+    D2 = load_discriminator(tmp_path / "training-state-000000100.pt")
+    assert isinstance(GeneratorConfig.from_dict(cfg.to_dict()), GeneratorConfig)
+    term = similarity_term(D2)
+    assert term.name == "disc-feat" and "SUBSTITUTE" in term.description
+    x = torch.rand(3, 3, 32, 32) * 2 - 1
+    y = torch.rand(3, 3, 32, 32) * 2 - 1
+    same, diff = term.fn(x, x), term.fn(x, y)
+    assert same.shape == (3,) and same.abs().max() < 1e-5 and (diff > 1e-4).all()
+    # per-image: a sample's score does not depend on its batch-mates (minibatch-stddev switched off)
+    torch.testing.assert_close(term.fn(x[:1], y[:1]), diff[:1], atol=1e-5, rtol=1e-4)
