@@ -111,3 +111,23 @@ def test_missing_lpips_backbone_is_one_line_with_the_fetch_command(tiny_G, tmp_p
     err = capsys.readouterr()
     assert "gantune weights fetch lpips-vgg-backbone" in " ".join((err.out + err.err).split())
     assert not (tmp_path / "o" / "manifest.jsonl").exists()
+
+
+def test_l2_loss_needs_no_imagenet_backbone(setup, monkeypatch):
+    """--loss l2 runs with no LPIPS backbone in the cache (users on a laptop with no download) and says l2 only."""
+    G, gpath, src, out = setup
+    import gantune.cli.optim_cmd as oc
+
+    def no_lpips(*a, **k):
+        raise AssertionError("LPIPS must not be built with --loss l2")
+
+    monkeypatch.setattr(oc, "_lpips", no_lpips)
+    r = CliRunner().invoke(app, ["invert-optim", str(src / "face1.png"), "--weights", str(gpath), "-o", str(out),
+                                 "--space", "w+", "--steps", "3", "--w-avg-samples", "50", "--loss", "l2",
+                                 "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    rec = InversionRecord.load(out / "face1.safetensors")
+    assert set(rec.meta["metrics"]) >= {"l2", "steps"} and "lpips" not in rec.meta["metrics"]
+    bad = CliRunner().invoke(app, ["invert-optim", str(src / "face1.png"), "--weights", str(gpath), "-o", str(out),
+                                   "--loss", "ssim"])
+    assert bad.exit_code != 0

@@ -28,6 +28,15 @@ def _lpips(net: str, device, resolution: int = 256):
     return get_lpips(net, device=device, resolution=resolution)
 
 
+def _distance(settings, device):
+    """The main loss of a run: LPIPS-VGG, or pixel L2 with ``--loss l2``."""
+    if getattr(settings, "loss", "lpips") == "l2":
+        from ..metrics.l2 import L2Distance
+
+        return L2Distance()
+    return _lpips("vgg", device, settings.loss_resolution)
+
+
 # --- the method objects the pipeline calls ------------------------------------------------------------------------
 class _FrameCollector:
     """Progress callback: keeps a small frame every ``every`` steps per image (becomes the results' intermediates)."""
@@ -73,12 +82,12 @@ class OptimMethod:
         frames = _FrameCollector(self.progress_every, list(names)) if self.progress_every else None
         seeds = [image_seed(self.seed, n) for n in names]
         if self.method == "optim":
-            dist = _lpips("vgg", self.device, self.settings.loss_resolution)
+            dist = _distance(self.settings, self.device)
             tdist = _lpips(self.tune_settings.lpips_net, self.device) if self.tune_settings else None
             out = project_and_tune(self.G, images, self.settings, self.tune_settings, names=list(names), distance=dist,
                                    tune_distance=tdist, device=self.device, seed=seeds, callback=frames)
         else:
-            dist = _lpips("vgg", self.device, self.settings.loss_resolution)
+            dist = _distance(self.settings, self.device)
             out = invert_overparam(self.G, images, self.settings, names=list(names), distance=dist, device=self.device,
                                    seed=seeds, callback=frames)
         for i, r in enumerate(out.results):
@@ -216,12 +225,21 @@ GenWeightsOpt = Annotated[str, typer.Option("--weights", "-w", help="Generator: 
                                             "(.pt, .pkl, .safetensors) or a URL.")]
 StepsOpt = Annotated[int, typer.Option("--steps", min=1, help="Optimisation steps.")]
 MseOpt = Annotated[float, typer.Option("--mse", min=0.0, help="Weight of an extra pixel MSE term (0 = LPIPS only).")]
+LossOpt = Annotated[str, typer.Option("--loss", help="lpips (LPIPS-VGG; needs `gantune weights fetch lpips-vgg-backbone`) "
+                                      "or l2 (pixel MSE only; no ImageNet network, weaker).")]
 ProgressOpt = Annotated[int, typer.Option("--save-progress", min=0, help="Keep a frame every K steps in "
                                           "intermediate/<t>/<stem>.png (0 = off).")]
 GifOpt = Annotated[bool, typer.Option("--gif", help="With --save-progress: also write <stem>.gif of the frames.")]
 ResizeOpt = Annotated[Optional[int], typer.Option("--resize", min=8, help="Write the reconstruction PNG at this side.",
                                                   show_default=False)]
 AlignOpt = Annotated[bool, typer.Option("--align/--no-align", help="FFHQ-align each photo first (dlib, first face).")]
+
+
+def _check_loss(loss: str) -> None:
+    from ..errors import InputError
+
+    if loss not in ("lpips", "l2"):
+        raise InputError(f"--loss {loss!r}", "use lpips or l2")
 
 
 def _run(method, inputs, out, settings, tune_settings, *, weights, device, seed, batch_size, shard, resize, align,
@@ -243,7 +261,7 @@ def _run(method, inputs, out, settings, tune_settings, *, weights, device, seed,
     run = build_method(method, weights, settings, tune_settings, device=dev, seed=seed, progress_every=save_progress,
                        metrics_path=out / "metrics.jsonl")
     # fail now (one line, before any image) if the LPIPS backbone is missing
-    _lpips("vgg", dev, settings.loss_resolution)
+    _distance(settings, dev)
     if tune_settings is not None:
         _lpips(tune_settings.lpips_net, dev)
     console.print(run.describe)
@@ -279,6 +297,7 @@ def invert_optim_command(
     steps: StepsOpt = 1000,
     lr: Annotated[float, typer.Option("--lr", min=0.0, help="Peak learning rate (ramp-up 5%, cosine ramp-down 25%).")] = 0.1,
     mse: MseOpt = 0.0,
+    loss: LossOpt = "lpips",
     noise_reg: Annotated[float, typer.Option("--noise-reg", min=0.0, help="Weight of the noise-map regulariser.")] = 1e5,
     optimize_noise: Annotated[bool, typer.Option("--optimize-noise/--fixed-noise", help="Optimise per-image noise maps "
                                                  "(stored in the record) or keep the generator's.")] = True,
@@ -310,7 +329,8 @@ def invert_optim_command(
 
     if space not in SPACES:
         raise InputError(f"--space {space!r}", f"use one of {', '.join(SPACES)}")
-    settings = ProjectorSettings(space=space, num_steps=steps, learning_rate=lr, mse_weight=mse,
+    _check_loss(loss)
+    settings = ProjectorSettings(space=space, num_steps=steps, learning_rate=lr, mse_weight=mse, loss=loss,
                                  noise_regularize=noise_reg, optimize_noise=optimize_noise, w_avg_samples=w_avg_samples)
     tune_settings = TuneSettings(num_steps=tune_steps, learning_rate=tune_lr, lpips_target=tune_target, rank=tune_rank,
                                  locality=tune_locality) if tune else None
@@ -330,6 +350,7 @@ def invert_overparam_command(
     truncation: Annotated[float, typer.Option("--truncation", min=0.01, max=1.0, help="Pull toward the mean before "
                                               "each step of the first half (1 = off).")] = 0.9,
     mse: MseOpt = 0.0,
+    loss: LossOpt = "lpips",
     noise: Annotated[str, typer.Option("--noise", help="Noise inputs of a standard checkpoint: const or none.")] = "const",
     w_avg_samples: Annotated[int, typer.Option("--w-avg-samples", min=1, help="z samples for the mean.")] = 10_000,
     save_progress: ProgressOpt = 0,
@@ -351,7 +372,8 @@ def invert_overparam_command(
 
     if noise not in ("const", "none"):
         raise InputError(f"--noise {noise!r}", "use const or none")
-    settings = OverparamSettings(per_layer=per_layer, num_steps=steps, learning_rate=lr, truncation=truncation,
+    _check_loss(loss)
+    settings = OverparamSettings(per_layer=per_layer, loss=loss, num_steps=steps, learning_rate=lr, truncation=truncation,
                                  mse_weight=mse, noise_mode=noise, w_avg_samples=w_avg_samples)
     failed = _run("overparam", inputs, out, settings, None, weights=weights, device=device, seed=seed,
                   batch_size=batch_size, shard=shard, resize=resize, align=align, save_progress=save_progress, gif=gif)

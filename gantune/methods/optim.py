@@ -77,10 +77,13 @@ class ProjectorSettings:
     noise_regularize: float = 1e5  # weight of the multi-scale noise autocorrelation penalty
     mse_weight: float = 0.0  # weight of an extra pixel MSE term (rosinality --mse)
     loss_resolution: int = 256  # images are area-downsampled to this side for LPIPS
+    loss: str = "lpips"  # lpips (LPIPS-VGG, the projector's distance) or l2 (pixel MSE only: no ImageNet network)
 
     def __post_init__(self) -> None:
         if self.space not in SPACES:
             raise ValueError(f"space must be one of {SPACES}, got {self.space!r}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
         if self.num_steps < 1:
             raise ValueError("num_steps must be >= 1")
 
@@ -213,12 +216,24 @@ def _check_targets(G, targets: torch.Tensor) -> torch.Tensor:
     return targets.float()
 
 
-def _default_distance(distance, device, resolution, net="vgg"):
-    if distance is not None:
-        return distance
+LOSSES = ("lpips", "l2")
+
+
+def make_distance(loss: str, device, resolution: int = 256, net: str = "vgg"):
+    """The loss/metric network: ``lpips`` (LPIPS, ImageNet backbone from the registry) or ``l2`` (pixel MSE)."""
+    if loss == "l2":
+        from ..metrics.l2 import L2Distance
+
+        return L2Distance()
+    if loss != "lpips":
+        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
     from ..metrics.lpips import get_lpips
 
     return get_lpips(net, device=device, resolution=resolution)
+
+
+def _default_distance(distance, device, resolution, net="vgg", loss="lpips"):
+    return distance if distance is not None else make_distance(loss, device, resolution, net)
 
 
 def compact_difference(diff: torch.Tensor, rank: int | None = None) -> dict[str, torch.Tensor]:
@@ -244,7 +259,8 @@ def _results_from_records(G, records, targets, names, distance, *, seconds, step
         with torch.no_grad():
             lp = float(distance(img, targets[i : i + 1]))
             l2 = float(l2_distance(img, targets[i : i + 1]))
-        metrics = {"l2": l2, "lpips": lp, "steps": steps[i], "seconds": seconds[i]}
+        metrics = {"l2": l2, "steps": steps[i], "seconds": seconds[i]}
+        metrics[getattr(distance, "metric_name", "lpips")] = lp
         out.append(
             InversionResult(
                 name=names[i],
@@ -294,7 +310,7 @@ def project(
     targets = _check_targets(G, targets).to(device)
     B = targets.shape[0]
     names = _names(names, B)
-    distance = _default_distance(distance, device, s.loss_resolution)
+    distance = _default_distance(distance, device, s.loss_resolution, loss=s.loss)
     G = G.eval().requires_grad_(False)
     t_start = time.perf_counter()
 
@@ -463,7 +479,8 @@ def project_and_tune(
     if tune_settings is None:
         return out
     device = torch.device(device) if device is not None else G.w_avg.device
-    metric = _default_distance(distance, device, (settings or ProjectorSettings()).loss_resolution)
+    ps = settings or ProjectorSettings()
+    metric = _default_distance(distance, device, ps.loss_resolution, loss=ps.loss)
     results, curves = [], []
     seeds = _seeds(seed, len(out.results))
     for i, pivot in enumerate(out.results):

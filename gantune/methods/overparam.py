@@ -48,6 +48,7 @@ class OverparamSettings:
     w_avg_seed: int = 123  # seed of those samples
     mse_weight: float = 0.0  # weight of an extra pixel MSE term
     loss_resolution: int = 256  # images are area-downsampled to this side for LPIPS
+    loss: str = "lpips"  # lpips (the paper's loss) or l2 (pixel MSE only: no ImageNet network)
     rows: int | None = None  # latent rows; default: the generator's latent_rows, else its widest layer
     noise_mode: str = "const"  # noise inputs of a standard checkpoint: const (stored buffers) or none
 
@@ -56,6 +57,8 @@ class OverparamSettings:
             raise ValueError("num_steps must be >= 1")
         if not 0 < self.truncation <= 1:
             raise ValueError("truncation must be in (0, 1]")
+        if self.loss not in ("lpips", "l2"):
+            raise ValueError(f"loss must be lpips or l2, got {self.loss!r}")
         if self.noise_mode not in ("const", "none"):
             raise ValueError("noise_mode must be const or none (random noise cannot be re-rendered)")
 
@@ -86,7 +89,7 @@ def invert_overparam(
     targets = _check_targets(G, targets).to(device)
     B = targets.shape[0]
     names = _names(names, B)
-    distance = _default_distance(distance, device, s.loss_resolution)
+    distance = _default_distance(distance, device, s.loss_resolution, loss=s.loss)
     G = G.eval().requires_grad_(False)
     t_start = time.perf_counter()
 
