@@ -136,11 +136,11 @@ def generator_command(
         if state_file is not None:
             trainer.load_state_dict(load_state(state_file))
         if dist.is_main:
-            console.print(f"{cfg.describe()}; D mirrors its channels")
+            console.print(f"{cfg.describe()}; D mirrors its channels", soft_wrap=True)
             console.print(f"data: {data}; batch {batch} over {dist.world} process(es) on {dist.device}; "
-                          + (f"resumed from {state_file.name} at kimg {trainer.nimg / 1000:g}" if state_file else "from scratch"))
+                          + (f"resumed from {state_file.name} at kimg {trainer.nimg / 1000:g}" if state_file else "from scratch"), soft_wrap=True)
             if hasattr(source, "license_note"):
-                console.print(f"[yellow]licence:[/] {source.license_note}")
+                console.print(f"[yellow]licence:[/] {source.license_note}", soft_wrap=True)
         meta = {"data": source.describe(), "command": "gantune train generator", "world": dist.world}
         if hasattr(source, "license_note"):
             meta["license"] = "non-commercial (DigiFace-1M)"
