@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch + torchvision pinned: on the project machines pip takes these from local files
 	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q -e '.[test,lint]'
 	# synthetic training faces (a 64x64 DCGAN); its declared wandb/matplotlib are not needed
 	$(BIN)/python -m pip install -q --no-deps gan-face-generate
 	touch $(STAMP)
@@ -34,7 +34,7 @@ bench: install
 
 lint: install
 	$(BIN)/python -m compileall -q gantune tests
-	$(BIN)/python -m pyflakes gantune tests 2>/dev/null || true
+	$(BIN)/python -m pyflakes gantune tests
 
 clean:
 	rm -rf $(VENV) out .pytest_cache

@@ -34,7 +34,7 @@ import torch
 
 from ..core import Generator, GeneratorConfig
 from . import ddp
-from .checkpoint import load_state, network_path, prune_states, save_state, state_path
+from .checkpoint import network_path, prune_states, save_state, state_path
 from .discriminator import Discriminator
 from .losses import d_logistic, g_nonsaturating, path_length_penalty, path_lengths, r1_penalty
 
