@@ -144,7 +144,8 @@ def main(argv=None) -> None:
             continue
         func = getattr(module, fn)
         params = inspect.signature(func).parameters
-        kwargs = {k: v for k, v in (("device", device), ("quick", args.quick)) if k in params}
+        offered = (("device", device), ("quick", args.quick), ("resolution", 256 if args.quick else 1024))
+        kwargs = {k: v for k, v in offered if k in params}
         for line in func(**kwargs):
             print("  " + line, flush=True)
 

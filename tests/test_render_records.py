@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 
+import pytest
 import torch
 
 from gantune.editing.render import edited_latents, render_record
@@ -43,3 +44,43 @@ def test_edit_of_a_latent_matrix(tiny_G):
     torch.testing.assert_close(imgs[:1], base, atol=1e-5, rtol=1e-4)
     want = tiny_G.synthesis(wmat=(W + 2.0 * n)[None])
     torch.testing.assert_close(imgs[1:], want, atol=1e-5, rtol=1e-4)
+
+
+def test_edit_paste_puts_edits_back_into_the_original_photo(tiny_G, tmp_path):
+    """`edit --paste` on a record inverted with --align: full-size photo, changed inside the face, unchanged far away."""
+    import numpy as np
+    from PIL import Image
+    from skimage import data
+
+    from gantune.align import RECORD_META_KEY, FaceAligner
+    from gantune.cli.app import main
+    from gantune.weights.native import save_native
+
+    photo = tmp_path / "astronaut.png"
+    Image.fromarray(data.astronaut()).save(photo)
+    face = FaceAligner(size=32).align(Image.open(photo).convert("RGB"))[0]
+    gpath = tmp_path / "g.safetensors"
+    save_native(tiny_G, gpath)
+    ws = tiny_G.map(torch.randn(1, 32, generator=torch.Generator().manual_seed(3)))[0]
+    rec = InversionRecord(latent=ws, latent_kind="w+", method="optim",
+                          meta={RECORD_META_KEY: face.transform_dict(), "source": {"path": str(photo)}})
+    rec.save(tmp_path / "astronaut.safetensors")
+    n = tmp_path / "dir.npy"
+    np.save(n, np.ones(32, dtype=np.float32))
+    out = tmp_path / "edits"
+    with pytest.raises(SystemExit) as e:
+        main(["edit", str(tmp_path / "astronaut.safetensors"), "--direction", str(n), "--strength", "1", "--paste",
+              "-o", str(out), "--weights", str(gpath), "--device", "cpu"])
+    assert e.value.code == 0
+    pasted = np.asarray(Image.open(out / "astronaut_dir_p1_photo.png")).astype(int)
+    orig = np.asarray(Image.open(photo)).astype(int)
+    assert pasted.shape == orig.shape
+    assert np.array_equal(pasted[:40, -40:], orig[:40, -40:])  # a corner far from the face is untouched
+    cx, cy = np.asarray(face.quad).mean(0).astype(int)
+    assert np.abs(pasted[cy - 5 : cy + 5, cx - 5 : cx + 5] - orig[cy - 5 : cy + 5, cx - 5 : cx + 5]).mean() > 5
+    # a record without a transform gets a one-line error
+    InversionRecord(latent=ws, latent_kind="w+", method="optim").save(tmp_path / "plain.safetensors")
+    with pytest.raises(SystemExit) as e:
+        main(["edit", str(tmp_path / "plain.safetensors"), "--direction", str(n), "--paste", "-o", str(out),
+              "--weights", str(gpath), "--device", "cpu"])
+    assert e.value.code != 0

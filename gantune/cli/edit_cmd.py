@@ -51,6 +51,22 @@ def generator_for(cache: GeneratorCache, weights: str | None, rec):
     return G
 
 
+def _paste_target(rec, onto: Path | None):
+    """(original photo, alignment transform) for ``--paste``; one-line errors when the record cannot be pasted."""
+    from ..align import RECORD_META_KEY
+    from ..errors import InputError
+    from ..io.images import load_image
+
+    transform = rec.meta.get(RECORD_META_KEY)
+    if not transform:
+        raise InputError("the record has no alignment transform, so --paste has nothing to paste into",
+                         "invert the photo with --align, or use gantune paste with the align manifest")
+    src = onto or transform.get("source") or (rec.meta.get("source") or {}).get("path")
+    if not src:
+        raise InputError("the record does not name its original photo", "pass --onto PHOTO")
+    return load_image(src), transform
+
+
 def edit_command(
     records: RecordsArg,
     direction: Annotated[list[str], typer.Option("--direction", "-d", help="age, smile, pose (InterFaceGAN), a registry "
@@ -62,6 +78,10 @@ def edit_command(
     device: DeviceOpt = "auto",
     noise: NoiseOpt = "const",
     resize: Annotated[Optional[int], typer.Option("--resize", min=8, help="Write images at this side.", show_default=False)] = None,
+    paste: Annotated[bool, typer.Option("--paste", help="Also paste each edit back into the original photo "
+                                        "(records inverted with --align), as <stem>_<direction>_<s>_photo.png.")] = False,
+    onto: Annotated[Optional[Path], typer.Option("--onto", help="With --paste: the original photo, when it has moved "
+                                                 "since the inversion.", show_default=False)] = None,
 ) -> None:
     """Edit inverted images: w + s·n, rendered with the record's offsets. Writes OUT/<stem>_<direction>_<s>.png,
     OUT/<stem>_sheet.png when there are several edits, and manifest.jsonl.
@@ -88,6 +108,7 @@ def edit_command(
         for path, stem in zip(paths, output_stems(paths)):
             try:
                 rec = load_record(path)
+                photo, transform = _paste_target(rec, onto) if paste else (None, None)
                 G = generator_for(cache, weights, rec)
                 rows, written = [], []
                 for d in dirs:
@@ -100,6 +121,12 @@ def edit_command(
                         p = out / f"{stem}_{d.name}_{_fmt(s)}.png"
                         save_image(im, p)
                         written.append(str(p))
+                        if photo is not None:
+                            from ..align import paste_back
+
+                            pasted = out / f"{stem}_{d.name}_{_fmt(s)}_photo.png"
+                            save_image(paste_back(im, photo, transform), pasted)
+                            written.append(str(pasted))
                     rows.append(imgs)
                 entry = {"status": "ok", "input": str(path), "name": stem, "images": written,
                          "directions": [d.name for d in dirs], "strengths": strengths}
