@@ -93,6 +93,9 @@ class ModulatedLayer(nn.Module):
         noise_mode: str = "const",
         fused: bool | None = None,
     ) -> torch.Tensor:
+        # lrelu(z)·√2 = lrelu(√2·z): the activation gain is folded into the conv weight, the bias and the noise
+        # strength, so the layer makes two passes over its output (noise add, activation) besides the conv itself.
+        gain = 1.0 if self.is_rgb else SQRT2
         y = modulated_conv2d(
             x,
             self.weight,
@@ -102,6 +105,8 @@ class ModulatedLayer(nn.Module):
             up=self.spec.up,
             kernel=kernel,
             fused=fused,
+            out_scale=gain,
+            bias=self.bias * gain,
         )
         if self.use_noise and noise_mode != "none":
             if noise_mode == "const":
@@ -110,10 +115,9 @@ class ModulatedLayer(nn.Module):
                 noise = torch.randn(y.shape[0], 1, y.shape[2], y.shape[3], device=y.device, dtype=y.dtype)
             else:
                 raise ValueError(f"noise_mode must be const, random or none; got {noise_mode!r}")
-            y = y + noise * self.noise_strength.to(y.dtype)
-        y = y + self.bias.to(y.dtype)[None, :, None, None]
+            y = y + noise * (self.noise_strength * gain).to(y.dtype)
         if not self.is_rgb:
-            y = F.leaky_relu(y, 0.2) * SQRT2
+            y = F.leaky_relu(y, 0.2)
         if self.conv_clamp is not None:
             y = y.clamp(-self.conv_clamp, self.conv_clamp)
         return y
