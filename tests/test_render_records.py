@@ -84,3 +84,27 @@ def test_edit_paste_puts_edits_back_into_the_original_photo(tiny_G, tmp_path):
         main(["edit", str(tmp_path / "plain.safetensors"), "--direction", str(n), "--paste", "-o", str(out),
               "--weights", str(gpath), "--device", "cpu"])
     assert e.value.code != 0
+
+
+def test_edit_batch_goes_on_past_a_bad_record(tiny_G, tmp_path, capsys):
+    import numpy as np
+
+    from gantune.cli.app import main
+    from gantune.io.manifest import read_manifest
+    from gantune.weights.native import save_native
+
+    gpath = tmp_path / "g.safetensors"
+    save_native(tiny_G, gpath)
+    ws = tiny_G.map(torch.randn(1, 32, generator=torch.Generator().manual_seed(4)))[0]
+    InversionRecord(latent=ws, latent_kind="w+", method="optim").save(tmp_path / "good.safetensors")
+    (tmp_path / "bad.safetensors").write_bytes(b"not a record")
+    np.save(tmp_path / "d.npy", np.ones(32, dtype=np.float32))
+    with pytest.raises(SystemExit) as e:
+        main(["edit", str(tmp_path / "bad.safetensors"), str(tmp_path / "good.safetensors"), "--direction",
+              str(tmp_path / "d.npy"), "--strength", "1", "--weights", str(gpath), "--device", "cpu",
+              "-o", str(tmp_path / "out")])
+    assert e.value.code == 1  # one failed
+    entries = read_manifest(tmp_path / "out" / "manifest.jsonl")
+    assert [x["status"] for x in entries] == ["failed", "ok"]
+    assert "Traceback" not in capsys.readouterr().err
+    assert (tmp_path / "out" / "good_d_p1.png").exists()

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import DeviceOpt, NoiseOpt, OutDirOpt, Progress, console
+from .common import DeviceOpt, NoiseOpt, OutDirOpt, Progress, console, failure_message
 from .edit_cmd import GeneratorCache, RecordsArg
 
 
@@ -59,12 +59,7 @@ def adapt_command(
                 manifest.write(entry)
                 bar.advance(f"{path} -> {p}")
             except Exception as e:  # noqa: BLE001
-                from .app import _known_error_message
-                from .common import debug_enabled
-
-                msg = _known_error_message(e)
-                if msg is None or debug_enabled():
-                    raise
+                msg = failure_message(e)
                 failed += 1
                 manifest.write({"status": "failed", "input": str(path), "name": stem, "error": msg})
                 bar.advance(f"{path}: FAILED {msg}")

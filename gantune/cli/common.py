@@ -81,3 +81,14 @@ def debug_enabled() -> bool:
 def fail(message: str, code: int = 2) -> "typer.Exit":
     console.print(f"[bold red]error:[/] {message}")
     return typer.Exit(code)
+
+
+def failure_message(e: BaseException) -> str:
+    """One-line message for one failed item of a batch (the batch goes on). Errors that are not known user errors
+    (bugs) are re-raised, and so is everything when GANTUNE_DEBUG is set."""
+    from .app import _known_error_message
+
+    msg = _known_error_message(e)
+    if msg is None or debug_enabled():
+        raise e
+    return msg

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import DeviceOpt, NoiseOpt, OutDirOpt, Progress, console
+from .common import DeviceOpt, NoiseOpt, OutDirOpt, Progress, console, failure_message
 
 RecordsArg = Annotated[list[str], typer.Argument(help="Inversion records (.safetensors from gantune invert), folders or globs.",
                                                  show_default=False)]
@@ -137,12 +137,7 @@ def edit_command(
                 manifest.write(entry)
                 bar.advance(f"{path} -> {len(written)} image(s)")
             except Exception as e:  # noqa: BLE001 - one bad record must not stop the others
-                from .app import _known_error_message
-                from .common import debug_enabled
-
-                msg = _known_error_message(e)
-                if msg is None or debug_enabled():
-                    raise
+                msg = failure_message(e)
                 failed += 1
                 manifest.write({"status": "failed", "input": str(path), "name": stem, "error": msg})
                 bar.advance(f"{path}: FAILED {msg}")
