@@ -85,7 +85,7 @@ def run_invert(method: str, inputs: list[str], out: Path, *, weights, encoder, i
 def invert_command(
     inputs: InputsArg,
     out: OutDirOpt = Path("out/invert"),
-    method: Annotated[str, typer.Option("--method", "-m", help="Inversion method: hyperstyle (others when installed).")] = "hyperstyle",
+    method: Annotated[str, typer.Option("--method", "-m", help="Inversion method: hyperstyle, optim (W/W+ projector, PTI with --param tune=true) or overparam.")] = "hyperstyle",
     weights: MethodWeightsOpt = None,
     encoder: EncoderOpt = None,
     iters: ItersOpt = None,
