@@ -17,7 +17,7 @@ console = Console(stderr=True, highlight=False)
 # --- option aliases ---------------------------------------------------------------------------------------------
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA if available), cpu, cuda or cuda:N.")]
 DtypeOpt = Annotated[str, typer.Option("--dtype", help="Compute dtype: float32, bfloat16 (fast on CPUs with AMX and on GPUs) or float16.")]
-ChannelsLastOpt = Annotated[bool, typer.Option("--channels-last/--no-channels-last", help="channels-last memory layout for the convolutions.")]
+ChannelsLastOpt = Annotated[Optional[bool], typer.Option("--channels-last/--no-channels-last", help="channels-last memory layout for the convolutions (default: on for CPU).", show_default=False)]
 OutDirOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder (created if missing).")]
 WeightsOpt = Annotated[str, typer.Option("--weights", "-w", help="Generator: a registry name (gantune weights list), a path (.pt, .pkl, .safetensors) or a URL.")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed.")]

@@ -19,7 +19,7 @@ def generate_command(
     batch_size: BatchOpt = 4,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "float32",
-    channels_last: ChannelsLastOpt = False,
+    channels_last: ChannelsLastOpt = None,
     grid: Annotated[bool, typer.Option("--grid/--no-grid", help="Also write grid.png with all samples.")] = True,
 ) -> None:
     """Sample images by seed. Writes seedNNNN.png and seedNNNN.safetensors (the latent, as an inversion record
