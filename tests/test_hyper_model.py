@@ -175,6 +175,8 @@ def test_render_per_tap_is_exact(tiny_models):
 class RecordingHypernet(torch.nn.Module):
     """Returns fixed offsets per call and records its inputs (to check the loop against the reference)."""
 
+    input_size = 256  # as the official hypernetwork
+
     def __init__(self, offsets):
         super().__init__()
         self.offsets, self.inputs = offsets, []

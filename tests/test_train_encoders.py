@@ -159,7 +159,7 @@ class CheapEncoder(nn.Module):
 
     def __init__(self, num_ws, w_dim):
         super().__init__()
-        self.num_ws, self.w_dim = num_ws, w_dim
+        self.num_ws, self.w_dim, self.input_size = num_ws, w_dim, 256
         self.fc = nn.Linear(3, w_dim)
 
     def forward(self, x):
@@ -194,22 +194,30 @@ def test_hypernet_loss_falls_with_a_loss_at_every_pass(G, tmp_path):
 
 
 def test_trained_files_load_into_invert_hyperstyle(G, tmp_path):
-    """CLI: train w-encoder and hypernet (1 step each, full-size networks), then invert with them."""
+    """CLI: train compact w-encoder and hypernet (1 step each, width 16, 64 px input), then invert with them: the
+    width comes back from the weights and the input size from the files' opts."""
     from gantune.io.images import save_image
     from gantune.io.record import InversionRecord
     from gantune.weights.native import save_native
 
     gpath = save_native(G, tmp_path / "g.safetensors")
     res = runner.invoke(app, ["train", "w-encoder", "-g", str(gpath), "-o", str(tmp_path / "enc"), "--depth", "1,1,1,1",
-                              "--steps", "1", "-b", "1", "--device", "cpu"])
+                              "--width", "16", "--input-size", "64", "--steps", "1", "-b", "1", "--device", "cpu"])
     assert res.exit_code == 0, res.output
     assert "SUBSTITUTE 1 − MS-SSIM" in res.output and "identity loss OFF" in res.output
     enc = tmp_path / "enc" / "w_encoder.pt"
     res = runner.invoke(app, ["train", "hypernet", "-g", str(gpath), "-e", str(enc), "-o", str(tmp_path / "hyp"),
                               "--layers", "b16.conv1,b32.conv1", "--steps", "1", "--iters", "1", "-b", "1",
-                              "--device", "cpu"])
+                              "--width", "16", "--input-size", "64", "--device", "cpu"])
     assert res.exit_code == 0, res.output
     hyp = tmp_path / "hyp" / "hypernet.pt"
+    from gantune.methods.hyper.checkpoint import load_hyperstyle, load_w_encoder
+
+    model = load_hyperstyle(hyp)
+    assert (model.hypernet.width, model.hypernet.input_size) == (16, 64)
+    assert model.hypernet.backbone.body[-1].conv2.weight.shape[0] == 128  # 16·8 features
+    enc_m, _ = load_w_encoder(enc, num_ws=G.num_ws)
+    assert (enc_m.width, enc_m.input_size, enc_m.units) == (16, 64, (1, 1, 1, 1))
     with torch.no_grad():
         img = G.synthesis(G.map(torch.randn(1, G.cfg.z_dim)), noise_mode="const")[0]
     save_image(img, tmp_path / "face.png")

@@ -30,6 +30,10 @@ LpipsNetOpt = Annotated[str, typer.Option("--lpips-net", help="LPIPS backbone: a
 SaveEveryOpt = Annotated[int, typer.Option("--save-every", min=1, help="Write the model file and the resume state every N steps.")]
 ResumeOpt = Annotated[bool, typer.Option("--resume/--no-resume", help="Continue from OUT/train_state.pt.")]
 TruncOpt = Annotated[float, typer.Option("--truncation", help="ψ for --data synthetic.")]
+WidthOpt = Annotated[int, typer.Option("--width", min=16, help="Encoder stem channels, stages ×1,2,4,8 (official 64; "
+                                       "16–32 for compact models of small generators).")]
+InputSizeOpt = Annotated[int, typer.Option("--input-size", min=64, help="Side of the encoder's input images (official "
+                                           "256; 64 for a 32–64 px generator). Stored in the file's opts.")]
 
 
 def _setup(generator: str, data: str, device: str, truncation: float, discriminator: Optional[Path]):
@@ -80,6 +84,8 @@ def w_encoder_command(
     depth: Annotated[str, typer.Option("--depth", help="IR-SE units per stage: 50 (IR-SE-50: 3,4,14,3), or four "
                                        "comma-separated counts such as 1,1,1,1 for tiny/demo models.")] = "50",
     truncation: TruncOpt = 1.0,
+    width: WidthOpt = 64,
+    input_size: InputSizeOpt = 256,
     save_every: SaveEveryOpt = 500,
     resume: ResumeOpt = False,
     device: DeviceOpt = "auto",
@@ -106,8 +112,8 @@ def w_encoder_command(
     dev, G, info, src, D = _setup(generator, data, device, truncation, discriminator)
     opts = _options(steps=steps, batch_size=batch_size, lr=lr, l2_lambda=l2_lambda, perceptual_lambda=lpips_lambda,
                     sim_lambda=sim_lambda, latent_lambda=latent_lambda, lpips_net=lpips_net, seed=seed,
-                    save_every=save_every, truncation=truncation)
-    console.print(f"W-encoder IR-SE units {units} for {generator} ({G.cfg.resolution}px, {G.num_ws} W+ rows) on {dev}")
+                    save_every=save_every, truncation=truncation, width=width, input_size=input_size)
+    console.print(f"W-encoder IR-SE units {units}, width {width}, input {input_size} px for {generator} ({G.cfg.resolution}px, {G.num_ws} W+ rows) on {dev}")
     res = train_w_encoder(G, src, out, opts=opts, units=units, device=dev, resume=resume, discriminator=D,
                           on_step=_reporter(steps, log_every), on_notes=lambda n: console.print(f"note: {n}", soft_wrap=True))
     console.print(f"{res.step} steps; W-encoder: {res.model_path} (resume state {res.state_path})")
@@ -132,6 +138,8 @@ def hypernet_command(
     discriminator: DiscOpt = None,
     lpips_net: LpipsNetOpt = "alex",
     truncation: TruncOpt = 1.0,
+    width: WidthOpt = 64,
+    input_size: InputSizeOpt = 256,
     save_every: SaveEveryOpt = 500,
     resume: ResumeOpt = False,
     device: DeviceOpt = "auto",
@@ -149,7 +157,8 @@ def hypernet_command(
     dev, G, info, src, D = _setup(generator, data, device, truncation, discriminator)
     enc, _ = load_w_encoder(encoder, num_ws=G.num_ws, device=dev, hash_file=False)
     opts = _options(steps=steps, batch_size=batch_size, lr=lr, l2_lambda=l2_lambda, perceptual_lambda=lpips_lambda,
-                    sim_lambda=sim_lambda, lpips_net=lpips_net, seed=seed, save_every=save_every, truncation=truncation)
+                    sim_lambda=sim_lambda, lpips_net=lpips_net, seed=seed, save_every=save_every, truncation=truncation,
+                    width=width, input_size=input_size)
     names = [v.strip() for v in layers.split(",") if v.strip()] if layers else None
     lv = tuple(v.strip() for v in levels.split(",") if v.strip())
     res = train_hypernet(G, enc, src, out, opts=opts, iters=iters, levels=lv, layers=names, include_torgb=torgb,

@@ -158,6 +158,8 @@ class EncoderTrainOptions:
     save_every: int = 100  # write the model file and the resume state every this many steps
     truncation: float = 1.0  # ψ for ``synthetic`` data
     noise_mode: str = "const"  # generator noise while training (HyperStyle: stored buffers)
+    width: int = 64  # encoder stem channels (official 64; 16 or 32 give compact models for small generators)
+    input_size: int = 256  # side of the encoders' input images (official 256; 64 suits a 32–64 px generator)
 
 
 @dataclass
@@ -219,7 +221,7 @@ def save_w_encoder(enc: WEncoder, G: Generator, path: str | Path, *, opts: dict 
     """The official ``faces_w_encoder.pt`` layout (encoder keys only), loadable by ``load_w_encoder``."""
     sd = {f"encoder.{k}": v.detach().cpu().clone() for k, v in enc.state_dict().items()}
     meta = {"encoder_type": "WEncoder", "output_size": G.cfg.resolution, "units": list(enc.units),
-            "n_styles": G.num_ws, **(opts or {})}
+            "n_styles": G.num_ws, "input_size": enc.input_size, **(opts or {})}
     _save({"state_dict": sd, "opts": meta, "latent_avg": _latent_avg(G)}, Path(path))
     return Path(path)
 
@@ -250,16 +252,19 @@ def train_w_encoder(
         data.G = G
         notes.append(f"data: generator samples (ψ={data.truncation}) with known w; latent loss λ_lat={opts.latent_lambda}")
     torch.manual_seed(opts.seed)
-    enc = WEncoder(num_ws=G.num_ws, w_dim=G.cfg.w_dim, units=units).to(device).train()
+    arch = {"units": tuple(units), "width": opts.width, "input_size": opts.input_size}
+    enc = WEncoder(num_ws=G.num_ws, w_dim=G.cfg.w_dim, **arch).to(device).train()
     opt = ranger(enc.parameters(), lr=opts.lr)
     gen = torch.Generator().manual_seed(opts.seed)
     step = 0
     state_path = out_dir / STATE_FILE
     if resume:
         st = _load_state(state_path)
-        if tuple(st["units"]) != tuple(units):
-            units = tuple(st["units"])
-            enc = WEncoder(num_ws=G.num_ws, w_dim=G.cfg.w_dim, units=units).to(device).train()
+        saved = {"units": tuple(st["units"]), "width": st.get("width", 64), "input_size": st.get("input_size", 256)}
+        if saved != arch:
+            arch, units = saved, saved["units"]
+            notes.append(f"architecture from the training state: {saved}")
+            enc = WEncoder(num_ws=G.num_ws, w_dim=G.cfg.w_dim, **arch).to(device).train()
             opt = ranger(enc.parameters(), lr=opts.lr)
         enc.load_state_dict(st["model"])
         opt.load_state_dict(st["optimizer"])
@@ -278,13 +283,14 @@ def train_w_encoder(
     def checkpoint():
         meta = {"gantune": {"step": step, "notes": notes, "options": asdict(opts), "data": data.describe()}}
         save_w_encoder(enc, G, model_path, opts=meta)
-        _save({"kind": "w-encoder", "step": step, "units": list(units), "model": enc.state_dict(),
+        _save({"kind": "w-encoder", "step": step, "units": list(units), "width": enc.width,
+               "input_size": enc.input_size, "model": enc.state_dict(),
                "optimizer": opt.state_dict(), "data_rng": gen.get_state()}, state_path)
 
     while step < opts.steps:
         t0 = time.perf_counter()
         x, w_true = _batch(data, opts.batch_size, gen, device)
-        w_pred = enc(to_input_size(x))[:, 0] + w_avg  # (B, w_dim)
+        w_pred = enc(to_input_size(x, enc.input_size))[:, 0] + w_avg  # (B, w_dim)
         y = G.synthesis(w_pred, noise_mode=opts.noise_mode).float()
         total, terms = _losses(y, x, opts, perc, sim)
         if w_true is not None and opts.latent_lambda:
@@ -325,7 +331,8 @@ def save_hypernet(H: HyperNetwork, G: Generator, path: str | Path, *, step: int 
             clones[key] = v.detach().cpu().clone()
         sd[f"hypernet.{k}"] = clones[key]
     meta = {"encoder_type": "SharedWeightsHyperNetResNet", "input_nc": 6, "output_size": G.cfg.resolution,
-            "layers_to_tune": ",".join(str(lyr.hyperstyle_index) for lyr in H.layers), **(opts or {})}
+            "layers_to_tune": ",".join(str(lyr.hyperstyle_index) for lyr in H.layers), "input_size": H.input_size,
+            **(opts or {})}
     _save({"state_dict": sd, "opts": meta, "latent_avg": _latent_avg(G), "global_step": step, "best_val_loss": None},
           Path(path))
     return Path(path)
@@ -383,15 +390,17 @@ def train_hypernet(
         notes.append("hypernetwork backbone initialised randomly (no ImageNet ResNet34 weights are fetched)")
     state_path = out_dir / STATE_FILE
     st = _load_state(state_path) if resume else None
+    width, input_size = opts.width, opts.input_size
     if st is not None:
         layers, include_torgb = list(st["layers"]), False
+        width, input_size = st.get("width", 64), st.get("input_size", 256)
     torch.manual_seed(opts.seed)
     if init is not None and st is None:
         H = init.to(device).train()
         notes.append(f"starting from the given hypernetwork ({len(H.layers)} tuned layers)")
     else:
         tuned, size = hypernet_layers(G, levels=levels, names=layers, include_torgb=include_torgb)
-        H = HyperNetwork(tuned, shared_size=size).to(device).train()
+        H = HyperNetwork(tuned, shared_size=size, width=width, input_size=input_size).to(device).train()
     opt = ranger(H.parameters(), lr=opts.lr)
     gen = torch.Generator().manual_seed(opts.seed)
     step = 0
@@ -418,21 +427,22 @@ def train_hypernet(
                 "gantune": {"step": step, "notes": notes, "options": asdict(opts), "data": data.describe(),
                             "sim_lambda": opts.sim_lambda if sim is not None else 0.0}}
         save_hypernet(H, G, model_path, step=step, opts=meta)
-        _save({"kind": "hypernet", "step": step, "layers": H.names, "model": H.state_dict(),
+        _save({"kind": "hypernet", "step": step, "layers": H.names, "width": H.width, "input_size": H.input_size,
+               "model": H.state_dict(),
                "optimizer": opt.state_dict(), "data_rng": gen.get_state()}, state_path)
 
     while step < opts.steps:
         t0 = time.perf_counter()
         x, _ = _batch(data, opts.batch_size, gen, device)
-        x256 = to_input_size(x)
+        x_h = to_input_size(x, H.input_size)
         with torch.no_grad():
-            codes = encoder(x256).float() + w_avg  # (B, num_ws, w_dim), fixed for the whole batch
+            codes = encoder(to_input_size(x, encoder.input_size)).float() + w_avg  # (B, num_ws, w_dim), fixed per batch
             y_hat = render(G, codes, None, noise_mode=opts.noise_mode)
         opt.zero_grad()
         acc: dict[str, torch.Tensor] = {}
         row = {"step": step + 1}
         for t in range(1, iters + 1):
-            new = H(x256, face_pool(y_hat))
+            new = H(x_h, face_pool(y_hat, H.input_size))
             acc = {k: (acc[k].detach() + d if k in acc else d) for k, d in new.items()}
             y = render(G, codes, acc, noise_mode=opts.noise_mode)
             total, terms = _losses(y, x, opts, perc, sim)

@@ -33,8 +33,8 @@ import torch
 from ...core import Generator
 from ...core.specs import LayerSpec
 from ...errors import WeightsError
-from .hypernet import HyperNetwork, TunedLayer, head_key
-from .wencoder import STAGE_DEPTHS, WEncoder
+from .hypernet import INPUT_SIZE, HyperNetwork, TunedLayer, head_key
+from .wencoder import WEncoder, stage_depths
 
 DEFAULT_HYPERSTYLE = "hyperstyle-ffhq"  # registry names (weights.toml)
 DEFAULT_W_ENCODER = "w-encoder-ffhq"
@@ -193,6 +193,18 @@ def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
     return torch.equal(a, b)
 
 
+def _opts_input_size(opts: dict | None) -> int:
+    """Input side of the encoders: gantune's compact models write ``opts['input_size']``; official files are 256."""
+    v = (opts or {}).get("input_size", INPUT_SIZE)
+    try:
+        v = int(v)
+    except (TypeError, ValueError):
+        raise WeightsError(f"opts.input_size is {v!r}; expected an integer") from None
+    if v < 64 or v % 16:
+        raise WeightsError(f"opts.input_size is {v}; expected a multiple of 16, at least 64")
+    return v
+
+
 def hypernet_from_official(sd: dict, specs: list[LayerSpec], *, device="cpu", opts: dict | None = None):
     """Build a :class:`HyperNetwork` from an official hypernetwork state dict (prefix ``hypernet.`` stripped) and load
     it strictly. Returns (hypernet, warnings). Tensors are assigned, not copied (no random init of 330 M numbers)."""
@@ -219,8 +231,9 @@ def hypernet_from_official(sd: dict, specs: list[LayerSpec], *, device="cpu", op
     if unknown:
         raise WeightsError(f"unknown hypernetwork key(s): {', '.join(sorted(unknown)[:8])}"
                            + (f" and {len(unknown) - 8} more" if len(unknown) > 8 else ""))
+    input_size = _opts_input_size(opts)
     with torch.device("meta"):
-        hn = HyperNetwork(layers, shared_size=shared_size)
+        hn = HyperNetwork(layers, shared_size=shared_size, width=sd["conv1.weight"].shape[0], input_size=input_size)
     _load_strict(hn, mapped, "hypernetwork")
     if device is not None and str(device) != "meta":
         hn = hn.to(device=device, dtype=torch.float32)
@@ -278,22 +291,25 @@ def w_encoder_units(sd: dict) -> tuple[int, ...]:
     """Units per stage from the ``body.{i}`` keys: a stage starts where the residual conv width changes."""
     n = 1 + max(int(k.split(".")[1]) for k in sd if k.startswith("body."))
     depths = [sd[f"body.{i}.res_layer.1.weight"].shape[0] for i in range(n)]
+    stages = stage_depths(sd["input_layer.0.weight"].shape[0])
     units = []
-    for d in STAGE_DEPTHS:
+    for d in stages:
         units.append(depths.count(d))
     if sum(units) != n:
-        raise WeightsError(f"W-encoder body widths {sorted(set(depths))} are not IR-SE stages {STAGE_DEPTHS}")
+        raise WeightsError(f"W-encoder body widths {sorted(set(depths))} are not IR-SE stages {stages}")
     return tuple(units)
 
 
-def w_encoder_from_official(sd: dict, *, num_ws: int, device="cpu") -> WEncoder:
-    """A :class:`WEncoder` from the official encoder state dict (prefix ``encoder.`` stripped), loaded strictly."""
+def w_encoder_from_official(sd: dict, *, num_ws: int, device="cpu", input_size: int = INPUT_SIZE) -> WEncoder:
+    """A :class:`WEncoder` from the official encoder state dict (prefix ``encoder.`` stripped), loaded strictly.
+    The width comes from the weights; the input size (not visible in them) from the file's opts (256 official)."""
     if "linear.weight" not in sd or "input_layer.0.weight" not in sd:
         raise WeightsError("not a W-encoder state dict (no input_layer / linear weights)")
     units = w_encoder_units(sd)
     with torch.device("meta"):
         enc = WEncoder(num_ws=num_ws, w_dim=sd["linear.weight"].shape[0], units=units,
-                       in_channels=sd["input_layer.0.weight"].shape[1])
+                       in_channels=sd["input_layer.0.weight"].shape[1], width=sd["input_layer.0.weight"].shape[0],
+                       input_size=input_size)
     _load_strict(enc, dict(sd), "W-encoder")
     if device is not None and str(device) != "meta":
         enc = enc.to(device=device, dtype=torch.float32)
@@ -388,7 +404,8 @@ def w_encoder_from_checkpoint(obj, *, num_ws: int, device="cpu", source: str = "
     other = sorted(k for k in obj["state_dict"] if not k.startswith(("encoder.", "decoder.")))
     if other:
         raise WeightsError(f"{source}: unexpected key(s) {', '.join(other[:6])}")
-    return w_encoder_from_official(enc_sd, num_ws=num_ws, device=device)
+    opts = obj.get("opts") if isinstance(obj.get("opts"), dict) else {}
+    return w_encoder_from_official(enc_sd, num_ws=num_ws, device=device, input_size=_opts_input_size(opts))
 
 
 def load_w_encoder(spec: str | os.PathLike = DEFAULT_W_ENCODER, *, num_ws: int, device="cpu",

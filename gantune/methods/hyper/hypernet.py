@@ -32,6 +32,7 @@ from ...core.specs import LayerSpec, select_layers
 FEATURES = 512  # channels of the backbone's 16×16 feature map (ResNet34 layer4)
 FEATURE_RES = 16  # side of the feature map for a 256×256 input
 INPUT_SIZE = 256  # the hypernetwork (and the W-encoder) see 256×256 images
+WIDTH = 64  # channels of the backbone stem (official); stages are width·(1, 2, 4, 8)
 HEAD_KINDS = ("shared", "channel", "torgb")
 
 
@@ -97,15 +98,17 @@ RESNET34_STAGES = ((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2))  # (channe
 
 
 class Backbone(nn.Module):
-    """(B, 6, 256, 256) -> (B, 512, 16, 16): 7×7/2 conv, BN, PReLU, then ResNet34's 16 BasicBlocks as ``body.0..15``."""
+    """(B, 6, 256, 256) -> (B, 512, 16, 16): 7×7/2 conv, BN, PReLU, then ResNet34's 16 BasicBlocks as ``body.0..15``.
+    ``width`` < 64 scales every stage (width·(1, 2, 4, 8) channels) for small models; 64 is the official network."""
 
-    def __init__(self, in_channels: int = 6) -> None:
+    def __init__(self, in_channels: int = 6, width: int = WIDTH) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
-        self.relu = nn.PReLU(64)
-        blocks, cin = [], 64
+        self.conv1 = nn.Conv2d(in_channels, width, 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.relu = nn.PReLU(width)
+        blocks, cin = [], width
         for cout, n, stride in RESNET34_STAGES:
+            cout = cout * width // WIDTH
             for i in range(n):
                 blocks.append(BasicBlock(cin, cout, stride if i == 0 else 1))
                 cin = cout
@@ -129,13 +132,14 @@ def _strided_convs(cin: int, inner: int, cout: int, n: int, *, first_stride: int
 
 class SharedHead(nn.Module):
     """Shared Refinement Block minus the shared FCs: 16×16×512 -> 1×1×512 (one stride-1 and four stride-2 convs
-    through 128 channels) -> equalized-lr FC -> code (B, 512)."""
+    through 128 channels) -> equalized-lr FC -> code (B, 512). Smaller models scale all three widths with the
+    backbone (inner = features / 4, code = features) and need fewer convs for a smaller feature map."""
 
-    def __init__(self, features: int = FEATURES, inner: int = 128, spatial: int = FEATURE_RES) -> None:
+    def __init__(self, features: int = FEATURES, inner: int | None = None, spatial: int = FEATURE_RES) -> None:
         super().__init__()
         n = int(math.log2(spatial)) + 1  # 16 -> 16, 8, 4, 2, 1
-        self.convs = _strided_convs(features, inner, 512, n, first_stride=1)
-        self.linear = FullyConnected(512, 512)
+        self.convs = _strided_convs(features, inner or features // 4, features, n, first_stride=1)
+        self.linear = FullyConnected(features, features)
 
     def forward(self, feat: torch.Tensor) -> torch.Tensor:
         return self.linear(self.convs(feat).flatten(1))
@@ -168,15 +172,18 @@ class ChannelHead(nn.Module):
     """Refinement Block: strided convs through 256 channels, then a 1×1 conv to in·out values per sample.
     3×3 layers: three stride-2 convs (16 -> 2) and global average pooling; toRGB: four (16 -> 1), no pooling."""
 
-    def __init__(self, layer: TunedLayer, features: int = FEATURES, inner: int = 256, spatial: int = FEATURE_RES) -> None:
+    def __init__(self, layer: TunedLayer, features: int = FEATURES, inner: int | None = None,
+                 spatial: int = FEATURE_RES) -> None:
         super().__init__()
         self.in_ch, self.out_ch, self.is_rgb = layer.in_ch, layer.out_ch, layer.head == "torgb"
         n = int(math.log2(spatial)) - (1 if self.is_rgb else 2) + 1
-        self.convs = _strided_convs(features, inner, 512, n, first_stride=2)
+        if n < 1:
+            raise ValueError(f"a {spatial}x{spatial} feature map is too small for a refinement block (input 64 px or more)")
+        self.convs = _strided_convs(features, inner or features // 2, features, n, first_stride=2)
         if self.is_rgb:
-            self.output = nn.Sequential(nn.Conv2d(512, layer.in_ch * layer.out_ch, 1))
+            self.output = nn.Sequential(nn.Conv2d(features, layer.in_ch * layer.out_ch, 1))
         else:
-            self.output = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(512, layer.in_ch * layer.out_ch, 1))
+            self.output = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(features, layer.in_ch * layer.out_ch, 1))
 
     def forward(self, feat: torch.Tensor) -> torch.Tensor:
         return self.output(self.convs(feat)).view(feat.shape[0], self.out_ch, self.in_ch)  # (B, out, in)
@@ -191,36 +198,46 @@ class HyperNetwork(nn.Module):
         *,
         shared_size: int = 512,  # side of the square 3×3 weights the shared FCs predict (official: 512)
         in_channels: int = 6,  # target and reconstruction, RGB each
+        width: int = WIDTH,  # backbone stem channels (official 64); features = 8·width
+        input_size: int = INPUT_SIZE,  # side of the input images (official 256); features are input_size / 16
     ) -> None:
         super().__init__()
         if not layers:
             raise ValueError("a hypernetwork needs at least one tuned layer")
+        if input_size % 16 or input_size < 64:
+            raise ValueError(f"input_size must be a multiple of 16 and at least 64, got {input_size}")
         self.layers = list(layers)
-        self.shared_size = shared_size
-        self.backbone = Backbone(in_channels)
+        self.shared_size, self.width, self.input_size = shared_size, width, input_size
+        features, spatial = 8 * width, input_size // 16
+        self.backbone = Backbone(in_channels, width)
         shared = [lyr for lyr in layers if lyr.head == "shared"]
         for lyr in shared:
             if lyr.kernel != 3 or lyr.in_ch != shared_size or lyr.out_ch != shared_size:
                 raise ValueError(f"{lyr.name}: a shared head needs a 3x3 {shared_size}x{shared_size} layer")
-        self.shared_fc = SharedFC(shared_size) if shared else None
+        self.shared_fc = SharedFC(shared_size, z_dim=features) if shared else None
         self.heads = nn.ModuleDict()
         for lyr in layers:
-            self.heads[head_key(lyr.name)] = SharedHead() if lyr.head == "shared" else ChannelHead(lyr)
+            self.heads[head_key(lyr.name)] = (SharedHead(features, spatial=spatial) if lyr.head == "shared"
+                                              else ChannelHead(lyr, features, spatial=spatial))
 
     @classmethod
-    def from_specs(cls, specs: list[LayerSpec], names: list[str] | None = None, *, shared_size: int | None = None):
-        """Heads for the paper's default layers (or ``names``); ``shared_size`` defaults to the widest conv."""
+    def from_specs(cls, specs: list[LayerSpec], names: list[str] | None = None, *, shared_size: int | None = None,
+                   width: int = WIDTH, input_size: int = INPUT_SIZE):
+        """Heads for the paper's default layers (or ``names``); ``shared_size`` defaults to the widest conv.
+        ``width``/``input_size`` below the official 64/256 give a compact network for small generators."""
         size = shared_size or max(s.in_ch for s in specs)
-        return cls(default_heads(specs, names, shared_size=size), shared_size=size)
+        return cls(default_heads(specs, names, shared_size=size), shared_size=size, width=width, input_size=input_size)
 
     @property
     def names(self) -> list[str]:
         return [lyr.name for lyr in self.layers]
 
     def forward(self, x: torch.Tensor, y_hat: torch.Tensor) -> dict[str, torch.Tensor]:
-        """x, y_hat (B, 3, 256, 256) in [-1, 1] -> {layer: (B, out, in) or (B, out, in, k, k) for shared heads}."""
-        if x.shape != y_hat.shape or x.shape[1:] != (3, INPUT_SIZE, INPUT_SIZE):
-            raise ValueError(f"hypernetwork inputs must both be (B, 3, {INPUT_SIZE}, {INPUT_SIZE}); got "
+        """x, y_hat (B, 3, S, S) in [-1, 1] (S = input_size, 256 official) -> {layer: (B, out, in) or
+        (B, out, in, k, k) for shared heads}."""
+        S = self.input_size
+        if x.shape != y_hat.shape or x.shape[1:] != (3, S, S):
+            raise ValueError(f"hypernetwork inputs must both be (B, 3, {S}, {S}); got "
                              f"{tuple(x.shape)} and {tuple(y_hat.shape)}")
         feat = self.backbone(torch.cat([x, y_hat], dim=1))
         out = {}
@@ -231,4 +248,5 @@ class HyperNetwork(nn.Module):
 
     def extra_repr(self) -> str:
         kinds = {k: sum(lyr.head == k for lyr in self.layers) for k in HEAD_KINDS}
-        return f"{len(self.layers)} tuned layers ({kinds}), shared size {self.shared_size}"
+        return (f"{len(self.layers)} tuned layers ({kinds}), shared size {self.shared_size}, width {self.width}, "
+                f"input {self.input_size}")

@@ -26,7 +26,8 @@ from .wencoder import WEncoder
 
 
 def face_pool(y: torch.Tensor, size: int = INPUT_SIZE) -> torch.Tensor:
-    """The official ``AdaptiveAvgPool2d((256, 256))`` (an exact 4×4 mean at 1024 px)."""
+    """The official ``AdaptiveAvgPool2d((256, 256))`` (an exact 4×4 mean at 1024 px; pixel replication for a generator
+    smaller than the hypernetwork's input, as the official op does). ``size``: the hypernetwork's input side."""
     return F.adaptive_avg_pool2d(y.float(), (size, size))
 
 
@@ -85,13 +86,13 @@ def refine(
         raise ValueError("iters must be >= 0")
     device = x.device
     timings = {"encode": 0.0, "hypernet": 0.0, "render": 0.0}
-    x256 = to_input_size(x)
+    x_h = to_input_size(x, hypernet.input_size)  # 256 px for the official networks
     t0 = time.perf_counter()
     if codes is None:
         if w_encoder is None:
             raise ValueError("give a W-encoder or initial codes")
         with _autocast(device, dtype):
-            codes = w_encoder(x256).float()
+            codes = w_encoder(to_input_size(x, w_encoder.input_size)).float()
         if latent_avg is not None:
             codes = codes + latent_avg.to(device, torch.float32).reshape(1, -1, codes.shape[-1])
     codes = codes.float()
@@ -109,7 +110,7 @@ def refine(
     for t in range(1, iters + 1):
         t0 = time.perf_counter()
         with _autocast(device, dtype):
-            new = hypernet(x256, face_pool(y))
+            new = hypernet(x_h, face_pool(y, hypernet.input_size))
         for name, d in new.items():
             acc[name] = acc[name] + d.float() if name in acc else d.float()
         timings["hypernet"] += time.perf_counter() - t0

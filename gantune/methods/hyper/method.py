@@ -71,7 +71,8 @@ class HyperStyle:
         enc = {k: v for k, v in (self.info.get("encoder") or {}).items() if k in ("spec", "path", "sha256")}
         return {
             "params": {"iters": self.iters, "noise_mode": self.noise_mode, "dtype": str(self.dtype).replace("torch.", ""),
-                       "input_size": INPUT_SIZE},
+                       "input_size": self.hypernet.input_size,
+                       "encoder_input_size": self.w_encoder.input_size},
             "generator": {**gen, "source": "hyperstyle checkpoint decoder", "config": self.G.cfg.to_dict()},
             "encoder": enc,
             "layers": self.layers_meta(),

@@ -17,6 +17,11 @@ IR_SE_50_UNITS = (3, 4, 14, 3)  # bottleneck units per stage (IR-SE-50)
 STAGE_DEPTHS = (64, 128, 256, 512)  # channels per stage
 
 
+def stage_depths(width: int = STAGE_DEPTHS[0]) -> tuple[int, ...]:
+    """Channels per stage for a first-stage width (64: the official IR-SE-50)."""
+    return tuple(d * width // STAGE_DEPTHS[0] for d in STAGE_DEPTHS)
+
+
 class SqueezeExcite(nn.Module):
     """Channel attention: x · sigmoid(fc2(relu(fc1(avgpool(x))))) with 1×1 convs, reduction 16, no biases."""
 
@@ -65,24 +70,30 @@ class WEncoder(nn.Module):
         w_dim: int = 512,  # latent size of the generator
         units: tuple[int, ...] = IR_SE_50_UNITS,  # units per stage; (3, 4, 14, 3) is IR-SE-50 (smaller for tests)
         in_channels: int = 3,  # RGB
+        width: int = STAGE_DEPTHS[0],  # channels of the first stage (official 64); stages are width·(1, 2, 4, 8)
+        input_size: int = 256,  # side of the images it is trained on (official 256); inputs are resized to it
     ) -> None:
         super().__init__()
         if len(units) != len(STAGE_DEPTHS):
             raise ValueError(f"units must give {len(STAGE_DEPTHS)} stages, got {units}")
+        if width < 16 or width % 16:
+            raise ValueError(f"width must be a multiple of 16 (squeeze-excite reduction), got {width}")
         self.num_ws, self.w_dim, self.units = num_ws, w_dim, tuple(units)
-        self.input_layer = nn.Sequential(nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.PReLU(64))
-        body, cin = [], 64
-        for depth, n in zip(STAGE_DEPTHS, units):
+        self.width, self.input_size = width, input_size
+        self.input_layer = nn.Sequential(nn.Conv2d(in_channels, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width),
+                                         nn.PReLU(width))
+        body, cin = [], width
+        for depth, n in zip(stage_depths(width), units):
             for i in range(n):
                 body.append(BottleneckIRSE(cin, depth, 2 if i == 0 else 1))
                 cin = depth
         self.body = nn.Sequential(*body)
-        self.linear = FullyConnected(512, w_dim)
+        self.linear = FullyConnected(cin, w_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        feat = self.body(self.input_layer(x))  # (B, 512, H/16, W/16)
+        feat = self.body(self.input_layer(x))  # (B, 8·width, H/16, W/16)
         w = self.linear(feat.mean(dim=(2, 3)))  # (B, w_dim)
         return w[:, None, :].expand(-1, self.num_ws, -1)
 
     def extra_repr(self) -> str:
-        return f"IR-SE units {self.units}, w {self.w_dim} x {self.num_ws}"
+        return f"IR-SE units {self.units}, width {self.width}, input {self.input_size}, w {self.w_dim} x {self.num_ws}"
