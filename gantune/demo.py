@@ -1,9 +1,13 @@
-"""``make demo``: the most complete real job that runs on a fresh machine with no download.
+"""``make demo``: the whole product on the built-in ``demo-faces`` model, on a fresh machine with no download.
 
 Every step is a real ``gantune`` command line (run in this process through the CLI entry point), so the demo
-exercises exactly what a user types. Until the trained ``demo-faces`` model exists, the generator is a randomly
-initialised StyleGAN2 written in the exact official rosinality ``.pt`` layout: its images are textures, not faces;
-the demo shows the pipeline, the formats and the timings, not quality. Output: ``out/demo/`` and ``contact_sheet.png``.
+exercises exactly what a user types: align the bundled photo (dlib, FFHQ alignment), invert it with HyperStyle,
+the W+ projector and the overparameterized latent, edit the HyperStyle inversion along a GANSpace direction, paste it
+back into the photo, and write one ``contact_sheet.png`` with all of it. The demo model is a 32 px StyleGAN2 trained
+by gantune on CPU on synthetic faces (``make demo-model``; non-commercial): expect small, soft faces.
+
+Without the demo model files (a checkout without ``gantune/data/demo-faces``), ``--random`` runs the older pipeline
+demo on a random generator in the exact official rosinality ``.pt`` layout instead. Output: ``out/demo/``.
 """
 
 from __future__ import annotations
@@ -68,19 +72,57 @@ def contact_sheet(rows: list[list[tuple[str, Path]]], path: Path, side: int = 16
     sheet.save(path)
 
 
-def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--out", type=Path, default=Path("out/demo"))
-    ap.add_argument("--resolution", type=int, default=128)
-    ap.add_argument("--steps", type=int, default=40, help="optimization steps per inversion")
-    args = ap.parse_args(argv)
-    out: Path = args.out
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
-    res, steps = args.resolution, str(args.steps)
-    times = {}
+def demo_model_present() -> bool:
+    from .weights import registry
 
+    return all(registry.get(n).package_path() is not None for n in
+               ("demo-faces", "demo-faces-overparam", "demo-faces-w-encoder", "demo-faces-hypernet", "demo-faces-ganspace"))
+
+
+def faces_demo(out: Path, steps: str) -> dict[str, float]:
+    """The main job on the trained demo-faces model."""
+    times = {}
+    photo = str(PHOTO)
+    times["align"] = gantune("align", photo, "-o", str(out / "aligned"), "--size", "256")
+    aligned = str(out / "aligned" / "astronaut.png")
+    times["generate (standard)"] = gantune("generate", "--weights", "demo-faces", "--seeds", "0-5", "-o", str(out / "samples"),
+                                           "--device", "cpu")
+    times["generate (overparam)"] = gantune("generate", "--weights", "demo-faces-overparam", "--seeds", "0-5", "-o",
+                                            str(out / "samples-overparam"), "--device", "cpu")
+    times["invert hyperstyle"] = gantune("invert", aligned, "--method", "hyperstyle", "--weights", "demo-faces-hypernet",
+                                         "--encoder", "demo-faces-w-encoder", "--iters", "5", "-o", str(out / "hyperstyle"),
+                                         "--device", "cpu", "--save-intermediate")
+    common = ["--steps", steps, "--loss", "l2", "--device", "cpu", "--w-avg-samples", "5000"]
+    times["invert-optim (W+)"] = gantune("invert-optim", aligned, "--weights", "demo-faces", "--space", "w+",
+                                         "-o", str(out / "optim"), *common)
+    times["invert-overparam"] = gantune("invert-overparam", aligned, "--weights", "demo-faces-overparam",
+                                        "-o", str(out / "overparam"), *common)
+    times["edit (GANSpace)"] = gantune("edit", str(out / "hyperstyle" / "astronaut.safetensors"), "--direction",
+                                       "demo-faces-ganspace:0", "--strength", "-3:3:5", "-o", str(out / "edits"),
+                                       "--device", "cpu")
+    times["paste"] = gantune("paste", str(out / "hyperstyle" / "astronaut.png"), "--transform",
+                             str(out / "aligned" / "manifest.jsonl"), "-o", str(out / "pasted.png"))
+
+    from .io.manifest import read_manifest
+
+    edits = [Path(p) for p in read_manifest(out / "edits" / "manifest.jsonl")[0]["images"]]  # in strength order
+    inter = sorted((out / "hyperstyle" / "intermediate").glob("*/astronaut.png"))
+    rows = [
+        [("photo", PHOTO), ("aligned", Path(aligned)), ("HyperStyle", out / "hyperstyle" / "astronaut.png"),
+         ("W+ optim", out / "optim" / "astronaut.png"), ("overparam", out / "overparam" / "astronaut.png"),
+         ("pasted back", out / "pasted.png")],
+        [(f"HyperStyle iter {p.parent.name}", p) for p in inter][:6],
+        [(f"GANSpace c0 {p.stem.rsplit('_', 1)[-1]}", p) for p in edits],
+        [(f"sample seed {i}", out / "samples" / f"seed{i:04d}.png") for i in range(6)],
+        [(f"overparam seed {i}", out / "samples-overparam" / f"seed{i:04d}.png") for i in range(6)],
+    ]
+    contact_sheet([r for r in rows if r], out / "contact_sheet.png")
+    return times
+
+
+def random_demo(out: Path, res: int, steps: str) -> dict[str, float]:
+    """The pipeline on a random generator in the official rosinality layout (no trained model needed)."""
+    times = {}
     times["align"] = gantune("align", str(PHOTO), "-o", str(out / "aligned"), "--size", str(res))
     aligned = out / "aligned" / "astronaut.png"
 
@@ -112,7 +154,30 @@ def main(argv=None) -> None:
         [(f"edit {p.stem.rsplit('_', 1)[-1]}", p) for p in edits],
     ]
     contact_sheet(rows, out / "contact_sheet.png")
-    print("\n== demo summary (random official-layout generator: textures, not faces)")
+    return times
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, default=Path("out/demo"))
+    ap.add_argument("--steps", type=int, default=200, help="optimization steps per inversion")
+    ap.add_argument("--random", action="store_true", help="the pipeline on a random official-layout generator instead")
+    ap.add_argument("--resolution", type=int, default=128, help="with --random: generator resolution")
+    args = ap.parse_args(argv)
+    out: Path = args.out
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    use_model = not args.random and demo_model_present()
+    if not args.random and not use_model:
+        print("the demo-faces model files are not installed (gantune/data/demo-faces); running --random instead")
+    if use_model:
+        times = faces_demo(out, str(args.steps))
+        what = "demo-faces: 32 px StyleGAN2 trained by gantune on synthetic faces (non-commercial)"
+    else:
+        times = random_demo(out, args.resolution, str(args.steps))
+        what = "random official-layout generator: textures, not faces"
+    print(f"\n== demo summary ({what})")
     for k, v in times.items():
         print(f"  {k:22s} {v:7.1f} s")
     print(f"  contact sheet: {out / 'contact_sheet.png'}")

@@ -29,6 +29,8 @@ DiscOpt = Annotated[Optional[Path], typer.Option("--discriminator", help="traini
 LpipsNetOpt = Annotated[str, typer.Option("--lpips-net", help="LPIPS backbone: alex (reference) or vgg.")]
 SaveEveryOpt = Annotated[int, typer.Option("--save-every", min=1, help="Write the model file and the resume state every N steps.")]
 ResumeOpt = Annotated[bool, typer.Option("--resume/--no-resume", help="Continue from OUT/train_state.pt.")]
+ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", min=1, help="CPU threads for torch (default: torch's; "
+                                                   "use 1 per process when other jobs share the cores).")]
 TruncOpt = Annotated[float, typer.Option("--truncation", help="ψ for --data synthetic.")]
 WidthOpt = Annotated[int, typer.Option("--width", min=16, help="Encoder stem channels, stages ×1,2,4,8 (official 64; "
                                        "16–32 for compact models of small generators).")]
@@ -36,12 +38,17 @@ InputSizeOpt = Annotated[int, typer.Option("--input-size", min=64, help="Side of
                                            "256; 64 for a 32–64 px generator). Stored in the file's opts.")]
 
 
-def _setup(generator: str, data: str, device: str, truncation: float, discriminator: Optional[Path]):
+def _setup(generator: str, data: str, device: str, truncation: float, discriminator: Optional[Path],
+           threads: Optional[int] = None):
     from ..runtime import resolve_device
     from ..train.encoders import open_data
     from ..train.substitutes import load_discriminator
     from ..weights import load_generator
 
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
     dev = resolve_device(device)
     G, info = load_generator(generator, device=dev)
     G = G.eval().requires_grad_(False)
@@ -88,6 +95,7 @@ def w_encoder_command(
     input_size: InputSizeOpt = 256,
     save_every: SaveEveryOpt = 500,
     resume: ResumeOpt = False,
+    threads: ThreadsOpt = None,
     device: DeviceOpt = "auto",
     seed: SeedOpt = 0,
     log_every: Annotated[int, typer.Option("--log-every", min=1, help="Print losses every N steps.")] = 10,
@@ -109,7 +117,7 @@ def w_encoder_command(
             units = ()
         if len(units) != 4 or min(units) < 1:
             raise InputError(f"--depth {depth!r}: 50, or four unit counts >= 1 like 1,1,1,1")
-    dev, G, info, src, D = _setup(generator, data, device, truncation, discriminator)
+    dev, G, info, src, D = _setup(generator, data, device, truncation, discriminator, threads)
     opts = _options(steps=steps, batch_size=batch_size, lr=lr, l2_lambda=l2_lambda, perceptual_lambda=lpips_lambda,
                     sim_lambda=sim_lambda, latent_lambda=latent_lambda, lpips_net=lpips_net, seed=seed,
                     save_every=save_every, truncation=truncation, width=width, input_size=input_size)
@@ -142,6 +150,7 @@ def hypernet_command(
     input_size: InputSizeOpt = 256,
     save_every: SaveEveryOpt = 500,
     resume: ResumeOpt = False,
+    threads: ThreadsOpt = None,
     device: DeviceOpt = "auto",
     seed: SeedOpt = 0,
     log_every: Annotated[int, typer.Option("--log-every", min=1, help="Print losses every N steps.")] = 10,
@@ -154,7 +163,7 @@ def hypernet_command(
     from ..methods.hyper.checkpoint import load_w_encoder
     from ..train.encoders import train_hypernet
 
-    dev, G, info, src, D = _setup(generator, data, device, truncation, discriminator)
+    dev, G, info, src, D = _setup(generator, data, device, truncation, discriminator, threads)
     enc, _ = load_w_encoder(encoder, num_ws=G.num_ws, device=dev, hash_file=False)
     opts = _options(steps=steps, batch_size=batch_size, lr=lr, l2_lambda=l2_lambda, perceptual_lambda=lpips_lambda,
                     sim_lambda=sim_lambda, lpips_net=lpips_net, seed=seed, save_every=save_every, truncation=truncation,

@@ -86,11 +86,16 @@ def _ganspace_direction(path: Path, k: int, rows: str | None) -> Direction:
 
 def load_direction(spec: str | os.PathLike) -> Direction:
     """A direction by registry name (``age``/``smile``/``pose`` or ``interfacegan-age`` …) or file (``.pt``, ``.npy``),
-    or a GANSpace component ``FILE.pt:K[:START-END|:LEVEL]``."""
+    or a GANSpace component ``FILE.pt:K[:START-END|:LEVEL]`` (FILE may be a registry name: ``ganspace-ffhq:0``)."""
     p = Path(spec)
     m = _GANSPACE_SELECTOR.match(str(spec))
     if not p.is_file() and m and Path(m["path"]).is_file():
         return _ganspace_direction(Path(m["path"]), int(m["k"]), m["rows"])
+    if not p.is_file() and m and not any(c in m["path"] for c in "/\\"):
+        from ..weights import registry, resolve
+
+        if m["path"] in registry.names():  # a registry name of a GANSpace file: demo-faces-ganspace:0
+            return _ganspace_direction(Path(resolve(m["path"])), int(m["k"]), m["rows"])
     if not p.is_file():
         name = SHORT_NAMES.get(str(spec), str(spec))
         if any(c in str(spec) for c in "/\\") or p.suffix in (".pt", ".npy", ".pth"):

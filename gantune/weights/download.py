@@ -406,6 +406,12 @@ def fetch(
         pkg = entry.package_path()
         if pkg is not None and dest is None:
             return pkg
+        if pkg is not None:
+            urls = [pkg.resolve().as_uri()]
+        elif not urls:
+            raise WeightsError(f"{entry.name} ships inside the Python package {entry.package!r} "
+                               f"({entry.package_file}), which is not installed or lacks the file",
+                               "reinstall gantune from a full checkout (make install)")
         target = Path(dest) if dest is not None else cache_path(entry)
     else:
         url = str(entry_or_url)

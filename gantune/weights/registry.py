@@ -108,8 +108,10 @@ def _parse_entry(raw: dict, index: int, origin: str) -> Entry:
     if raw["format"] not in FORMATS:
         raise _problem(where, f"format {raw['format']!r} is not one of {', '.join(FORMATS)}")
     urls = raw["urls"]
-    if not isinstance(urls, list) or not urls or not all(isinstance(u, str) for u in urls):
-        raise _problem(where, "urls must be a non-empty list of strings")
+    if not isinstance(urls, list) or not all(isinstance(u, str) for u in urls):
+        raise _problem(where, "urls must be a list of strings")
+    if not urls and not raw.get("package"):
+        raise _problem(where, "urls may be empty only for a file that a package ships (package, package_file)")
     for u in urls:
         if urlparse(u).scheme not in ("http", "https", "file"):
             raise _problem(where, f"url {u!r} is not http, https or file")

@@ -1,0 +1,192 @@
+"""The built-in ``demo-faces`` model: how it is trained, and how its files get into the package and the registry.
+
+``make demo-model`` (= ``python -m gantune.demo_model train``) runs, in order, the same ``gantune`` command lines a user
+would type; every step resumes where it stopped, so it can be interrupted and started again as often as needed:
+
+1. ``train generator`` twice on ``synthetic-faces`` at 32 px: a standard StyleGAN2 (noise inputs) and an
+   overparameterized one (latent matrix, no noise), both with 2 mapping layers and 64 channels;
+2. ``train w-encoder`` (compact IR-SE, width 16, 64 px input) on the standard generator, on synthetic faces;
+3. ``train hypernet`` (compact ResNet34, width 16, 64 px input) with that encoder;
+4. ``directions ganspace`` on the standard generator;
+5. ``publish``: copy the files into ``gantune/data/demo-faces/`` and write their sha256 and size into ``weights.toml``.
+
+Everything is derived from the DCGAN faces of ``gan-face-generate`` (rendered DigiFace-1M faces): NON-COMMERCIAL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import re
+import shlex
+import shutil
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+PACKAGE_DIR = ROOT / "data" / "demo-faces"
+REGISTRY = ROOT.parent / "weights.toml"
+RUNS = Path("runs/demo-faces")
+
+# name in weights.toml -> file name in gantune/data/demo-faces/
+FILES = {
+    "demo-faces": "generator.safetensors",
+    "demo-faces-overparam": "generator-overparam.safetensors",
+    "demo-faces-w-encoder": "w_encoder.pt",
+    "demo-faces-hypernet": "hypernet.pt",
+    "demo-faces-ganspace": "ganspace.pt",
+}
+
+GENERATOR_ARGS = ["--data", "synthetic-faces", "-r", "32", "--channel-base", "2048", "--channel-max", "64",
+                  "--z-dim", "128", "--mapping-layers", "2", "--batch", "16", "--snap", "4", "--log-every", "60"]
+ENCODER_ARGS = ["--data", "synthetic-faces", "--width", "16", "--input-size", "64", "--lpips-lambda", "0.8",
+                "--sim-lambda", "0.1", "--log-every", "50", "--save-every", "100"]
+
+
+def recipe(runs: Path = RUNS, *, kimg: float = 200, enc_steps: int = 3000, hyp_steps: int = 1000,
+           hyp_iters: int = 3, threads: int = 1, device: str = "cpu") -> list[list[str]]:
+    """The command lines (without the leading ``gantune``) that train the demo model from nothing."""
+    std, over = runs / "generator-standard", runs / "generator-overparam"
+    dev = ["--device", device]
+    cmds = [
+        ["train", "generator", *GENERATOR_ARGS, "--standard", "--noise", "--kimg", str(kimg), "--threads", str(threads),
+         *dev, "-o", str(std)],
+        ["train", "generator", *GENERATOR_ARGS, "--overparam", "--kimg", str(kimg), "--threads", str(threads),
+         *dev, "-o", str(over)],
+        ["train", "w-encoder", "-g", "{latest:" + str(std) + "}", *ENCODER_ARGS, "--depth", "2,2,2,2",
+         "--discriminator", "{latest-state:" + str(std) + "}", "--steps", str(enc_steps), "-b", "8", "--threads", str(threads), *dev,
+         "-o", str(runs / "w-encoder"), "--resume-if-any"],
+        ["train", "hypernet", "-g", "{latest:" + str(std) + "}", "-e", str(runs / "w-encoder" / "w_encoder.pt"),
+         *ENCODER_ARGS, "--discriminator", "{latest-state:" + str(std) + "}", "--iters", str(hyp_iters),
+         "--steps", str(hyp_steps), "-b", "4", "--threads", str(threads), *dev, "-o", str(runs / "hypernet"), "--resume-if-any"],
+        ["directions", "ganspace", "--weights", "{latest:" + str(std) + "}", "-o", str(runs / "ganspace.pt"),
+         "--samples", "50000", "--components", "16", *dev],
+    ]
+    return cmds
+
+
+def latest(folder: Path, pattern: str) -> Path:
+    files = sorted(folder.glob(pattern))
+    if not files:
+        raise SystemExit(f"{folder}: no {pattern} yet; run the generator training first")
+    return files[-1]
+
+
+def expand(args: list[str]) -> list[str]:
+    """Fill ``{latest:DIR}`` / ``{latest-state:DIR}`` with the newest snapshot, and turn ``--resume-if-any`` into
+    ``--resume`` when the run folder already has a training state."""
+    out = []
+    for a in args:
+        m = re.fullmatch(r"\{(latest|latest-state):(.+)\}", a)
+        if m:
+            pat = "network-*.safetensors" if m.group(1) == "latest" else "training-state-*.pt"
+            a = str(latest(Path(m.group(2)), pat))
+        out.append(a)
+    if "--resume-if-any" in out:
+        out.remove("--resume-if-any")
+        run_dir = Path(out[out.index("-o") + 1])
+        if (run_dir / "train_state.pt").is_file():
+            out.append("--resume")
+    return out
+
+
+def run_gantune(args: list[str]) -> float:
+    from .cli.app import main
+
+    print(f"\n$ gantune {' '.join(shlex.quote(a) for a in args)}", flush=True)
+    t0 = time.perf_counter()
+    try:
+        main(list(args))
+    except SystemExit as e:
+        if e.code not in (0, None):
+            sys.exit(f"step failed (exit {e.code}): gantune {' '.join(args)}")
+    return time.perf_counter() - t0
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def set_entry_fields(text: str, name: str, fields: dict[str, str | int]) -> str:
+    """Rewrite ``sha256``/``size``/… of one ``[[weights]]`` entry of weights.toml, leaving the rest untouched."""
+    blocks = re.split(r"(?m)^(?=\[\[weights\]\]\s*$)", text)
+    hit = False
+    for i, b in enumerate(blocks):
+        if re.search(rf'(?m)^name = "{re.escape(name)}"\s*$', b):
+            hit = True
+            for k, v in fields.items():
+                val = f'"{v}"' if isinstance(v, str) else str(v)
+                b, n = re.subn(rf"(?m)^{k} = .*$", f"{k} = {val}", b)
+                if not n:
+                    raise ValueError(f"weights.toml entry {name} has no {k} field")
+            b = re.sub(r'(?m)^sha256_note = .*\n', "", b) if fields.get("sha256") else b
+            blocks[i] = b
+    if not hit:
+        raise ValueError(f"weights.toml has no entry {name}")
+    return "".join(blocks)
+
+
+def publish(runs: Path = RUNS, registry: Path = REGISTRY, dest: Path = PACKAGE_DIR) -> dict[str, Path]:
+    """Copy the newest files of a demo run into the package and record their sha256 and size in the registry."""
+    from .io.atomic import atomic_path
+
+    std = runs / "generator-standard"
+    sources = {
+        "demo-faces": latest(std, "network-*.safetensors"),
+        "demo-faces-overparam": latest(runs / "generator-overparam", "network-*.safetensors"),
+        "demo-faces-w-encoder": runs / "w-encoder" / "w_encoder.pt",
+        "demo-faces-hypernet": runs / "hypernet" / "hypernet.pt",
+        "demo-faces-ganspace": runs / "ganspace.pt",
+    }
+    missing = [str(p) for p in sources.values() if not p.is_file()]
+    if missing:
+        raise SystemExit(f"not trained yet: {', '.join(missing)}")
+    dest.mkdir(parents=True, exist_ok=True)
+    text = registry.read_text()
+    out = {}
+    for name, src in sources.items():
+        target = dest / FILES[name]
+        with atomic_path(target) as tmp:
+            shutil.copyfile(src, tmp)
+        text = set_entry_fields(text, name, {"sha256": sha256(target), "size": target.stat().st_size})
+        out[name] = target
+        print(f"{name:24s} {src} -> {target} ({target.stat().st_size / 1e6:.2f} MB)")
+    with atomic_path(registry) as tmp:
+        Path(tmp).write_text(text)
+    total = sum(p.stat().st_size for p in out.values())
+    print(f"total {total / 1e6:.1f} MB in {dest}; sha256 and size written to {registry}")
+    return out
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("action", choices=["train", "publish", "recipe"])
+    ap.add_argument("--runs", type=Path, default=RUNS)
+    ap.add_argument("--kimg", type=float, default=200, help="generator training length (thousands of images)")
+    ap.add_argument("--enc-steps", type=int, default=3000)
+    ap.add_argument("--hyp-steps", type=int, default=1000)
+    ap.add_argument("--hyp-iters", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--only", type=int, nargs="*", help="run only these steps (1-5)")
+    args = ap.parse_args(argv)
+    cmds = recipe(args.runs, kimg=args.kimg, enc_steps=args.enc_steps, hyp_steps=args.hyp_steps,
+                  hyp_iters=args.hyp_iters, threads=args.threads, device=args.device)
+    if args.action == "recipe":
+        for c in cmds:
+            print("gantune " + " ".join(shlex.quote(a) for a in c))
+        return
+    if args.action == "train":
+        for i, c in enumerate(cmds, 1):
+            if not args.only or i in args.only:
+                run_gantune(expand(c))
+    publish(args.runs)
+
+
+if __name__ == "__main__":
+    main()
