@@ -6,7 +6,7 @@ STAMP   = $(VENV)/.gantune-installed
 # CPU threads for tests and demo (these machines have 2 cores)
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: install test test-all demo bench lint clean
+.PHONY: install test test-all demo demo-model bench lint clean
 
 install: $(STAMP)
 
@@ -28,6 +28,11 @@ test-all: install
 
 demo: install
 	$(BIN)/python -m gantune.demo --out out/demo
+
+# Train the built-in demo-faces model from nothing (hours on CPU; resumes where it stopped) and publish its files
+# into gantune/data/demo-faces + weights.toml. The exact commands: python -m gantune.demo_model recipe
+demo-model: install
+	$(BIN)/python -m gantune.demo_model train
 
 bench: install
 	$(BIN)/python -m gantune.bench

@@ -54,6 +54,12 @@ def random_official_generator(path: Path, resolution: int, seed: int = 0) -> Non
     save_rosinality(G, path)
 
 
+def strength_label(p: Path) -> str:
+    """``astronaut_c0_m1.5.png`` -> ``-1.5`` (edit writes m/p for the sign)."""
+    v = p.stem.rsplit("_", 1)[-1]
+    return ("-" + v[1:]) if v.startswith("m") else ("+" + v[1:]) if v.startswith("p") else v
+
+
 def labelled(img: Image.Image, text: str, side: int) -> Image.Image:
     im = img.convert("RGB").resize((side, side), Image.LANCZOS)
     canvas = Image.new("RGB", (side, side + 16), "white")
@@ -112,7 +118,7 @@ def faces_demo(out: Path, steps: str) -> dict[str, float]:
          ("W+ optim", out / "optim" / "astronaut.png"), ("overparam", out / "overparam" / "astronaut.png"),
          ("pasted back", out / "pasted.png")],
         [(f"HyperStyle iter {p.parent.name}", p) for p in inter][:6],
-        [(f"GANSpace c0 {p.stem.rsplit('_', 1)[-1]}", p) for p in edits],
+        [(f"GANSpace c0 {strength_label(p)}", p) for p in edits],
         [(f"sample seed {i}", out / "samples" / f"seed{i:04d}.png") for i in range(6)],
         [(f"overparam seed {i}", out / "samples-overparam" / f"seed{i:04d}.png") for i in range(6)],
     ]
