@@ -598,6 +598,7 @@ def evaluate_detection(
         raise InputError("nothing to evaluate", "give --weights (repeatable) and/or --source-too")
     dev = resolve_device(device)
     rows = []
+    sides = {DCGAN_SIDE}  # the source at its own side and at every generator's (the side it was trained at)
     for spec in weights:
         G, info = load_generator(spec, device=dev)
         G = G.eval()
@@ -609,13 +610,16 @@ def evaluate_detection(
                      "resolution": G.cfg.resolution, "sampling": {"seeds": f"{seed}-{seed + count - 1}",
                                                                   "truncation": truncation, "noise_mode": "const"},
                      **r})
+        sides.add(G.cfg.resolution)
         del G
     if source_too:
-        _say(log, f"{SYNTHETIC_FACES}: {count} DCGAN faces …")
-        x = HeldOutImages(SYNTHETIC_FACES, count, seed).at(DCGAN_SIDE)
-        r = detection_rate(x, upscale=upscale)
-        rows.append({"images": f"{SYNTHETIC_FACES} (DCGAN source)", "kind": "source", "resolution": DCGAN_SIDE,
-                     "sampling": {"heldout_torch_seed": heldout_seed(seed)}, **r})
+        held = HeldOutImages(SYNTHETIC_FACES, count, seed)
+        for side in sorted(sides, reverse=True):
+            _say(log, f"{SYNTHETIC_FACES}: {count} DCGAN faces at {side} px …")
+            r = detection_rate(held.at(side), upscale=upscale)
+            what = "DCGAN source" if side == DCGAN_SIDE else f"DCGAN source at {side} px, as a {side} px generator trains"
+            rows.append({"images": f"{SYNTHETIC_FACES} ({what})", "kind": "source", "resolution": side,
+                         "sampling": {"heldout_torch_seed": heldout_seed(seed)}, **r})
     import gantune
 
     return {
