@@ -5,8 +5,9 @@ would type; every step resumes where it stopped, so it can be interrupted and st
 
 1. ``train generator`` twice on ``synthetic-faces`` at 32 px: a standard StyleGAN2 (noise inputs) and an
    overparameterized one (latent matrix, no noise), both with 2 mapping layers and 64 channels;
-2. ``train w-encoder`` (compact IR-SE, width 16, 64 px input) on the standard generator, on synthetic faces;
-3. ``train hypernet`` (compact ResNet34, width 16, 64 px input) with that encoder;
+2. ``train w-encoder`` (compact IR-SE, width 16, 64 px input) on the standard generator: first on its own samples
+   (w known, so a latent loss helps), then continued on synthetic faces (the images it must invert);
+3. ``train hypernet`` (compact ResNet34, width 16, 64 px input) with that encoder, on synthetic faces;
 4. ``directions ganspace`` on the standard generator;
 5. ``publish``: copy the files into ``gantune/data/demo-faces/`` and write their sha256 and size into ``weights.toml``.
 
@@ -40,11 +41,11 @@ FILES = {
 
 GENERATOR_ARGS = ["--data", "synthetic-faces", "-r", "32", "--channel-base", "2048", "--channel-max", "64",
                   "--z-dim", "128", "--mapping-layers", "2", "--batch", "16", "--snap", "4", "--log-every", "60"]
-ENCODER_ARGS = ["--data", "synthetic-faces", "--width", "16", "--input-size", "64", "--lpips-lambda", "0.8",
-                "--sim-lambda", "0.1", "--log-every", "50", "--save-every", "100"]
+ENCODER_ARGS = ["--width", "16", "--input-size", "64", "--lpips-lambda", "0.8", "--sim-lambda", "0.1",
+                "--log-every", "50", "--save-every", "100"]
 
 
-def recipe(runs: Path = RUNS, *, kimg: float = 200, enc_steps: int = 3000, hyp_steps: int = 1000,
+def recipe(runs: Path = RUNS, *, kimg: float = 200, enc_steps: int = 1500, hyp_steps: int = 1000,
            hyp_iters: int = 3, threads: int = 1, device: str = "cpu") -> list[list[str]]:
     """The command lines (without the leading ``gantune``) that train the demo model from nothing."""
     std, over = runs / "generator-standard", runs / "generator-overparam"
@@ -54,11 +55,12 @@ def recipe(runs: Path = RUNS, *, kimg: float = 200, enc_steps: int = 3000, hyp_s
          *dev, "-o", str(std)],
         ["train", "generator", *GENERATOR_ARGS, "--overparam", "--kimg", str(kimg), "--threads", str(threads),
          *dev, "-o", str(over)],
-        ["train", "w-encoder", "-g", "{latest:" + str(std) + "}", *ENCODER_ARGS, "--depth", "2,2,2,2",
-         "--discriminator", "{latest-state:" + str(std) + "}", "--steps", str(enc_steps), "-b", "8", "--threads", str(threads), *dev,
-         "-o", str(runs / "w-encoder"), "--resume-if-any"],
+        *[["train", "w-encoder", "-g", "{latest:" + str(std) + "}", "--data", data, *ENCODER_ARGS, "--depth", "2,2,2,2",
+           "--discriminator", "{latest-state:" + str(std) + "}", "--steps", str(n), "-b", "8", "--threads",
+           str(threads), *dev, "-o", str(runs / "w-encoder"), "--resume-if-any"]
+          for data, n in (("synthetic", enc_steps * 3 // 5), ("synthetic-faces", enc_steps))],
         ["train", "hypernet", "-g", "{latest:" + str(std) + "}", "-e", str(runs / "w-encoder" / "w_encoder.pt"),
-         *ENCODER_ARGS, "--discriminator", "{latest-state:" + str(std) + "}", "--iters", str(hyp_iters),
+         "--data", "synthetic-faces", *ENCODER_ARGS, "--discriminator", "{latest-state:" + str(std) + "}", "--iters", str(hyp_iters),
          "--steps", str(hyp_steps), "-b", "4", "--threads", str(threads), *dev, "-o", str(runs / "hypernet"), "--resume-if-any"],
         ["directions", "ganspace", "--weights", "{latest:" + str(std) + "}", "-o", str(runs / "ganspace.pt"),
          "--samples", "50000", "--components", "16", *dev],
@@ -168,12 +170,12 @@ def main(argv=None) -> None:
     ap.add_argument("action", choices=["train", "publish", "recipe"])
     ap.add_argument("--runs", type=Path, default=RUNS)
     ap.add_argument("--kimg", type=float, default=200, help="generator training length (thousands of images)")
-    ap.add_argument("--enc-steps", type=int, default=3000)
+    ap.add_argument("--enc-steps", type=int, default=1500, help="W-encoder steps (the first 3/5 on generator samples)")
     ap.add_argument("--hyp-steps", type=int, default=1000)
     ap.add_argument("--hyp-iters", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--only", type=int, nargs="*", help="run only these steps (1-5)")
+    ap.add_argument("--only", type=int, nargs="*", help="run only these commands (1-6, in recipe order)")
     args = ap.parse_args(argv)
     cmds = recipe(args.runs, kimg=args.kimg, enc_steps=args.enc_steps, hyp_steps=args.hyp_steps,
                   hyp_iters=args.hyp_iters, threads=args.threads, device=args.device)

@@ -127,8 +127,11 @@ def test_recipe_expands_latest_snapshot_and_resume(tmp_path):
     runs = tmp_path / "runs"
     _fake_run(runs)
     cmds = demo_model.recipe(runs, kimg=10, enc_steps=5, hyp_steps=5)
-    assert [c[:2] for c in cmds] == [["train", "generator"]] * 2 + [["train", "w-encoder"], ["train", "hypernet"],
-                                                                    ["directions", "ganspace"]]
+    assert [c[:2] for c in cmds] == [["train", "generator"]] * 2 + [["train", "w-encoder"]] * 2 + [
+        ["train", "hypernet"], ["directions", "ganspace"]]
+    # the W-encoder first learns on generator samples (known w), then continues on the faces it must invert
+    assert [c[c.index("--data") + 1] for c in cmds[2:4]] == ["synthetic", "synthetic-faces"]
+    assert [int(c[c.index("--steps") + 1]) for c in cmds[2:4]] == [3, 5]
     enc = demo_model.expand(cmds[2])
     assert str(runs / "generator-standard" / "network-000008000.safetensors") in enc
     assert str(runs / "generator-standard" / "training-state-000008000.pt") in enc
