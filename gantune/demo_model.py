@@ -21,8 +21,6 @@ import hashlib
 import re
 import shlex
 import shutil
-import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
@@ -93,19 +91,6 @@ def expand(args: list[str]) -> list[str]:
     return out
 
 
-def run_gantune(args: list[str]) -> float:
-    from .cli.app import main
-
-    print(f"\n$ gantune {' '.join(shlex.quote(a) for a in args)}", flush=True)
-    t0 = time.perf_counter()
-    try:
-        main(list(args))
-    except SystemExit as e:
-        if e.code not in (0, None):
-            sys.exit(f"step failed (exit {e.code}): gantune {' '.join(args)}")
-    return time.perf_counter() - t0
-
-
 def sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -166,6 +151,8 @@ def publish(runs: Path = RUNS, registry: Path = REGISTRY, dest: Path = PACKAGE_D
 
 
 def main(argv=None) -> None:
+    from .demo import gantune
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("action", choices=["train", "publish", "recipe"])
     ap.add_argument("--runs", type=Path, default=RUNS)
@@ -186,7 +173,7 @@ def main(argv=None) -> None:
     if args.action == "train":
         for i, c in enumerate(cmds, 1):
             if not args.only or i in args.only:
-                run_gantune(expand(c))
+                gantune(*expand(c))
     publish(args.runs)
 
 
