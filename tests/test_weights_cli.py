@@ -33,8 +33,10 @@ def test_list_kind_and_json():
     r = _run("weights", "list", "--kind", "direction", "--json")
     assert r.exit_code == 0, r.output
     rows = json.loads(r.output)
-    assert {x["name"] for x in rows} == {"interfacegan-age", "interfacegan-smile", "interfacegan-pose", "ganspace-cars"}
-    assert all(x["local"] == "no" and x["licence"] for x in rows)
+    assert {x["name"] for x in rows} == {"interfacegan-age", "interfacegan-smile", "interfacegan-pose", "ganspace-cars", "demo-faces-ganspace"}
+    assert all(x["licence"] for x in rows)
+    assert all(x["local"] == "no" for x in rows if x["name"] != "demo-faces-ganspace")  # the demo file ships in the package
+    assert [x["local"] for x in rows if x["name"] == "demo-faces-ganspace"] != ["no"]
     r = _run("weights", "list", "--kind", "nope")
     assert r.exit_code != 0
 

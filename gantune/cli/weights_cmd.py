@@ -96,7 +96,7 @@ def list_command(
         state, _ = _local_state(e)
         cells = [e.name, e.kind, e.format, _size(e.size), e.licence]
         if long:
-            cells.append(f"{e.source}\n{e.urls[0]}")
+            cells.append(f"{e.source}\n{e.urls[0] if e.urls else 'ships inside the ' + e.package + ' package'}")
         cells.append({"package": "yes (package)", "cached": "yes", "partial": "partial", "no": "no"}[state])
         table.add_row(*cells)
     _out().print(table)
