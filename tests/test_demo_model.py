@@ -138,3 +138,17 @@ def test_recipe_expands_latest_snapshot_and_resume(tmp_path):
     assert "--resume" not in enc and "--resume-if-any" not in enc
     (runs / "w-encoder" / "train_state.pt").write_bytes(b"x")
     assert demo_model.expand(cmds[2])[-1] == "--resume"
+
+
+def test_loading_a_packaged_foreign_file_never_writes_into_the_package(_isolated_home):
+    """The hypernetwork file holds a rosinality decoder: its native conversion goes to the cache, not the package."""
+    from gantune.weights import load_generator
+
+    e = registry.get("demo-faces-hypernet")
+    if e.package_path() is None:
+        pytest.skip("demo-faces files not in this checkout")
+    before = sorted(p.name for p in e.package_path().parent.iterdir())
+    G, info = load_generator("demo-faces-hypernet")
+    assert G.cfg.resolution == 32
+    assert sorted(p.name for p in e.package_path().parent.iterdir()) == before
+    assert Path(info["converted"]).parent == _isolated_home / "converted"

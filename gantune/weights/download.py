@@ -586,6 +586,8 @@ def load_generator(spec: str | os.PathLike, device="cpu", *, progress: bool = Tr
     else:
         conv = converted_path(path)
         alt = home() / "converted" / f"{path.name}.gantune.safetensors"
+        if name and load_registry()[name].package:  # never write into an installed package: the cache instead
+            conv = alt
         sha = None
         G = info = None
         for cand in (conv, alt):
