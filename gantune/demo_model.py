@@ -17,7 +17,6 @@ Everything is derived from the DCGAN faces of ``gan-face-generate`` (rendered Di
 from __future__ import annotations
 
 import argparse
-import hashlib
 import re
 import shlex
 import shutil
@@ -91,14 +90,6 @@ def expand(args: list[str]) -> list[str]:
     return out
 
 
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def set_entry_fields(text: str, name: str, fields: dict[str, str | int]) -> str:
     """Rewrite ``sha256``/``size``/… of one ``[[weights]]`` entry of weights.toml, leaving the rest untouched."""
     blocks = re.split(r"(?m)^(?=\[\[weights\]\]\s*$)", text)
@@ -121,6 +112,7 @@ def set_entry_fields(text: str, name: str, fields: dict[str, str | int]) -> str:
 def publish(runs: Path = RUNS, registry: Path = REGISTRY, dest: Path = PACKAGE_DIR) -> dict[str, Path]:
     """Copy the newest files of a demo run into the package and record their sha256 and size in the registry."""
     from .io.atomic import atomic_path
+    from .weights.download import sha256_file
 
     std = runs / "generator-standard"
     sources = {
@@ -140,7 +132,7 @@ def publish(runs: Path = RUNS, registry: Path = REGISTRY, dest: Path = PACKAGE_D
         target = dest / FILES[name]
         with atomic_path(target) as tmp:
             shutil.copyfile(src, tmp)
-        text = set_entry_fields(text, name, {"sha256": sha256(target), "size": target.stat().st_size})
+        text = set_entry_fields(text, name, {"sha256": sha256_file(target), "size": target.stat().st_size})
         out[name] = target
         print(f"{name:24s} {src} -> {target} ({target.stat().st_size / 1e6:.2f} MB)")
     with atomic_path(registry) as tmp:
