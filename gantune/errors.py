@@ -27,3 +27,25 @@ class OfflineError(WeightsError):
 
 class InputError(GantuneError):
     """Bad command-line input (paths, ranges, options)."""
+
+
+class RenderError(GantuneError):
+    """A render that cannot be written: the generator produced NaN or infinite pixel values."""
+
+
+def known_error_message(e: BaseException) -> str | None:
+    """The one mapping from an exception to the one line the user sees, or None for a bug (shown as a traceback).
+    Used by the CLI's top level and by the batch runner for each failed item."""
+    if isinstance(e, GantuneError):
+        return e.one_line()
+    if isinstance(e, IsADirectoryError):
+        return f"{e.filename or e}: is a folder; give a file path"
+    if isinstance(e, FileNotFoundError):
+        return f"{e.filename or e}: no such file"
+    if isinstance(e, PermissionError):
+        return f"{e.filename or e}: permission denied"
+    if isinstance(e, OSError) and e.errno == 28:
+        return f"{e.filename or 'output'}: no space left on the device; free some space or choose another -o folder"
+    if isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError":
+        return "out of memory; try a smaller --batch-size, --dtype bfloat16, or --device cpu"
+    return None

@@ -8,6 +8,7 @@ additive form with s in standard deviations; the e4e "absolute" form is :meth:`.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass
@@ -60,7 +61,9 @@ def _as_vector(arr, name: str, source: str) -> torch.Tensor:
     if t.ndim not in (1, 2) or t.numel() == 0:
         raise InputError(f"{source}: a direction must be (w,), (1, w), (L, w) or (1, L, w); got {tuple(t.shape)}")
     if not torch.isfinite(t).all():
-        raise InputError(f"{source}: the direction contains NaN or infinite values")
+        bad = int((~torch.isfinite(t)).sum())
+        raise InputError(f"{source}: the direction contains NaN or infinite values ({bad} of {t.numel()})",
+                         "use a direction file with finite numbers")
     return t
 
 
@@ -81,7 +84,7 @@ def _ganspace_direction(path: Path, k: int, rows: str | None) -> Direction:
             raise InputError(f"{path}: no layer range {rows!r} (known: {known})")
         layers = tuple(gs.layer_ranges[rows])
     name = f"{path.stem}_c{k}" + (f"_{rows}" if rows else "")
-    return Direction(name, gs.direction(k), str(path), layers)
+    return Direction(name, _as_vector(gs.direction(k), name, str(path)), str(path), layers)
 
 
 def load_direction(spec: str | os.PathLike) -> Direction:
@@ -134,18 +137,36 @@ def apply_direction(latent: torch.Tensor, direction: torch.Tensor, strength: flo
 
 
 def parse_strengths(text: str | float) -> list[float]:
-    """``2`` -> [2.0]; ``-1,0,2`` -> list; ``-3:3:7`` -> 7 evenly spaced values from -3 to 3 (both included)."""
+    """``2`` -> [2.0]; ``-1,0,2`` -> list; ``-3:3:7`` -> 7 evenly spaced values from -3 to 3 (both included).
+
+    Every value must be a finite number: ``nan``, ``inf``, ``1e400`` (overflows to inf) and an empty text are refused
+    with an :class:`InputError`."""
+    hint = "give a number (2), a list (-1,0,1) or a range START:STOP:COUNT (-3:3:7)"
     if isinstance(text, (int, float)):
+        if not math.isfinite(float(text)):
+            raise InputError(f"--strength {text!r}: not a finite number", hint)
         return [float(text)]
     s = str(text).strip()
+    if not s:
+        raise InputError("--strength is empty", hint)
     try:
         if ":" in s:
             a, b, n = s.split(":")
-            n = int(n)
+            a, b, n = float(a), float(b), int(n)
             if n < 1:
                 raise ValueError
-            return [float(v) for v in np.linspace(float(a), float(b), n)] if n > 1 else [float(a)]
-        return [float(v) for v in s.split(",") if v.strip()]
+            values = [a, b]
+        else:
+            parts = [v.strip() for v in s.split(",")]
+            if not all(parts):
+                raise ValueError
+            values = [float(v) for v in parts]
     except ValueError:
-        raise InputError(f"--strength {text!r}: expected a number, a list (-1,0,1) or a range START:STOP:COUNT",
-                         "e.g. --strength -3:3:7") from None
+        raise InputError(f"--strength {text!r}: expected a number, a list or a range", hint) from None
+    if ":" in s and all(math.isfinite(v) for v in values):
+        with np.errstate(over="ignore", invalid="ignore"):  # an overflowing span gives inf/nan, refused below
+            values = [float(v) for v in np.linspace(a, b, n)] if n > 1 else [a]
+    bad = [v for v in values if not math.isfinite(v)]
+    if bad:
+        raise InputError(f"--strength {text!r}: {bad[0]} is not a finite number", hint)
+    return values

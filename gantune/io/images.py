@@ -14,18 +14,27 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+from ..errors import GantuneError, RenderError
 from .atomic import atomic_write
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".ppm", ".bmp", ".tif", ".tiff", ".webp")
 
 
-class ImageError(ValueError):
+class ImageError(GantuneError):
     """A file that cannot be used as an input image (one-line reason in the message)."""
 
 
 def tensor_to_uint8(x: torch.Tensor) -> torch.Tensor:
-    """(B, C, H, W) or (C, H, W) in [-1, 1] -> uint8 (B, H, W, C) / (H, W, C)."""
-    y = ((x.detach().float() + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
+    """(B, C, H, W) or (C, H, W) in [-1, 1] -> uint8 (B, H, W, C) / (H, W, C).
+
+    Raises :class:`~gantune.errors.RenderError` when ``x`` holds NaN or infinite values (a clamp would silently turn
+    them into black or white pixels)."""
+    x = x.detach()
+    if not bool(torch.isfinite(x).all()):
+        bad = int((~torch.isfinite(x)).sum())
+        raise RenderError(f"the render produced NaN or infinite values ({bad} of {x.numel()} pixel values)",
+                          "check the latent, the strengths and the weights for NaN/inf")
+    y = ((x.float() + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
     return y.movedim(-3, -1).cpu()
 
 
