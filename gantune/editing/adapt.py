@@ -52,7 +52,7 @@ def adapt_render(
     from ..methods.result import record_deltas
     from .render import render_record
 
-    all_deltas = record_deltas(record, G_target.specs)  # also checks the architecture
+    all_deltas = record_deltas(record, G_target.specs, G_target.w_avg.device)  # also checks the architecture
     chosen = select_adapt_layers(G_target.specs, layers)
     applied = [n for n in chosen if n in all_deltas]
     if not applied and all_deltas:

@@ -24,9 +24,25 @@ def load_record(rec) -> InversionRecord:
 
 
 def record_generator_spec(record: InversionRecord) -> str | None:
-    """The generator the record was made with (registry name or path), as written by ``invert``."""
+    """The generator the record was made with (registry name or local path), as written by ``invert``; None when
+    the record names none.
+
+    A record is an untrusted file: a URL in it is never used (that would let a record make gantune fetch anything).
+    It raises an :class:`~gantune.errors.InputError` asking for ``--weights`` when the record names only URLs."""
+    from ..errors import InputError
+    from ..weights.download import is_url
+
     gen = record.meta.get("generator") or {}
-    return gen.get("spec") or gen.get("name") or gen.get("path")
+    if not isinstance(gen, dict):
+        return None
+    named = [v for v in (gen.get("spec"), gen.get("name"), gen.get("path")) if isinstance(v, str) and v.strip()]
+    local = [v for v in named if not is_url(v) and "://" not in v]
+    if local:
+        return local[0]
+    if named:
+        raise InputError(f"the record names its generator only by URL ({named[0][:120]}); a URL from a record is "
+                         "never fetched", "pass the generator yourself with --weights (a registry name, path or URL)")
+    return None
 
 
 def record_noise_mode(record: InversionRecord) -> str:
@@ -87,7 +103,7 @@ def render_record(
     if latents is None:
         latents = record_latent(G, record)
     if deltas is None:
-        deltas = record_deltas(record, G.specs)
+        deltas = record_deltas(record, G.specs, device)
     key = "wmat" if record.latent_kind in ("W", "W+") else "ws"
     state = record.tuned_state(G.state_dict()) if record.tuned else None
     mode = noise_mode or record_noise_mode(record)

@@ -5,11 +5,16 @@ One safetensors file per image. Tensors:
 * ``latent``: ``w`` (1, w_dim), ``w+`` (num_ws, w_dim), ``W`` (rows, w_dim) or ``W+`` (num_ws, rows, w_dim);
 * ``delta.<layer>``: accumulated HyperStyle offsets (out, in), θ̂ = θ ⊙ (1 + Δ), only for tuned layers; layers
   tuned by HyperStyle's shared heads have full-kernel offsets (out, in, k, k);
+* ``shared.h.<layer>``, ``shared.w1``, ``shared.b1``: the offsets of HyperStyle's shared refinement blocks in their
+  exact compact form (see :class:`SharedOffsets`): Δ = (h @ w1 + T·b1) read as (out, in, k, k), where h (in, z) is the
+  sum over the T passes of the block's hidden code and w1, b1 are the hypernetwork's shared output layer (once per
+  record). 6 MB for the six 512×512 layers of a 1024 px model instead of 57 MB of full offsets;
 * ``tuned.<param>``: PTI generator-weight differences θ̂ − θ (fp16), or ``tuned.<param>.u`` / ``.v`` low-rank
   factors (the difference is u @ v reshaped to the parameter's shape).
 
 The safetensors metadata holds one key, ``gantune``, a JSON object with at least ``format_version``, ``method``,
-``latent_kind`` and ``generator`` (registry name / path, sha256, config); see :class:`InversionRecord`.
+``latent_kind`` and ``generator`` (registry name / path, sha256, config); with shared offsets also
+``shared_offsets`` = {"count": T, "kernel": k}; see :class:`InversionRecord`. Every tensor must be finite.
 """
 
 from __future__ import annotations
@@ -21,14 +26,78 @@ from pathlib import Path
 
 import torch
 
+from ..errors import GantuneError
 from .atomic import atomic_path
 
 FORMAT_VERSION = 1
 LATENT_KINDS = ("w", "w+", "W", "W+")
+SHARED_META_KEY = "shared_offsets"
 
 
-class RecordError(ValueError):
+class RecordError(GantuneError, ValueError):
     """An inversion record that is missing, malformed, or does not fit the generator."""
+
+
+def expand_shared(h: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, count: int, kernel: int) -> torch.Tensor:
+    """Full per-tap offsets of a shared refinement block from its hidden code: h (…, in, z) -> (…, out, in, k, k),
+    ``h @ w1 + count·b1`` read as HyperStyle reads that memory (a view, not a transpose). Offsets of T passes are one
+    affine map of the summed codes, so this is exact for the accumulated offsets. The one implementation used by the
+    hypernetwork, the refinement loop and records, so that all three give the same bits."""
+    size = h.shape[-2]
+    out = h @ w1 + b1 * count
+    return out.view(*h.shape[:-2], size, size, kernel, kernel)
+
+
+@dataclass
+class SharedOffsets:
+    """Offsets of HyperStyle's shared refinement blocks, stored exactly in compact form (see :func:`expand_shared`)."""
+
+    h: dict[str, torch.Tensor]  # layer name -> (in, z): sum over the passes of the block's hidden code
+    w1: torch.Tensor  # (z, out·k·k): the hypernetwork's shared output weight
+    b1: torch.Tensor  # (out·k·k,): its bias, added once per pass
+    count: int  # number of passes summed (T)
+    kernel: int = 3
+
+    def __post_init__(self) -> None:
+        if self.w1.ndim != 2 or tuple(self.b1.shape) != (self.w1.shape[1],):
+            raise RecordError(f"shared.w1 / shared.b1 have shapes {tuple(self.w1.shape)} / {tuple(self.b1.shape)}; "
+                              "expected (z, out·k·k) / (out·k·k,)")
+        if int(self.count) < 1 or int(self.kernel) < 1:
+            raise RecordError(f"shared offsets: count {self.count} and kernel {self.kernel} must be positive")
+        z, n = self.w1.shape
+        for name, h in self.h.items():
+            if h.ndim != 2 or h.shape[1] != z or h.shape[0] * self.kernel ** 2 != n:
+                raise RecordError(f"shared.h.{name} has shape {tuple(h.shape)}; with shared.w1 {tuple(self.w1.shape)} "
+                                  f"and kernel {self.kernel} it must be (out, {z}) with out·k² = {n}")
+
+    def expand(self, name: str, device=None) -> torch.Tensor:
+        """Layer ``name``'s full offsets (out, in, k, k), float32, computed on ``device``."""
+        return expand_shared(self.h[name].to(device, torch.float32), self.w1.to(device, torch.float32),
+                             self.b1.to(device, torch.float32), int(self.count), int(self.kernel))
+
+    def numel(self) -> int:
+        """Numbers stored in the compact form."""
+        return sum(h.numel() for h in self.h.values()) + self.w1.numel() + self.b1.numel()
+
+    def full_numel(self) -> int:
+        """Numbers the same offsets take written out in full."""
+        return len(self.h) * self.w1.shape[1] * next(iter(self.h.values())).shape[0] if self.h else 0
+
+    def to(self, dtype: torch.dtype) -> "SharedOffsets":
+        """The same structure with its tensors stored in ``dtype`` on the CPU (float16: a smaller, lossy record)."""
+        def conv(t):
+            return t.detach().to("cpu", dtype).contiguous()
+
+        return SharedOffsets({k: conv(v) for k, v in self.h.items()}, conv(self.w1), conv(self.b1),
+                             int(self.count), int(self.kernel))
+
+
+def _check_finite(p, tensors: dict[str, torch.Tensor]) -> None:
+    for k, v in tensors.items():
+        if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            bad = int((~torch.isfinite(v)).sum())
+            raise RecordError(f"{p}: tensor {k!r} holds {bad} non-finite value(s) (NaN or infinity); the record is damaged",
+                              "invert the image again")
 
 
 @dataclass
@@ -39,6 +108,7 @@ class InversionRecord:
     deltas: dict[str, torch.Tensor] = field(default_factory=dict)  # layer name -> (out, in) or (out, in, k, k)
     tuned: dict[str, torch.Tensor] = field(default_factory=dict)  # raw tensors as stored ("<param>" or "<param>.u/.v")
     meta: dict = field(default_factory=dict)  # everything else: params, generator, source, align transform, timings
+    shared: SharedOffsets | None = None  # offsets of HyperStyle's shared refinement blocks, compact and exact
 
     def __post_init__(self) -> None:
         if self.latent_kind not in LATENT_KINDS:
@@ -51,6 +121,18 @@ class InversionRecord:
         for name, d in self.deltas.items():
             if d.ndim not in (2, 4):
                 raise RecordError(f"delta.{name} must be (out, in) or (out, in, k, k), got {tuple(d.shape)}")
+        if self.shared is not None:
+            both = set(self.shared.h) & set(self.deltas)
+            if both:
+                raise RecordError(f"layer(s) {sorted(both)} have both full and shared offsets")
+
+    def offsets(self, device=None) -> dict[str, torch.Tensor]:
+        """Every layer's offsets as stored: ``deltas`` as they are (their own dtype, on the CPU) and the shared
+        layers expanded to float32 (out, in, k, k) on ``device``."""
+        out = dict(self.deltas)
+        if self.shared is not None:
+            out.update({name: self.shared.expand(name, device) for name in self.shared.h})
+        return out
 
     # --- generator-facing helpers --------------------------------------------------------------------------------
     def synthesis_kwargs(self, *, device=None, batch: bool = True) -> dict:
@@ -61,7 +143,7 @@ class InversionRecord:
         key = "ws" if self.latent_kind in ("w", "w+") else "wmat"
         if self.latent_kind == "w":
             lat = lat[:, 0] if batch else lat[0]
-        deltas = {k: v.float().to(device)[None] for k, v in self.deltas.items()}
+        deltas = {k: v.float().to(device)[None] for k, v in self.offsets(device).items()}
         return {key: lat, "deltas": deltas or None}
 
     def tuned_state(self, base_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -86,12 +168,18 @@ class InversionRecord:
         t = {"latent": self.latent.contiguous()}
         t.update({f"delta.{k}": v.contiguous() for k, v in self.deltas.items()})
         t.update({f"tuned.{k}": v.contiguous() for k, v in self.tuned.items()})
+        if self.shared is not None:
+            t.update({f"shared.h.{k}": v.contiguous() for k, v in self.shared.h.items()})
+            t.update({"shared.w1": self.shared.w1.contiguous(), "shared.b1": self.shared.b1.contiguous()})
         return t
 
     def header(self) -> dict:
         from .. import __version__
 
         h = dict(self.meta)
+        h.pop(SHARED_META_KEY, None)
+        if self.shared is not None:
+            h[SHARED_META_KEY] = {"count": int(self.shared.count), "kernel": int(self.shared.kernel)}
         h.update(format_version=FORMAT_VERSION, method=self.method, latent_kind=self.latent_kind)
         h.setdefault("gantune_version", __version__)
         return h
@@ -132,15 +220,35 @@ class InversionRecord:
             raise RecordError(f"{p}: record format {header['format_version']} is newer than this gantune; upgrade gantune")
         if "latent" not in tensors:
             raise RecordError(f"{p}: record has no 'latent' tensor")
-        deltas, tuned = {}, {}
+        _check_finite(p, tensors)
+        deltas, tuned, shared_h = {}, {}, {}
         for k, v in tensors.items():
             if k.startswith("delta."):
                 deltas[k[len("delta.") :]] = v
             elif k.startswith("tuned."):
                 tuned[k[len("tuned.") :]] = v
-            elif k != "latent":
+            elif k.startswith("shared.h."):
+                shared_h[k[len("shared.h.") :]] = v
+            elif k not in ("latent", "shared.w1", "shared.b1"):
                 raise RecordError(f"{p}: unexpected tensor {k!r} in record")
         method = header.pop("method", "unknown")
         kind = header.pop("latent_kind", None)
         header.pop("format_version", None)
-        return cls(latent=tensors["latent"], latent_kind=kind, method=method, deltas=deltas, tuned=tuned, meta=header)
+        shared_meta = header.pop(SHARED_META_KEY, None)
+        shared = None
+        if shared_h or "shared.w1" in tensors or shared_meta is not None:
+            if not (shared_h and "shared.w1" in tensors and "shared.b1" in tensors and isinstance(shared_meta, dict)):
+                raise RecordError(f"{p}: incomplete shared offsets (need shared.h.*, shared.w1, shared.b1 and the "
+                                  f"{SHARED_META_KEY!r} metadata)", "invert the image again")
+            try:
+                shared = SharedOffsets(shared_h, tensors["shared.w1"], tensors["shared.b1"],
+                                       int(shared_meta.get("count", 0)), int(shared_meta.get("kernel", 3)))
+            except (TypeError, ValueError) as e:
+                if isinstance(e, RecordError):
+                    raise RecordError(f"{p}: {e}") from None
+                raise RecordError(f"{p}: malformed {SHARED_META_KEY} metadata ({e})") from None
+        try:
+            return cls(latent=tensors["latent"], latent_kind=kind, method=method, deltas=deltas, tuned=tuned,
+                       meta=header, shared=shared)
+        except RecordError as e:
+            raise RecordError(f"{p}: {e}") from None

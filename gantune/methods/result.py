@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..io.record import InversionRecord
+from ..io.record import InversionRecord, SharedOffsets
 
 
 @dataclass
@@ -15,7 +15,8 @@ class InversionResult:
 
     ``deltas`` are HyperStyle-style multiplicative offsets θ̂ = θ ⊙ (1 + Δ) per gantune layer name: (out, in) for
     per-channel offsets (repeated over the k×k taps), or (out, in, k, k) for per-tap offsets (HyperStyle's shared
-    refinement blocks predict one value per tap).
+    refinement blocks predict one value per tap). HyperStyle's shared refinement blocks keep their offsets in the exact
+    compact form ``shared`` (see :class:`gantune.io.record.SharedOffsets`) instead of in ``deltas``.
     """
 
     name: str  # input identifier (file stem or caller's name)
@@ -28,10 +29,17 @@ class InversionResult:
     intermediates: list[torch.Tensor] = field(default_factory=list)  # (3, H, W) reconstruction after each iteration
     meta: dict = field(default_factory=dict)  # method parameters and anything else that goes into the record
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage for this image (batch time shared)
+    shared: SharedOffsets | None = None  # offsets of the shared refinement blocks, compact (per layer (in, z) codes)
 
     def to_record(self, *, delta_dtype: torch.dtype = torch.float32, extra_meta: dict | None = None) -> InversionRecord:
-        """The on-disk record: offsets as stored (out, in) or (out, in, k, k) tensors in ``delta_dtype``."""
+        """The on-disk record: offsets as stored (out, in) or (out, in, k, k) tensors in ``delta_dtype``; shared
+        offsets in their compact form, exact in float32 (float16 halves them and is lossy: see the README), unless
+        writing them out in full takes fewer numbers (small layers with a wide hypernetwork)."""
         meta = dict(self.meta)
+        deltas, shared = dict(self.deltas), self.shared
+        if shared is not None and shared.numel() >= shared.full_numel():
+            deltas.update({k: shared.expand(k) for k in shared.h})
+            shared = None
         meta.setdefault("timings", dict(self.timings))
         if extra_meta:
             meta.update(extra_meta)
@@ -39,14 +47,16 @@ class InversionResult:
             latent=self.latent.detach().cpu().contiguous(),  # kept in its own dtype (overparam stores fp16 W)
             latent_kind=self.latent_kind,
             method=self.method,
-            deltas={k: v.detach().to("cpu", delta_dtype).contiguous() for k, v in self.deltas.items()},
+            deltas={k: v.detach().to("cpu", delta_dtype).contiguous() for k, v in deltas.items()},
             tuned={k: v.detach().cpu() for k, v in self.tuned.items()},
             meta=meta,
+            shared=shared.to(delta_dtype) if shared is not None else None,
         )
 
 
-def record_deltas(record: InversionRecord, specs=None) -> dict[str, torch.Tensor]:
-    """A record's offsets as float32 (out, in) or (out, in, k, k) tensors.
+def record_deltas(record: InversionRecord, specs=None, device=None) -> dict[str, torch.Tensor]:
+    """A record's offsets as float32 (out, in) or (out, in, k, k) tensors (compact shared offsets expanded on
+    ``device``, the device that renders, so that they are the very numbers the inversion rendered with).
 
     With ``specs`` (the generator's layer specs), unknown layers and shapes that do not fit are reported. (Records
     written before the core took per-tap offsets stored them flattened to (out, in·k·k) with ``meta["delta_taps"]``;
@@ -56,7 +66,7 @@ def record_deltas(record: InversionRecord, specs=None) -> dict[str, torch.Tensor
     taps = record.meta.get("delta_taps", {}) or {}
     by_name = {s.name: s for s in specs} if specs is not None else None
     out = {}
-    for name, d in record.deltas.items():
+    for name, d in record.offsets(device).items():
         d = d.float()
         if name in taps:
             k = int(taps[name])

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 
 from ...core.layers import FullyConnected
 from ...core.specs import LayerSpec, select_layers
+from ...io.record import expand_shared
 
 FEATURES = 512  # channels of the backbone's 16×16 feature map (ResNet34 layer4)
 FEATURE_RES = 16  # side of the feature map for a 256×256 input
@@ -158,11 +159,16 @@ class SharedFC(nn.Module):
         self.w2 = nn.Parameter(torch.fmod(torch.randn(z_dim, size * z_dim) / 40, 2))
         self.b2 = nn.Parameter(torch.fmod(torch.randn(size * z_dim) / 40, 2))
 
+    def hidden(self, code: torch.Tensor) -> torch.Tensor:
+        """The hidden code (B, in, z) = ``code @ w2 + b2``; the offsets are an affine function of it."""
+        return (code @ self.w2 + self.b2).view(code.shape[0], self.size, self.z_dim)
+
+    def expand(self, hidden: torch.Tensor, count: int = 1) -> torch.Tensor:
+        """Offsets (…, out, in, k, k) of ``count`` passes whose hidden codes sum to ``hidden`` (…, in, z)."""
+        return expand_shared(hidden, self.w1, self.b1, count, self.kernel)
+
     def forward(self, code: torch.Tensor) -> torch.Tensor:
-        b = code.shape[0]
-        h = (code @ self.w2 + self.b2).view(b, self.size, self.z_dim)  # (B, in, z)
-        h = h @ self.w1 + self.b1  # (B, in, out·k·k)
-        return h.view(b, self.size, self.size, self.kernel, self.kernel)  # (B, out, in, k, k)
+        return self.expand(self.hidden(code))  # (B, out, in, k, k)
 
     def extra_repr(self) -> str:
         return f"{self.size}x{self.size}x{self.kernel}x{self.kernel}, z={self.z_dim}"
@@ -232,9 +238,10 @@ class HyperNetwork(nn.Module):
     def names(self) -> list[str]:
         return [lyr.name for lyr in self.layers]
 
-    def forward(self, x: torch.Tensor, y_hat: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, x: torch.Tensor, y_hat: torch.Tensor, *, compact: bool = False) -> dict[str, torch.Tensor]:
         """x, y_hat (B, 3, S, S) in [-1, 1] (S = input_size, 256 official) -> {layer: (B, out, in) or
-        (B, out, in, k, k) for shared heads}."""
+        (B, out, in, k, k) for shared heads}. ``compact``: shared heads give their hidden code (B, in, z) instead
+        (offsets = ``shared_fc.expand(code)``)."""
         S = self.input_size
         if x.shape != y_hat.shape or x.shape[1:] != (3, S, S):
             raise ValueError(f"hypernetwork inputs must both be (B, 3, {S}, {S}); got "
@@ -243,7 +250,11 @@ class HyperNetwork(nn.Module):
         out = {}
         for lyr in self.layers:
             head = self.heads[head_key(lyr.name)]
-            out[lyr.name] = self.shared_fc(head(feat)) if lyr.head == "shared" else head(feat)
+            if lyr.head == "shared":
+                hidden = self.shared_fc.hidden(head(feat))
+                out[lyr.name] = hidden if compact else self.shared_fc.expand(hidden)
+            else:
+                out[lyr.name] = head(feat)
         return out
 
     def extra_repr(self) -> str:

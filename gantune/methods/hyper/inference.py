@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from ...core import Generator
+from ...io.record import expand_shared
 from .hypernet import INPUT_SIZE, HyperNetwork
 from .wencoder import WEncoder
 
@@ -57,6 +58,8 @@ class HyperOutput:
     images: torch.Tensor  # (B, 3, H, W) final reconstruction y_T in [-1, 1] (not clamped)
     codes: torch.Tensor  # (B, num_ws, w_dim) the fixed initial latent (W-encoder + latent_avg)
     deltas: dict[str, torch.Tensor]  # accumulated offsets Σ_T: (B, out, in) or (B, out, in, k, k)
+    shared: dict[str, torch.Tensor] = field(default_factory=dict)  # shared heads: Σ_t hidden codes (B, in, z)
+    shared_count: int = 0  # passes summed in ``shared`` (deltas[name][i] = shared_fc.expand(shared[name][i], T))
     intermediates: list[torch.Tensor] = field(default_factory=list)  # y_0 … y_T when asked for (y_0 has no offsets)
     timings: dict[str, float] = field(default_factory=dict)  # seconds for the whole batch: encode, hypernet, render
 
@@ -107,12 +110,19 @@ def refine(
     if on_iter:
         on_iter(0, y)
     acc: dict[str, torch.Tensor] = {}
+    hidden: dict[str, torch.Tensor] = {}  # shared heads: the offsets of T passes are one affine map of Σ_t codes
+    compact = isinstance(hypernet, HyperNetwork) and hypernet.shared_fc is not None  # else any callable of (x, ŷ)
+    shared = {lyr.name for lyr in hypernet.layers if lyr.head == "shared"} if compact else set()
     for t in range(1, iters + 1):
         t0 = time.perf_counter()
         with _autocast(device, dtype):
-            new = hypernet(x_h, face_pool(y, hypernet.input_size))
+            pooled = face_pool(y, hypernet.input_size)
+            new = hypernet(x_h, pooled, compact=True) if compact else hypernet(x_h, pooled)
         for name, d in new.items():
-            acc[name] = acc[name] + d.float() if name in acc else d.float()
+            store = hidden if name in shared else acc
+            store[name] = store[name] + d.float() if name in store else d.float()
+        for name, h in hidden.items():  # per image, exactly as a record re-expands it
+            acc[name] = torch.stack([shared_offsets(hypernet, h[i], t) for i in range(h.shape[0])])
         timings["hypernet"] += time.perf_counter() - t0
         t0 = time.perf_counter()
         y = render(G, codes, acc, noise_mode=noise_mode)
@@ -121,4 +131,12 @@ def refine(
             inter.append(y)
         if on_iter:
             on_iter(t, y)
-    return HyperOutput(images=y, codes=codes, deltas=acc, intermediates=inter, timings=timings)
+    return HyperOutput(images=y, codes=codes, deltas=acc, shared=hidden, shared_count=iters if hidden else 0,
+                       intermediates=inter, timings=timings)
+
+
+def shared_offsets(hypernet: HyperNetwork, hidden: torch.Tensor, count: int) -> torch.Tensor:
+    """One image's offsets (out, in, k, k) of a shared layer from its summed hidden code (in, z), in float32 — the
+    computation :meth:`gantune.io.record.SharedOffsets.expand` repeats when a record is rendered."""
+    fc = hypernet.shared_fc
+    return expand_shared(hidden.float().clone(), fc.w1.float(), fc.b1.float(), count, fc.kernel)

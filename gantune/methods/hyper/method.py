@@ -12,6 +12,7 @@ import torch
 
 from ...core import Generator
 from ..pipeline import InvertOptions, MethodRun
+from ...io.record import SharedOffsets
 from ..result import InversionResult
 from .checkpoint import DEFAULT_HYPERSTYLE, DEFAULT_W_ENCODER, HyperStyleModel, load_hyperstyle, load_w_encoder
 from .hypernet import INPUT_SIZE, HyperNetwork
@@ -87,15 +88,24 @@ class HyperStyle:
                      keep_intermediates=self.keep_intermediates)
         total = time.perf_counter() - t0
         b = images.shape[0]
+        fc = self.hypernet.shared_fc
+        w1 = b1 = None
+        if out.shared:
+            w1, b1 = fc.w1.detach().float().cpu().contiguous(), fc.b1.detach().float().cpu().contiguous()
         results = []
         for i, name in enumerate(names):
+            shared = None
+            if out.shared:
+                shared = SharedOffsets({k: v[i].detach().float().cpu().contiguous() for k, v in out.shared.items()},
+                                       w1, b1, out.shared_count, fc.kernel)
             results.append(InversionResult(
                 name=name,
                 image=out.images[i].detach().float().cpu(),
                 latent=out.codes[i].detach().float().cpu(),
                 latent_kind="w+",
                 method="hyperstyle",
-                deltas={k: v[i].detach().float().cpu() for k, v in out.deltas.items()},
+                deltas={k: v[i].detach().float().cpu() for k, v in out.deltas.items() if k not in out.shared},
+                shared=shared,
                 intermediates=[y[i].detach().float().cpu() for y in out.intermediates],
                 meta={"params": {"iters": self.iters, "noise_mode": self.noise_mode}},
                 timings={"invert": total / b, **{k: v / b for k, v in out.timings.items()}},
