@@ -80,7 +80,7 @@ def test_wplus_projector_recovers_a_generated_image_and_pti_improves_it(tiny_G, 
     assert torch.equal(again, res.image)
 
     tuned, curve = tune(G, target, res, distance=l2_distance, metric=l2_distance, num_steps=12, learning_rate=3e-3,
-                        lpips_target=0.0, rank=2)
+                        stop_at=0.0, rank=2)
     m = tuned.meta["metrics"]
     assert m["l2"] < 0.7 * final, (final, m["l2"])
     assert m["tune_steps"] == 12 and len(curve) == 12 and curve[-1] < curve[0]
@@ -103,7 +103,7 @@ def test_pti_stops_at_target():
     G = Generator(tiny_config(resolution=16)).eval()
     target = _target(G)
     pivot = project(G, target, space="w", num_steps=2, w_avg_samples=100, distance=l2_distance).results[0]
-    res, curve = tune(G, target, pivot, distance=l2_distance, metric=l2_distance, num_steps=50, lpips_target=1e9)
+    res, curve = tune(G, target, pivot, distance=l2_distance, metric=l2_distance, num_steps=50, stop_at=1e9)
     assert res.meta["metrics"]["tune_steps"] == 0 and curve == []
     assert set(res.tuned) == set(pivot.tuned)  # only the pivot's noise maps, no weight differences
 

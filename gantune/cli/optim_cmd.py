@@ -17,6 +17,7 @@ from typing import Annotated, Optional
 import typer
 
 from .common import BatchOpt, DeviceOpt, InputsArg, OutDirOpt, Progress, SeedOpt, ShardOpt, console
+from .validate import finite
 
 FRAME_SIDE = 256  # progress frames are downsampled to at most this side
 
@@ -29,11 +30,16 @@ def _lpips(net: str, device, resolution: int = 256):
 
 
 def _distance(settings, device):
-    """The main loss of a run: LPIPS-VGG, or pixel L2 with ``--loss l2``."""
+    """The distance of a loss: LPIPS-VGG for the projector / overparam settings with loss lpips, LPIPS-<lpips_net>
+    for tune settings with loss lpips, pixel L2 with loss l2 (no ImageNet network)."""
+    from ..methods.optim import TuneSettings
+
     if getattr(settings, "loss", "lpips") == "l2":
         from ..metrics.l2 import L2Distance
 
         return L2Distance()
+    if isinstance(settings, TuneSettings):
+        return _lpips(settings.lpips_net, device)
     return _lpips("vgg", device, settings.loss_resolution)
 
 
@@ -70,6 +76,15 @@ class OptimMethod:
     progress_every: int = 0  # keep a frame every K steps (0 = none)
     metrics_path: Path | None = None  # append one JSON line per image (name + metrics)
     info: dict = dataclasses.field(default_factory=dict)  # generator provenance
+    _nets: tuple | None = dataclasses.field(default=None, repr=False)  # (main distance, tuning distance), once built
+
+    def distances(self) -> tuple:
+        """(main distance, tuning distance or None), built on first use: a missing LPIPS backbone fails here, with
+        a one-line WeightsError that names the fetch command."""
+        if self._nets is None:
+            main = _distance(self.settings, self.device)
+            self._nets = (main, _distance(self.tune_settings, self.device) if self.tune_settings is not None else None)
+        return self._nets
 
     def record_meta(self) -> dict:
         gen = {k: self.info.get(k) for k in ("spec", "name", "path", "sha256") if self.info.get(k) is not None}
@@ -81,13 +96,11 @@ class OptimMethod:
 
         frames = _FrameCollector(self.progress_every, list(names)) if self.progress_every else None
         seeds = [image_seed(self.seed, n) for n in names]
+        dist, tdist = self.distances()
         if self.method == "optim":
-            dist = _distance(self.settings, self.device)
-            tdist = _lpips(self.tune_settings.lpips_net, self.device) if self.tune_settings else None
             out = project_and_tune(self.G, images, self.settings, self.tune_settings, names=list(names), distance=dist,
                                    tune_distance=tdist, device=self.device, seed=seeds, callback=frames)
         else:
-            dist = _distance(self.settings, self.device)
             out = invert_overparam(self.G, images, self.settings, names=list(names), distance=dist, device=self.device,
                                    seed=seeds, callback=frames)
         for i, r in enumerate(out.results):
@@ -181,18 +194,24 @@ def _setup(method: str, opts):
         used.add("tune")
         tkw, tused = _settings_from_params(TuneSettings, params, prefix="tune_")
         used |= tused
+        tkw.setdefault("loss", kw.get("loss", "lpips"))  # the tuning objective follows the projector's loss
         if opts.iters is not None:
             kw["num_steps"] = opts.iters
-        settings, tune_settings = ProjectorSettings(**kw), (TuneSettings(**tkw) if tune else None)
     else:
         kw, used = _settings_from_params(OverparamSettings, params)
         if opts.iters is not None:
             kw["num_steps"] = opts.iters
         kw.setdefault("noise_mode", "none" if opts.noise == "none" else "const")
-        settings, tune_settings = OverparamSettings(**kw), None
     unknown = set(params) - used
     if unknown:
         raise InputError(f"{method} takes no --param {', '.join(sorted(unknown))}", f"see gantune invert-{method} --help")
+    try:
+        if method == "optim":
+            settings, tune_settings = ProjectorSettings(**kw), (TuneSettings(**tkw) if tune else None)
+        else:
+            settings, tune_settings = OverparamSettings(**kw), None
+    except ValueError as e:
+        raise InputError(f"--param: {e}", f"see gantune invert-{method} --help") from None
     if not opts.weights:
         raise InputError(f"--method {method} needs the generator", "give --weights (e.g. ffhq-1024 or a .pt/.pkl path)")
     return build_method(method, opts.weights, settings, tune_settings, device=resolve_device(opts.device), seed=seed,
@@ -201,16 +220,20 @@ def _setup(method: str, opts):
 
 def build_method(method, weights, settings, tune_settings=None, *, device, seed=0, progress_every=0,
                  metrics_path=None, run_cls=None):
+    """Load the generator and every network the run needs (so a missing LPIPS backbone fails now, before any image)
+    and wrap them as a ``MethodRun``."""
     from ..methods.pipeline import MethodRun
 
     G, info = _load_generator(weights, device)
     m = OptimMethod(G=G, method=method, settings=settings, tune_settings=tune_settings, device=device, seed=seed,
                     progress_every=progress_every, metrics_path=metrics_path, info=info)
+    m.distances()
     if method == "optim":
         desc = f"projector: {settings.space}, {settings.num_steps} steps"
         if tune_settings is not None:
-            desc += f", then PTI up to {tune_settings.num_steps} steps" + (
-                f" (rank {tune_settings.rank})" if tune_settings.rank else "")
+            ts = tune_settings
+            desc += (f", then PTI ({'pixel MSE' if ts.loss == 'l2' else f'L2 + LPIPS-{ts.lpips_net}'}) up to "
+                     f"{ts.num_steps} steps or distance <= {ts.stop_target:g}") + (f", rank {ts.rank}" if ts.rank else "")
     else:
         from ..methods.overparam import latent_rows
 
@@ -260,10 +283,6 @@ def _run(method, inputs, out, settings, tune_settings, *, weights, device, seed,
     dev = resolve_device(device)
     run = build_method(method, weights, settings, tune_settings, device=dev, seed=seed, progress_every=save_progress,
                        metrics_path=out / "metrics.jsonl")
-    # fail now (one line, before any image) if the LPIPS backbone is missing
-    _distance(settings, dev)
-    if tune_settings is not None:
-        _lpips(tune_settings.lpips_net, dev)
     console.print(run.describe)
     n = len(paths[shard_t[0]::shard_t[1]])
     with Progress(n, f"invert ({method})") as bar:
@@ -304,8 +323,14 @@ def invert_optim_command(
     w_avg_samples: Annotated[int, typer.Option("--w-avg-samples", min=1, help="z samples for the start point.")] = 10_000,
     tune: Annotated[bool, typer.Option("--tune", help="Pivotal tuning (PTI) of the generator after the projection.")] = False,
     tune_steps: Annotated[int, typer.Option("--tune-steps", min=0, help="PTI step limit.")] = 350,
-    tune_lr: Annotated[float, typer.Option("--tune-lr", min=0.0, help="PTI learning rate.")] = 3e-4,
-    tune_target: Annotated[float, typer.Option("--tune-target", min=0.0, help="Stop PTI at this LPIPS (alex).")] = 0.06,
+    tune_lr: Annotated[float, typer.Option("--tune-lr", min=0.0, callback=finite("--tune-lr"),
+                                           help="PTI learning rate.")] = 3e-4,
+    tune_target: Annotated[Optional[float], typer.Option(
+        "--tune-target", min=0.0, callback=finite("--tune-target"), show_default=False,
+        help="Stop PTI once its distance is at or below this. The tuning objective follows --loss: with lpips, "
+             "L2 + LPIPS-alex and a target in LPIPS-alex (default 0.06, PTI's); with l2, pixel MSE and a target in "
+             "MSE on [-1, 1] images (default 0.001, about 36 dB PSNR). metrics.jsonl says how many tuning steps ran "
+             "and why they stopped.")] = None,
     tune_rank: Annotated[Optional[int], typer.Option("--tune-rank", min=1, help="Store tuned weight differences as "
                                                      "rank-r factors (default: full, fp16).", show_default=False)] = None,
     tune_locality: Annotated[bool, typer.Option("--tune-locality", help="PTI locality regulariser (for reuse of the "
@@ -332,8 +357,8 @@ def invert_optim_command(
     _check_loss(loss)
     settings = ProjectorSettings(space=space, num_steps=steps, learning_rate=lr, mse_weight=mse, loss=loss,
                                  noise_regularize=noise_reg, optimize_noise=optimize_noise, w_avg_samples=w_avg_samples)
-    tune_settings = TuneSettings(num_steps=tune_steps, learning_rate=tune_lr, lpips_target=tune_target, rank=tune_rank,
-                                 locality=tune_locality) if tune else None
+    tune_settings = TuneSettings(num_steps=tune_steps, learning_rate=tune_lr, loss=loss, stop_at=tune_target,
+                                 rank=tune_rank, locality=tune_locality) if tune else None
     failed = _run("optim", inputs, out, settings, tune_settings, weights=weights, device=device, seed=seed,
                   batch_size=batch_size, shard=shard, resize=resize, align=align, save_progress=save_progress, gif=gif)
     if failed:

@@ -6,8 +6,9 @@
   LPIPS-VGG at (at most) 256 px plus an optional MSE. Each image has its own latent and noise maps; the loss is the
   sum over the batch, so Adam (elementwise) moves each image as if it were alone.
 * :func:`tune` — PTI (Roich et al. 2021): keep the pivot latent, tune the synthesis weights with L2 + LPIPS(alex)
-  (optional locality regulariser), stop at a target LPIPS or a step limit. One image at a time: every image gets its
-  own generator. The result stores θ̂ − θ compactly (fp16, or rank-r factors).
+  (``loss="lpips"``, PTI's objective) or pixel MSE alone (``loss="l2"``, no ImageNet network), optional locality
+  regulariser; stop once the tuning distance (LPIPS, or MSE) reaches a target or at a step limit. One image at a
+  time: every image gets its own generator. The result stores θ̂ − θ compactly (fp16, or rank-r factors).
 
 Everything that changes the generator for one image (optimised noise maps, tuned weights) is stored as
 ``tuned.<state-dict name>`` differences in the record, and the returned reconstruction is rendered *from the record*
@@ -88,16 +89,26 @@ class ProjectorSettings:
             raise ValueError("num_steps must be >= 1")
 
 
+# Default stop targets of the tuning distance, per tuning loss.
+TUNE_TARGETS = {
+    "lpips": 0.06,  # LPIPS-alex: PTI's LPIPS_value_threshold
+    "l2": 0.001,  # pixel MSE on [-1, 1] images: 2.5e-4 on [0, 1], a PSNR of 36 dB (a near-exact reconstruction)
+}
+TUNE_STOPS = ("target", "step_limit")  # why tuning stopped: the distance reached the target / the step limit ran out
+
+
 @dataclass(frozen=True)
 class TuneSettings:
     """Pivotal tuning; defaults follow danielroich/PTI (configs/hyperparameters.py)."""
 
     num_steps: int = 350  # step limit (PTI max_pti_steps)
     learning_rate: float = 3e-4  # Adam, constant, on all synthesis parameters
-    lpips_net: str = "alex"  # LPIPS backbone of the tuning loss (PTI: AlexNet)
-    l2_weight: float = 1.0  # weight of the pixel L2 (MSE) term
-    lpips_weight: float = 1.0  # weight of the LPIPS term
-    lpips_target: float = 0.06  # stop once the tuning LPIPS is at or below this (PTI LPIPS_value_threshold)
+    loss: str = "lpips"  # lpips: l2_weight·MSE + lpips_weight·LPIPS (PTI); l2: pixel MSE only (no ImageNet network)
+    lpips_net: str = "alex"  # LPIPS backbone of the tuning loss with loss lpips (PTI: AlexNet)
+    l2_weight: float = 1.0  # weight of the pixel L2 (MSE) term (loss lpips)
+    lpips_weight: float = 1.0  # weight of the LPIPS term (loss lpips)
+    stop_at: float | None = None  # stop once the tuning distance (LPIPS, or MSE with loss l2) is at or below this;
+    # None: TUNE_TARGETS[loss]
     locality: bool = False  # PTI's locality regulariser (keeps the generator unchanged away from the pivot)
     locality_alpha: float = 30.0  # distance from the pivot, in w space, of the regulariser's sample
     locality_psi: float = 0.5  # truncation of the regulariser's random w
@@ -110,6 +121,17 @@ class TuneSettings:
             raise ValueError("num_steps must be >= 0")
         if self.rank is not None and self.rank < 1:
             raise ValueError("rank must be >= 1")
+        if self.loss not in LOSSES:
+            raise ValueError(f"tuning loss must be one of {LOSSES}, got {self.loss!r}")
+        if self.stop_at is not None and not (math.isfinite(self.stop_at) and self.stop_at >= 0):
+            raise ValueError(f"tuning target stop_at must be a finite number >= 0, got {self.stop_at!r}")
+        if not (math.isfinite(self.learning_rate) and self.learning_rate >= 0):
+            raise ValueError(f"tuning learning rate must be a finite number >= 0, got {self.learning_rate!r}")
+
+    @property
+    def stop_target(self) -> float:
+        """The tuning distance at which tuning stops (``stop_at``, or the loss's default)."""
+        return TUNE_TARGETS[self.loss] if self.stop_at is None else float(self.stop_at)
 
 
 # --- helpers shared with overparam.py ------------------------------------------------------------------------------
@@ -384,20 +406,31 @@ def tune(
     pivot: InversionResult,  # a projector result (its latent and noise maps stay fixed)
     settings: TuneSettings | None = None,
     *,
-    distance=None,  # LPIPS of the tuning loss (default: LPIPS-<lpips_net> from the registry)
-    metric=None,  # LPIPS used for the reported metric (default: LPIPS-VGG)
+    distance=None,  # tuning distance: LPIPS with loss lpips (default LPIPS-<lpips_net> from the registry); with loss l2
+    # pixel MSE (default)
+    metric=None,  # distance of the reported metric (default: LPIPS-VGG with loss lpips, pixel L2 with loss l2)
     device=None,
     seed: int = 0,  # locality-regulariser samples
     index: int = 0,  # position of this image in its batch (reported to the callback)
     callback: ProgressFn | None = None,
     **overrides,  # any TuneSettings field
 ) -> tuple[InversionResult, list[float]]:
-    """PTI for one image: returns the pivot's result with tuned weights added (and re-rendered), and the loss curve."""
+    """PTI for one image: returns the pivot's result with tuned weights added (and re-rendered), and the loss curve.
+
+    Before every step the tuning distance of the current generator is measured; tuning stops when it is at or below
+    ``settings.stop_target`` or after ``num_steps`` updates. The metrics say how many steps ran (``tune_steps``), why
+    they stopped (``tune_stop``: ``target`` or ``step_limit``) and the tuning distance of the pivot and of the result
+    (``tune_distance_pivot``, ``tune_distance``, in ``tune_loss`` units, against ``tune_target``)."""
     s = dataclasses.replace(settings or TuneSettings(), **overrides)
     device = torch.device(device) if device is not None else G.w_avg.device
     target = _check_targets(G, target).to(device)
-    distance = _default_distance(distance, device, 256, s.lpips_net)
-    metric = _default_distance(metric, device, 256, "vgg")
+    if s.loss == "l2":
+        distance = _default_distance(distance, device, 256, loss="l2")
+        metric = _default_distance(metric, device, 256, loss="l2")
+    else:
+        distance = _default_distance(distance, device, 256, s.lpips_net)
+        metric = _default_distance(metric, device, 256, "vgg")
+    stop_at = s.stop_target
     G = G.eval().requires_grad_(False)
     t_start = time.perf_counter()
 
@@ -413,12 +446,24 @@ def tune(
 
     history: list[float] = []
     steps = 0
-    for step in range(s.num_steps):
-        img = synthesize(G, {**fixed, **params}, noise_mode="const", **kw)
-        lp = distance(img, target)
-        if float(lp.detach()) <= s.lpips_target:
+    d_pivot = d_now = None
+    stop = "step_limit"
+    for step in range(s.num_steps + 1):  # the extra pass measures the result of the last update
+        if step == s.num_steps:
+            with torch.no_grad():
+                d_now = float(distance(synthesize(G, {**fixed, **params}, noise_mode="const", **kw), target))
+            d_pivot = d_now if d_pivot is None else d_pivot
+            if d_now <= stop_at:
+                stop = "target"
             break
-        loss = s.l2_weight * l2_distance(img, target) + s.lpips_weight * lp
+        img = synthesize(G, {**fixed, **params}, noise_mode="const", **kw)
+        d = distance(img, target)
+        d_now = float(d.detach())
+        d_pivot = d_now if d_pivot is None else d_pivot
+        if d_now <= stop_at:
+            stop = "target"
+            break
+        loss = d if s.loss == "l2" else s.l2_weight * l2_distance(img, target) + s.lpips_weight * d
         if s.locality and pivot_w is not None:
             z = torch.randn(1, G.cfg.z_dim, generator=gen).to(device)
             with torch.no_grad():
@@ -429,7 +474,9 @@ def tune(
                 w_loc = pivot_w + s.locality_alpha * direction / direction.norm().clamp_min(1e-8)
                 old = synthesize(G, fixed, ws=w_loc, noise_mode="none")
             new = synthesize(G, {**fixed, **params}, ws=w_loc, noise_mode="none")
-            loss = loss + s.locality_l2 * l2_distance(new, old) + s.locality_lpips * distance(new, old)
+            loss = loss + s.locality_l2 * l2_distance(new, old)
+            if s.loss == "lpips":
+                loss = loss + s.locality_lpips * distance(new, old)
         opt.zero_grad(set_to_none=True)
         loss.sum().backward()
         opt.step()
@@ -447,15 +494,21 @@ def tune(
             tuned[name + suffix] = t.cpu()
     rec = InversionRecord(latent=pivot_rec.latent, latent_kind=pivot_rec.latent_kind, method="optim", tuned=tuned)
     seconds = time.perf_counter() - t_start
-    tune_params = {**dataclasses.asdict(s), "seed": seed}
+    tune_params = {**dataclasses.asdict(s), "stop_at": stop_at, "seed": seed}
     params_meta = {**pivot.meta.get("params", {}), "tune": tune_params}
     [res] = _results_from_records(
         G, [rec], target, [pivot.name], metric, seconds=[seconds], steps=[steps], method="optim", params=params_meta
     )
-    res.meta["metrics"]["pivot"] = pivot.meta.get("metrics", {})
-    res.meta["metrics"]["steps"] = pivot.meta.get("metrics", {}).get("steps", 0)  # projector steps
-    res.meta["metrics"]["tune_steps"] = steps
-    res.meta["metrics"]["seconds"] = seconds + pivot.timings.get("seconds", 0.0)
+    m = res.meta["metrics"]
+    m["pivot"] = pivot.meta.get("metrics", {})
+    m["steps"] = pivot.meta.get("metrics", {}).get("steps", 0)  # projector steps
+    m["tune_steps"] = steps
+    m["tune_stop"] = stop
+    m["tune_loss"] = s.loss if s.loss == "l2" else f"lpips-{s.lpips_net}"
+    m["tune_target"] = stop_at
+    m["tune_distance_pivot"] = d_pivot
+    m["tune_distance"] = d_now
+    m["seconds"] = seconds + pivot.timings.get("seconds", 0.0)
     res.timings = {"project": pivot.timings.get("seconds", 0.0), "tune": seconds,
                    "seconds": seconds + pivot.timings.get("seconds", 0.0)}
     return res, history
@@ -469,7 +522,7 @@ def project_and_tune(
     *,
     names: list[str] | None = None,
     distance=None,  # projector loss + reported metric (LPIPS-VGG)
-    tune_distance=None,  # PTI loss (LPIPS-alex by default)
+    tune_distance=None,  # PTI distance (default: LPIPS-alex with tuning loss lpips, pixel MSE with l2)
     device=None,
     seed: int | list[int] = 0,  # one per image, or a base (image i gets seed + i)
     callback: ProgressFn | None = None,

@@ -61,7 +61,7 @@ def _step_times(res: int, device: torch.device, steps: int | None = None) -> dic
         pr = project(G, target, space=space, num_steps=steps, w_avg_samples=100, distance=dist, callback=c)
         out[f"projector {space}"] = c.step_ms()
     c = _Clock()
-    tune(G, target, pr.results[0], TuneSettings(num_steps=steps, lpips_target=0.0), distance=alex, metric=dist,
+    tune(G, target, pr.results[0], TuneSettings(num_steps=steps, stop_at=0.0), distance=alex, metric=dist,
          callback=c)
     out["PTI"] = c.step_ms()
     c = _Clock()
