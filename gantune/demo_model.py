@@ -112,7 +112,7 @@ def set_entry_fields(text: str, name: str, fields: dict[str, str | int]) -> str:
 def publish(runs: Path = RUNS, registry: Path = REGISTRY, dest: Path = PACKAGE_DIR) -> dict[str, Path]:
     """Copy the newest files of a demo run into the package and record their sha256 and size in the registry."""
     from .io.atomic import atomic_path
-    from .weights.download import sha256_file
+    from .io.hashing import sha256_file
 
     std = runs / "generator-standard"
     sources = {

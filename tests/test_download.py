@@ -322,7 +322,7 @@ def test_load_generator_converts_once_and_reports_sha(tiny_G, tmp_path, monkeypa
     G, info = dl.load_generator(str(src))
     assert info["sha256"] == hashlib.sha256(src.read_bytes()).hexdigest()
     assert info["name"] is None
-    conv = dl.converted_path(src)
+    conv = dl.converted_path(info["sha256"], src)
     assert conv.is_file()
     for k, v in tiny_G.state_dict().items():
         torch.testing.assert_close(G.state_dict()[k], v, rtol=0, atol=0)
@@ -333,9 +333,9 @@ def test_load_generator_converts_once_and_reports_sha(tiny_G, tmp_path, monkeypa
     calls = []
     real = formats.load_generator_file
 
-    def spy(path, device="cpu"):
+    def spy(path, device="cpu", **kw):
         calls.append(Path(path).name)
-        return real(path, device)
+        return real(path, device, **kw)
 
     monkeypatch.setattr(formats, "load_generator_file", spy)
     G2, info2 = dl.load_generator(str(src))

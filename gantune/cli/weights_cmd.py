@@ -141,7 +141,8 @@ def verify_command(
     Example: gantune weights verify ffhq-1024
     """
     from ..weights import entries, get
-    from ..weights.download import read_sidecar, sha256_file, write_sidecar
+    from ..io.hashing import sha256_file
+    from ..weights.download import read_sidecar, write_sidecar
 
     out = _out()
     targets = []
@@ -164,7 +165,7 @@ def verify_command(
             out.print(f"missing   {label}: not in the cache")
             bad += 1
             continue
-        digest = sha256_file(path)
+        digest = sha256_file(path, remember=False)  # verify reads the bytes, always
         if entry is None:
             out.print(f"computed  {label}  {digest}")
         elif entry.sha256:
@@ -325,24 +326,25 @@ def info_command(
 
 
 def _describe_file(path: Path, out: Console) -> None:
-    from ..weights import detect_format
+    from ..weights.formats import ACCEPTED, describe_unknown, detect_format
 
     fmt = detect_format(path)
-    out.print(f"path:          {path}")
-    out.print(f"detected:      {fmt}")
+    if fmt == "unknown":
+        raise WeightsError(describe_unknown(path), ACCEPTED)
     if fmt in GENERATOR_FORMATS:
         from ..weights import load_generator_file
 
-        G, ginfo = load_generator_file(path, "cpu")
+        G, ginfo = load_generator_file(path, "cpu")  # a damaged file fails here, before anything is printed
+        out.print(f"path:          {path}")
+        out.print(f"detected:      {fmt}")
         _describe_generator(G, dict(ginfo), path, fmt, out)
         return
+    out.print(f"path:          {path}")
+    out.print(f"detected:      {fmt}")
     if fmt in WITH_DECODER:
-        try:  # the HyperStyle importer's own one-line description, when it is installed
-            from ..methods.hyper.checkpoint import describe_file
+        from ..methods.hyper.checkpoint import describe_file
 
-            out.print(f"checkpoint:    {describe_file(path)}")
-        except ImportError:
-            pass
+        out.print(f"checkpoint:    {describe_file(path)}")
         scan = _scan_torch(path)
         layers = _hyperstyle_layers(scan)
         out.print(f"top level:     {', '.join(map(str, scan['_top']))}")
@@ -386,14 +388,14 @@ def import_command(
     Example: gantune weights import stylegan2-ffhq-config-f.pt -o ffhq-1024.safetensors
     """
     from ..weights import detect_format, load_generator_file, save_native
-    from ..weights.download import registry_name_for, resolve, sha256_file
+    from ..weights.download import file_sha256, registry_name_for, resolve
 
     if out_path.exists() and not force:
         raise WeightsError(f"{out_path} exists", "use --force to overwrite it")
     src = resolve(file)
     fmt = detect_format(src)
     G, ginfo = load_generator_file(src, "cpu")  # raises a one-line WeightsError for files without a generator
-    meta = {"source_file": src.name, "source_format": fmt, "source_sha256": ginfo.get("sha256") or sha256_file(src),
+    meta = {"source_file": src.name, "source_format": fmt, "source_sha256": ginfo.get("sha256") or file_sha256(src),
             "registry_name": registry_name_for(file) or registry_name_for(src),
             "w_avg_computed": bool(ginfo.get("w_avg_computed", False)), "w_avg_source": ginfo.get("w_avg_source")}
     save_native(G, out_path, meta=meta)

@@ -9,14 +9,12 @@ Public API::
     detect_format(path), load_generator_file(path, device), save_native(G, path, meta=), load_native(path),
     safe_torch_load(path), from_rosinality_state_dict(sd, latent_avg=None), to_rosinality_state_dict(G)
 
-The importers live in sibling modules (``formats``, ``native``, ``rosinality``, ``ada``, ``safe_pickle``) and are
-imported on first use, so ``import gantune.weights`` stays cheap and never touches the network.
+Nothing here touches the network on import. File hashes: :func:`gantune.io.hashing.sha256_file`.
 """
 
 from __future__ import annotations
 
-import importlib
-
+from .ada import load_ada, read_ada_pickle
 from .download import (
     cache_path,
     fetch,
@@ -25,58 +23,37 @@ from .download import (
     is_offline,
     load_generator,
     resolve,
-    sha256_file,
     url_cache_path,
     weights_dir,
 )
+from .formats import detect_format, load_generator_file
+from .native import load_native, save_native
 from .registry import KINDS, Entry, entries, get, load_registry
-
-# name -> modules that may define it (the importer modules are written separately; first one that has it wins)
-_LAZY = {
-    "detect_format": ("formats",),
-    "load_generator_file": ("formats",),
-    "save_native": ("native", "formats"),
-    "load_native": ("native", "formats"),
-    "safe_torch_load": ("safe_pickle", "formats"),
-    "from_rosinality_state_dict": ("rosinality",),
-    "to_rosinality_state_dict": ("rosinality",),
-    "load_ada": ("ada",),
-    "read_ada_pickle": ("ada",),
-}
-
-
-def __getattr__(name: str):
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    missing = []
-    for mod in _LAZY[name]:
-        try:
-            m = importlib.import_module(f"{__name__}.{mod}")
-        except ModuleNotFoundError as e:
-            if e.name != f"{__name__}.{mod}":
-                raise
-            missing.append(mod)
-            continue
-        if hasattr(m, name):
-            return getattr(m, name)
-    raise AttributeError(f"{__name__}.{name} is not available (looked in {', '.join(_LAZY[name])})")
-
+from .rosinality import from_rosinality_state_dict, to_rosinality_state_dict
+from .safe_pickle import safe_torch_load
 
 __all__ = [
     "KINDS",
     "Entry",
     "cache_path",
+    "detect_format",
     "entries",
     "fetch",
     "file_sha256",
+    "from_rosinality_state_dict",
     "get",
     "home",
     "is_offline",
+    "load_ada",
     "load_generator",
+    "load_generator_file",
+    "load_native",
     "load_registry",
+    "read_ada_pickle",
     "resolve",
-    "sha256_file",
+    "safe_torch_load",
+    "save_native",
+    "to_rosinality_state_dict",
     "url_cache_path",
     "weights_dir",
-    *_LAZY,
 ]

@@ -6,7 +6,9 @@ Layout under the cache folder (``$GANTUNE_HOME``, else ``$XDG_CACHE_HOME/gantune
     weights/<file>.sha256               sha256 of the file, "sha256sum" format, written after verification
     weights/<file>.part                 an interrupted download, resumed with an HTTP Range request
     urls/<hash of URL>-<basename>       files fetched by URL
-    <file>.gantune.safetensors          a foreign generator converted once to the native format, beside its source
+    converted/<sha256>-<name>.safetensors  a foreign generator converted once to the native format, keyed by the
+                                        source file's sha256 (nothing is ever written beside the user's own files)
+    hashes/                             remembered sha256 of big files by path, size, mtime (gantune.io.hashing)
 
 Nothing is ever placed at a final path before it is complete and its sha256 checked (``os.replace`` from a
 ``.part`` file in the same folder).
@@ -26,10 +28,10 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Callable
 from urllib.parse import parse_qs, unquote, urlparse
 
 from ..errors import OfflineError, WeightsError
+from ..io.hashing import cache_home, sha256_file
 from .registry import Entry, load_registry
 from .registry import get as registry_get
 
@@ -41,12 +43,7 @@ _DRIVE_HOSTS = ("drive.google.com", "docs.google.com", "drive.usercontent.google
 # --- places -----------------------------------------------------------------------------------------------------------
 def home() -> Path:
     """The cache folder: $GANTUNE_HOME, else $XDG_CACHE_HOME/gantune, else ~/.cache/gantune."""
-    env = os.environ.get("GANTUNE_HOME", "")
-    if env:
-        return Path(env).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME", "")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
-    return base / "gantune"
+    return cache_home()
 
 
 def weights_dir() -> Path:
@@ -85,14 +82,6 @@ def timeout() -> float:
 
 
 # --- hashing ----------------------------------------------------------------------------------------------------------
-def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK * 4):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def read_sidecar(path: Path) -> str | None:
     """The sha256 recorded beside ``path`` if the record is at least as new as the file, else None."""
     sc = sidecar(path)
@@ -115,7 +104,8 @@ def write_sidecar(path: Path, digest: str) -> Path:
 
 
 def file_sha256(path: Path) -> str:
-    """sha256 of a file, taken from its up-to-date ``.sha256`` record when there is one."""
+    """sha256 of a file, taken from its up-to-date ``.sha256`` record when there is one, else from the remembered
+    hashes (path, size, mtime), else computed."""
     return read_sidecar(path) or sha256_file(path)
 
 
@@ -537,16 +527,22 @@ def registry_name_for(spec: str | os.PathLike) -> str | None:
     return None
 
 
-def converted_path(path: Path) -> Path:
-    return path.with_name(path.name + ".gantune.safetensors")
+def converted_path(sha256: str, source: Path) -> Path:
+    """Where the native copy of a foreign generator is kept: the cache's ``converted/`` folder, keyed by the source's
+    sha256 (so a changed file is converted again, and the same file under two names once)."""
+    base = "".join(c if c.isalnum() or c in "._-" else "_" for c in source.name)[:80]
+    return home() / "converted" / f"{sha256[:32]}-{base}.safetensors"
 
 
 def native_metadata(path: Path) -> dict:
     """The safetensors header metadata, with JSON-encoded values decoded and nested dicts flattened one level."""
     from safetensors import safe_open
 
-    with safe_open(str(path), framework="pt") as f:
-        raw = f.metadata() or {}
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            raw = f.metadata() or {}
+    except Exception as e:  # noqa: BLE001 - safetensors raises its own error types
+        raise WeightsError(f"{path} is not a readable safetensors file ({str(e).splitlines()[0][:120]})") from None
     out: dict = {}
     for k, v in raw.items():
         try:
@@ -560,68 +556,50 @@ def native_metadata(path: Path) -> dict:
     return out
 
 
-def _importer(name: str) -> Callable:
-    """A function of the format importers (other modules of this package), imported on first use."""
-    import importlib
-
-    return getattr(importlib.import_module(__package__), name)
-
-
 def load_generator(spec: str | os.PathLike, device="cpu", *, progress: bool = True):
     """``(Generator, info)`` for a registry name, path or URL.
 
-    A foreign checkpoint is converted once to ``<file>.gantune.safetensors`` beside it (in the cache's
-    ``converted/`` folder when that place is read-only), keyed by the source's sha256, so the next load skips the
-    conversion. ``info`` holds at least ``name`` (registry name or None), ``sha256`` (of the source file), ``path``.
+    A foreign checkpoint is converted once to the native format in the cache (:func:`converted_path`, keyed by the
+    source's sha256; the first time says where, one line), so the next load skips the conversion. Nothing is written
+    beside the source. ``info`` holds at least ``name`` (registry name or None), ``sha256`` (of the source file),
+    ``path``.
     """
+    from .formats import detect_format, load_generator_file
+    from .native import save_native
+
     path = resolve(spec, progress=progress)
     name = registry_name_for(spec) or registry_name_for(path)
-    detect_format = _importer("detect_format")
-    load_generator_file = _importer("load_generator_file")
     fmt = detect_format(path)
-    st = path.stat()
     if fmt == "native":
-        G, info = load_generator_file(path, device)
-        sha = dict(info).get("sha256") or file_sha256(path)
+        G, info = load_generator_file(path, device, hash_file=False)
+        info = dict(info)
+        sha = file_sha256(path)
     else:
-        conv = converted_path(path)
-        alt = home() / "converted" / f"{path.name}.gantune.safetensors"
-        if name and load_registry()[name].package:  # never write into an installed package: the cache instead
-            conv = alt
-        sha = None
+        sha = file_sha256(path)
+        conv = converted_path(sha, path)
         G = info = None
-        for cand in (conv, alt):
-            if not cand.is_file():
-                continue
+        if conv.is_file():
             try:
-                meta = native_metadata(cand)
-            except Exception:  # unreadable leftover: convert again
-                continue
-            same_file = meta.get("source_size") == st.st_size and meta.get("source_mtime_ns") == st.st_mtime_ns
-            if same_file and meta.get("source_sha256"):
-                sha = meta["source_sha256"]
-            sha = sha or file_sha256(path)
-            if meta.get("source_sha256") == sha:
-                G, info = load_generator_file(cand, device)
-                info = dict(info)
-                info.update(converted=str(cand), source_format=meta.get("source_format", fmt))
-                break
+                if native_metadata(conv).get("source_sha256") == sha:
+                    G, info = load_generator_file(conv, device, hash_file=False)
+                    info = dict(info, converted=str(conv), source_format=fmt)
+            except WeightsError:  # an unreadable leftover: convert again
+                G = info = None
         if G is None:
-            G, info = load_generator_file(path, "cpu")
+            G, info = load_generator_file(path, "cpu", hash_file=False)
             info = dict(info)
-            sha = sha or info.get("sha256") or file_sha256(path)
-            save_native = _importer("save_native")
-            meta = {"source_sha256": sha, "source_format": fmt, "source_file": path.name,
-                    "source_size": st.st_size, "source_mtime_ns": st.st_mtime_ns, "registry_name": name,
+            meta = {"source_sha256": sha, "source_format": fmt, "source_file": path.name, "registry_name": name,
                     "w_avg_computed": bool(info.get("w_avg_computed", False)),
                     "w_avg_source": info.get("w_avg_source")}
-            for cand in (conv, alt):
-                try:
-                    save_native(G, cand, meta=meta)
-                    info["converted"] = str(cand)
-                    break
-                except OSError:
-                    continue
+            try:
+                conv.parent.mkdir(parents=True, exist_ok=True)
+                save_native(G, conv, meta=meta)
+                info["converted"] = str(conv)
+                _say(progress, f"{path.name}: converted to gantune's format once; the copy is kept in the cache at "
+                               f"{conv} (safe to delete)")
+            except OSError as e:
+                _say(progress, f"{path.name}: could not keep a converted copy in {conv.parent} ({e.strerror or e}); "
+                               "it will be converted again next time")
             info["source_format"] = fmt
             G = G.to(device)
     info = dict(info or {})

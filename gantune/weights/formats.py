@@ -22,7 +22,6 @@ format                 what it is
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -37,10 +36,13 @@ from pathlib import Path
 import torch
 
 from ..errors import WeightsError
+from ..io.hashing import sha256_file
 
 FORMATS = (
     "native", "rosinality", "rosinality-train", "ada-pkl", "hyperstyle", "w-encoder", "e4e", "restyle-e4e", "unknown",
 )
+ACCEPTED = ("gantune reads gantune .safetensors generators, rosinality StyleGAN2 .pt (g_ema or training "
+            "checkpoints), stylegan2-ada-pytorch .pkl, HyperStyle and W-encoder .pt")
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C  # first object of a legacy (non-zip) torch.save file
 _PEEK_OPCODES = 20_000  # opcodes scanned at the start of a plain pickle
 
@@ -229,7 +231,12 @@ def describe_unknown(path: Path) -> str:
     header = _safetensors_header(path)
     if header is not None:
         return f"{path.name} is a safetensors file without a gantune generator config"
-    kind = _peek_plain_pickle(path) if not zipfile.is_zipfile(path) else "zip"
+    is_zip = zipfile.is_zipfile(path)
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not is_zip and head == b"PK\x03\x04":
+        return f"{path.name} is a damaged or truncated zip file (a PyTorch checkpoint whose end is missing?)"
+    kind = _peek_plain_pickle(path) if not is_zip else "zip"
     if kind == "tf-pkl":
         return f"{path.name} is an old TensorFlow StyleGAN2 pickle (dnnlib.tflib), which needs TensorFlow to read"
     if kind in ("zip", "legacy-torch"):
@@ -239,22 +246,16 @@ def describe_unknown(path: Path) -> str:
             top = None
         if isinstance(top, Mapping):
             keys = ", ".join(map(str, list(top)[:6]))
-            return f"{path.name} is a PyTorch checkpoint whose top level ({keys}) is not a known StyleGAN2 layout"
-        return f"{path.name} is a PyTorch checkpoint without a known StyleGAN2 layout"
-    return f"{path.name} is not a PyTorch checkpoint, network pickle or gantune file"
+            return f"{path.name} is a PyTorch checkpoint whose top level ({keys}) is not a layout gantune recognizes"
+        if top is None:
+            return f"{path.name} is a damaged or truncated PyTorch checkpoint (it cannot be read to its end)"
+        return f"{path.name} is a PyTorch checkpoint holding a {type(top).__name__}, not a layout gantune recognizes"
+    return f"{path.name} is not a checkpoint gantune recognizes (not a PyTorch checkpoint, network pickle or gantune file)"
 
 
 # --------------------------------------------------------------------------------------------------------------------
 # loading
 # --------------------------------------------------------------------------------------------------------------------
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _strip_prefix(sd: Mapping, prefix: str) -> dict:
     return {k[len(prefix) :]: v for k, v in sd.items() if isinstance(k, str) and k.startswith(prefix)}
 
@@ -265,6 +266,7 @@ def load_generator_file(
     *,
     w_avg_samples: int | None = None,  # z samples when w_avg must be computed (None = rosinality default, 100k)
     w_avg_seed: int | None = None,  # seed of those samples (None = default 0)
+    hash_file: bool = True,  # put the file's sha256 into info (remembered for big files)
 ):
     """(Generator on ``device``, info) from any supported file. ``info`` holds ``format``, ``part`` (which part of
     the file was taken), ``architecture``, ``config``, ``sha256``, ``w_avg_computed`` and format-specific details."""
@@ -311,9 +313,10 @@ def load_generator_file(
     else:
         raise WeightsError(
             describe_unknown(path),
-            hint="supported: gantune .safetensors, rosinality .pt, stylegan2-ada .pkl, HyperStyle / W-encoder .pt",
+            hint=ACCEPTED,
         )
     info["format"] = fmt
     info["path"] = str(path)
-    info["sha256"] = sha256_file(path)
+    if hash_file:
+        info["sha256"] = sha256_file(path)
     return G, info

@@ -17,7 +17,8 @@ from pathlib import Path
 import torch
 
 from ...core import Generator, GeneratorConfig
-from .checkpoint import hypernet_to_official, load_hyperstyle, sha256_file
+from ...io.hashing import sha256_file
+from .checkpoint import hypernet_to_official, load_hyperstyle
 from .hypernet import HyperNetwork
 from .inference import refine
 from .wencoder import WEncoder
@@ -104,7 +105,7 @@ def bench_hyper(
             model = load_hyperstyle(p, device=dev, hash_file=False)
             t_load = time.perf_counter() - t0
             t0 = time.perf_counter()
-            sha256_file(p)
+            sha256_file(p, remember=False)
             t_hash = time.perf_counter() - t0
         G, hn, la = model.G, model.hypernet, model.latent_avg
         del model

@@ -2,8 +2,7 @@
 ``faces_w_encoder.pt`` (W-encoder + a generator that is ignored), and recognition of the files users download by
 mistake (e4e / pSp / ReStyle encoders, rosinality training checkpoints and generators).
 
-Everything is read with ``torch.load(weights_only=True)`` (through :func:`gantune.weights.safe_torch_load` when
-available), the architecture is inferred from the keys (never from the stored ``opts``), and every key is mapped by
+Everything is read with ``torch.load(weights_only=True)`` (through :func:`gantune.weights.safe_torch_load`), the architecture is inferred from the keys (never from the stored ``opts``), and every key is mapped by
 a table that must account for all of them: unknown or missing keys are an error that names them.
 
 Official hypernetwork keys (prefix ``hypernet.`` in the file) -> gantune :class:`HyperNetwork`:
@@ -22,7 +21,6 @@ Official hypernetwork keys (prefix ``hypernet.`` in the file) -> gantune :class:
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from dataclasses import dataclass, field
@@ -33,6 +31,9 @@ import torch
 from ...core import Generator
 from ...core.specs import LayerSpec
 from ...errors import WeightsError
+from ...weights.download import file_sha256, resolve
+from ...weights.rosinality import from_rosinality_state_dict
+from ...weights.safe_pickle import safe_torch_load
 from .hypernet import INPUT_SIZE, HyperNetwork, TunedLayer, head_key
 from .wencoder import WEncoder, stage_depths
 
@@ -44,31 +45,10 @@ _BLOCK = re.compile(r"^refinement_blocks\.(\d+)\.(.+)$")
 
 
 # --- reading files -----------------------------------------------------------------------------------------------------
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
-    """sha256 of a file (the weights cache's up-to-date ``.sha256`` sidecar is used when there is one)."""
-    try:
-        from ...weights import file_sha256
-
-        return file_sha256(Path(path))
-    except ImportError:
-        pass
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def resolve_path(spec: str | os.PathLike) -> Path:
-    """A registry name, URL or path -> local file (through :func:`gantune.weights.resolve` when available)."""
+    """A registry name, URL or path -> local file."""
     p = Path(spec)
-    if p.is_file():
-        return p
-    try:
-        from ...weights import resolve
-    except ImportError:
-        raise WeightsError(f"{spec}: no such file", "give the path of the checkpoint") from None
-    return Path(resolve(str(spec)))
+    return p if p.is_file() else Path(resolve(str(spec)))
 
 
 def read_checkpoint(path: str | os.PathLike) -> object:
@@ -77,13 +57,7 @@ def read_checkpoint(path: str | os.PathLike) -> object:
     if not p.is_file():
         raise WeightsError(f"{p}: no such file")
     try:
-        from ...weights import safe_torch_load
-    except ImportError:
-        safe_torch_load = None
-    try:
-        if safe_torch_load is not None:
-            return safe_torch_load(p)
-        return torch.load(p, map_location="cpu", weights_only=True)
+        return safe_torch_load(p)
     except WeightsError:
         raise
     except Exception as e:  # torch raises UnpicklingError, RuntimeError, EOFError, … for foreign or broken files
@@ -339,10 +313,6 @@ def _latent_avg(la, num_ws: int, w_dim: int) -> torch.Tensor:
 
 
 def _generator_from_decoder(dec: dict, latent_avg) -> Generator:
-    try:
-        from ...weights.rosinality import from_rosinality_state_dict
-    except ImportError as e:
-        raise WeightsError(f"the rosinality importer is not available ({e})") from None
     w_avg = None
     if latent_avg is not None:
         w_avg = latent_avg.detach().float().cpu().reshape(-1, latent_avg.shape[-1])[0]
@@ -385,7 +355,7 @@ def load_hyperstyle(spec: str | os.PathLike = DEFAULT_HYPERSTYLE, *, device="cpu
     model = hyperstyle_from_checkpoint(read_checkpoint(path), device=device, source=str(path))
     model.info.update(spec=str(spec), path=str(path), load_s=round(time.perf_counter() - t0, 3))
     if hash_file:
-        model.info["sha256"] = sha256_file(path)
+        model.info["sha256"] = file_sha256(path)
     return model
 
 
@@ -417,7 +387,7 @@ def load_w_encoder(spec: str | os.PathLike = DEFAULT_W_ENCODER, *, num_ws: int, 
     enc = w_encoder_from_checkpoint(read_checkpoint(path), num_ws=num_ws, device=device, source=str(path))
     info = {"spec": str(spec), "path": str(path), "load_s": round(time.perf_counter() - t0, 3)}
     if hash_file:
-        info["sha256"] = sha256_file(path)
+        info["sha256"] = file_sha256(path)
     return enc, info
 
 
