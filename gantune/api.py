@@ -22,6 +22,7 @@ API_METHODS: dict = {}
 
 def _to_batch(images, size: int | tuple[int, int]) -> tuple[torch.Tensor, list[str]]:
     from .io.images import load_image, pil_to_tensor
+    from .methods.pipeline import make_square
 
     if isinstance(images, torch.Tensor):
         x = images[None] if images.ndim == 3 else images
@@ -41,7 +42,7 @@ def _to_batch(images, size: int | tuple[int, int]) -> tuple[torch.Tensor, list[s
             continue
         else:
             names.append(f"image{i}")
-        xs.append(pil_to_tensor(im, size))
+        xs.append(pil_to_tensor(make_square(im.convert("RGB"), "crop")[0], size))  # as gantune invert: centre square
     if not xs:
         raise ValueError("no images given")
     return torch.cat([torch.nn.functional.interpolate(x, size=xs[0].shape[-2:], mode="bilinear", antialias=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -56,19 +57,21 @@ def test_batch_with_failures_keeps_names_and_reports(photos, tmp_path):
     for n in written:
         assert Image.open(out / n).size == (128, 128)
     entries = read_manifest(out / "manifest.jsonl")
-    assert [e["input"] for e in entries] == [str(p) for p in inputs]  # one line per input, in input order
-    by = {e["input"].split("/")[-1] if "sub" not in e["input"] else "sub/astro.png": e for e in entries}
+    # one line per input, in input order, input paths relative to the manifest's folder
+    assert [out / e["input"]["path"] for e in entries] == [out / os.path.relpath(p, out) for p in inputs]
+    by = {e["input"]["path"].split("/")[-1] if "sub" not in e["input"]["path"] else "sub/astro.png": e for e in entries}
     assert [e["status"] for e in entries] == ["ok", "failed", "failed", "failed", "ok", "ok", "ok"]
-    assert "not a readable image" in by["notes.jpg"]["reason"]
-    assert "no face found" in by["blank.png"]["reason"] and by["blank.png"]["faces_found"] == 0
-    assert "no such file" in by["missing.jpg"]["reason"]
+    assert "not a readable image" in by["notes.jpg"]["error"]
+    assert "no face found" in by["blank.png"]["error"]
+    assert "no such file" in by["missing.jpg"]["error"]
     e = by["astro.jpg"]
-    assert e["faces_found"] == 2 and e["outputs"] == [str(out / "astro.png")]
-    chosen = [f for f in e["faces"] if "quad" in f]
-    assert len(chosen) == 1 and chosen[0]["index"] == 1 and chosen[0]["output"] == str(out / "astro.png")
+    assert e["outputs"] == {"face1": "astro.png"} and len(e["input"]["sha256"]) == 64
+    info = e["info"]
+    chosen = [f for f in info["faces"] if "quad" in f]
+    assert len(chosen) == 1 and chosen[0]["index"] == 1 and chosen[0]["output"] == "astro.png"
     assert np.array(chosen[0]["quad"]).shape == (4, 2) and np.array(chosen[0]["landmarks"]).shape == (68, 2)
-    assert all(np.array(f["landmarks"]).shape == (68, 2) for f in e["faces"])  # landmarks of every face found
-    assert by["two.png"]["faces_found"] == 2
+    assert all(np.array(f["landmarks"]).shape == (68, 2) for f in info["faces"])  # landmarks of every face found
+    assert by["two.png"]["info"]["faces_found"] == 2
     # the mirrored copy in sub/ went to astro_2.png and is the mirror image of astro.png (same face, flipped)
     a = np.asarray(Image.open(out / "astro.png"), dtype=float)
     b = np.asarray(Image.open(out / "astro_2.png"), dtype=float)[:, ::-1]
@@ -87,10 +90,10 @@ def test_faces_all_and_workers_give_identical_results(photos, tmp_path):
     for n in names:
         assert (one / n).read_bytes() == (two / n).read_bytes()
     m1, m2 = read_manifest(one / "manifest.jsonl"), read_manifest(two / "manifest.jsonl")
-    strip = lambda es: [{k: v for k, v in e.items() if k not in ("seconds", "faces", "outputs")} for e in es]  # noqa: E731
+    strip = lambda es: [{k: v for k, v in e.items() if k not in ("timings", "params")} for e in es]  # noqa: E731
     assert strip(m1) == strip(m2)
     # face1 is the larger face
-    faces = m1[0]["faces"]
+    faces = m1[0]["info"]["faces"]
     area = lambda f: (f["box"][2] - f["box"][0]) * (f["box"][3] - f["box"][1])  # noqa: E731
     assert area(faces[0]) > area(faces[1]) and faces[0]["output"].endswith("two_face1.png")
 
@@ -102,7 +105,7 @@ def test_face_number_and_exit_code(photos, tmp_path):
     res = run("align", photos / "two.png", "-o", tmp_path / "b", "--size", "64", "--faces", "3")
     assert res.exit_code == 1
     (e,) = read_manifest(tmp_path / "b" / "manifest.jsonl")
-    assert e["status"] == "failed" and "face 3 asked for, but only 2 found" in e["reason"]
+    assert e["status"] == "failed" and "face 3 asked for, but only 2 found" in e["error"]
 
 
 def test_bad_options_are_user_errors(photos, tmp_path):
@@ -123,7 +126,7 @@ def test_paste_back_from_manifest_json_and_record(photos, tmp_path):
     original = np.asarray(astronaut(), dtype=float)
     manifest = out / "manifest.jsonl"
     entry = read_manifest(manifest)[0]
-    face = entry["faces"][0]
+    face = entry["info"]["faces"][0]
     l, t, r, b = (int(v) for v in face["box"])
 
     def check(path):
@@ -132,13 +135,14 @@ def test_paste_back_from_manifest_json_and_record(photos, tmp_path):
         assert np.abs(img[t:b, l:r] - original[t:b, l:r]).mean() < 5.0  # the JPEG original vs its own crop
 
     # 1. the unchanged crop itself: found in the manifest by its file name
-    res = run("paste", out / "astro_face1.png", "--onto", photos / "astro.jpg", "--transform", manifest, "-o", tmp_path / "p1.png")
+    res = run("paste", out / "astro_face1.png", "--onto", photos / "astro.jpg", "--transform", manifest, "-o", tmp_path / "p1")
     assert res.exit_code == 0, res.output
-    check(tmp_path / "p1.png")
+    check(tmp_path / "p1" / "astro_face1_pasted.png")
     # without --onto: the manifest names the photo
-    res = run("paste", out / "astro_face1.png", "--transform", manifest, "-o", tmp_path / "p0.png")
+    res = run("paste", out / "astro_face1.png", "--transform", manifest, "-o", tmp_path / "p0")
     assert res.exit_code == 0, res.output
-    assert (tmp_path / "p0.png").read_bytes() == (tmp_path / "p1.png").read_bytes()
+    name = "astro_face1_pasted.png"
+    assert (tmp_path / "p0" / name).read_bytes() == (tmp_path / "p1" / name).read_bytes()
     # 2. an "edited" copy under another name: found by the original's path; the face number from --face
     edited = tmp_path / "edited.png"
     Image.open(out / "astro_face1.png").save(edited)
@@ -146,20 +150,21 @@ def test_paste_back_from_manifest_json_and_record(photos, tmp_path):
     assert res.exit_code == 0, res.output
     check(tmp_path / "edited_pasted.png")
     # without --face the choice is ambiguous (two faces aligned from astro.jpg)
-    res = run("paste", edited, "--onto", photos / "astro.jpg", "--transform", manifest, "-o", tmp_path / "x.png")
-    assert isinstance(res.exception, InputError) and "--face" in res.exception.one_line()
+    res = run("paste", edited, "--onto", photos / "astro.jpg", "--transform", manifest, "-o", tmp_path / "x")
+    assert res.exit_code == 1 and "--face" in read_manifest(tmp_path / "x" / "manifest.jsonl")[0]["error"]
+    assert not list((tmp_path / "x").glob("*.png"))
     # 3. a transform JSON and 4. an inversion record carrying meta["align"]
     (tmp_path / "t.json").write_text(json.dumps(face))
-    res = run("paste", edited, "--onto", photos / "astro.jpg", "--transform", tmp_path / "t.json", "-o", tmp_path / "p3.png")
+    res = run("paste", edited, "--onto", photos / "astro.jpg", "--transform", tmp_path / "t.json", "-o", tmp_path / "p3")
     assert res.exit_code == 0, res.output
-    check(tmp_path / "p3.png")
+    check(tmp_path / "p3" / "edited_pasted.png")
     rec = tmp_path / "rec.safetensors"
     InversionRecord(latent=torch.zeros(1, 8), latent_kind="w", method="test", meta={"align": face}).save(rec)
     small = tmp_path / "recon.png"
     Image.open(edited).resize((64, 64), Image.LANCZOS).save(small)  # e.g. a low-resolution reconstruction
-    res = run("paste", small, "--onto", photos / "astro.jpg", "--transform", rec, "-o", tmp_path / "p4.png")
+    res = run("paste", small, "--onto", photos / "astro.jpg", "--transform", rec, "-o", tmp_path / "p4")
     assert res.exit_code == 0, res.output
-    assert Image.open(tmp_path / "p4.png").size == (512, 512)
+    assert Image.open(tmp_path / "p4" / "recon_pasted.png").size == (512, 512)
     # pasting a face into the wrong photo is caught when the aspect ratio differs
-    res = run("paste", edited, "--onto", photos / "blank.png", "--transform", tmp_path / "t.json", "-o", tmp_path / "bad.png")
-    assert res.exception is not None and "aspect" in str(res.exception)
+    res = run("paste", edited, "--onto", photos / "blank.png", "--transform", tmp_path / "t.json", "-o", tmp_path / "bad")
+    assert res.exit_code == 1 and "aspect" in read_manifest(tmp_path / "bad" / "manifest.jsonl")[0]["error"]

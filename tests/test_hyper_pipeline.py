@@ -1,4 +1,5 @@
-"""The shared batch pipeline with a stub method: names, shards, batching, per-image failures, records, alignment."""
+"""Inversion through the item runner with a stub method: names, shards, batching, per-image failures, records,
+alignment, non-square inputs."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import torch
 from PIL import Image
 
 from gantune.io import InversionRecord
-from gantune.methods.pipeline import MethodRun, output_stems, run_pipeline
+from gantune.io.runner import Batch, Item, output_stems
+from gantune.methods.pipeline import InvertJob, MethodRun
 from gantune.methods.result import InversionResult, record_deltas
 
 
@@ -42,8 +44,34 @@ class StubMethod:
                 for i, n in enumerate(names)]
 
 
+def run_pipeline(paths, out, run, *, batch_size=1, shard=(0, 1), progress=None, **job_kw):
+    """What ``gantune invert`` does, with a given method."""
+    job = InvertJob(**job_kw)
+    job.method = run
+    items = [Item(name=s, input=p) for p, s in zip(paths, output_stems(paths))]
+    batch = Batch("invert", items, out, params={"m": 1}, planned=job.planned, shard=shard)
+    batch.prepare()
+    return batch.run(load=job.load, process=job.process, write=job.write, batch_size=batch_size, progress=progress)
+
+
+class Lines:
+    def __init__(self):
+        self.lines = []
+
+    def begin(self, label):
+        pass
+
+    def step(self, done, total, what):
+        pass
+
+    def advance(self, message=""):
+        self.lines.append(message)
+
+
 def test_output_stems_are_unique_and_stable():
-    assert output_stems(["a/x.png", "b/x.jpg", "x_2.png", "c/x.png"]) == ["x", "x_2", "x_2_2", "x_3"]
+    # an input keeps its own stem; a repeated stem gets the first _N no input has
+    assert output_stems(["a/x.png", "b/x.jpg", "x_2.png", "c/x.png"]) == ["x", "x_3", "x_2", "x_4"]
+    assert output_stems(["x.jpg", "x.png", "x_2.jpg"]) == ["x", "x_3", "x_2"]
 
 
 def test_pipeline_batches_isolates_failures_and_writes_records(tmp_path):
@@ -52,17 +80,20 @@ def test_pipeline_batches_isolates_failures_and_writes_records(tmp_path):
     inputs = paths[:2] + [tmp_path / "in" / "bad.png"] + paths[2:]
     stub = StubMethod(poison="p2")
     run = MethodRun(invert_batch=stub, input_size=16, record_meta={"generator": {"spec": "tiny"}})
-    lines = []
-    s = run_pipeline(inputs, tmp_path / "out", run, batch_size=2, resize=24, save_intermediate=True,
-                     progress=lines.append)
+    lines = Lines()
+    s = run_pipeline(inputs, tmp_path / "out", run, batch_size=2, resize=24, save_intermediate=True, progress=lines)
     assert (s.ok, s.failed, s.exit_code) == (4, 2, 1)
     assert stub.calls == [["p0", "p1"], ["p2", "p0_2"], ["p2"], ["p0_2"], ["p4"]]  # bad batch retried one by one
     man = [json.loads(ln) for ln in (tmp_path / "out" / "manifest.jsonl").read_text().splitlines()]
-    status = {e["name"]: (e["status"], e.get("stage")) for e in man}
-    assert status == {"p0": ("ok", None), "p1": ("ok", None), "bad": ("failed", "load"), "p2": ("failed", "invert"),
+    assert [e["name"] for e in man] == ["p0", "p1", "bad", "p2", "p0_2", "p4"]  # input order, one line each
+    status = {e["name"]: (e["status"], (e["info"] or {}).get("stage")) for e in man}
+    assert status == {"p0": ("ok", None), "p1": ("ok", None), "bad": ("failed", "load"), "p2": ("failed", "process"),
                       "p0_2": ("ok", None), "p4": ("ok", None)}
     assert "cannot invert p2" in next(e["error"] for e in man if e["name"] == "p2")
-    assert len(lines) == 6 and any("FAILED" in ln for ln in lines)
+    p0 = next(e for e in man if e["name"] == "p0_2")
+    assert p0["input"]["path"] == "../in/sub/p0.png" and p0["outputs"]["record"] == "p0_2.safetensors"
+    assert not any((tmp_path / "out" / f).exists() for f in ("p2.png", "bad.png", "p2.safetensors"))
+    assert len(lines.lines) == 6 and sum("failed" in ln for ln in lines.lines) == 2
     assert Image.open(tmp_path / "out" / "p0.png").size == (24, 24)
     assert (tmp_path / "out" / "intermediate" / "1" / "p4.png").is_file()
     rec = InversionRecord.load(tmp_path / "out" / "p0_2.safetensors")
@@ -91,7 +122,31 @@ def test_pipeline_shards_keep_names_and_align_goes_into_record(tmp_path):
     s = run_pipeline(paths, tmp_path / "out", run, shard=(1, 2), aligner=FakeAligner())
     assert [e["name"] for e in s.entries] == ["a_2"]  # the second input keeps its name in shard 1/2
     rec = InversionRecord.load(tmp_path / "out" / "a_2.safetensors")
-    assert rec.meta["align"]["kind"] == "ffhq" and s.entries[0]["align"]["size"] == 20
+    assert rec.meta["align"]["kind"] == "ffhq" and s.entries[0]["info"]["align"]["size"] == 20
+    assert (tmp_path / "out" / "manifest.shard1of2.jsonl").is_file()
+
+
+@pytest.mark.parametrize("fit", ["crop", "pad"])
+def test_non_square_inputs_are_cropped_or_padded_and_the_manifest_says_which(tmp_path, fit):
+    arr = np.zeros((20, 40, 3), np.uint8)
+    arr[:, :10] = 255  # a white left quarter: cropped away by crop, kept (and extended) by pad
+    Image.fromarray(arr).save(tmp_path / "wide.png")
+    seen = []
+
+    class Keep(StubMethod):
+        def __call__(self, x, names):
+            seen.append(x.clone())
+            return super().__call__(x, names)
+
+    s = run_pipeline([tmp_path / "wide.png"], tmp_path / "out", MethodRun(invert_batch=Keep(), input_size=16), fit=fit)
+    info = s.entries[0]["info"]["fit"]
+    assert info["mode"] == fit and info["from"] == [40, 20]
+    x = seen[0][0]
+    if fit == "crop":
+        assert info["box"] == [10, 0, 30, 20] and x.max() < -0.9  # only the black middle is left
+    else:
+        assert info["offset"] == [0, 10] and x[:, :, 0].min() > 0.9 and x[:, :, -1].max() < -0.9
+    assert InversionRecord.load(tmp_path / "out" / "wide.safetensors").meta["fit"]["mode"] == fit
 
 
 def test_record_deltas_checks_generator(tiny_G):

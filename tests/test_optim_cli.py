@@ -42,12 +42,12 @@ def test_invert_optim_with_pti_progress_and_gif(setup):
     G, gpath, src, out = setup
     r = CliRunner().invoke(app, ["invert-optim", str(src), "--weights", str(gpath), "-o", str(out), "--space", "w+",
                                  "--steps", "3", "--w-avg-samples", "100", "--tune", "--tune-steps", "2",
-                                 "--tune-rank", "2", "--tune-target", "0", "--save-progress", "2", "--gif",
+                                 "--tune-rank", "2", "--tune-target", "0", "--save-intermediate", "--every", "2", "--gif",
                                  "--batch-size", "2", "--device", "cpu", "--mse", "1"])
     assert r.exit_code == 1, r.output  # the broken file fails, the others succeed
     man = {e["name"]: e for e in _lines(out / "manifest.jsonl")}
     assert man["broken"]["status"] == "failed" and man["face0"]["status"] == "ok" and man["face1"]["status"] == "ok"
-    metrics = {e["name"]: e for e in _lines(out / "metrics.jsonl")}
+    metrics = {n: e["metrics"] for n, e in man.items() if e["metrics"]}  # per-image metrics in the manifest
     assert set(metrics) == {"face0", "face1"}
     for name in ("face0", "face1"):
         m = metrics[name]

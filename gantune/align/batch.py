@@ -1,37 +1,14 @@
-"""Aligning many photos: fixed output names, one manifest line per input, an optional worker pool."""
+"""Aligning many photos: the per-photo work of ``gantune align``, in this process or in a worker pool."""
 
 from __future__ import annotations
 
 import multiprocessing
-import os
 import sys
-import time
-from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import GantuneError
-from .aligner import MIN_SIDE, AlignError, FaceAligner
-
-
-def output_stems(paths: list[Path]) -> list[str]:
-    """One output stem per input, fixed before anything runs (so a failure never shifts later names).
-
-    Inputs with the same stem (``a/x.jpg``, ``b/x.png``) get ``x``, ``x_2``, ``x_3``… in input order.
-    """
-    seen: dict[str, int] = {}
-    taken = {p.stem for p in paths}
-    stems = []
-    for p in paths:
-        n = seen.get(p.stem, 0) + 1
-        seen[p.stem] = n
-        stem = p.stem if n == 1 else f"{p.stem}_{n}"
-        while n > 1 and stem in taken:  # "x_2" might itself be an input's stem
-            n += 1
-            stem = f"{p.stem}_{n}"
-        taken.add(stem)
-        stems.append(stem)
-    return stems
+from .aligner import MIN_SIDE, FaceAligner
 
 
 def output_names(stem: str, mode, n_faces: int) -> list[str]:
@@ -41,39 +18,29 @@ def output_names(stem: str, mode, n_faces: int) -> list[str]:
     return [f"{stem}.png"]
 
 
-def align_one(aligner: FaceAligner, path: Path, stem: str, out_dir: Path) -> dict:
-    """Align one photo, write its crop(s), and return its manifest entry (never raises for a bad photo)."""
-    from ..io.images import ImageError, load_image, save_image
+@dataclass
+class AlignedPhoto:
+    """What aligning one photo gave: the crops (PIL images, with their face numbers) and facts for the manifest."""
 
-    t0 = time.perf_counter()
-    entry: dict = {"input": str(path), "stem": stem, "status": "failed", "reason": None, "faces_found": None,
-                   "faces": [], "outputs": []}
-    try:
-        image = load_image(path, min_side=MIN_SIDE)
-        dets = aligner.detect(image)
-        entry["faces_found"] = len(dets)
-        entry["image_size"] = list(image.size)
-        entry["faces"] = [{"index": i, "box": [round(v, 2) for v in d.box], "score": round(d.score, 4),
-                           "landmarks": d.landmarks.tolist()} for i, d in enumerate(dets, start=1)]
-        chosen = aligner.select(dets)
-        names = output_names(stem, aligner.faces, len(dets))
-        for (i, det), name in zip(chosen, names):
-            face = aligner.align_detection(image, det, i, len(dets))
-            out = save_image(face.image, out_dir / name)
-            info = entry["faces"][i - 1]
-            info.update(face.transform_dict())
-            info["output"] = str(out)
-            entry["outputs"].append(str(out))
-        entry["status"] = "ok"
-    except (ImageError, AlignError) as e:
-        reason = e.one_line() if isinstance(e, GantuneError) else str(e)
-        entry["reason"] = reason[len(str(path)) + 2:] if reason.startswith(f"{path}: ") else reason
-    except GantuneError:
-        raise  # missing models etc.: the whole run fails, not one photo
-    except (OSError, ValueError, RuntimeError, MemoryError) as e:  # a photo that breaks dlib/PIL: report it, go on
-        entry["reason"] = f"{type(e).__name__}: {e}"
-    entry["seconds"] = round(time.perf_counter() - t0, 4)
-    return entry
+    crops: list = field(default_factory=list)  # [(face number, PIL image)]
+    info: dict = field(default_factory=dict)  # faces_found, image_size, faces (box, score, landmarks, transform)
+
+
+def align_photo(aligner: FaceAligner, path: Path) -> AlignedPhoto:
+    """Detect, select and align the faces of one photo (raises a one-line error for a bad photo or no face)."""
+    from ..io.images import load_image
+
+    image = load_image(path, min_side=MIN_SIDE)
+    dets = aligner.detect(image)
+    out = AlignedPhoto(info={"faces_found": len(dets), "image_size": list(image.size)})
+    faces = [{"index": i, "box": [round(v, 2) for v in d.box], "score": round(d.score, 4),
+              "landmarks": d.landmarks.tolist()} for i, d in enumerate(dets, start=1)]
+    for i, det in aligner.select(dets):
+        face = aligner.align_detection(image, det, i, len(dets))
+        faces[i - 1].update(face.transform_dict())
+        out.crops.append((i, face.image))
+    out.info["faces"] = faces
+    return out
 
 
 # --- worker pool ----------------------------------------------------------------------------------------------------
@@ -85,9 +52,24 @@ def _init_worker(config: dict) -> None:
     _worker = FaceAligner(**config).load()
 
 
-def _work(job: tuple[Path, str, Path]) -> dict:
+def _work(path: Path):
+    """In a worker: the result, or the error as a one-line InputError (exceptions cross processes as text)."""
+    from ..errors import InputError
+    from ..io.runner import error_line
+
     assert _worker is not None
-    return align_one(_worker, *job)
+    try:
+        return align_photo(_worker, path)
+    except Exception as e:  # noqa: BLE001 - reported for this photo by the runner
+        return InputError(error_line(e))
+
+
+def _attempt(aligner: FaceAligner, path: Path):
+    """The aligned photo, or the exception (the runner reports it for this photo)."""
+    try:
+        return align_photo(aligner, path)
+    except Exception as e:  # noqa: BLE001
+        return e
 
 
 def _mp_context():
@@ -97,27 +79,24 @@ def _mp_context():
     return multiprocessing.get_context("spawn")
 
 
-def align_files(paths: list[Path], out_dir: str | os.PathLike, aligner: FaceAligner, *, stems: list[str] | None = None,
-                workers: int = 1, on_result: Callable[[dict], None] | None = None) -> list[dict]:
-    """Align ``paths`` into ``out_dir``; returns the manifest entries in input order (also passed to ``on_result``
-    as they finish, in order). ``stems``: precomputed output stems (default :func:`output_stems`)."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    stems = stems if stems is not None else output_stems(paths)
-    jobs = [(Path(p), s, out) for p, s in zip(paths, stems)]
-    aligner.load()  # once, here: forked workers inherit the models
-    results: list[dict] = []
+class AlignPool:
+    """``process`` for the runner: a batch of photos aligned in this process (workers=1) or in a pool."""
 
-    def emit(it: Iterable[dict]) -> None:
-        for entry in it:
-            results.append(entry)
-            if on_result:
-                on_result(entry)
+    def __init__(self, aligner: FaceAligner, workers: int = 1) -> None:
+        self.aligner, self.workers, self._pool = aligner, workers, None
 
-    if workers <= 1 or len(jobs) <= 1:
-        emit(align_one(aligner, *job) for job in jobs)
-    else:
-        with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=_mp_context(),
-                                 initializer=_init_worker, initargs=(aligner.config(),)) as pool:
-            emit(pool.map(_work, jobs, chunksize=1))
-    return results
+    def __enter__(self) -> "AlignPool":
+        self.aligner.load()  # once, here: forked workers inherit the models
+        if self.workers > 1:
+            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=_mp_context(),
+                                             initializer=_init_worker, initargs=(self.aligner.config(),))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+
+    def __call__(self, items) -> list:
+        if self._pool is None:
+            return [_attempt(self.aligner, it.input) for it in items]
+        return list(self._pool.map(_work, [it.input for it in items], chunksize=1))

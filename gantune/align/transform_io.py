@@ -33,11 +33,21 @@ def _from_manifest(path: Path, *, crop: Path | None, original: Path | None, face
     return {**f, "source": f.get("source", entry["input"])}
 
 
+def _plain_entry(e: dict, base: Path) -> dict:
+    """An align manifest entry with absolute paths: ``input`` (str), ``stem``, ``faces`` with ``output``. Reads the
+    runner's schema (input {path, sha256}, name, info.faces, paths relative to the manifest) and the older flat one."""
+    if not isinstance(e.get("input"), dict):
+        return e
+    faces = [{**f, "output": str(base / f["output"])} if "output" in f else f
+             for f in ((e.get("info") or {}).get("faces") or [])]
+    return {"status": e.get("status"), "input": str(base / e["input"]["path"]), "stem": e.get("name"), "faces": faces}
+
+
 def _find_in_manifest(path: Path, *, crop: Path | None, original: Path | None, face: int | None) -> tuple[dict, dict]:
     from ..io.manifest import read_manifest
 
     try:
-        entries = [e for e in read_manifest(path) if isinstance(e, dict)]
+        entries = [_plain_entry(e, path.parent) for e in read_manifest(path) if isinstance(e, dict)]
     except (OSError, json.JSONDecodeError) as e:
         raise InputError(f"{path}: not a readable manifest ({e})") from None
     ok = [e for e in entries if e.get("status") == "ok" and any(_is_transform(f) for f in e.get("faces", []))]

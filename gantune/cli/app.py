@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from ..errors import GantuneError
+from ..errors import known_error_message
 from .common import console, debug_enabled
 
 app = typer.Typer(
@@ -33,25 +33,17 @@ for _name in COMMAND_MODULES:
     importlib.import_module(f"{__package__}.{_name}").register(app)
 
 
-def _known_error_message(e: BaseException) -> str | None:
-    """One-line messages for errors that are the user's input rather than a bug."""
-    from ..io.images import ImageError
-    from ..io.record import RecordError
-
-    if isinstance(e, GantuneError):
-        return e.one_line()
-    if isinstance(e, (ImageError, RecordError)):
-        return str(e)
-    if isinstance(e, FileNotFoundError):
-        return f"{e.filename or e}: no such file"
-    if isinstance(e, PermissionError):
-        return f"{e.filename or e}: permission denied"
-    if isinstance(e, MemoryError) or (type(e).__name__ == "OutOfMemoryError"):
-        return "out of memory; try a smaller --batch-size, --dtype bfloat16, or --device cpu"
-    return None
+def _warning_as_note(message, category, filename, lineno, file=None, line=None) -> None:
+    """Python warnings (Pillow, torch, …) reach the user as one line, without source locations."""
+    text = " ".join(str(message).split())
+    console.print(f"note: {text[:300]}{'…' if len(text) > 300 else ''}")
 
 
 def main(argv: list[str] | None = None) -> None:
+    import warnings
+
+    if not debug_enabled():
+        warnings.showwarning = _warning_as_note
     try:
         app(args=argv, standalone_mode=True)
     except SystemExit:
@@ -60,7 +52,7 @@ def main(argv: list[str] | None = None) -> None:
         console.print("interrupted")
         sys.exit(130)
     except Exception as e:  # one place that turns known errors into one line
-        msg = _known_error_message(e)
+        msg = known_error_message(e)
         if msg is None or debug_enabled():
             raise
         console.print(f"[bold red]error:[/] {msg}")

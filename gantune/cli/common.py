@@ -1,30 +1,70 @@
-"""Shared CLI pieces: option aliases (each defined once), progress output, and the error-to-message mapping."""
+"""Shared CLI pieces: every option used by more than one command is defined here once, progress output, and the
+glue between a command and the batch runner (:mod:`gantune.io.runner`)."""
 
 from __future__ import annotations
 
-import os
 import sys
 import time
-from contextlib import contextmanager
-from pathlib import Path
+from enum import Enum
 from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
 
-console = Console(stderr=True, highlight=False)
+from ..io.runner import debug_enabled  # noqa: F401  (re-exported for the commands)
+
+console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+# --- fixed choices (checked by Typer, listed in --help) ---------------------------------------------------------
+class Noise(str, Enum):
+    const = "const"
+    random = "random"
+    none = "none"
+
+
+class Dtype(str, Enum):
+    float32 = "float32"
+    bfloat16 = "bfloat16"
+    float16 = "float16"
+
+
+class Loss(str, Enum):
+    lpips = "lpips"
+    l2 = "l2"
+
+
+class Fit(str, Enum):
+    crop = "crop"
+    pad = "pad"
+
+
+def value(v):
+    """The plain value of an Enum choice (or the value itself)."""
+    return v.value if isinstance(v, Enum) else v
+
 
 # --- option aliases ---------------------------------------------------------------------------------------------
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA if available), cpu, cuda or cuda:N.")]
-DtypeOpt = Annotated[str, typer.Option("--dtype", help="Compute dtype: float32, bfloat16 (fast on CPUs with AMX and on GPUs) or float16.")]
+DtypeOpt = Annotated[Dtype, typer.Option("--dtype", help="Compute dtype (bfloat16 is fast on GPUs and on CPUs with AMX).")]
 ChannelsLastOpt = Annotated[Optional[bool], typer.Option("--channels-last/--no-channels-last", help="channels-last memory layout for the convolutions (default: on for CPU).", show_default=False)]
-OutDirOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder (created if missing).")]
-WeightsOpt = Annotated[str, typer.Option("--weights", "-w", help="Generator: a registry name (gantune weights list), a path (.pt, .pkl, .safetensors) or a URL.")]
+WeightsOpt = Annotated[Optional[str], typer.Option("--weights", "-w", help="The checkpoint to use: a registry name (gantune weights list), a path (.pt, .pkl, .safetensors) or a URL. The default is in the command's help.", show_default=False)]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed.")]
 BatchOpt = Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Images per batch.")]
-NoiseOpt = Annotated[str, typer.Option("--noise", help="Noise inputs: const (stored buffers, reproducible), random or none.")]
-ShardOpt = Annotated[Optional[str], typer.Option("--shard", help="Process only shard i of n (i/n, 0-based); default from torchrun's RANK/WORLD_SIZE.")]
+NoiseOpt = Annotated[Optional[Noise], typer.Option("--noise", help="Noise inputs: const (the generator's stored maps, reproducible), random or none; edit and adapt default to the record's own.", show_default=False)]
+ShardOpt = Annotated[Optional[str], typer.Option("--shard", help="Process only shard i of n (i/n, 0-based); default from torchrun's RANK/WORLD_SIZE.", show_default=False)]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Redo items already done (by default a re-run skips inputs whose outputs exist with the same input and parameters).")]
+ResizeOpt = Annotated[Optional[int], typer.Option("--resize", min=8, help="Write images at this side (e.g. 256) instead of the generator resolution.", show_default=False)]
+AlignOpt = Annotated[bool, typer.Option("--align/--no-align", help="FFHQ-align each photo first (dlib; largest face); the crop transform goes into the record.")]
+FitOpt = Annotated[Fit, typer.Option("--fit", help="Non-square inputs: crop (centre square) or pad (edge colour) to square; the manifest says which.")]
+IntermediateOpt = Annotated[bool, typer.Option("--save-intermediate", help="Also keep intermediate frames in OUT/intermediate/<t>/<stem>.png (iterations, or every --every steps).")]
 InputsArg = Annotated[list[str], typer.Argument(help="Image files, folders, globs, or - to read paths from stdin.", show_default=False)]
+RecordsArg = Annotated[list[str], typer.Argument(help="Inversion records (.safetensors from gantune invert), folders, globs, or - to read paths from stdin.", show_default=False)]
+
+
+def out_opt(command: str):
+    """``-o/--out``, the same rule everywhere: a folder, default ``out/<command>``."""
+    return typer.Option("--out", "-o", help=f"Output folder (created if missing; default out/{command}).")
 
 
 def is_terminal() -> bool:
@@ -32,18 +72,20 @@ def is_terminal() -> bool:
 
 
 class Progress:
-    """A rich progress bar on a terminal, plain one-line messages otherwise (logs, pipes, CI)."""
+    """Items done, and progress inside the current item (iterations, steps): a rich bar on a terminal, plain lines
+    otherwise (one per item, and one every ``every`` seconds inside a long item)."""
 
-    def __init__(self, total: int, description: str) -> None:
-        self.total, self.description, self.done = total, description, 0
+    def __init__(self, total: int, description: str, *, every: float = 5.0) -> None:
+        self.total, self.description, self.done, self.every = total, description, 0, every
         self._rich = None
-        self._t0 = time.perf_counter()
+        self._label = ""
+        self._last = time.perf_counter()
         if is_terminal():
             from rich.progress import BarColumn, MofNCompleteColumn, Progress as RP, TextColumn, TimeRemainingColumn
 
             self._rich = RP(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                            console=console, transient=False)
-            self._task = self._rich.add_task(description, total=total)
+                            TextColumn("{task.fields[inner]}"), console=console, transient=False)
+            self._task = self._rich.add_task(description, total=total, inner="")
 
     def __enter__(self) -> "Progress":
         if self._rich:
@@ -54,28 +96,45 @@ class Progress:
         if self._rich:
             self._rich.__exit__(*exc)
 
+    def begin(self, label: str) -> None:
+        """The item(s) now running."""
+        self._label = label
+        self._last = time.perf_counter()
+        if self._rich:
+            self._rich.update(self._task, inner=label)
+
+    def step(self, done: int, total: int, what: str = "step") -> None:
+        """Progress inside the current item."""
+        text = f"{self._label}: {what} {done}/{total}"
+        if self._rich:
+            self._rich.update(self._task, inner=text)
+        elif time.perf_counter() - self._last >= self.every:
+            self._last = time.perf_counter()
+            console.print(f"[{self.done}/{self.total}] {text}")
+
     def advance(self, message: str = "", n: int = 1) -> None:
         self.done += n
         if self._rich:
-            self._rich.advance(self._task, n)
+            self._rich.update(self._task, advance=n, inner="")
             if message:
                 self._rich.console.print(message)
         elif message:
             console.print(f"[{self.done}/{self.total}] {message}")
+        self._last = time.perf_counter()
 
 
-@contextmanager
-def timed():
-    t = {"s": 0.0}
-    t0 = time.perf_counter()
-    try:
-        yield t
-    finally:
-        t["s"] = time.perf_counter() - t0
-
-
-def debug_enabled() -> bool:
-    return os.environ.get("GANTUNE_DEBUG", "") not in ("", "0", "false", "no")
+def run_batch(batch, verb: str, *, load=None, process=None, write, batch_size: int = 1) -> int:
+    """Run a prepared :class:`~gantune.io.runner.Batch` with a progress display, print the summary line and return
+    the exit code (1 if any item failed)."""
+    todo = batch.todo + batch.missing
+    if batch.skipped:
+        console.print(f"{len(batch.skipped)} already done, skipped (--overwrite redoes them)")
+    with Progress(len(todo), batch.command) as bar:
+        summary = batch.run(load=load, process=process, write=write, batch_size=batch_size, progress=bar)
+    per = f", {summary.seconds / max(1, summary.ok + summary.failed):.2f} s each" if summary.ok + summary.failed else ""
+    skipped = f", {summary.skipped} skipped" if summary.skipped else ""
+    console.print(f"{summary.ok} {verb}, {summary.failed} failed{skipped}{per}; manifest: {summary.manifest}")
+    return summary.exit_code
 
 
 def fail(message: str, code: int = 2) -> "typer.Exit":
@@ -83,12 +142,22 @@ def fail(message: str, code: int = 2) -> "typer.Exit":
     return typer.Exit(code)
 
 
-def failure_message(e: BaseException) -> str:
-    """One-line message for one failed item of a batch (the batch goes on). Errors that are not known user errors
-    (bugs) are re-raised, and so is everything when GANTUNE_DEBUG is set."""
-    from .app import _known_error_message
+def exit_with(code: int) -> None:
+    if code:
+        raise typer.Exit(code)
 
-    msg = _known_error_message(e)
-    if msg is None or debug_enabled():
-        raise e
-    return msg
+
+def input_items(inputs: list[str], *, suffixes: tuple[str, ...]):
+    """Expanded inputs (files, folders, globs, ``-``) as runner items with their fixed output stems."""
+    from ..io.inputs import expand_inputs
+    from ..io.runner import Item, output_stems
+
+    paths = expand_inputs(inputs, suffixes=suffixes)
+    return [Item(name=s, input=p) for p, s in zip(paths, output_stems(paths))]
+
+
+def shard_of(shard: str | None) -> tuple[int, int]:
+    from ..io.inputs import parse_shard
+
+    return parse_shard(shard)
+

@@ -1,38 +1,43 @@
-"""``gantune edit``: move inverted images along latent directions (InterFaceGAN) and render them with their offsets."""
+"""``gantune edit``: move inverted images along latent directions (InterFaceGAN, GANSpace) and render them with their
+offsets."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from .common import DeviceOpt, NoiseOpt, OutDirOpt, Progress, console, failure_message
+from .common import (BatchOpt, DeviceOpt, DtypeOpt, NoiseOpt, OverwriteOpt, RecordsArg, ResizeOpt, ShardOpt, WeightsOpt,
+                     console, exit_with, input_items, out_opt, run_batch, shard_of, value)
 
-RecordsArg = Annotated[list[str], typer.Argument(help="Inversion records (.safetensors from gantune invert), folders or globs.",
-                                                 show_default=False)]
-GeneratorOpt = Annotated[Optional[str], typer.Option(
-    "--weights", "-w", help="Generator to render with (default: the one named in each record).", show_default=False)]
+MAX_IMAGES = 256  # edits per record (directions x strengths): beyond this a strip is a video, not a sheet
+SHEET_MAX_WIDTH = 8192  # the contact sheet's tiles shrink to keep it under this width
 
 
-def _fmt(s: float) -> str:
-    """File-name form of a strength: -1.5 -> m1.5, 2 -> p2, 0 -> 0."""
+def strength_label(s: float) -> str:
+    """File-name form of a strength, unique and exact to 12 significant digits: 2 -> p2, -1.5 -> m1.5, 0.001 ->
+    p0.001, 1e-05 -> p1e-05, 0 -> 0."""
     if s == 0:
         return "0"
-    return f"{s:+.2f}".rstrip("0").rstrip(".").replace("+", "p").replace("-", "m")
+    text = f"{abs(s):.12g}"
+    return ("p" if s > 0 else "m") + text
 
 
 class GeneratorCache:
     """Loads each generator once per command run."""
 
-    def __init__(self, device) -> None:
-        self.device, self._cache = device, {}
+    def __init__(self, device, dtype=None) -> None:
+        self.device, self.dtype, self._cache = device, dtype, {}
 
     def get(self, spec: str):
         from ..weights import load_generator
 
         if spec not in self._cache:
             G, info = load_generator(spec, device=self.device)
+            if self.dtype is not None:
+                G.set_precision(self.dtype)
             self._cache[spec] = (G.eval(), info)
         return self._cache[spec]
 
@@ -51,11 +56,10 @@ def generator_for(cache: GeneratorCache, weights: str | None, rec):
     return G
 
 
-def _paste_target(rec, onto: Path | None):
-    """(original photo, alignment transform) for ``--paste``; one-line errors when the record cannot be pasted."""
+def paste_source(rec, onto: Path | None) -> Path:
+    """The original photo to paste an edit of ``rec`` into (one-line errors when the record cannot be pasted)."""
     from ..align import RECORD_META_KEY
     from ..errors import InputError
-    from ..io.images import load_image
 
     transform = rec.meta.get(RECORD_META_KEY)
     if not transform:
@@ -64,86 +68,114 @@ def _paste_target(rec, onto: Path | None):
     src = onto or transform.get("source") or (rec.meta.get("source") or {}).get("path")
     if not src:
         raise InputError("the record does not name its original photo", "pass --onto PHOTO")
-    return load_image(src), transform
+    return Path(src)
 
 
 def edit_command(
     records: RecordsArg,
     direction: Annotated[list[str], typer.Option("--direction", "-d", help="age, smile, pose (InterFaceGAN), a registry "
-                                                 "name, or a .pt / .npy file; repeatable.", show_default=False)],
+                                                 "name (interfacegan-age, …), a .pt / .npy file, or a GANSpace component "
+                                                 "FILE.pt:K; repeatable.", show_default=False)],
     strength: Annotated[str, typer.Option("--strength", "-s", help="Strength: 2, a list -2,0,2, or START:STOP:COUNT "
-                                          "(-3:3:7 gives a strip of 7 and a side-by-side sheet).")] = "2",
-    out: OutDirOpt = Path("out/edit"),
-    weights: GeneratorOpt = None,
+                                          f"(-3:3:7 gives a strip of 7 and a side-by-side sheet; at most {MAX_IMAGES} "
+                                          "images per record).")] = "2",
+    out: Annotated[Path, out_opt("edit")] = Path("out/edit"),
+    weights: WeightsOpt = None,
     device: DeviceOpt = "auto",
-    noise: NoiseOpt = "const",
-    resize: Annotated[Optional[int], typer.Option("--resize", min=8, help="Write images at this side.", show_default=False)] = None,
+    dtype: DtypeOpt = "float32",
+    noise: NoiseOpt = None,
+    batch_size: BatchOpt = 8,
+    resize: ResizeOpt = None,
     paste: Annotated[bool, typer.Option("--paste", help="Also paste each edit back into the original photo "
                                         "(records inverted with --align), as <stem>_<direction>_<s>_photo.png.")] = False,
     onto: Annotated[Optional[Path], typer.Option("--onto", help="With --paste: the original photo, when it has moved "
                                                  "since the inversion.", show_default=False)] = None,
+    shard: ShardOpt = None,
+    overwrite: OverwriteOpt = False,
 ) -> None:
-    """Edit inverted images: w + s·n, rendered with the record's offsets. Writes OUT/<stem>_<direction>_<s>.png,
-    OUT/<stem>_sheet.png when there are several edits, and manifest.jsonl.
+    """Edit inverted images: w + s·n, rendered with the record's offsets and tuned weights. Writes
+    OUT/<stem>_<direction>_<s>.png (s as p2, m1.5, 0), OUT/<stem>_sheet.png when there are several edits, and one
+    manifest.jsonl line per record. --weights: the generator (default: the one named in each record).
 
     Example: gantune edit out/face.safetensors --direction age --strength -3:3:7 -o edits/
     """
-
+    from .. import progress
     from ..editing import load_direction, load_record, parse_strengths, render_record
     from ..editing.render import edited_latents
-    from ..io.images import image_grid, save_image, tensor_to_pil
-    from ..io.inputs import expand_inputs
-    from ..io.manifest import Manifest
-    from ..methods.pipeline import output_stems
-    from ..runtime import resolve_device
+    from ..errors import InputError
+    from ..io.images import image_grid, tensor_to_pil
+    from ..io.runner import Batch
+    from ..runtime import resolve_device, resolve_dtype
 
     strengths = parse_strengths(strength)
+    labels = [strength_label(s) for s in strengths]
+    if len(set(labels)) != len(labels):
+        dup = next(lb for lb in labels if labels.count(lb) > 1)
+        raise InputError(f"--strength {strength}: the strength {dup} appears twice", "give each strength once")
     dirs = [load_direction(d) for d in direction]
-    paths = expand_inputs(records, suffixes=(".safetensors",))
-    dev = resolve_device(device)
-    cache = GeneratorCache(dev)
-    manifest = Manifest(out / "manifest.jsonl")
-    failed = 0
-    with Progress(len(paths), "edit") as bar:
-        for path, stem in zip(paths, output_stems(paths)):
-            try:
-                rec = load_record(path)
-                photo, transform = _paste_target(rec, onto) if paste else (None, None)
-                G = generator_for(cache, weights, rec)
-                rows, written = [], []
-                for d in dirs:
-                    n = d.fit(G.num_ws, G.cfg.w_dim)
-                    lats = edited_latents(G, rec, n, strengths)
-                    imgs = tensor_to_pil(render_record(G, rec, latents=lats, noise_mode=noise))
-                    if resize:
-                        imgs = [im.resize((resize, resize)) for im in imgs]
-                    for s, im in zip(strengths, imgs):
-                        p = out / f"{stem}_{d.name}_{_fmt(s)}.png"
-                        save_image(im, p)
-                        written.append(str(p))
-                        if photo is not None:
-                            from ..align import paste_back
+    names = [d.name for d in dirs]
+    if len(set(names)) != len(names):
+        raise InputError(f"--direction {next(n for n in names if names.count(n) > 1)} is given twice",
+                         "give each direction once")
+    if len(dirs) * len(strengths) > MAX_IMAGES:
+        raise InputError(f"{len(dirs)} direction(s) x {len(strengths)} strengths = {len(dirs) * len(strengths)} images "
+                         f"per record; the limit is {MAX_IMAGES}", "use fewer strengths, e.g. --strength -3:3:61")
+    noise = value(noise)
 
-                            pasted = out / f"{stem}_{d.name}_{_fmt(s)}_photo.png"
-                            save_image(paste_back(im, photo, transform), pasted)
-                            written.append(str(pasted))
-                    rows.append(imgs)
-                entry = {"status": "ok", "input": str(path), "name": stem, "images": written,
-                         "directions": [d.name for d in dirs], "strengths": strengths}
-                if len(written) > 1:
-                    sheet = out / f"{stem}_sheet.png"
-                    save_image(image_grid([im for r in rows for im in r], cols=len(strengths)), sheet)
-                    entry["sheet"] = str(sheet)
-                manifest.write(entry)
-                bar.advance(f"{path} -> {len(written)} image(s)")
-            except Exception as e:  # noqa: BLE001 - one bad record must not stop the others
-                msg = failure_message(e)
-                failed += 1
-                manifest.write({"status": "failed", "input": str(path), "name": stem, "error": msg})
-                bar.advance(f"{path}: FAILED {msg}")
-    console.print(f"{len(paths) - failed} edited, {failed} failed; manifest: {out / 'manifest.jsonl'}")
-    if failed:
-        raise typer.Exit(1)
+    def edit_names(stem: str) -> list[tuple[int, int, str]]:
+        return [(di, si, f"{stem}_{d.name}_{lb}") for di, d in enumerate(dirs) for si, lb in enumerate(labels)]
+
+    def planned(item) -> list[str]:
+        files = [f"{n}.png" for _, _, n in edit_names(item.name)]
+        if paste:
+            files += [f"{n}_photo.png" for _, _, n in edit_names(item.name)]
+        return files + ([f"{item.name}_sheet.png"] if len(files) > 1 else [])
+
+    params = {"direction": [[d.name, d.source] for d in dirs], "strength": strengths, "weights": weights,
+              "noise": noise, "dtype": value(dtype), "resize": resize, "paste": paste,
+              "onto": None if onto is None else str(onto)}
+    batch = Batch("edit", input_items(records, suffixes=(".safetensors",)), out, params=params, planned=planned,
+                  shard=shard_of(shard), overwrite=overwrite, extra_inputs=[onto] if onto is not None else [])
+    batch.prepare()
+    cache = GeneratorCache(resolve_device(device), resolve_dtype(value(dtype)))
+    tile = max(32, min(256, SHEET_MAX_WIDTH // len(strengths)))
+
+    def load(item):
+        rec = load_record(item.input)
+        src = paste_source(rec, onto) if paste else None
+        if src is not None:
+            batch.forbidden.add(Path(os.path.realpath(src)))
+        return rec, src
+
+    def write(item, data, outs) -> None:
+        from ..align import RECORD_META_KEY, paste_back
+        from ..io.images import load_image
+
+        rec, src = data
+        photo = load_image(src) if src is not None else None
+        G = generator_for(cache, weights, rec)
+        thumbs = []
+        jobs = edit_names(item.name)
+        for di, d in enumerate(dirs):
+            n = d.fit(G.num_ws, G.cfg.w_dim)
+            for k in range(0, len(strengths), batch_size):
+                chunk = strengths[k: k + batch_size]
+                imgs = tensor_to_pil(render_record(G, rec, latents=edited_latents(G, rec, n, chunk), noise_mode=noise))
+                for j, im in enumerate(imgs):
+                    _, _, name = jobs[di * len(strengths) + k + j]
+                    if resize:
+                        im = im.resize((resize, resize))
+                    outs.image(name, f"{name}.png", im)
+                    if photo is not None:
+                        outs.image(f"{name}_photo", f"{name}_photo.png",
+                                   paste_back(im, photo, rec.meta[RECORD_META_KEY]))
+                    thumbs.append(im if im.width <= tile else im.resize((tile, tile)))
+                progress.step(di * len(strengths) + k + len(chunk), len(jobs), "image")
+        if len(thumbs) > 1:
+            outs.image("sheet", f"{item.name}_sheet.png", image_grid(thumbs, cols=len(strengths)))
+        item.info.update(directions=names, strengths=strengths)
+
+    exit_with(run_batch(batch, "edited", load=load, write=write))
 
 
 def register(app: typer.Typer) -> None:

@@ -7,61 +7,76 @@ from typing import Annotated
 
 import typer
 
-from .common import BatchOpt, ChannelsLastOpt, DeviceOpt, DtypeOpt, NoiseOpt, OutDirOpt, Progress, WeightsOpt, console
+from .common import (BatchOpt, ChannelsLastOpt, DeviceOpt, DtypeOpt, Noise, NoiseOpt, OverwriteOpt, ShardOpt,
+                     WeightsOpt, console, exit_with, out_opt, run_batch, shard_of, value)
+from .validate import finite
+
+DEFAULT_WEIGHTS = "ffhq-1024"
 
 
 def generate_command(
-    weights: WeightsOpt = "ffhq-1024",
+    weights: WeightsOpt = None,
     seeds: Annotated[str, typer.Option("--seeds", help="Seeds: 0-7, 1,5,9 or 0-3,10.")] = "0-7",
-    truncation: Annotated[float, typer.Option("--truncation", "--trunc", help="Truncation psi toward the average w (1 = none).")] = 1.0,
-    out: OutDirOpt = Path("out/generate"),
-    noise: NoiseOpt = "const",
+    truncation: Annotated[float, typer.Option("--truncation", "--trunc", callback=finite("--truncation"), help="Truncation psi toward the average w (1 = none).")] = 1.0,
+    out: Annotated[Path, out_opt("generate")] = Path("out/generate"),
+    noise: NoiseOpt = Noise.const,
     batch_size: BatchOpt = 4,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "float32",
     channels_last: ChannelsLastOpt = None,
-    grid: Annotated[bool, typer.Option("--grid/--no-grid", help="Also write grid.png with all samples.")] = True,
+    grid: Annotated[bool, typer.Option("--grid/--no-grid", help="Also write grid.png with the samples of this run (at most 64).")] = True,
+    shard: ShardOpt = None,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Sample images by seed. Writes seedNNNN.png and seedNNNN.safetensors (the latent, as an inversion record
-    that `gantune edit` accepts).
+    that `gantune edit` accepts) and a manifest.jsonl line per seed. --weights: the generator (default ffhq-1024).
 
     Example: gantune generate --weights ffhq-1024 --seeds 0-7 --truncation 0.7 -o samples/
     """
     from ..io import InversionRecord, image_grid, save_image, tensor_to_pil
+    from ..io.runner import Batch, Item
     from ..runtime import resolve_device, resolve_dtype
     from ..sampling import generate, parse_seeds
+
+    weights = weights or DEFAULT_WEIGHTS
+    noise, dtype = value(noise), value(dtype)
+    seed_list = parse_seeds(seeds)
+    items = [Item(name=f"seed{s:04d}", label=f"seed {s}", data=s) for s in seed_list]
+    seed_of = {it.name: s for it, s in zip(items, seed_list)}
+    batch = Batch("generate", items, out, params={"weights": weights, "truncation": truncation, "noise": noise,
+                                                  "dtype": dtype},
+                  planned=lambda it: [f"{it.name}.png", f"{it.name}.safetensors"], shard=shard_of(shard),
+                  overwrite=overwrite)
+    if not batch.prepare():
+        console.print(f"nothing to do: all {len(batch.skipped)} seeds are done (--overwrite redoes them)")
+        return
     from ..weights import load_generator
 
-    seed_list = parse_seeds(seeds)
     dev = resolve_device(device)
     G, info = load_generator(weights, device=dev)
     G.eval().set_precision(resolve_dtype(dtype), channels_last=channels_last)
-    out.mkdir(parents=True, exist_ok=True)
     console.print(f"{info.get('name') or weights}: {G.cfg.describe()} on {dev}")
+    gen_meta = {"spec": weights, "name": info.get("name"), "sha256": info.get("sha256"), "config": G.cfg.to_dict()}
     thumbs = []
-    with Progress(len(seed_list), "generate") as bar:
-        for s in generate(G, seed_list, truncation=truncation, noise_mode=noise, batch_size=batch_size, device=dev):
-            stem = out / f"seed{s.seed:04d}"
-            img = tensor_to_pil(s.image)
-            save_image(img, stem.with_suffix(".png"))
-            InversionRecord(
-                latent=s.latent,
-                latent_kind=s.latent_kind,
-                method="generate",
-                meta={
-                    "seed": s.seed,
-                    "truncation": truncation,
-                    "noise_mode": noise,
-                    "generator": {"spec": weights, "name": info.get("name"), "sha256": info.get("sha256"),
-                                  "config": G.cfg.to_dict()},
-                },
-            ).save(stem.with_suffix(".safetensors"))
-            if grid:
-                thumbs.append(img)
-            bar.advance(f"{stem.with_suffix('.png')}")
+
+    def process(chunk):
+        return list(generate(G, [seed_of[it.name] for it in chunk], truncation=truncation, noise_mode=noise,
+                             batch_size=len(chunk), device=dev))
+
+    def write(item, sample, outs) -> None:
+        img = tensor_to_pil(sample.image)
+        record = InversionRecord(latent=sample.latent, latent_kind=sample.latent_kind, method="generate",
+                                 meta={"seed": sample.seed, "truncation": truncation, "noise_mode": noise,
+                                       "generator": gen_meta})
+        outs.image("image", f"{item.name}.png", img)
+        record.save(outs.path("record", f"{item.name}.safetensors"))
+        if grid and len(thumbs) < 64:
+            thumbs.append(img if img.width <= 256 else img.resize((256, 256)))
+
+    code = run_batch(batch, "generated", process=process, write=write, batch_size=batch_size)
     if grid and thumbs:
         save_image(image_grid(thumbs, cols=min(8, len(thumbs))), out / "grid.png")
-    console.print(f"wrote {len(seed_list)} samples to {out}")
+    exit_with(code)
 
 
 def register(app: typer.Typer) -> None:

@@ -9,12 +9,16 @@ Methods plug in through ``INVERT_METHODS``: name -> ``setup(InvertOptions) -> Me
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from .common import BatchOpt, DeviceOpt, DtypeOpt, InputsArg, NoiseOpt, OutDirOpt, Progress, ShardOpt, console
+from .common import (AlignOpt, BatchOpt, DeviceOpt, DtypeOpt, Fit, FitOpt, InputsArg, IntermediateOpt, Noise, NoiseOpt,
+                     OverwriteOpt, ResizeOpt, ShardOpt, WeightsOpt, console, exit_with, input_items, out_opt,
+                     run_batch, shard_of, value)
 
 
 def _setup_hyperstyle(opts):
@@ -25,121 +29,138 @@ def _setup_hyperstyle(opts):
 
 INVERT_METHODS: dict = {"hyperstyle": _setup_hyperstyle}
 
-MethodWeightsOpt = Annotated[Optional[str], typer.Option(
-    "--weights", "-w", help="Method checkpoint: for hyperstyle the HyperStyle file (hypernetwork + generator), a registry "
-    "name (default hyperstyle-ffhq), a path or a URL.", show_default=False)]
+
+class Method(str, Enum):
+    hyperstyle = "hyperstyle"
+    optim = "optim"
+    overparam = "overparam"
+
+
 EncoderOpt = Annotated[Optional[str], typer.Option(
     "--encoder", help="W-encoder for the initial latent (default w-encoder-ffhq = faces_w_encoder.pt).", show_default=False)]
-ItersOpt = Annotated[Optional[int], typer.Option("--iters", min=0, help="Refinement iterations (hyperstyle default 5).",
-                                                 show_default=False)]
-IntermediateOpt = Annotated[bool, typer.Option("--save-intermediate", help="Also write intermediate/<t>/<stem>.png for every iteration (0 = the W-encoder image).")]
-ResizeOpt = Annotated[Optional[int], typer.Option("--resize", min=8, help="Write the reconstruction PNG at this side (e.g. 256) "
-                                                  "instead of the generator resolution.", show_default=False)]
-AlignOpt = Annotated[bool, typer.Option("--align/--no-align", help="FFHQ-align each photo first (dlib; first/largest face). "
-                                        "The crop transform goes into the record.")]
 HalfDeltasOpt = Annotated[bool, typer.Option("--fp16-deltas", help="Store the offsets as float16 (half the record size).")]
 
 
-def run_invert(method: str, inputs: list[str], out: Path, *, weights, encoder, iters, params: list[str] | None,
-               batch_size: int, device: str, dtype: str, noise: str, save_intermediate: bool, resize, shard,
-               align: bool, fp16_deltas: bool) -> int:
-    """Shared body of both commands. Returns the number of failed images."""
+def run_invert(inputs: list[str], out: Path, setup: Callable[[], object], *, params: dict, batch_size: int,
+               shard: str | None, overwrite: bool, resize: int | None, save_intermediate: bool, align: bool,
+               fit: str, fp16_deltas: bool = False, gif: bool = False) -> int:
+    """The body of every invert command: plan and check the outputs, skip what is done, then load the method
+    (``setup()`` -> MethodRun) and run the batch. Returns the exit code."""
     import torch
 
-    from ..errors import InputError
-    from ..io.inputs import expand_inputs, parse_shard
     from ..io.images import IMAGE_SUFFIXES
-    from ..methods.pipeline import InvertOptions, run_pipeline
+    from ..io.runner import Batch
+    from ..methods.pipeline import InvertJob
 
-    if method not in INVERT_METHODS:
-        raise InputError(f"unknown method {method!r}", f"choose one of {', '.join(sorted(INVERT_METHODS))}")
+    job = InvertJob(resize=resize, save_intermediate=save_intermediate,
+                    delta_dtype=torch.float16 if fp16_deltas else torch.float32, fit=fit, gif=gif)
+    params = {**params, "resize": resize, "align": align, "fit": None if align else fit, "fp16_deltas": fp16_deltas,
+              "save_intermediate": save_intermediate}
+    batch = Batch("invert", input_items(inputs, suffixes=IMAGE_SUFFIXES), out, params=params, planned=job.planned,
+                  shard=shard_of(shard), overwrite=overwrite)
+    if not batch.prepare() and not batch.missing:
+        console.print(f"nothing to do: all {len(batch.skipped)} inputs are done (--overwrite redoes them); "
+                      f"manifest: {batch.manifest_path}")
+        return 0
+    if batch.todo:
+        job.method = setup()
+    if align and batch.todo:
+        from ..align import FaceAligner
+
+        job.aligner = FaceAligner(size=1024).load()
+    if job.method is not None and job.method.describe:
+        console.print(job.method.describe)
+    return run_batch(batch, "inverted", load=job.load, process=job.process, write=job.write, batch_size=batch_size)
+
+
+def _params(method: str, weights, encoder, iters, kv: dict, dtype, noise) -> dict:
+    return {"method": method, "weights": weights, "encoder": encoder, "iters": iters, "param": kv, "dtype": dtype,
+            "noise": noise}
+
+
+def parse_params(params: list[str] | None) -> dict:
+    from ..errors import InputError
+
     kv = {}
     for p in params or []:
         if "=" not in p:
-            raise InputError(f"--param {p!r} is not KEY=VALUE")
+            raise InputError(f"--param {p!r} is not KEY=VALUE", "e.g. --param space=w+")
         k, v = p.split("=", 1)
         kv[k.strip()] = v.strip()
-    paths = expand_inputs(inputs, suffixes=IMAGE_SUFFIXES)
-    shard_t = parse_shard(shard)
-    aligner = None
-    if align:
-        from ..align import FaceAligner
-
-        aligner = FaceAligner(size=1024).load()
-    opts = InvertOptions(weights=weights, encoder=encoder, iters=iters, device=device, dtype=dtype, noise=noise,
-                         batch_size=batch_size, save_intermediate=save_intermediate, params=kv)
-    run = INVERT_METHODS[method](opts)
-    if run.describe:
-        console.print(run.describe)
-    n = len(paths[shard_t[0]::shard_t[1]])
-    with Progress(n, f"invert ({method})") as bar:
-        summary = run_pipeline(paths, out, run, batch_size=batch_size, shard=shard_t, resize=resize,
-                               save_intermediate=save_intermediate,
-                               delta_dtype=torch.float16 if fp16_deltas else torch.float32,
-                               aligner=aligner, progress=bar.advance)
-    per = summary.seconds / max(1, summary.ok + summary.failed)
-    console.print(f"{summary.ok} inverted, {summary.failed} failed, {per:.2f} s/image; manifest: {out / 'manifest.jsonl'}")
-    return summary.failed
+    return kv
 
 
 def invert_command(
     inputs: InputsArg,
-    out: OutDirOpt = Path("out/invert"),
-    method: Annotated[str, typer.Option("--method", "-m", help="Inversion method: hyperstyle, optim (W/W+ projector, PTI with --param tune=true) or overparam.")] = "hyperstyle",
-    weights: MethodWeightsOpt = None,
+    out: Annotated[Path, out_opt("invert")] = Path("out/invert"),
+    method: Annotated[Method, typer.Option("--method", "-m", help="hyperstyle (encoder + hypernetwork), optim (W/W+ projector; PTI with --param tune=true) or overparam (latent matrix).")] = Method.hyperstyle,
+    weights: WeightsOpt = None,
     encoder: EncoderOpt = None,
-    iters: ItersOpt = None,
-    param: Annotated[Optional[list[str]], typer.Option("--param", help="Method-specific KEY=VALUE (repeatable).",
-                                                       show_default=False)] = None,
+    iters: Annotated[Optional[int], typer.Option("--iters", min=0, help="Refinement iterations (hyperstyle, default 5) or optimisation steps (optim, overparam).", show_default=False)] = None,
+    param: Annotated[Optional[list[str]], typer.Option("--param", help="Method-specific KEY=VALUE (repeatable), e.g. --param space=w+ --param tune=true.", show_default=False)] = None,
     batch_size: BatchOpt = 1,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "float32",
-    noise: NoiseOpt = "const",
+    noise: NoiseOpt = Noise.const,
     save_intermediate: IntermediateOpt = False,
     resize: ResizeOpt = None,
     shard: ShardOpt = None,
     align: AlignOpt = False,
+    fit: FitOpt = Fit.crop,
     fp16_deltas: HalfDeltasOpt = False,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Invert photos into the generator. Per image: OUT/<stem>.png, OUT/<stem>.safetensors (record for `gantune edit`
-    / `gantune adapt`) and a manifest.jsonl line. A bad image is reported and skipped; exit code 1 if any failed.
+    / `gantune adapt`) and one manifest.jsonl line. --weights: hyperstyle's checkpoint (default hyperstyle-ffhq),
+    the generator for optim / overparam (required). A bad image is reported and skipped (exit code 1); a re-run
+    skips images already done.
 
     Example: gantune invert photos/ --method hyperstyle -o out/ --iters 5 --batch-size 4
     """
-    failed = run_invert(method, inputs, out, weights=weights, encoder=encoder, iters=iters, params=param,
-                        batch_size=batch_size, device=device, dtype=dtype, noise=noise,
-                        save_intermediate=save_intermediate, resize=resize, shard=shard, align=align,
-                        fp16_deltas=fp16_deltas)
-    if failed:
-        raise typer.Exit(1)
+    from ..methods.pipeline import InvertOptions
+
+    method, dtype, noise = value(method), value(dtype), value(noise)
+    kv = parse_params(param)
+    opts = InvertOptions(weights=weights, encoder=encoder, iters=iters, device=device, dtype=dtype, noise=noise,
+                         batch_size=batch_size, save_intermediate=save_intermediate, params=kv)
+    exit_with(run_invert(inputs, out, lambda: INVERT_METHODS[method](opts),
+                         params=_params(method, weights, encoder, iters, kv, dtype, noise),
+                         batch_size=batch_size, shard=shard, overwrite=overwrite, resize=resize,
+                         save_intermediate=save_intermediate, align=align, fit=value(fit), fp16_deltas=fp16_deltas))
 
 
 def invert_hyper_command(
     inputs: InputsArg,
-    out: OutDirOpt = Path("out/invert"),
-    weights: MethodWeightsOpt = None,
+    out: Annotated[Path, out_opt("invert-hyper")] = Path("out/invert-hyper"),
+    weights: WeightsOpt = None,
     encoder: EncoderOpt = None,
     iters: Annotated[int, typer.Option("--iters", min=1, help="Hypernetwork passes (the official default is 5).")] = 5,
     batch_size: BatchOpt = 1,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "float32",
-    noise: NoiseOpt = "const",
+    noise: NoiseOpt = Noise.const,
     save_intermediate: IntermediateOpt = False,
     resize: ResizeOpt = None,
     shard: ShardOpt = None,
     align: AlignOpt = False,
+    fit: FitOpt = Fit.crop,
     fp16_deltas: HalfDeltasOpt = False,
+    overwrite: OverwriteOpt = False,
 ) -> None:
-    """HyperStyle inversion (same as `gantune invert --method hyperstyle`).
+    """HyperStyle inversion (same as `gantune invert --method hyperstyle`). --weights: the HyperStyle checkpoint
+    (hypernetwork + generator; default hyperstyle-ffhq).
 
     Example: gantune invert-hyper face.jpg -o out/ --weights hyperstyle-ffhq --encoder w-encoder-ffhq --resize 256
     """
-    failed = run_invert("hyperstyle", inputs, out, weights=weights, encoder=encoder, iters=iters, params=None,
-                        batch_size=batch_size, device=device, dtype=dtype, noise=noise,
-                        save_intermediate=save_intermediate, resize=resize, shard=shard, align=align,
-                        fp16_deltas=fp16_deltas)
-    if failed:
-        raise typer.Exit(1)
+    from ..methods.pipeline import InvertOptions
+
+    dtype, noise = value(dtype), value(noise)
+    opts = InvertOptions(weights=weights, encoder=encoder, iters=iters, device=device, dtype=dtype, noise=noise,
+                         batch_size=batch_size, save_intermediate=save_intermediate)
+    exit_with(run_invert(inputs, out, lambda: INVERT_METHODS["hyperstyle"](opts),
+                         params=_params("hyperstyle", weights, encoder, iters, {}, dtype, noise),
+                         batch_size=batch_size, shard=shard, overwrite=overwrite, resize=resize,
+                         save_intermediate=save_intermediate, align=align, fit=value(fit), fp16_deltas=fp16_deltas))
 
 
 def register(app: typer.Typer) -> None:

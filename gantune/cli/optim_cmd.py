@@ -11,13 +11,21 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from .common import BatchOpt, DeviceOpt, InputsArg, OutDirOpt, Progress, SeedOpt, ShardOpt, console
+from .common import (AlignOpt, BatchOpt, DeviceOpt, Fit, FitOpt, InputsArg, IntermediateOpt, Loss, Noise, NoiseOpt,
+                     OverwriteOpt,
+                     ResizeOpt, SeedOpt, ShardOpt, WeightsOpt, exit_with, out_opt, value)
 from .validate import finite
+
+class Space(str, Enum):
+    w = "w"
+    w_plus = "w+"
+
 
 FRAME_SIDE = 256  # progress frames are downsampled to at most this side
 
@@ -244,79 +252,40 @@ def build_method(method, weights, settings, tune_settings=None, *, device, seed=
 
 
 # --- commands ------------------------------------------------------------------------------------------------------
-GenWeightsOpt = Annotated[str, typer.Option("--weights", "-w", help="Generator: registry name (e.g. ffhq-1024), a path "
-                                            "(.pt, .pkl, .safetensors) or a URL.")]
 StepsOpt = Annotated[int, typer.Option("--steps", min=1, help="Optimisation steps.")]
 MseOpt = Annotated[float, typer.Option("--mse", min=0.0, help="Weight of an extra pixel MSE term (0 = LPIPS only).")]
-LossOpt = Annotated[str, typer.Option("--loss", help="lpips (LPIPS-VGG; needs `gantune weights fetch lpips-vgg-backbone`) "
+LossOpt = Annotated[Loss, typer.Option("--loss", help="lpips (LPIPS-VGG; needs `gantune weights fetch lpips-vgg-backbone`) "
                                       "or l2 (pixel MSE only; no ImageNet network, weaker).")]
-ProgressOpt = Annotated[int, typer.Option("--save-progress", min=0, help="Keep a frame every K steps in "
-                                          "intermediate/<t>/<stem>.png (0 = off).")]
-GifOpt = Annotated[bool, typer.Option("--gif", help="With --save-progress: also write <stem>.gif of the frames.")]
-ResizeOpt = Annotated[Optional[int], typer.Option("--resize", min=8, help="Write the reconstruction PNG at this side.",
-                                                  show_default=False)]
-AlignOpt = Annotated[bool, typer.Option("--align/--no-align", help="FFHQ-align each photo first (dlib, first face).")]
-
-
-def _check_loss(loss: str) -> None:
-    from ..errors import InputError
-
-    if loss not in ("lpips", "l2"):
-        raise InputError(f"--loss {loss!r}", "use lpips or l2")
+EveryOpt = Annotated[int, typer.Option("--every", min=1, help="With --save-intermediate: keep a frame every K steps.")]
+GifOpt = Annotated[bool, typer.Option("--gif", help="With --save-intermediate: also write <stem>.gif of the frames.")]
 
 
 def _run(method, inputs, out, settings, tune_settings, *, weights, device, seed, batch_size, shard, resize, align,
-         save_progress, gif) -> int:
-    from ..io.images import IMAGE_SUFFIXES
-    from ..io.inputs import expand_inputs, parse_shard
-    from ..methods.pipeline import run_pipeline
+         fit, save_intermediate, every, gif, overwrite) -> int:
     from ..runtime import resolve_device
+    from .invert_cmd import run_invert
 
-    paths = expand_inputs(inputs, suffixes=IMAGE_SUFFIXES)
-    shard_t = parse_shard(shard)
-    aligner = None
-    if align:
-        from ..align import FaceAligner
+    params = {"method": method, "weights": weights, "settings": dataclasses.asdict(settings), "seed": seed,
+              "tune": None if tune_settings is None else dataclasses.asdict(tune_settings), "gif": gif,
+              "every": every if save_intermediate else None}
 
-        aligner = FaceAligner(size=1024).load()
-    out = Path(out)
-    dev = resolve_device(device)
-    run = build_method(method, weights, settings, tune_settings, device=dev, seed=seed, progress_every=save_progress,
-                       metrics_path=out / "metrics.jsonl")
-    console.print(run.describe)
-    n = len(paths[shard_t[0]::shard_t[1]])
-    with Progress(n, f"invert ({method})") as bar:
-        summary = run_pipeline(paths, out, run, batch_size=batch_size, shard=shard_t, resize=resize,
-                               save_intermediate=save_progress > 0, aligner=aligner, progress=bar.advance)
-    if gif and save_progress:
-        for e in summary.entries:
-            if e.get("status") == "ok" and e.get("intermediate"):
-                write_gif([Path(p) for p in e["intermediate"]], out / f"{e['name']}.gif")
-    per = summary.seconds / max(1, summary.ok + summary.failed)
-    console.print(f"{summary.ok} inverted, {summary.failed} failed, {per:.2f} s/image; manifest: {out / 'manifest.jsonl'}")
-    return summary.failed
+    def setup():
+        return build_method(method, weights, settings, tune_settings, device=resolve_device(device), seed=seed,
+                            progress_every=every if save_intermediate else 0)
 
-
-def write_gif(frames: list[Path], path: Path, *, ms: int = 100) -> Path:
-    from PIL import Image
-
-    from ..io.atomic import atomic_write
-
-    images = [Image.open(p).convert("RGB") for p in frames]
-    with atomic_write(path) as f:
-        images[0].save(f, format="GIF", save_all=True, append_images=images[1:], duration=ms, loop=0)
-    return path
+    return run_invert(inputs, Path(out), setup, params=params, batch_size=batch_size, shard=shard, overwrite=overwrite,
+                      resize=resize, save_intermediate=save_intermediate, align=align, fit=fit, gif=gif)
 
 
 def invert_optim_command(
     inputs: InputsArg,
-    weights: GenWeightsOpt,
-    out: OutDirOpt = Path("out/invert-optim"),
-    space: Annotated[str, typer.Option("--space", help="w: one w for all layers (NVIDIA projector); w+: one per layer.")] = "w",
+    weights: WeightsOpt = None,
+    out: Annotated[Path, out_opt("invert-optim")] = Path("out/invert-optim"),
+    space: Annotated[Space, typer.Option("--space", help="w: one w for all layers (NVIDIA projector); w+: one per layer.")] = Space.w,
     steps: StepsOpt = 1000,
     lr: Annotated[float, typer.Option("--lr", min=0.0, help="Peak learning rate (ramp-up 5%, cosine ramp-down 25%).")] = 0.1,
     mse: MseOpt = 0.0,
-    loss: LossOpt = "lpips",
+    loss: LossOpt = Loss.lpips,
     noise_reg: Annotated[float, typer.Option("--noise-reg", min=0.0, help="Weight of the noise-map regulariser.")] = 1e5,
     optimize_noise: Annotated[bool, typer.Option("--optimize-noise/--fixed-noise", help="Optimise per-image noise maps "
                                                  "(stored in the record) or keep the generator's.")] = True,
@@ -335,7 +304,8 @@ def invert_optim_command(
                                                      "rank-r factors (default: full, fp16).", show_default=False)] = None,
     tune_locality: Annotated[bool, typer.Option("--tune-locality", help="PTI locality regulariser (for reuse of the "
                                                 "tuned generator away from the pivot).")] = False,
-    save_progress: ProgressOpt = 0,
+    save_intermediate: IntermediateOpt = False,
+    every: EveryOpt = 10,
     gif: GifOpt = False,
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
@@ -343,6 +313,8 @@ def invert_optim_command(
     shard: ShardOpt = None,
     resize: ResizeOpt = None,
     align: AlignOpt = False,
+    fit: FitOpt = Fit.crop,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """StyleGAN2 projector (W or W+), optionally followed by pivotal tuning. Per image: OUT/<stem>.png,
     OUT/<stem>.safetensors (record for `gantune edit` / `adapt`), manifest.jsonl and metrics.jsonl lines.
@@ -350,35 +322,35 @@ def invert_optim_command(
     Example: gantune invert-optim faces/ --weights ffhq-1024 --space w --steps 500 --tune --tune-rank 8 -o out/
     """
     from ..errors import InputError
-    from ..methods.optim import SPACES, ProjectorSettings, TuneSettings
+    from ..methods.optim import ProjectorSettings, TuneSettings
 
-    if space not in SPACES:
-        raise InputError(f"--space {space!r}", f"use one of {', '.join(SPACES)}")
-    _check_loss(loss)
+    space, loss = value(space), value(loss)
+    if not weights:
+        raise InputError("invert-optim needs the generator", "give --weights (e.g. ffhq-1024 or a .pt/.pkl path)")
     settings = ProjectorSettings(space=space, num_steps=steps, learning_rate=lr, mse_weight=mse, loss=loss,
                                  noise_regularize=noise_reg, optimize_noise=optimize_noise, w_avg_samples=w_avg_samples)
     tune_settings = TuneSettings(num_steps=tune_steps, learning_rate=tune_lr, loss=loss, stop_at=tune_target,
                                  rank=tune_rank, locality=tune_locality) if tune else None
-    failed = _run("optim", inputs, out, settings, tune_settings, weights=weights, device=device, seed=seed,
-                  batch_size=batch_size, shard=shard, resize=resize, align=align, save_progress=save_progress, gif=gif)
-    if failed:
-        raise typer.Exit(1)
+    exit_with(_run("optim", inputs, out, settings, tune_settings, weights=weights, device=device, seed=seed,
+                  batch_size=batch_size, shard=shard, resize=resize, align=align, fit=value(fit),
+                  save_intermediate=save_intermediate, every=every, gif=gif, overwrite=overwrite))
 
 
 def invert_overparam_command(
     inputs: InputsArg,
-    weights: GenWeightsOpt,
-    out: OutDirOpt = Path("out/invert-overparam"),
+    weights: WeightsOpt = None,
+    out: Annotated[Path, out_opt("invert-overparam")] = Path("out/invert-overparam"),
     per_layer: Annotated[bool, typer.Option("--per-layer", help="One latent matrix per layer (the paper's W+).")] = False,
     steps: StepsOpt = 1000,
     lr: Annotated[float, typer.Option("--lr", min=0.0, help="Adam learning rate.")] = 0.05,
     truncation: Annotated[float, typer.Option("--truncation", min=0.01, max=1.0, help="Pull toward the mean before "
                                               "each step of the first half (1 = off).")] = 0.9,
     mse: MseOpt = 0.0,
-    loss: LossOpt = "lpips",
-    noise: Annotated[str, typer.Option("--noise", help="Noise inputs of a standard checkpoint: const or none.")] = "const",
+    loss: LossOpt = Loss.lpips,
+    noise: NoiseOpt = Noise.const,
     w_avg_samples: Annotated[int, typer.Option("--w-avg-samples", min=1, help="z samples for the mean.")] = 10_000,
-    save_progress: ProgressOpt = 0,
+    save_intermediate: IntermediateOpt = False,
+    every: EveryOpt = 10,
     gif: GifOpt = False,
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
@@ -386,6 +358,8 @@ def invert_overparam_command(
     shard: ShardOpt = None,
     resize: ResizeOpt = None,
     align: AlignOpt = False,
+    fit: FitOpt = Fit.crop,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Overparameterized-latent inversion (latent matrix W, rows from the mean; works on standard checkpoints too).
     Same outputs as invert-optim; the record stores W (fp16).
@@ -395,15 +369,17 @@ def invert_overparam_command(
     from ..errors import InputError
     from ..methods.overparam import OverparamSettings
 
-    if noise not in ("const", "none"):
-        raise InputError(f"--noise {noise!r}", "use const or none")
-    _check_loss(loss)
+    loss, noise = value(loss), value(noise)
+    if noise == "random":
+        raise InputError("invert-overparam --noise random: a record made with random noise cannot be re-rendered",
+                         "use const or none")
+    if not weights:
+        raise InputError("invert-overparam needs the generator", "give --weights (e.g. ffhq-1024 or a .pt/.pkl path)")
     settings = OverparamSettings(per_layer=per_layer, loss=loss, num_steps=steps, learning_rate=lr, truncation=truncation,
                                  mse_weight=mse, noise_mode=noise, w_avg_samples=w_avg_samples)
-    failed = _run("overparam", inputs, out, settings, None, weights=weights, device=device, seed=seed,
-                  batch_size=batch_size, shard=shard, resize=resize, align=align, save_progress=save_progress, gif=gif)
-    if failed:
-        raise typer.Exit(1)
+    exit_with(_run("overparam", inputs, out, settings, None, weights=weights, device=device, seed=seed,
+                  batch_size=batch_size, shard=shard, resize=resize, align=align, fit=value(fit),
+                  save_intermediate=save_intermediate, every=every, gif=gif, overwrite=overwrite))
 
 
 def register(app: typer.Typer) -> None:

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import DeviceOpt, OutDirOpt, SeedOpt, console, is_terminal
+from .common import DeviceOpt, SeedOpt, console, is_terminal
 
 train_app = typer.Typer(help="Train generators and encoders.", no_args_is_help=True)
 
@@ -62,7 +62,7 @@ class _Display:
 @train_app.command("generator")
 def generator_command(
     data: Annotated[str, typer.Option("--data", help="A folder of images, or 'synthetic-faces' (DCGAN faces; non-commercial licence).")],
-    out: OutDirOpt = Path("runs/generator"),
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder: snapshots, checkpoints, log (created if missing).")] = Path("runs/generator"),
     resolution: Annotated[int, typer.Option("--resolution", "-r", help="Image side (power of two; 32 and up for real use).")] = 64,
     kimg: Annotated[float, typer.Option("--kimg", help="Train until this many thousand real images have been shown.")] = 1000.0,
     batch: Annotated[int, typer.Option("--batch", min=1, help="Global batch (split over torchrun processes).")] = 32,

@@ -1,0 +1,351 @@
+"""The one item runner behind every batch command (align, invert, edit, adapt, generate, paste).
+
+A command says what an item is and how to compute it; the runner does the rest, the same way everywhere:
+
+* names: each item's output stem is fixed from the *whole* input list before sharding (:func:`output_stems`), so a
+  failed item never shifts another's name and shards agree;
+* checks before any model loads (:meth:`Batch.prepare`): ``-o`` must be a folder, no planned output may be one of the
+  inputs, items whose outputs exist with the same input hash and parameters are skipped (``overwrite`` redoes them);
+* running (:meth:`Batch.run`): ``load`` per item, ``process`` per batch (a failed batch is retried item by item),
+  ``write`` per item through :class:`Outputs` (atomic writes, never onto an input; a failed item leaves no file);
+* the manifest (:mod:`gantune.io.manifest`): one line per input with status, input path and sha256, outputs, error,
+  params, timings, metrics, appended as items finish and compacted when the run ends;
+* errors: :func:`gantune.errors.known_error_message` gives each failed item its one line; anything else is a bug,
+  recorded as such (``GANTUNE_DEBUG=1`` re-raises it).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .. import progress as _progress
+from ..errors import InputError, known_error_message
+from .atomic import temp_name
+from .hashing import sha256_file
+from .manifest import Manifest, normalize
+
+
+FILE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".safetensors", ".jsonl", ".json",
+                 ".pt", ".pkl")
+
+
+def debug_enabled() -> bool:
+    return os.environ.get("GANTUNE_DEBUG", "") not in ("", "0", "false", "no")
+
+
+def output_stems(paths: Iterable[Path | str]) -> list[str]:
+    """Unique output stems in input order: ``a/x.jpg, b/x.png, x_2.jpg`` -> ``x, x_3, x_2`` (a repeated stem gets
+    the first free ``_N``; stems that inputs already have are never handed to another input)."""
+    paths = [Path(p) for p in paths]
+    taken = {p.stem or "image" for p in paths}
+    used: set[str] = set()
+    out = []
+    for p in paths:
+        stem = p.stem or "image"
+        name, k = stem, 1
+        while name in used or (k > 1 and name in taken):
+            k += 1
+            name = f"{stem}_{k}"
+        used.add(name)
+        taken.add(name)
+        out.append(name)
+    return out
+
+
+def error_line(e: BaseException) -> str:
+    """The one line a failed item gets in the manifest and on the console."""
+    msg = known_error_message(e)
+    if msg is not None:
+        return msg
+    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    return f"internal error {type(e).__name__}: {text} (GANTUNE_DEBUG=1 shows the traceback)"
+
+
+@dataclass
+class Item:
+    """One unit of work: an input file (or a seed), its output stem, and what the runner learns about it."""
+
+    name: str  # output stem, unique in the output folder
+    input: Path | None = None  # the input file (None for generated items)
+    label: str = ""  # what the console calls it (default: the input path or the name)
+    sha256: str | None = None  # of the input file, set by prepare()
+    info: dict = field(default_factory=dict)  # command-specific facts for the manifest ("faces_found", "fit", …)
+    metrics: dict = field(default_factory=dict)
+    timings: dict = field(default_factory=dict)
+    data: Any = None  # what load() returned
+
+    def __post_init__(self) -> None:
+        self.label = self.label or (str(self.input) if self.input is not None else self.name)
+
+
+class Outputs:
+    """Where one item's files go: names inside the output folder, never an input, tracked for the manifest."""
+
+    def __init__(self, out_dir: Path, forbidden: set[Path]) -> None:
+        self.out_dir, self._forbidden = out_dir, forbidden
+        self.written: dict[str, str] = {}  # role -> path relative to the output folder
+        self._paths: list[Path] = []
+
+    def path(self, role: str, filename: str) -> Path:
+        """The path to write ``filename`` at (the caller writes it atomically), recorded under ``role``."""
+        p = self.out_dir / filename
+        if _real(p) in self._forbidden:
+            raise InputError(f"{p} is one of the inputs; gantune never writes over an input",
+                             "choose another -o folder")
+        if role in self.written:
+            raise RuntimeError(f"output role {role!r} written twice")
+        self.written[role] = filename
+        self._paths.append(p)
+        return p
+
+    def image(self, role: str, filename: str, img, **save_kw) -> Path:
+        from .images import save_image
+
+        return save_image(img, self.path(role, filename), **save_kw)
+
+    def discard(self) -> None:
+        """Remove what this item wrote (it failed part way)."""
+        for p in self._paths:
+            try:
+                p.unlink()
+            except FileNotFoundError:
+                pass
+        self.written.clear()
+        self._paths.clear()
+
+
+def _real(p: Path) -> Path:
+    return Path(os.path.realpath(p))
+
+
+@dataclass
+class Summary:
+    ok: int = 0
+    failed: int = 0
+    skipped: int = 0
+    entries: list[dict] = field(default_factory=list)  # this run's manifest entries (not the skipped ones)
+    seconds: float = 0.0
+    manifest: Path | None = None
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.failed else 0
+
+
+class Batch:
+    """A batch command's run over its items. ``prepare()`` before loading any model, then ``run(...)``."""
+
+    def __init__(self, command: str, items: list[Item], out_dir: str | os.PathLike, *, params: dict,
+                 planned: Callable[[Item], list[str]] | None = None, shard: tuple[int, int] = (0, 1),
+                 overwrite: bool = False, extra_inputs: Iterable[Path] = ()) -> None:
+        self.command, self.items, self.out_dir = command, items, Path(out_dir)
+        self.params = normalize(params)
+        self.planned = planned or (lambda it: [])
+        self.shard, self.overwrite = shard, overwrite
+        # every input of the command (all shards, and files such as --onto photos): never written over
+        self.forbidden = {_real(it.input) for it in items if it.input is not None}
+        self.forbidden |= {_real(Path(p)) for p in extra_inputs}
+        i, n = shard
+        self.manifest_path = self.out_dir / ("manifest.jsonl" if n == 1 else f"manifest.shard{i}of{n}.jsonl")
+        self.todo: list[Item] = []
+        self.skipped: list[Item] = []
+        self.missing: list[Item] = []
+        self.manifest: Manifest | None = None
+
+    # --- before any model loads ---------------------------------------------------------------------------------
+    def prepare(self) -> list[Item]:
+        """Check the output folder and planned names, read the manifest, hash inputs, skip finished items.
+        Returns the items left to do (inputs that do not exist are not among them: run() reports them).
+        Raises InputError (one line) before anything is written."""
+        out = self.out_dir
+        if out.exists() and not out.is_dir():
+            raise InputError(f"-o {out} is a file", "give a folder for the outputs; it is created if missing")
+        if not out.exists() and out.suffix.lower() in FILE_SUFFIXES:
+            raise InputError(f"-o {out} looks like a file name; -o takes a folder",
+                             f"e.g. -o {out.with_suffix('')}/ (file names come from the inputs)")
+        names = [it.name for it in self.items]
+        if len(set(names)) != len(names):
+            raise RuntimeError("output names are not unique")
+        i, n = self.shard
+        mine = [it for k, it in enumerate(self.items) if k % n == i]
+        for it in mine:
+            for f in self.planned(it) + [self.manifest_path.name]:
+                if _real(out / f) in self.forbidden:
+                    raise InputError(f"{out / f} would overwrite the input {it.label if f != self.manifest_path.name else out / f}",
+                                     "choose another -o folder; gantune never writes over its inputs")
+        self.manifest = Manifest(self.manifest_path)
+        for it in mine:
+            if it.input is not None and not it.input.exists():
+                self.missing.append(it)  # reported as failed by run(); no model is loaded for it
+                continue
+            if it.input is not None and it.input.is_file():
+                try:
+                    it.sha256 = sha256_file(it.input)
+                except OSError:
+                    it.sha256 = None  # reported when the item loads
+            if not self.overwrite and self._done(it):
+                self.skipped.append(it)
+            else:
+                self.todo.append(it)
+        return self.todo
+
+    def _done(self, it: Item) -> bool:
+        e = self.manifest.entries.get(it.name) if self.manifest else None
+        if not e or e.get("status") != "ok" or e.get("params") != self.params:
+            return False
+        if it.input is not None and (e.get("input") or {}).get("sha256") != it.sha256:
+            return False
+        outs = e.get("outputs") or {}
+        return bool(outs) and all((self.out_dir / p).is_file() for p in _flat(outs))
+
+    # --- the run ------------------------------------------------------------------------------------------------
+    def run(
+        self,
+        *,
+        write: Callable[[Item, Any, Outputs], None],  # write one item's outputs (result from process, or its data)
+        load: Callable[[Item], Any] | None = None,  # per item, before batching (default: nothing to load)
+        process: Callable[[list[Item]], list[Any]] | None = None,  # per batch; a result may be an Exception
+        batch_size: int = 1,
+        progress=None,  # an object with advance(message), begin(label) and step(done, total, what)
+    ) -> Summary:
+        if self.manifest is None:
+            self.prepare()
+        t_start = time.perf_counter()
+        summary = Summary(skipped=len(self.skipped), manifest=self.manifest_path)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self._clean_temp_files()
+
+        def report(it: Item, outputs: dict | None, error: str | None) -> None:
+            entry = {
+                "status": "failed" if error else "ok",
+                "name": it.name,
+                "input": None if it.input is None else {"path": _rel(it.input, self.out_dir), "sha256": it.sha256},
+                "outputs": outputs or {},
+                "error": error,
+                "params": self.params,
+                "timings": {k: round(v, 4) for k, v in it.timings.items()},
+                "metrics": it.metrics or None,
+                "info": it.info or None,
+            }
+            self.manifest.write(entry)
+            summary.entries.append(entry)
+            if error:
+                summary.failed += 1
+                msg = f"[red]failed[/]: {it.label}: {error.removeprefix(it.label + ': ')}"
+            else:
+                summary.ok += 1
+                main = next(iter(outputs.values()), "") if outputs else ""
+                more = f" (+{len(outputs) - 1} more)" if outputs and len(outputs) > 1 else ""
+                msg = f"{it.label} -> {self.out_dir / main}{more}" if main else it.label
+            it.data = None
+            if progress is not None:
+                progress.advance(msg)
+
+        def fail(it: Item, e: BaseException, stage: str) -> None:
+            if debug_enabled():
+                raise e
+            it.info["stage"] = stage
+            report(it, None, error_line(e))
+
+        def do_load(it: Item) -> bool:
+            t0 = time.perf_counter()
+            try:
+                it.data = load(it) if load is not None else None
+            except Exception as e:  # noqa: BLE001 - a bad input fails its item, never the batch
+                fail(it, e, "load")
+                return False
+            it.timings["load"] = time.perf_counter() - t0
+            return True
+
+        def do_write(it: Item, result) -> None:
+            if isinstance(result, BaseException):  # process() reported this item's failure
+                fail(it, result, "process")
+                return
+            outs = Outputs(self.out_dir, self.forbidden)
+            t0 = time.perf_counter()
+            try:
+                write(it, result, outs)
+            except Exception as e:  # noqa: BLE001
+                outs.discard()
+                fail(it, e, "write")
+                return
+            it.timings["write"] = time.perf_counter() - t0
+            report(it, dict(outs.written), None)
+
+        def do_batch(batch: list[Item]) -> None:
+            if process is None:
+                for it in batch:
+                    if progress is not None:
+                        progress.begin(it.label)
+                    with _progress.listen(progress.step if progress is not None else None):
+                        do_write(it, it.data)
+                return
+            if progress is not None:
+                progress.begin(", ".join(it.label for it in batch))
+            t0 = time.perf_counter()
+            try:
+                with _progress.listen(progress.step if progress is not None else None):
+                    results = process(batch)
+                if len(results) != len(batch):
+                    raise RuntimeError(f"{len(results)} results for {len(batch)} items")
+            except Exception as e:  # noqa: BLE001
+                if len(batch) > 1:  # isolate the bad item
+                    for it in batch:
+                        do_batch([it])
+                    return
+                fail(batch[0], e, "process")
+                return
+            dt = time.perf_counter() - t0
+            for it, res in zip(batch, results):
+                it.timings["process"] = dt / len(batch)
+                do_write(it, res)
+
+        try:
+            for it in self.missing:
+                fail(it, FileNotFoundError(2, "no such file", str(it.input)), "load")
+            pending: list[Item] = []
+            for it in self.todo:
+                if do_load(it):
+                    pending.append(it)
+                if len(pending) >= batch_size:
+                    do_batch(pending)
+                    pending = []
+            if pending:
+                do_batch(pending)
+        finally:
+            self.manifest.compact([it.name for it in self.items])
+            summary.seconds = time.perf_counter() - t_start
+        return summary
+
+    def _clean_temp_files(self) -> None:
+        """Temporary files a killed run left for this run's outputs."""
+        for it in self.todo:
+            for f in self.planned(it):
+                for tmp in self.out_dir.glob(temp_name(Path(f)) + "*.tmp"):
+                    tmp.unlink(missing_ok=True)
+
+
+def _flat(outputs) -> list[str]:
+    if isinstance(outputs, dict):
+        return [p for v in outputs.values() for p in _flat(v)]
+    if isinstance(outputs, (list, tuple)):
+        return [p for v in outputs for p in _flat(v)]
+    return [str(outputs)]
+
+
+def _rel(p: Path, base: Path) -> str:
+    try:
+        return os.path.relpath(os.path.abspath(p), os.path.abspath(base))
+    except ValueError:  # another drive (Windows)
+        return str(Path(p).absolute())
+
+
+def resolve_out(entry: dict, base: Path, role: str) -> Path | None:
+    """An output's path from a manifest entry (``base``: the manifest's folder)."""
+    p = (entry.get("outputs") or {}).get(role)
+    return None if p is None else base / p
