@@ -96,7 +96,8 @@ class FaceAligner:
         *,
         upsample: int = 1,  # detector upsampling passes (finds faces down to ~40 px at 1, as in FFHQ)
         detect_max_side: int = 1024,  # photos larger than this are detected on a downscaled copy
-        min_score: float = 0.0,  # drop detections with a lower confidence
+        min_score: float | None = None,  # drop detections with a lower confidence; None: the detector's default
+        # (keep the strongest detection, count others from SECOND_FACE_MIN_SCORE[detector])
         supersample: int | None = None,  # quad transform at size*k then LANCZOS down; None: automatic (<= 4)
     ) -> None:
         if detector not in DETECTORS:
@@ -121,8 +122,12 @@ class FaceAligner:
 
     def detect(self, image: Image.Image) -> list[Detection]:
         """All detections, largest first."""
+        if self.min_score is None:
+            strict, others = 0.0, None
+        else:
+            strict = others = self.min_score
         return detect_faces(image, detector=self.detector, upsample=self.upsample, max_side=self.detect_max_side,
-                            min_score=self.min_score)
+                            min_score=strict, others_min_score=others)
 
     def select(self, detections: list[Detection]) -> list[tuple[int, Detection]]:
         """(1-based index, detection) pairs chosen by ``faces``; raises :class:`AlignError` when none fits."""

@@ -7,7 +7,9 @@ Convention: generator images are float tensors in [-1, 1], shape (B, 3, H, W). T
 
 from __future__ import annotations
 
+import logging
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -74,31 +76,54 @@ def to_rgb(img: Image.Image) -> Image.Image:
 
 
 MAX_PIXELS = 178_956_970  # Pillow's decompression-bomb limit (2x its warning threshold)
+LARGE_PIXELS = 89_478_485  # Pillow's decompression-bomb warning threshold: above it, a one-line note instead
+
+log = logging.getLogger("gantune")  # notes for the user (one line each; without a handler they go to stderr)
+
+
+def note(message: str) -> None:
+    """A one-line note for the user (never a Python warning)."""
+    log.warning("note: %s", message)
 
 
 def load_image(path: str | os.PathLike, *, min_side: int = 16) -> Image.Image:
     """Open an image file robustly: EXIF orientation applied, any mode converted to RGB, fully decoded.
 
     Raises :class:`ImageError` with a one-line reason for corrupt, truncated, non-image, too small or too large files.
+    A photo over Pillow's decompression-bomb warning size gives a one-line note (never a Python warning). The decoded
+    image is rotated in place and converted only when it is not RGB already, so a large RGB photo is held once.
     """
     p = Path(path)
     if not p.exists():
         raise ImageError(f"{p}: no such file")
     if p.is_dir():
         raise ImageError(f"{p}: is a folder, not an image")
+    im = None
     try:
-        with Image.open(p) as im:
-            if im.width * im.height > MAX_PIXELS:
-                raise ImageError(f"{p}: {im.width}x{im.height} is too large (over {MAX_PIXELS:,} pixels)")
-            im.load()
-            im = ImageOps.exif_transpose(im)
-            rgb = to_rgb(im)
+        with warnings.catch_warnings():  # Pillow's DecompressionBombWarning: the note below instead
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(p)
+        if im.width * im.height > MAX_PIXELS:
+            raise ImageError(f"{p}: {im.width}x{im.height} is too large (over {MAX_PIXELS:,} pixels)")
+        if im.width * im.height > LARGE_PIXELS:
+            note(f"{p.name} is {im.width}x{im.height} ({im.width * im.height / 1e6:.0f} megapixels), a very large "
+                 f"photo: it is held in memory once (about {im.width * im.height * 3 / 2**30:.1f} GB) and faces are "
+                 "detected on a reduced copy")
+        im.load()
+        ImageOps.exif_transpose(im, in_place=True)
+        rgb = to_rgb(im)
     except ImageError:
+        if im is not None:
+            im.close()
         raise
     except Image.DecompressionBombError as e:
         raise ImageError(f"{p}: image too large ({e})") from None
     except (OSError, SyntaxError, ValueError) as e:
+        if im is not None:
+            im.close()
         raise ImageError(f"{p}: not a readable image ({e})") from None
+    if rgb is not im:
+        im.close()  # the converted copy is kept: free the decoded original now
     if min(rgb.size) < min_side:
         raise ImageError(f"{p}: {rgb.width}x{rgb.height} is too small (need at least {min_side} px per side)")
     return rgb
