@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from ..errors import WeightsError
-from .keymap import KeyRule, export_state, fit_channels, import_state
+from .keymap import KeyRule, export_state, fit_channels, generator_from_state, import_state
 from .safe_pickle import AllowListUnpickler, _numpy_globals
 
 SOURCE = "stylegan2-ada"
@@ -276,15 +276,11 @@ def ada_rules(cfg) -> list[KeyRule]:
 
 def from_ada_state_dict(sd: Mapping[str, torch.Tensor], init_kwargs: Mapping | None = None):
     """Build a gantune :class:`Generator` (eval, CPU) from an ADA ``G_ema`` state dict (+ its init kwargs)."""
-    from ..core import Generator
-
     init_kwargs = dict(init_kwargs or {})
     _check_supported(sd, init_kwargs)
     cfg = infer_ada_config(sd, init_kwargs, extra={"source_format": "ada-pkl", "w_avg": "file"})
     native = import_state(sd, ada_rules(cfg), SOURCE)
-    G = Generator(cfg)
-    G.load_state_dict(native, strict=True)
-    return G.eval().requires_grad_(False)
+    return generator_from_state(cfg, native)
 
 
 def to_ada_state_dict(G) -> dict[str, torch.Tensor]:

@@ -94,6 +94,35 @@ def export_state(native: Mapping[str, torch.Tensor], rules: list[KeyRule]) -> di
     return out
 
 
+def meta_generator(cfg):
+    """A :class:`gantune.core.Generator` for ``cfg`` on the meta device: names and shapes, no numbers."""
+    from ..core import Generator
+
+    with torch.device("meta"):
+        return Generator(cfg)
+
+
+def generator_from_state(cfg, state: Mapping[str, torch.Tensor], *, skeleton=None):
+    """A :class:`gantune.core.Generator` for ``cfg`` holding exactly the tensors of ``state`` (a full native state
+    dict, checked strictly): the module is built on the meta device (or ``skeleton``, such a module already built)
+    and the loaded tensors are assigned, so no weight is initialised only to be overwritten and no tensor is copied
+    (memory-mapped tensors stay memory-mapped). The non-persistent buffers, constants of the architecture (the FIR
+    kernel), are then made for real."""
+    from ..core import make_kernel
+
+    G = skeleton if skeleton is not None else meta_generator(cfg)
+    G.load_state_dict(dict(state), strict=True, assign=True)
+    constants = {"resample_kernel": make_kernel}
+    for name, buf in list(G.named_buffers()):
+        if buf.is_meta:
+            owner, _, attr = name.rpartition(".")
+            if attr not in constants:
+                raise RuntimeError(f"generator buffer {name} is neither in the state dict nor a known constant")
+            G.get_submodule(owner).register_buffer(attr, constants[attr](), persistent=False) if owner else \
+                G.register_buffer(attr, constants[attr](), persistent=False)
+    return G.eval().requires_grad_(False)
+
+
 def fit_channels(channels: Mapping[int, int], source: str) -> tuple[int, int]:
     """(channel_base, channel_max) such that min(base // res, max) == channels[res] for every resolution.
 

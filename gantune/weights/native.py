@@ -19,7 +19,7 @@ import torch
 
 from ..errors import WeightsError
 from ..io.atomic import atomic_path
-from .keymap import _names
+from .keymap import _names, generator_from_state, meta_generator
 
 FORMAT_VERSION = "1"
 CONFIG_KEY = "gantune_config"
@@ -68,11 +68,48 @@ def read_native_header(path: str | os.PathLike) -> tuple[dict, dict]:
         raise WeightsError(f"{path.name}: damaged gantune header ({e})") from None
 
 
-def load_native(path: str | os.PathLike, device: str | torch.device = "cpu"):
-    """(Generator in eval mode on ``device``, meta dict). Keys must match the config exactly."""
+_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64,
+           "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+           "BOOL": torch.bool}
+
+
+def read_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file, memory-mapped (copy-on-write: nothing is read until used, and changing a
+    tensor never changes the file). Falls back to ``safetensors.torch.load_file`` for layouts it does not map."""
     from safetensors.torch import load_file
 
-    from ..core import Generator, GeneratorConfig
+    path = Path(path)
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(n)) if 2 <= n <= size - 8 else None
+    entries = {k: v for k, v in (header or {}).items() if k != "__metadata__"}
+    base = 8 + n
+    mappable = header is not None and all(
+        isinstance(v, dict) and v.get("dtype") in _DTYPES and (base + v["data_offsets"][0]) % _DTYPES[v["dtype"]].itemsize == 0
+        and v["data_offsets"][1] + base <= size for v in entries.values())
+    if not mappable or not entries:
+        return load_file(str(path), device="cpu")
+    storage = torch.UntypedStorage.from_file(str(path), shared=False, nbytes=size)
+    out = {}
+    for k, v in entries.items():
+        dt = _DTYPES[v["dtype"]]
+        b, e = v["data_offsets"]
+        shape = tuple(v["shape"])
+        numel = 1
+        for s in shape:
+            numel *= s
+        if numel * dt.itemsize != e - b:
+            return load_file(str(path), device="cpu")
+        t = torch.empty(0, dtype=dt)
+        t.set_(storage, (base + b) // dt.itemsize, shape)
+        out[k] = t
+    return out
+
+
+def load_native(path: str | os.PathLike, device: str | torch.device = "cpu"):
+    """(Generator in eval mode on ``device``, meta dict). Keys must match the config exactly."""
+    from ..core import GeneratorConfig
 
     path = Path(path)
     cfg_dict, meta = read_native_header(path)
@@ -82,9 +119,9 @@ def load_native(path: str | os.PathLike, device: str | torch.device = "cpu"):
         raise WeightsError(
             f"{path.name}: generator config not understood ({e})", hint="it may be written by a newer gantune"
         ) from None
-    tensors = load_file(str(path), device="cpu")
-    G = Generator(cfg)
-    want = G.state_dict()
+    tensors = read_tensors(path)
+    G = meta_generator(cfg)
+    want = G.state_dict()  # names and shapes only
     missing, unexpected = set(want) - set(tensors), set(tensors) - set(want)
     if missing or unexpected:
         parts = []
@@ -96,5 +133,5 @@ def load_native(path: str | os.PathLike, device: str | torch.device = "cpu"):
     for k, v in want.items():
         if tuple(tensors[k].shape) != tuple(v.shape):
             raise WeightsError(f"{path.name}: {k} has shape {tuple(tensors[k].shape)}, config expects {tuple(v.shape)}")
-    G.load_state_dict(tensors, strict=True)
-    return G.eval().to(device), meta
+    G = generator_from_state(cfg, tensors, skeleton=G)
+    return G.to(device), meta

@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 from ..errors import WeightsError
-from .keymap import KeyRule, export_state, fit_channels, import_state
+from .keymap import KeyRule, export_state, fit_channels, generator_from_state, import_state
 
 SOURCE = "rosinality"
 DEFAULT_W_AVG_SAMPLES = 100_000  # HyperStyle's coach uses mean_latent(1e5) when the file has no latent_avg
@@ -220,8 +220,6 @@ def from_rosinality_state_dict(
     ``G.cfg.extra`` records where ``w_avg`` came from: ``{"w_avg": "file"}`` or
     ``{"w_avg": "computed", "w_avg_samples": n, "w_avg_seed": s}``.
     """
-    from ..core import Generator
-
     if latent_avg is None:
         extra = {"source_format": source, "w_avg": "computed", "w_avg_samples": int(w_avg_samples),
                  "w_avg_seed": int(w_avg_seed)}
@@ -229,12 +227,10 @@ def from_rosinality_state_dict(
         extra = {"source_format": source, "w_avg": "file"}
     cfg = infer_config(sd, mapping_lr_mul=mapping_lr_mul, extra=extra)
     native = import_state(sd, rosinality_rules(cfg), SOURCE)
-    G = Generator(cfg)
     native["mapping.w_avg"] = (
         latent_avg_to_w_avg(latent_avg, cfg.w_dim) if latent_avg is not None else torch.zeros(cfg.w_dim)
     )
-    G.load_state_dict(native, strict=True)
-    G.eval().requires_grad_(False)
+    G = generator_from_state(cfg, native)
     if latent_avg is None:
         G.mapping.w_avg.copy_(G.compute_w_avg(w_avg_samples, seed=w_avg_seed))
     return G

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import pickle
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +42,11 @@ def extra_safe_globals() -> list:
     return [argparse.Namespace, *_numpy_globals()]
 
 
+def _is_zip(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(4) == b"PK\x03\x04" and zipfile.is_zipfile(path)
+
+
 def safe_torch_load(path: str | os.PathLike):
     """Load a torch checkpoint (zip or legacy) onto the CPU without running code from it.
 
@@ -50,8 +56,9 @@ def safe_torch_load(path: str | os.PathLike):
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"no such file: {path}")
+    mmap = _is_zip(path)  # zip checkpoints are memory-mapped: tensors are read when used, never copied
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as first:
         first_msg = str(first)
     except Exception as e:  # noqa: BLE001 - torch raises RuntimeError/EOFError/ValueError for non-checkpoints
@@ -60,7 +67,7 @@ def safe_torch_load(path: str | os.PathLike):
         raise _unreadable(path, pickle.UnpicklingError(_last_line(first_msg)))
     try:
         with torch.serialization.safe_globals(extra_safe_globals()):
-            return torch.load(path, map_location="cpu", weights_only=True)
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as e:
         name = _unsafe_global_from_message(str(e))
         if name is None:
