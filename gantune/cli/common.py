@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-from ..io.runner import debug_enabled  # noqa: F401  (re-exported for the commands)
+from ..io.runner import debug_enabled  # noqa: F401
 
 console = Console(stderr=True, highlight=False, soft_wrap=True)
 

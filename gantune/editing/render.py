@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import torch
+from torch.func import functional_call
 
 from ..io.record import InversionRecord, RecordError
 
@@ -83,6 +84,33 @@ def edited_latents(G, record: InversionRecord, direction: torch.Tensor, strength
     return torch.stack([lat + float(s) * n for s in strengths])
 
 
+def _synthesis_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Full-generator state names -> names relative to ``G.synthesis``."""
+    return {k[len("synthesis.") :]: v for k, v in state.items() if k.startswith("synthesis.")}
+
+
+def synthesize(G, state: dict[str, torch.Tensor] | None = None, *, noise_maps=None, **kwargs) -> torch.Tensor:
+    """``G.synthesis(**kwargs)`` with some parameters/buffers replaced (full state-dict names) and, optionally,
+    per-image noise maps {prefix: (B, 1, H, W)}.
+
+    The core reads one noise buffer per layer (shared by the batch) and adds ``noise · noise_strength``; per-image maps
+    are passed by replacing the buffer with ones and the strength with ``strength · map`` (broadcast over channels),
+    which gives exactly ``map · strength`` for each image.
+    """
+    over = dict(state or {})
+    if noise_maps:
+        for prefix, m in noise_maps.items():
+            strength = over.get(prefix + ".noise_strength")
+            if strength is None:
+                strength = G.get_parameter(prefix + ".noise_strength")
+            over[prefix + ".noise_const"] = torch.ones(m.shape[-2:], device=m.device, dtype=m.dtype)
+            over[prefix + ".noise_strength"] = strength * m
+        kwargs.setdefault("noise_mode", "const")
+    if not over:
+        return G.synthesis(**kwargs)
+    return functional_call(G.synthesis, _synthesis_state(over), (), kwargs, strict=False)
+
+
 @torch.no_grad()
 def render_record(
     G,  # gantune Generator the record was made with (or one of the same architecture)
@@ -96,7 +124,6 @@ def render_record(
     """Images (B, 3, H, W) in [-1, 1] exactly as the record was made: its latent (or edited latents), its offsets
     θ ⊙ (1 + Δ) shared by the batch, and its tuned differences (PTI weights, optimized noise maps) merged into the
     generator's parameters and buffers. The one renderer for edit, adapt, the API and the optimization methods."""
-    from ..methods.optim import synthesize
     from ..methods.result import record_deltas
 
     device = G.w_avg.device

@@ -26,8 +26,9 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
-from torch.func import functional_call
 
+from .. import progress
+from ..editing.render import render_record, synthesize  # noqa: F401 - render_record re-exported
 from ..io.record import InversionRecord
 from ..metrics.l2 import l2_distance
 from .result import InversionResult
@@ -170,40 +171,6 @@ def noise_layer_names(G) -> list[str]:
         if getattr(layer, "use_noise", False):
             out.append(f"synthesis.layers.{s.name}")
     return out
-
-
-def _synthesis_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Full-generator state names -> names relative to ``G.synthesis``."""
-    return {k[len("synthesis.") :]: v for k, v in state.items() if k.startswith("synthesis.")}
-
-
-def synthesize(G, state: dict[str, torch.Tensor] | None = None, *, noise_maps=None, **kwargs) -> torch.Tensor:
-    """``G.synthesis(**kwargs)`` with some parameters/buffers replaced (full state-dict names) and, optionally,
-    per-image noise maps {prefix: (B, 1, H, W)}.
-
-    The core reads one noise buffer per layer (shared by the batch) and adds ``noise · noise_strength``; per-image maps
-    are passed by replacing the buffer with ones and the strength with ``strength · map`` (broadcast over channels),
-    which gives exactly ``map · strength`` for each image.
-    """
-    over = dict(state or {})
-    if noise_maps:
-        for prefix, m in noise_maps.items():
-            strength = over.get(prefix + ".noise_strength")
-            if strength is None:
-                strength = G.get_parameter(prefix + ".noise_strength")
-            over[prefix + ".noise_const"] = torch.ones(m.shape[-2:], device=m.device, dtype=m.dtype)
-            over[prefix + ".noise_strength"] = strength * m
-        kwargs.setdefault("noise_mode", "const")
-    if not over:
-        return G.synthesis(**kwargs)
-    return functional_call(G.synthesis, _synthesis_state(over), (), kwargs, strict=False)
-
-
-def render_record(G, record: InversionRecord, *, noise_mode: str | None = None) -> torch.Tensor:
-    """(1, 3, H, W) image of a record (latent, offsets, tuned differences); see :func:`gantune.editing.render_record`."""
-    from ..editing.render import render_record as _render
-
-    return _render(G, record, noise_mode=noise_mode)
 
 
 def noise_regularization(maps: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -374,6 +341,7 @@ def project(
         opt.step()
         _normalize_maps_(maps)
         history.append(loss.detach().cpu())
+        progress.step(step + 1, s.num_steps, "projector step")
         if callback is not None:
             callback(StepInfo("project", step + 1, s.num_steps, loss.detach(), synth.detach(), tuple(range(B))))
 
@@ -482,6 +450,7 @@ def tune(
         opt.step()
         steps = step + 1
         history.append(float(loss.detach()))
+        progress.step(steps, s.num_steps, "tuning step")
         if callback is not None:
             callback(StepInfo("tune", steps, s.num_steps, loss.detach().reshape(1), img.detach(), (index,)))
 

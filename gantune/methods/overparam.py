@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .. import progress
 from ..io.record import InversionRecord
 from ..metrics.l2 import l2_distance
 from .optim import (
@@ -113,6 +114,7 @@ def invert_overparam(
         loss.sum().backward()
         opt.step()
         history.append(loss.detach().cpu())
+        progress.step(step + 1, s.num_steps, "step")
         if callback is not None:
             callback(StepInfo("overparam", step + 1, s.num_steps, loss.detach(), synth.detach(), tuple(range(B))))
 

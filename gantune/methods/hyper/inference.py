@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from ... import progress
 from ...core import Generator
 from ...io.record import expand_shared
 from .hypernet import INPUT_SIZE, HyperNetwork
@@ -131,6 +132,7 @@ def refine(
             inter.append(y)
         if on_iter:
             on_iter(t, y)
+        progress.step(t, iters, "iteration")
     return HyperOutput(images=y, codes=codes, deltas=acc, shared=hidden, shared_count=iters if hidden else 0,
                        intermediates=inter, timings=timings)
 
