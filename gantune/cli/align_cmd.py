@@ -34,7 +34,7 @@ def align_command(
     detector: DetectorOpt = Detector.hog,
     workers: WorkersOpt = 1,
     upsample: Annotated[int, typer.Option("--upsample", min=0, help="Detector upsampling passes (1 finds faces down to ~40 px).")] = 1,
-    min_score: Annotated[Optional[float], typer.Option("--min-score", callback=finite("--min-score"), help="Ignore detections with a lower detector confidence (default: the detector's own).", show_default=False)] = None,
+    min_score: Annotated[Optional[float], typer.Option("--min-score", callback=finite("--min-score"), help="Ignore detections with a lower detector confidence (default: the strongest face always counts, other HOG detections from 0.3).", show_default=False)] = None,
     detect_max_side: Annotated[int, typer.Option("--detect-max-side", min=64, help="Detect on a copy downscaled to this longest side; landmarks use the full photo.")] = 1024,
     shard: ShardOpt = None,
     overwrite: OverwriteOpt = False,

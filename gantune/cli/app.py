@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 
 import typer
@@ -39,11 +40,26 @@ def _warning_as_note(message, category, filename, lineno, file=None, line=None) 
     console.print(f"note: {text[:300]}{'…' if len(text) > 300 else ''}")
 
 
+class _ConsoleNotes(logging.Handler):
+    """gantune's log notes (``logging.getLogger("gantune")``) as plain lines on the console."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        console.print(record.getMessage(), markup=False)
+
+
+def _notes_to_console() -> None:
+    log = logging.getLogger("gantune")
+    if not any(isinstance(h, _ConsoleNotes) for h in log.handlers):
+        log.addHandler(_ConsoleNotes())
+        log.propagate = False
+
+
 def main(argv: list[str] | None = None) -> None:
     import warnings
 
     if not debug_enabled():
         warnings.showwarning = _warning_as_note
+    _notes_to_console()
     try:
         app(args=argv, standalone_mode=True)
     except SystemExit:

@@ -157,7 +157,9 @@ def _convert(field_type, text: str, key: str):
         if "int" in t:
             return int(text)
         if "float" in t:
-            return float(text)
+            from .validate import finite_float
+
+            return finite_float(text, f"--param {key}")
         return text
     except ValueError:
         raise InputError(f"--param {key}={text}: not a valid {t}") from None

@@ -390,9 +390,15 @@ def import_command(
     from ..weights import detect_format, load_generator_file, save_native
     from ..weights.download import file_sha256, registry_name_for, resolve
 
+    from ..errors import InputError
+
+    if out_path.is_dir():
+        raise InputError(f"-o {out_path} is a folder", "give the output file, e.g. -o ffhq-1024.safetensors")
     if out_path.exists() and not force:
         raise WeightsError(f"{out_path} exists", "use --force to overwrite it")
     src = resolve(file)
+    if out_path.exists() and out_path.resolve() == Path(src).resolve():
+        raise InputError(f"-o {out_path} is the input file", "gantune never writes over its input; choose another -o")
     fmt = detect_format(src)
     G, ginfo = load_generator_file(src, "cpu")  # raises a one-line WeightsError for files without a generator
     meta = {"source_file": src.name, "source_format": fmt, "source_sha256": ginfo.get("sha256") or file_sha256(src),
