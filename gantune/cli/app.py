@@ -6,9 +6,11 @@ import logging
 import sys
 
 import typer
+from rich.markup import escape
 
 from ..errors import known_error_message
-from .common import console, debug_enabled
+from ..io.runner import debug_enabled
+from .common import console
 
 app = typer.Typer(
     name="gantune",
@@ -61,15 +63,35 @@ def main(argv: list[str] | None = None) -> None:
         warnings.showwarning = _warning_as_note
     _notes_to_console()
     try:
-        app(args=argv, standalone_mode=True)
+        code = app(args=argv, standalone_mode=False)  # usage errors come back here, to be said in one line
     except SystemExit:
         raise
     except KeyboardInterrupt:
         console.print("interrupted")
         sys.exit(130)
     except Exception as e:  # one place that turns known errors into one line
+        if _is_usage_error(e):
+            sys.exit(_usage_error(e))
         msg = known_error_message(e)
         if msg is None or debug_enabled():
             raise
         console.print(f"[bold red]error:[/] {msg}")
         sys.exit(getattr(e, "exit_code", 2))
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _is_usage_error(e: BaseException) -> bool:
+    """Click's own errors (bad option values, unknown options, missing arguments), which Typer lets through."""
+    module = type(e).__module__
+    return (module.startswith("click.") or module.startswith("typer._click.")) and hasattr(e, "format_message")
+
+
+def _usage_error(e) -> int:
+    if type(e).__name__ == "NoArgsIsHelpError":  # a bare command: its help
+        console.print(e.format_message(), markup=False, highlight=False)
+        return 0
+    ctx = getattr(e, "ctx", None)
+    where = ctx.command_path if ctx is not None else "gantune"
+    text = " ".join(e.format_message().replace("Value error, ", "").split())
+    console.print(f"[bold red]error:[/] {escape(text)} (see {where} --help)")
+    return getattr(e, "exit_code", 2)
