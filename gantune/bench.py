@@ -119,6 +119,7 @@ SECTIONS = {
     "hyper": ("gantune.methods.hyper.bench", "bench_hyper"),
     "optim": ("gantune.methods.optim_bench", "bench_optim"),
     "align": ("gantune.align.bench", "bench_align"),
+    "loading": ("gantune.weights.bench", "bench_loading"),
 }
 
 

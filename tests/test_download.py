@@ -5,7 +5,6 @@ from __future__ import annotations
 import bz2
 import hashlib
 import http.server
-import io
 import os
 import socket
 import threading
@@ -237,26 +236,6 @@ def test_html_answer_is_not_kept(_isolated_home):
     with _Server(PAYLOAD, html=True) as srv:
         with pytest.raises(WeightsError, match="web page"):
             dl.fetch(_entry([srv.url]), progress=False)
-    assert _leftovers(_isolated_home) == []
-
-
-def test_drive_confirmation_page_message(monkeypatch, _isolated_home):
-    class FakeResp(io.BytesIO):
-        status = 200
-        headers = {"Content-Type": "text/html; charset=utf-8", "Content-Length": "60"}
-
-    def fake_urlopen(req, timeout=None):
-        assert "drive.google.com" in req.full_url
-        return FakeResp(b"<html><body>Google Drive - Virus scan warning</body></html>")
-
-    monkeypatch.setattr(dl.urllib.request, "urlopen", fake_urlopen)
-    e = _entry(["https://drive.google.com/uc?id=ABC123xyz"], file="big.pt")
-    with pytest.raises(WeightsError) as ei:
-        dl.fetch(e, progress=False)
-    msg = ei.value.one_line()
-    assert "https://drive.google.com/file/d/ABC123xyz/view" in msg
-    assert "browser" in msg and "gantune weights import" in msg
-    assert str(dl.cache_path(e)) in msg
     assert _leftovers(_isolated_home) == []
 
 

@@ -336,19 +336,81 @@ def _stream_to_part(url: str, part: Path, *, label: str, progress: bool, size_hi
     return h.hexdigest(), resumed
 
 
+# --- one Google Drive file -> .part (gdown) ---------------------------------------------------------------------------
+DRIVE_RETRIES = 2  # interrupted Drive transfers resumed within one call before giving up (a re-run resumes too)
+
+
+class _DriveRefused(Exception):
+    """Drive answered with a page that is not the file and has no download form (quota, permission)."""
+
+
+def _drive_to_part(url: str, part: Path, *, label: str, progress: bool, size_hint: int) -> tuple[str, bool]:
+    """Download a Google Drive file into ``part`` with gdown (the virus-scan confirmation form, cookies, resumed
+    ranges). gdown keeps its own partial file beside ``part`` (``<part><random>.part``) and renames it to ``part``
+    when complete. Returns (sha256 of ``part``, resumed?)."""
+    import gdown
+    import requests
+    from gdown.exceptions import DownloadError, FileURLRetrievalError
+
+    fid = _drive_id(url)
+    part.parent.mkdir(parents=True, exist_ok=True)
+    partials = sorted(part.parent.glob(part.name + "*.part"))
+    done_before = max((p.stat().st_size for p in partials), default=0)
+    bar = _Bar(progress, label, size_hint or None, done_before)
+    seen = [done_before]
+
+    def on_progress(done: int, total: int | None) -> None:
+        if total and not bar.total:
+            bar.total = total
+        bar.update(done - seen[0])
+        seen[0] = done
+
+    ok = False
+    try:
+        gdown.download(id=fid, output=str(part), quiet=True, resume=True, use_cookies=False, progress=on_progress,
+                       timeout=timeout(), retries=DRIVE_RETRIES, user_agent=_user_agent())
+        ok = True
+    except FileURLRetrievalError as e:
+        reason = " ".join(str(e).split())
+        raise _DriveRefused(reason[:200]) from None
+    except DownloadError as e:
+        if seen[0] == done_before and isinstance(e.__cause__, (requests.exceptions.ConnectionError,
+                                                               requests.exceptions.Timeout)):
+            raise _Unreachable(type(e.__cause__).__name__) from None  # retried, never connected: no network
+        raise WeightsError(f"download of {label} from Google Drive interrupted after {_human(seen[0])} "
+                           f"({' '.join(str(e).split())[:120]})",
+                           "run the same command again: it resumes where it stopped") from None
+    except requests.exceptions.HTTPError as e:
+        code = e.response.status_code if e.response is not None else "?"
+        raise WeightsError(f"HTTP {code} from Google Drive for {label}", "the link may have moved; try another "
+                           "source") from None
+    except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as e:
+        if seen[0] > done_before:  # it was transferring: an interruption, not a missing network
+            raise WeightsError(f"download of {label} from Google Drive interrupted after {_human(seen[0])}",
+                               "run the same command again: it resumes where it stopped") from None
+        raise _Unreachable(type(e).__name__) from None
+    finally:
+        bar.close(ok)
+    if _looks_like_html(part.read_bytes()[:1024] if part.stat().st_size < 1 << 20 else b""):
+        part.unlink()
+        raise _DriveRefused("Drive sent a web page instead of the file")
+    return sha256_file(part, remember=False), done_before > 0
+
+
 # --- fetch ----------------------------------------------------------------------------------------------------------------
 def _say(progress: bool, message: str) -> None:
     if progress:
         print(message, file=sys.stderr, flush=True)
 
 
-def _drive_error(url: str, dest: Path) -> WeightsError:
+def _drive_error(url: str, dest: Path, reason: str = "") -> WeightsError:
     fid = _drive_id(url)
     page = f"https://drive.google.com/file/d/{fid}/view" if fid else url
+    why = f": {reason}" if reason else " (download quota or a file that is not public)"
     return WeightsError(
-        f"Google Drive answered with a web page instead of {dest.name} (large-file confirmation or download quota)",
-        f"open {page} in a browser, save the file, then put it at {dest} "
-        f"(for a generator you can also run `gantune weights import FILE -o OUT.safetensors`)",
+        f"Google Drive did not give {dest.name}{why}",
+        f"Drive limits downloads per file and day: try again later, or open {page} in a browser, save the file and "
+        f"put it at {dest}",
     )
 
 
@@ -429,7 +491,13 @@ def fetch(
             continue
         for attempt in (0, 1):  # a resumed download whose hash fails is retried once from scratch
             try:
-                digest, resumed = _stream_to_part(url, dl, label=label, progress=progress, size_hint=size_hint)
+                if _drive_id(url) and not compression:
+                    digest, resumed = _drive_to_part(url, dl, label=label, progress=progress, size_hint=size_hint)
+                else:
+                    digest, resumed = _stream_to_part(url, dl, label=label, progress=progress, size_hint=size_hint)
+            except _DriveRefused as e:
+                errors.append(_drive_error(url, target, str(e)))
+                break
             except _HtmlAnswer:
                 errors.append(_drive_error(url, target) if _drive_id(url) else WeightsError(
                     f"{url} answered with a web page instead of {target.name}",
