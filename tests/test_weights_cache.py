@@ -144,3 +144,15 @@ def test_weights_info_unknown_torch_layout_fails(tmp_path, info):
     assert res.exit_code != 0
     line = _one_line(res)
     assert "model" in line and "gantune reads" in line
+
+
+def test_every_missing_file_is_named_in_one_message(monkeypatch):
+    from gantune.errors import OfflineError
+    from gantune.methods.hyper.method import HyperStyle
+
+    monkeypatch.setenv("GANTUNE_OFFLINE", "1")
+    with pytest.raises(OfflineError) as e:
+        HyperStyle.load("hyperstyle-ffhq", "w-encoder-ffhq")
+    line = e.value.one_line()
+    assert "2 files" in line and "hyperstyle_ffhq.pt" in line and "faces_w_encoder.pt" in line
+    assert "--weights" in line and "--encoder" in line and "\n" not in line

@@ -581,6 +581,27 @@ def resolve(spec: str | os.PathLike, *, progress: bool = True) -> Path:
     raise WeightsError(f"{s}: no such file", "give a registry name (gantune weights list), an existing path or a URL")
 
 
+def resolve_all(specs: dict[str, str | os.PathLike], *, progress: bool = True) -> dict[str, Path]:
+    """:func:`resolve` for several files at once (``{role: spec}``, e.g. ``{"--weights": …, "--encoder": …}``).
+    Every one is tried; when some cannot be had, one error names them all (an :class:`OfflineError` when all of
+    them failed for want of a network)."""
+    out: dict[str, Path] = {}
+    failed: list[tuple[str, str, WeightsError]] = []
+    for role, spec in specs.items():
+        try:
+            out[role] = resolve(spec, progress=progress)
+        except WeightsError as e:
+            failed.append((role, str(spec), e))
+    if len(failed) == 1:
+        raise failed[0][2]
+    if failed:
+        cls = OfflineError if all(isinstance(e, OfflineError) for _, _, e in failed) else WeightsError
+        raise cls(f"{len(failed)} files are not available: "
+                  + "; ".join(f"{role} {spec}: {e}" for role, spec, e in failed),
+                  " / ".join(dict.fromkeys(e.hint for _, _, e in failed if e.hint)) or None)
+    return out
+
+
 def registry_name_for(spec: str | os.PathLike) -> str | None:
     """The registry name ``spec`` refers to (by name, or a path to a cached registry file), else None."""
     s = str(spec)

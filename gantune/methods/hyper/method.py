@@ -46,8 +46,12 @@ class HyperStyle:
         hash_files: bool = True,  # sha256 of both files for the records
         **settings,  # iters, noise_mode, dtype, keep_intermediates
     ) -> "HyperStyle":
-        model: HyperStyleModel = load_hyperstyle(weights or DEFAULT_HYPERSTYLE, device=device, hash_file=hash_files)
-        enc, enc_info = load_w_encoder(encoder or DEFAULT_W_ENCODER, num_ws=model.G.num_ws, device=device,
+        from ...weights.download import resolve_all
+
+        weights, encoder = weights or DEFAULT_HYPERSTYLE, encoder or DEFAULT_W_ENCODER
+        resolve_all({"--weights": weights, "--encoder": encoder})  # every missing file named in one message
+        model: HyperStyleModel = load_hyperstyle(weights, device=device, hash_file=hash_files)
+        enc, enc_info = load_w_encoder(encoder, num_ws=model.G.num_ws, device=device,
                                        hash_file=hash_files)
         if enc.w_dim != model.G.cfg.w_dim:
             from ...errors import WeightsError
