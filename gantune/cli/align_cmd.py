@@ -92,6 +92,10 @@ def paste_command(
     from ..io.images import IMAGE_SUFFIXES, load_image
     from ..io.runner import Batch
 
+    for f, what in ((transform, "give the align manifest.jsonl, a record .safetensors or a .json"),
+                    (onto, "give the original photo")):
+        if f is not None and not f.is_file():
+            raise InputError(f"{f}: no such file", what)
     extra = [transform] + ([onto] if onto is not None else [])
     batch = Batch("paste", input_items(edited, suffixes=IMAGE_SUFFIXES), out, extra_inputs=extra,
                   params={"transform": str(transform), "onto": None if onto is None else str(onto), "face": face,

@@ -1,0 +1,155 @@
+"""The item runner seen from the command line: resume after a kill, skip and redo rules, unique edit names, file
+modes, one manifest schema (packaged demo-faces models, 32 px)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from gantune.cli.app import main
+
+HS = ["--method", "hyperstyle", "--weights", "demo-faces-hypernet", "--encoder", "demo-faces-w-encoder",
+      "--device", "cpu"]
+
+
+def run_cli(argv, capsys) -> tuple[int, str]:
+    with pytest.raises(SystemExit) as e:
+        main([str(a) for a in argv])
+    return (e.value.code or 0), capsys.readouterr().err
+
+
+def manifest(folder: Path) -> list[dict]:
+    return [json.loads(ln) for ln in (folder / "manifest.jsonl").read_text().splitlines()]
+
+
+def photos(folder: Path, n: int, side: int = 40) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(3)
+    out = []
+    for i in range(n):
+        p = folder / f"p{i}.png"
+        Image.fromarray(rng.integers(0, 255, (side, side, 3), dtype=np.uint8)).save(p)
+        out.append(p)
+    return out
+
+
+def test_a_killed_batch_resumes_where_it_stopped(tmp_path, capsys):
+    inputs = photos(tmp_path / "in", 5)
+    out = tmp_path / "out"
+    # an optimisation long enough per image (about half a second) that the kill lands inside the third item
+    argv = ["invert", *inputs, "--method", "optim", "--weights", "demo-faces", "--param", "loss=l2", "--param",
+            "num_steps=60", "--param", "w_avg_samples=200", "--device", "cpu", "-o", out]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, "-c", "from gantune.cli.app import main; main()", *map(str, argv)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 300
+    try:
+        while time.time() < deadline:
+            m = out / "manifest.jsonl"
+            if m.is_file() and len(m.read_text().splitlines()) >= 2:
+                break
+            assert proc.poll() is None, proc.stderr.read().decode()
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    first = manifest(out)
+    assert [e["name"] for e in first] == ["p0", "p1"] and all(e["status"] == "ok" for e in first)
+    assert not (out / "p2.safetensors").exists()
+
+    code, err = run_cli(argv, capsys)
+    assert code == 0, err
+    assert "2 already done, skipped" in err and "3 inverted, 0 failed, 2 skipped" in err
+    entries = manifest(out)
+    assert [e["name"] for e in entries] == ["p0", "p1", "p2", "p3", "p4"]  # one line per input, input order
+    assert entries[:2] == first  # the finished items were not redone
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+    for e in entries:
+        assert set(e) == {"status", "name", "input", "outputs", "error", "params", "timings", "metrics", "info"}
+        assert (out / e["outputs"]["image"]).is_file() and (out / e["outputs"]["record"]).is_file()
+        assert (out / e["input"]["path"]).resolve() == (tmp_path / "in" / f"{e['name']}.png").resolve()
+
+
+def test_rerun_skips_done_items_and_redoes_changed_ones(tmp_path, capsys):
+    inputs = photos(tmp_path / "in", 2)
+    out = tmp_path / "out"
+    argv = ["invert", *inputs, *HS, "--iters", "1", "-o", out]
+    assert run_cli(argv, capsys)[0] == 0
+    stamp = {e["name"]: e["timings"] for e in manifest(out)}
+    code, err = run_cli(argv, capsys)
+    assert code == 0 and "nothing to do" in err and "HyperStyle" not in err  # no model loaded
+    # a changed input is redone, the other is not
+    Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(inputs[1])
+    code, err = run_cli(argv, capsys)
+    assert code == 0 and "1 inverted, 0 failed, 1 skipped" in err
+    now = {e["name"]: e["timings"] for e in manifest(out)}
+    assert now["p0"] == stamp["p0"] and now["p1"] != stamp["p1"]
+    # other parameters redo everything; so does --overwrite
+    code, err = run_cli(argv[:-2] + ["--resize", "16", "-o", out], capsys)
+    assert "2 inverted" in err and Image.open(out / "p0.png").size == (16, 16)
+    code, err = run_cli(argv[:-2] + ["--resize", "16", "--overwrite", "-o", out], capsys)
+    assert "2 inverted" in err
+    assert len(manifest(out)) == 2
+
+
+def test_edit_names_are_unique_and_the_manifest_lists_what_was_written(tmp_path, capsys):
+    gen = tmp_path / "gen"
+    assert run_cli(["generate", "--weights", "demo-faces", "--seeds", "1", "-o", gen, "--no-grid"], capsys)[0] == 0
+    np.save(tmp_path / "d.npy", np.random.default_rng(0).standard_normal(128).astype(np.float32))
+    out = tmp_path / "edits"
+    code, err = run_cli(["edit", gen / "seed0001.safetensors", "-d", tmp_path / "d.npy", "--strength=0.001,0.002,0.004",
+                         "-o", out], capsys)
+    assert code == 0, err
+    written = sorted(p.name for p in out.glob("*.png"))
+    assert written == ["seed0001_d_p0.001.png", "seed0001_d_p0.002.png", "seed0001_d_p0.004.png", "seed0001_sheet.png"]
+    (e,) = manifest(out)
+    assert sorted(e["outputs"].values()) == written
+    out2 = tmp_path / "strip"
+    code, err = run_cli(["edit", gen / "seed0001.safetensors", "-d", tmp_path / "d.npy", "--strength", "0:1:201",
+                         "-o", out2], capsys)
+    assert code == 0, err
+    files = {p.name for p in out2.glob("seed0001_d_*.png")}
+    (e,) = manifest(out2)
+    assert len(files) == 201 and {v for k, v in e["outputs"].items() if k != "sheet"} == files
+    assert "seed0001_d_p0.005.png" in files and "seed0001_d_0.png" in files and "seed0001_d_p1.png" in files
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_outputs_respect_the_umask(tmp_path, capsys, umask):
+    old = os.umask(umask)
+    try:
+        import gantune.io.atomic as atomic
+
+        atomic._UMASK = None  # read again
+        assert run_cli(["generate", "--weights", "demo-faces", "--seeds", "0", "-o", tmp_path / "g"], capsys)[0] == 0
+    finally:
+        os.umask(old)
+        atomic._UMASK = None
+    for name in ("seed0000.png", "seed0000.safetensors", "manifest.jsonl", "grid.png"):
+        assert (tmp_path / "g" / name).stat().st_mode & 0o777 == 0o666 & ~umask, name
+
+
+def test_paste_output_never_overwrites_the_photo(tmp_path, capsys):
+    """An align manifest names the photo; pasting with -o into the photo's folder cannot write over it."""
+    from skimage import data
+
+    src = tmp_path / "photos"
+    src.mkdir()
+    Image.fromarray(data.astronaut()).save(src / "astro_pasted.png")  # the name paste would choose for astro.png
+    Image.fromarray(data.astronaut()).save(src / "astro.png")
+    aligned = tmp_path / "aligned"
+    assert run_cli(["align", src / "astro.png", "-o", aligned, "--size", "64"], capsys)[0] == 0
+    before = (src / "astro_pasted.png").read_bytes()
+    code, err = run_cli(["paste", aligned / "astro.png", "-t", aligned / "manifest.jsonl", "--onto",
+                         src / "astro_pasted.png", "-o", src], capsys)
+    assert code == 2 and "would overwrite the input" in err
+    assert (src / "astro_pasted.png").read_bytes() == before
