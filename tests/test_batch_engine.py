@@ -153,3 +153,15 @@ def test_paste_output_never_overwrites_the_photo(tmp_path, capsys):
                          src / "astro_pasted.png", "-o", src], capsys)
     assert code == 2 and "would overwrite the input" in err
     assert (src / "astro_pasted.png").read_bytes() == before
+
+
+def test_progress_inside_long_items_reaches_logs(tmp_path, capsys, monkeypatch):
+    """Not on a terminal: a line per item, and lines inside an item (iterations, steps) every few seconds."""
+    monkeypatch.setenv("GANTUNE_PROGRESS_EVERY", "0")
+    inputs = photos(tmp_path / "in", 1)
+    code, err = run_cli(["invert", *inputs, *HS, "--iters", "3", "-o", tmp_path / "h"], capsys)
+    assert code == 0 and [f"iteration {t}/3" in err for t in (1, 2, 3)] == [True] * 3
+    code, err = run_cli(["invert", *inputs, "--method", "optim", "--weights", "demo-faces", "--param", "loss=l2",
+                         "--param", "num_steps=4", "--param", "w_avg_samples=50", "--device", "cpu", "-o",
+                         tmp_path / "o"], capsys)
+    assert code == 0 and "p0.png: projector step 4/4" in err

@@ -3,6 +3,7 @@ glue between a command and the batch runner (:mod:`gantune.io.runner`)."""
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from enum import Enum
@@ -11,7 +12,6 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-from ..io.runner import debug_enabled  # noqa: F401
 
 console = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -75,7 +75,9 @@ class Progress:
     """Items done, and progress inside the current item (iterations, steps): a rich bar on a terminal, plain lines
     otherwise (one per item, and one every ``every`` seconds inside a long item)."""
 
-    def __init__(self, total: int, description: str, *, every: float = 5.0) -> None:
+    def __init__(self, total: int, description: str, *, every: float | None = None) -> None:
+        if every is None:  # seconds between lines inside an item when not on a terminal
+            every = float(os.environ.get("GANTUNE_PROGRESS_EVERY", "5"))
         self.total, self.description, self.done, self.every = total, description, 0, every
         self._rich = None
         self._label = ""
