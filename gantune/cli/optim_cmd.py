@@ -3,7 +3,7 @@
 Both are also ``gantune invert --method optim|overparam`` (registered in ``INVERT_METHODS``; method options as
 ``--param KEY=VALUE``, e.g. ``--param space=w+ --param tune=true``). Inputs, outputs, records, manifest and error
 handling are the shared batch pipeline's (:mod:`gantune.methods.pipeline`); on top of it these commands write
-``metrics.jsonl`` (per image: final L2, LPIPS, steps, seconds) and, with ``--save-progress K``, a frame every K steps
+per-image metrics in the manifest (final L2, LPIPS, steps, seconds) and, with ``--save-intermediate --every K``, a frame every K steps
 (``intermediate/<t>/<stem>.png``, and ``<stem>.gif`` with ``--gif``).
 """
 
@@ -300,7 +300,7 @@ def invert_optim_command(
         "--tune-target", min=0.0, callback=finite("--tune-target"), show_default=False,
         help="Stop PTI once its distance is at or below this. The tuning objective follows --loss: with lpips, "
              "L2 + LPIPS-alex and a target in LPIPS-alex (default 0.06, PTI's); with l2, pixel MSE and a target in "
-             "MSE on [-1, 1] images (default 0.001, about 36 dB PSNR). metrics.jsonl says how many tuning steps ran "
+             "MSE on [-1, 1] images (default 0.001, about 36 dB PSNR). the manifest's metrics say how many tuning steps ran "
              "and why they stopped.")] = None,
     tune_rank: Annotated[Optional[int], typer.Option("--tune-rank", min=1, help="Store tuned weight differences as "
                                                      "rank-r factors (default: full, fp16).", show_default=False)] = None,
@@ -319,7 +319,7 @@ def invert_optim_command(
     overwrite: OverwriteOpt = False,
 ) -> None:
     """StyleGAN2 projector (W or W+), optionally followed by pivotal tuning. Per image: OUT/<stem>.png,
-    OUT/<stem>.safetensors (record for `gantune edit` / `adapt`), manifest.jsonl and metrics.jsonl lines.
+    OUT/<stem>.safetensors (record for `gantune edit` / `adapt`) and a manifest.jsonl line with its metrics.
 
     Example: gantune invert-optim faces/ --weights ffhq-1024 --space w --steps 500 --tune --tune-rank 8 -o out/
     """
