@@ -174,7 +174,7 @@ def test_python_api(setup):
     x = pil_to_tensor(load_image(setup["imgs"] / "a.png"), 256)
     (r,) = gantune.invert([setup["imgs"] / "a.png"], inverter=hs)
     assert r.name == "a" and r.image.shape == (3, 64, 64) and len(r.intermediates) == 2
-    assert r.meta["layers"]["b16.conv0"]["head"] == "shared" and r.deltas["b16.conv0"].shape == (32, 32, 3, 3)
+    assert r.meta["layers"]["b16.conv0"]["head"] == "shared" and r.shared.expand("b16.conv0").shape == (32, 32, 3, 3)
     png = np.asarray(Image.open(setup["out"] / "a.png"))
     # same input file, same models: the API result equals the CLI's PNG except fp16 offset rounding
     assert np.abs(np.asarray(tensor_to_pil(r.image)).astype(int) - png.astype(int)).max() <= 1
