@@ -213,10 +213,8 @@ def _drive_id(url: str) -> str | None:
 
 
 def _user_agent() -> str:
-    try:
-        from .. import __version__
-    except ImportError:  # pragma: no cover - version attribute is optional
-        __version__ = "0"
+    from .. import __version__
+
     return f"gantune/{__version__} (python urllib)"
 
 
