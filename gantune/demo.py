@@ -107,16 +107,17 @@ def faces_demo(out: Path, steps: str) -> dict[str, float]:
                                        "demo-faces-ganspace:0", "--strength", "-3:3:5", "-o", str(out / "edits"),
                                        "--device", "cpu")
     times["paste"] = gantune("paste", str(out / "hyperstyle" / "astronaut.png"), "--transform",
-                             str(out / "aligned" / "manifest.jsonl"), "-o", str(out / "pasted.png"))
+                             str(out / "aligned" / "manifest.jsonl"), "-o", str(out / "pasted"))
 
     from .io.manifest import read_manifest
 
-    edits = [Path(p) for p in read_manifest(out / "edits" / "manifest.jsonl")[0]["images"]]  # in strength order
+    entry = read_manifest(out / "edits" / "manifest.jsonl")[0]
+    edits = [out / "edits" / p for role, p in entry["outputs"].items() if role != "sheet"]  # in strength order
     inter = sorted((out / "hyperstyle" / "intermediate").glob("*/astronaut.png"))
     rows = [
         [("photo", PHOTO), ("aligned", Path(aligned)), ("HyperStyle", out / "hyperstyle" / "astronaut.png"),
          ("W+ optim", out / "optim" / "astronaut.png"), ("overparam", out / "overparam" / "astronaut.png"),
-         ("pasted back", out / "pasted.png")],
+         ("pasted back", out / "pasted" / "astronaut_pasted.png")],
         [(f"HyperStyle iter {p.parent.name}", p) for p in inter][:6],
         [(f"GANSpace c0 {strength_label(p)}", p) for p in edits],
         [(f"sample seed {i}", out / "samples" / f"seed{i:04d}.png") for i in range(6)],
@@ -148,14 +149,15 @@ def random_demo(out: Path, res: int, steps: str) -> dict[str, float]:
     times["edit"] = gantune("edit", str(out / "optim" / "astronaut.safetensors"), "--direction", f"{out / 'ganspace.pt'}:0",
                             "--strength", "-3:3:5", "-o", str(out / "edits"), "--weights", gen, "--device", "cpu")
     times["paste"] = gantune("paste", str(out / "optim" / "astronaut.png"), "--transform", str(out / "aligned" / "manifest.jsonl"),
-                             "-o", str(out / "pasted.png"))
+                             "-o", str(out / "pasted"))
 
     from .io.manifest import read_manifest
 
-    edits = [Path(p) for p in read_manifest(out / "edits" / "manifest.jsonl")[0]["images"]]  # in strength order
+    entry = read_manifest(out / "edits" / "manifest.jsonl")[0]
+    edits = [out / "edits" / p for role, p in entry["outputs"].items() if role != "sheet"]  # in strength order
     rows = [
         [("photo", PHOTO), ("aligned", aligned), ("W+ optim", out / "optim" / "astronaut.png"),
-         ("overparam W", out / "overparam" / "astronaut.png"), ("pasted back", out / "pasted.png")],
+         ("overparam W", out / "overparam" / "astronaut.png"), ("pasted back", out / "pasted" / "astronaut_pasted.png")],
         [(f"sample seed {i}", out / "samples" / f"seed{i:04d}.png") for i in range(4)],
         [(f"edit {p.stem.rsplit('_', 1)[-1]}", p) for p in edits],
     ]

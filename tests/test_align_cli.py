@@ -149,8 +149,14 @@ def test_paste_back_from_manifest_json_and_record(photos, tmp_path):
     res = run("paste", edited, "--onto", photos / "astro.jpg", "--transform", manifest, "--face", "1", "-o", tmp_path)
     assert res.exit_code == 0, res.output
     check(tmp_path / "edited_pasted.png")
-    # without --face the choice is ambiguous (two faces aligned from astro.jpg)
-    res = run("paste", edited, "--onto", photos / "astro.jpg", "--transform", manifest, "-o", tmp_path / "x")
+    # astro.jpg has one face (its weak second HOG detection is not counted): no --face needed
+    res = run("paste", edited, "--onto", photos / "astro.jpg", "--transform", manifest, "-o", tmp_path / "y")
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "y" / "edited_pasted.png").read_bytes() == (tmp_path / "edited_pasted.png").read_bytes()
+    # two.png has two: without --face the choice is ambiguous, and nothing is written
+    Image.open(out / "two_face1.png").save(tmp_path / "edited2.png")
+    res = run("paste", tmp_path / "edited2.png", "--onto", photos / "two.png", "--transform", manifest, "-o",
+              tmp_path / "x")
     assert res.exit_code == 1 and "--face" in read_manifest(tmp_path / "x" / "manifest.jsonl")[0]["error"]
     assert not list((tmp_path / "x").glob("*.png"))
     # 3. a transform JSON and 4. an inversion record carrying meta["align"]

@@ -82,7 +82,6 @@ class OptimMethod:
     device: object = "cpu"  # torch.device
     seed: int = 0  # base seed; each image's seed is derived from it and the image name
     progress_every: int = 0  # keep a frame every K steps (0 = none)
-    metrics_path: Path | None = None  # append one JSON line per image (name + metrics)
     info: dict = dataclasses.field(default_factory=dict)  # generator provenance
     _nets: tuple | None = dataclasses.field(default=None, repr=False)  # (main distance, tuning distance), once built
 
@@ -115,12 +114,6 @@ class OptimMethod:
             if frames is not None:
                 r.intermediates = [f.float() for f in frames.frames[i]]
             r.meta["params"]["run_seed"] = self.seed
-        if self.metrics_path is not None:
-            from ..io.manifest import Manifest
-
-            m = Manifest(self.metrics_path)
-            for r in out.results:
-                m.write({"name": r.name, "method": self.method, **r.meta["metrics"]})
         return out.results
 
 
@@ -229,14 +222,14 @@ def _setup(method: str, opts):
 
 
 def build_method(method, weights, settings, tune_settings=None, *, device, seed=0, progress_every=0,
-                 metrics_path=None, run_cls=None):
+                 run_cls=None):
     """Load the generator and every network the run needs (so a missing LPIPS backbone fails now, before any image)
     and wrap them as a ``MethodRun``."""
     from ..methods.pipeline import MethodRun
 
     G, info = _load_generator(weights, device)
     m = OptimMethod(G=G, method=method, settings=settings, tune_settings=tune_settings, device=device, seed=seed,
-                    progress_every=progress_every, metrics_path=metrics_path, info=info)
+                    progress_every=progress_every, info=info)
     m.distances()
     if method == "optim":
         desc = f"projector: {settings.space}, {settings.num_steps} steps"

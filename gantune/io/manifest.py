@@ -47,7 +47,7 @@ class Manifest:
     def write(self, entry: dict) -> None:
         """Append one entry now (flushed and synced), replacing any earlier entry of the same name."""
         entry = {k: entry.get(k) for k in SCHEMA_KEYS}
-        line = json.dumps(entry, sort_keys=True, default=str)
+        line = json.dumps(entry, default=str)
         with self._lock:
             self.entries[entry["name"]] = json.loads(line)
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -70,7 +70,17 @@ class Manifest:
             names += [n for n in self.entries if n not in set(names)]
             with atomic_write(self.path) as f:
                 for n in names:
-                    f.write((json.dumps(self.entries[n], sort_keys=True) + "\n").encode())
+                    f.write((json.dumps(self.entries[n]) + "\n").encode())
+
+
+def append_jsonl(path: str | os.PathLike, entry: dict) -> None:
+    """Append one JSON line to a log file (training logs), flushed and synced at once."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    with open(p, "a", encoding="utf-8") as f:
+        f.write(json.dumps(entry, default=str) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def read_manifest(path: str | os.PathLike) -> list[dict]:

@@ -167,7 +167,7 @@ class Batch:
             raise InputError(f"-o {out} is a file", "give a folder for the outputs; it is created if missing")
         if not out.exists() and out.suffix.lower() in FILE_SUFFIXES:
             raise InputError(f"-o {out} looks like a file name; -o takes a folder",
-                             f"e.g. -o {out.with_suffix('')}/ (file names come from the inputs)")
+                             f"e.g. -o {out.with_suffix('')}/; file names come from the inputs")
         names = [it.name for it in self.items]
         if len(set(names)) != len(names):
             raise RuntimeError("output names are not unique")

@@ -272,9 +272,9 @@ def train_w_encoder(
         step = int(st["step"])
         notes.append(f"resumed at step {step}")
     w_avg = G.mapping.w_avg.detach()
-    from ..io.manifest import Manifest
+    from ..io.manifest import append_jsonl
 
-    log = Manifest(out_dir / LOG_FILE)
+    log = out_dir / LOG_FILE
     model_path = out_dir / W_ENCODER_FILE
     losses = []
     for n in notes if on_notes else ():
@@ -304,7 +304,7 @@ def train_w_encoder(
         row = {"step": step, "loss": float(total.detach()), **{k: float(v.detach()) for k, v in terms.items()},
                "seconds": round(time.perf_counter() - t0, 4)}
         losses.append(row)
-        log.write({"status": "ok", **row})
+        append_jsonl(log, {"status": "ok", **row})
         if on_step:
             on_step(step, row)
         if step % opts.save_every == 0 or step == opts.steps:
@@ -413,9 +413,9 @@ def train_hypernet(
     if isinstance(data, GeneratorSamples):
         data.G = G
     w_avg = G.mapping.w_avg.detach()
-    from ..io.manifest import Manifest
+    from ..io.manifest import append_jsonl
 
-    log = Manifest(out_dir / LOG_FILE)
+    log = out_dir / LOG_FILE
     model_path = out_dir / HYPERNET_FILE
     losses = []
     for n in notes if on_notes else ():
@@ -455,7 +455,7 @@ def train_hypernet(
         step += 1
         row["seconds"] = round(time.perf_counter() - t0, 4)
         losses.append(row)
-        log.write({"status": "ok", **row})
+        append_jsonl(log, {"status": "ok", **row})
         if on_step:
             on_step(step, row)
         if step % opts.save_every == 0 or step == opts.steps:
