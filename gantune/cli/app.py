@@ -31,7 +31,7 @@ app = typer.Typer(
 # Command modules: each defines ``register(app)``; add a module here to add a command (group).
 import importlib  # noqa: E402
 
-COMMAND_MODULES = ["weights_cmd", "generate_cmd", "align_cmd", "invert_cmd", "edit_cmd", "adapt_cmd", "optim_cmd", "train_cmd", "train_enc_cmd", "directions_cmd", "eval_cmd"]
+COMMAND_MODULES = ["weights_cmd", "generate_cmd", "align_cmd", "invert_cmd", "edit_cmd", "adapt_cmd", "optim_cmd", "interpolate_cmd", "train_cmd", "train_enc_cmd", "directions_cmd", "eval_cmd"]
 for _name in COMMAND_MODULES:
     importlib.import_module(f"{__package__}.{_name}").register(app)
 

@@ -120,6 +120,7 @@ def render_record(
     deltas: dict[str, torch.Tensor] | None = None,  # offsets to use instead of the record's (already selected/scaled)
     noise_mode: str | None = None,  # default: the record's own noise mode
     batch_size: int = 8,
+    state: dict[str, torch.Tensor] | None = None,  # tuned parameters to use instead of the record's own
 ) -> torch.Tensor:
     """Images (B, 3, H, W) in [-1, 1] exactly as the record was made: its latent (or edited latents), its offsets
     θ ⊙ (1 + Δ) shared by the batch, and its tuned differences (PTI weights, optimized noise maps) merged into the
@@ -132,7 +133,8 @@ def render_record(
     if deltas is None:
         deltas = record_deltas(record, G.specs, device)
     key = "wmat" if record.latent_kind in ("W", "W+") else "ws"
-    state = record.tuned_state(G.state_dict()) if record.tuned else None
+    if state is None and record.tuned:
+        state = record.tuned_state(G.state_dict())
     mode = noise_mode or record_noise_mode(record)
     d1 = {k: v.float().to(device)[None] for k, v in deltas.items()} or None
     outs = []

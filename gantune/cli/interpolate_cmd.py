@@ -1,0 +1,93 @@
+"""``gantune interpolate``: frames, a GIF and a sheet along the straight path between inversions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .common import (DeviceOpt, DtypeOpt, NoiseOpt, OverwriteOpt, RecordsArg, ResizeOpt, WeightsOpt, console, exit_with,
+                     out_opt, run_batch, value)
+
+MAX_STEPS = 1000
+
+
+def interpolate_command(
+    records: RecordsArg,
+    steps: Annotated[int, typer.Option("--steps", "-n", min=2, max=MAX_STEPS, help="Frames per pair, both ends included.")] = 9,
+    loop: Annotated[bool, typer.Option("--loop", help="Also go from the last record back to the first.")] = False,
+    out: Annotated[Path, out_opt("interpolate")] = Path("out/interpolate"),
+    weights: WeightsOpt = None,
+    noise: NoiseOpt = None,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "float32",
+    resize: ResizeOpt = None,
+    gif_ms: Annotated[int, typer.Option("--gif-ms", min=10, help="Milliseconds per GIF frame.")] = 80,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Interpolate between inversion records (any kind: w, w+, W, W+; HyperStyle offsets and tuned generator
+    differences move with the latent). Per consecutive pair A, B: OUT/<A>_to_<B>/NNN.png frames, OUT/<A>_to_<B>.gif,
+    OUT/<A>_to_<B>_sheet.png and a manifest.jsonl line. Records of different kinds or generators are refused.
+    --weights: the generator (default: the one the records name).
+
+    Example: gantune interpolate inv/anna.safetensors inv/ben.safetensors --steps 9 --loop -o paths/
+    """
+    from ..editing import load_record
+    from ..editing.interpolate import check_compatible, interpolation_frames
+    from ..errors import InputError
+    from ..io.hashing import sha256_file
+    from ..io.images import image_grid, tensor_to_pil
+    from ..io.inputs import expand_inputs
+    from ..io.runner import Batch, Item, output_stems
+    from ..methods.pipeline import write_gif
+    from ..runtime import resolve_device, resolve_dtype
+    from .edit_cmd import GeneratorCache, generator_for
+
+    paths = expand_inputs(records, suffixes=(".safetensors",))
+    if len(paths) < 2:
+        raise InputError("interpolation needs at least two records", "give two or more .safetensors records")
+    recs = [load_record(p) for p in paths]
+    stems = output_stems(paths)
+    check_compatible(recs, stems)
+    pairs = list(zip(range(len(paths)), range(1, len(paths))))
+    if loop:
+        pairs.append((len(paths) - 1, 0))
+    items = [Item(name=f"{stems[a]}_to_{stems[b]}", input=paths[a], label=f"{paths[a].name} to {paths[b].name}",
+                  data=(a, b)) for a, b in pairs]
+    pair_of = {it.name: it.data for it in items}
+    params = {"steps": steps, "weights": weights, "noise": value(noise), "dtype": value(dtype), "resize": resize,
+              "gif_ms": gif_ms, "records": {str(p): sha256_file(p) for p in paths}}
+    batch = Batch("interpolate", items, out, params=params, extra_inputs=paths[1:], overwrite=overwrite,
+                  planned=lambda it: [f"{it.name}.gif", f"{it.name}_sheet.png"]
+                  + [f"{it.name}/{i:03d}.png" for i in range(steps)])
+    if not batch.prepare():
+        console.print(f"nothing to do: all {len(batch.skipped)} paths are done (--overwrite redoes them)")
+        return
+    cache = GeneratorCache(resolve_device(device), resolve_dtype(value(dtype)))
+    tile = max(32, min(256, 8192 // steps))
+
+    def write(item, _data, outs) -> None:
+        from .. import progress
+
+        a, b = pair_of[item.name]
+        G = generator_for(cache, weights, recs[a])
+        frames = []
+        for i, (t, img) in enumerate(interpolation_frames(G, recs[a], recs[b], steps, noise_mode=value(noise))):
+            im = tensor_to_pil(img)
+            if resize:
+                im = im.resize((resize, resize))
+            outs.image(f"frame{i:03d}", f"{item.name}/{i:03d}.png", im)
+            frames.append(im)
+            progress.step(i + 1, steps, "frame")
+        write_gif(frames, outs.path("gif", f"{item.name}.gif"), ms=gif_ms)
+        outs.image("sheet", f"{item.name}_sheet.png",
+                   image_grid([f if f.width <= tile else f.resize((tile, tile)) for f in frames], cols=steps))
+        item.info.update({"to": {"path": str(paths[b]), "sha256": params["records"][str(paths[b])]},
+                          "kind": recs[a].latent_kind})
+
+    exit_with(run_batch(batch, "interpolated", write=write))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("interpolate")(interpolate_command)
