@@ -1,5 +1,10 @@
 """Recognise a weights file by its contents and load the generator it holds.
 
+This module is the one classifier of checkpoint kinds: :func:`identify` (a loaded or skeleton top-level object),
+:func:`identify_file` / :func:`detect_format` (a file) and :func:`hypernet_heads` (the refinement blocks of a
+HyperStyle hypernetwork). Their names are the ones used everywhere: the registry's ``format`` field, ``gantune weights
+info``, error messages and the importers.
+
 Detection reads as little as it can: the safetensors JSON header, the small ``data.pkl`` of a torch zip archive,
 the main pickle of a legacy torch file (its tensor data follows the pickle and is never read), or the first opcodes
 of a plain pickle. The pickles are parsed with :class:`_SkeletonUnpickler`, which resolves every global to an inert
@@ -10,7 +15,7 @@ format                 what it is
 =====================  ===================================================================================
 ``native``             gantune safetensors (config in the header)
 ``rosinality``         rosinality ``.pt``: ``g_ema`` (+ ``latent_avg``), or a bare ``g_ema`` state dict
-``rosinality-train``   rosinality training checkpoint: ``g_ema`` with ``g`` / ``d`` / ``args``
+``rosinality-train``   rosinality training checkpoint: ``g_ema`` with ``g`` / ``d`` / ``args`` / optimizer states
 ``ada-pkl``            NVIDIA stylegan2-ada-pytorch network pickle
 ``hyperstyle``         HyperStyle checkpoint: ``state_dict`` with ``hypernet.*`` (+ ``decoder.*``)
 ``w-encoder``          HyperStyle W-encoder (e4e coach save): ``encoder.linear`` + ``encoder.body``, no styles
@@ -18,6 +23,10 @@ format                 what it is
 ``restyle-e4e``        ReStyle-e4e encoder: 6-channel ``encoder.input_layer.0.weight``
 ``unknown``            anything else
 =====================  ===================================================================================
+
+Hypernetwork refinement blocks (:data:`HEAD_KINDS`): ``shared`` (HyperRefinementBlock: ``linear`` and the aliased
+``hypernet.*`` FCs), ``channel`` (RefinementBlock: ``output.1``), ``torgb`` (RefinementBlock of a toRGB layer:
+``output.0``), ``separable`` (the paper's ablation, ``output.0.make_kernel_in``; recognised, not loadable).
 """
 
 from __future__ import annotations
@@ -37,10 +46,25 @@ import torch
 
 from ..errors import WeightsError
 from ..io.hashing import sha256_file
+from .keymap import strip_prefix
 
-FORMATS = (
-    "native", "rosinality", "rosinality-train", "ada-pkl", "hyperstyle", "w-encoder", "e4e", "restyle-e4e", "unknown",
-)
+DESCRIPTIONS = {  # format -> what it is, as said to users
+    "native": "a gantune generator (safetensors with its architecture config)",
+    "rosinality": "a rosinality StyleGAN2 generator file (g_ema)",
+    "rosinality-train": "a rosinality StyleGAN2 training checkpoint (g, g_ema, d, …): a generator",
+    "ada-pkl": "an NVIDIA stylegan2-ada-pytorch network pickle (a generator)",
+    "hyperstyle": "a HyperStyle checkpoint (hypernetwork + generator)",
+    "w-encoder": "a HyperStyle W-encoder checkpoint (IR-SE encoder into W)",
+    "e4e": "an e4e/pSp feature-pyramid encoder checkpoint (style heads into W+)",
+    "restyle-e4e": ("a ReStyle-e4e encoder checkpoint (6-channel input, style heads into W+), used by HyperStyle only "
+                    "for domain adaptation"),
+    "unknown": "not a checkpoint gantune recognizes",
+}
+FORMATS = tuple(DESCRIPTIONS)
+GENERATOR_FORMATS = ("native", "rosinality", "rosinality-train", "ada-pkl")  # the whole file is one generator
+WITH_DECODER = ("hyperstyle", "w-encoder")  # checkpoints that may carry a rosinality generator as decoder.*
+HEAD_KINDS = ("shared", "channel", "torgb", "separable")
+_TRAINING_KEYS = ("g", "d", "args", "g_optim", "d_optim")
 ACCEPTED = ("gantune reads gantune .safetensors generators, rosinality StyleGAN2 .pt (g_ema or training "
             "checkpoints), stylegan2-ada-pytorch .pkl, HyperStyle and W-encoder .pt")
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C  # first object of a legacy (non-zip) torch.save file
@@ -111,8 +135,10 @@ class _SkeletonUnpickler(pickle.Unpickler):
         return None  # storages are not read
 
 
-def _skeleton_torch(path: Path):
-    """The top-level object of a torch checkpoint with tensors as :class:`TensorInfo` (no tensor data read)."""
+def skeleton(path: str | os.PathLike):
+    """The top-level object of a torch checkpoint (zip or legacy) with tensors as :class:`TensorInfo`: no tensor data
+    is read and nothing from the file runs. None when the file is not a torch checkpoint."""
+    path = Path(path)
     if zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as z:
             pkl = next((n for n in z.namelist() if n.endswith("/data.pkl") or n == "data.pkl"), None)
@@ -169,61 +195,105 @@ def _safetensors_header(path: Path) -> dict | None:
 # --------------------------------------------------------------------------------------------------------------------
 # detection
 # --------------------------------------------------------------------------------------------------------------------
-def _classify_state_dict_container(top: Mapping) -> str:
+def _shape(t) -> tuple[int, ...]:
+    return tuple(getattr(t, "shape", ()) or ())
+
+
+def _identify_state_dict(top: Mapping) -> tuple[str, str]:
     sd = top.get("state_dict")
     if not isinstance(sd, Mapping):
-        return "unknown"
+        return "unknown", f"a checkpoint whose state_dict is a {type(sd).__name__}"
     keys = [str(k) for k in sd]
     if any(k.startswith("hypernet.") for k in keys):
-        return "hyperstyle"
-    first = sd.get("encoder.input_layer.0.weight")
-    in_ch = first.shape[1] if first is not None and len(getattr(first, "shape", ())) == 4 else None
+        return "hyperstyle", DESCRIPTIONS["hyperstyle"]
+    if not any(k.startswith("encoder.") for k in keys):
+        return "unknown", f"a checkpoint whose state_dict has no hypernet.* or encoder.* keys (first: {', '.join(keys[:4])})"
+    opts = top.get("opts") if isinstance(top.get("opts"), Mapping) else {}
+    etype = str(opts.get("encoder_type", "") or "")
+    first = _shape(sd.get("encoder.input_layer.0.weight"))
+    in_ch = first[1] if len(first) == 4 else None
     has_styles = any(k.startswith("encoder.styles.") for k in keys)
-    if in_ch == 6 and has_styles:
-        return "restyle-e4e"
+    if not has_styles and "encoder.linear.weight" in sd and any(k.startswith("encoder.body.") for k in keys):
+        return "w-encoder", DESCRIPTIONS["w-encoder"]
+    if in_ch == 6 or "restyle" in etype.lower() or "Progressive" in etype:
+        return "restyle-e4e", DESCRIPTIONS["restyle-e4e"] + (f" [{etype}]" if etype else "")
     if has_styles:
-        return "e4e"
-    if "encoder.linear.weight" in sd and any(k.startswith("encoder.body.") for k in keys):
-        return "w-encoder"
-    return "unknown"
+        return "e4e", DESCRIPTIONS["e4e"] + f" [{etype or 'Encoder4Editing / GradualStyleEncoder'}]"
+    return "unknown", "an encoder checkpoint of an unknown architecture"
+
+
+def identify(top) -> tuple[str, str]:
+    """(format, one-line description) of an already-parsed top-level checkpoint object (real or skeleton)."""
+    if not isinstance(top, Mapping):
+        return "unknown", f"a {type(top).__name__}, not a checkpoint dict"
+    if "g_ema" in top:
+        return ("rosinality-train", DESCRIPTIONS["rosinality-train"]) if any(k in top for k in _TRAINING_KEYS) \
+            else ("rosinality", DESCRIPTIONS["rosinality"])
+    if "style.1.weight" in top and "input.input" in top:
+        return "rosinality", "a bare rosinality StyleGAN2 generator state dict (g_ema)"
+    if "state_dict" in top:
+        return _identify_state_dict(top)
+    return "unknown", f"a checkpoint with top-level keys {', '.join(map(str, list(top)[:6]))}"
 
 
 def classify(top) -> str:
     """Format name of an already-parsed top-level checkpoint object (real or skeleton)."""
-    if not isinstance(top, Mapping):
-        return "unknown"
-    if "g_ema" in top:
-        return "rosinality-train" if any(k in top for k in ("g", "d", "args")) else "rosinality"
-    if "style.1.weight" in top and "input.input" in top:
-        return "rosinality"  # a bare g_ema state dict
-    if "state_dict" in top:
-        return _classify_state_dict_container(top)
-    return "unknown"
+    return identify(top)[0]
 
 
-def detect_format(path: str | os.PathLike) -> str:
-    """One of :data:`FORMATS`, decided from the file's contents (not its name)."""
+def identify_file(path: str | os.PathLike) -> tuple[str, str]:
+    """(format, one-line description) of a file, decided from its contents (not its name) without reading tensor
+    data."""
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"no such file: {path}")
     header = _safetensors_header(path)
     if header is not None:
         md = header.get("__metadata__") or {}
-        return "native" if "gantune_config" in md else "unknown"
-    if zipfile.is_zipfile(path):
+        return ("native", DESCRIPTIONS["native"]) if "gantune_config" in md else ("unknown", describe_unknown(path))
+    container = "zip" if zipfile.is_zipfile(path) else _peek_plain_pickle(path)
+    if container == "ada-pkl":
+        return "ada-pkl", DESCRIPTIONS["ada-pkl"]
+    if container in ("zip", "legacy-torch"):
         try:
-            return classify(_skeleton_torch(path))
-        except Exception:  # noqa: BLE001 - a zip that is not a torch checkpoint
-            return "unknown"
-    kind = _peek_plain_pickle(path)
-    if kind == "ada-pkl":
-        return "ada-pkl"
-    if kind == "legacy-torch":
-        try:
-            return classify(_skeleton_torch(path))
-        except Exception:  # noqa: BLE001
-            return "unknown"
-    return "unknown"
+            fmt, desc = identify(skeleton(path))
+        except Exception:  # noqa: BLE001 - a zip or pickle that is not a readable torch checkpoint
+            fmt, desc = "unknown", ""
+        if fmt != "unknown":
+            return fmt, desc
+    return "unknown", describe_unknown(path)
+
+
+def detect_format(path: str | os.PathLike) -> str:
+    """One of :data:`FORMATS`, decided from the file's contents (not its name)."""
+    return identify_file(path)[0]
+
+
+def hypernet_heads(keys, prefix: str = "") -> dict[int, str]:
+    """{official refinement-block index: one of :data:`HEAD_KINDS`, or "unknown"} from the keys of a HyperStyle
+    hypernetwork (``prefix``: what precedes ``refinement_blocks.`` in them, e.g. ``"hypernet."``)."""
+    blocks: dict[int, set[str]] = {}
+    lead = prefix + "refinement_blocks."
+    for k in keys:
+        if not isinstance(k, str) or not k.startswith(lead):
+            continue
+        index, _, rest = k[len(lead):].partition(".")
+        if index.isdigit():
+            blocks.setdefault(int(index), set()).add(rest)
+    kinds = {}
+    for j in sorted(blocks):
+        names = blocks[j]
+        if any(n.startswith("output.0.make_kernel") for n in names):
+            kinds[j] = "separable"
+        elif "linear.weight" in names or "hypernet.w1" in names:
+            kinds[j] = "shared"
+        elif "output.1.weight" in names:
+            kinds[j] = "channel"
+        elif "output.0.weight" in names:
+            kinds[j] = "torgb"
+        else:
+            kinds[j] = "unknown"
+    return kinds
 
 
 def describe_unknown(path: Path) -> str:
@@ -241,7 +311,7 @@ def describe_unknown(path: Path) -> str:
         return f"{path.name} is an old TensorFlow StyleGAN2 pickle (dnnlib.tflib), which needs TensorFlow to read"
     if kind in ("zip", "legacy-torch"):
         try:
-            top = _skeleton_torch(path)
+            top = skeleton(path)
         except Exception:  # noqa: BLE001
             top = None
         if isinstance(top, Mapping):
@@ -256,10 +326,6 @@ def describe_unknown(path: Path) -> str:
 # --------------------------------------------------------------------------------------------------------------------
 # loading
 # --------------------------------------------------------------------------------------------------------------------
-def _strip_prefix(sd: Mapping, prefix: str) -> dict:
-    return {k[len(prefix) :]: v for k, v in sd.items() if isinstance(k, str) and k.startswith(prefix)}
-
-
 def load_generator_file(
     path: str | os.PathLike,
     device: str | torch.device = "cpu",
@@ -291,11 +357,11 @@ def load_generator_file(
         G, info = rosinality.load_rosinality(path, device=device, **kw)
     elif fmt == "ada-pkl":
         G, info = load_ada(path, device=device)
-    elif fmt in ("hyperstyle", "w-encoder"):
+    elif fmt in WITH_DECODER:
         from .safe_pickle import safe_torch_load
 
         top = safe_torch_load(path)
-        dec = _strip_prefix(top["state_dict"], "decoder.")
+        dec = strip_prefix(top["state_dict"], "decoder.")
         if not dec:
             raise WeightsError(
                 f"{path.name} is a {fmt} checkpoint without the decoder.* generator weights",

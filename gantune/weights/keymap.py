@@ -2,8 +2,13 @@
 
 A table is a list of :class:`KeyRule`, one per foreign key, in the foreign file's own order. Importing checks that the
 foreign keys are exactly the table's keys (missing and unexpected keys are an error that names them), checks each
-shape, and converts each tensor. Constant buffers of the foreign format (FIR kernels) map to no native key: their
-value is checked and dropped. Exporting walks the same table backwards, so import and export cannot disagree.
+shape and dtype, and converts each tensor. Constant buffers of the foreign format (FIR kernels) map to no native key:
+their value is checked and dropped. A key that the foreign format stores as a second name of another key (HyperStyle's
+per-block aliases of the shared hypernetwork) must hold the same tensor, and is dropped. Exporting walks the same
+table backwards, so import and export cannot disagree.
+
+Tables of several parts (a HyperStyle file holds a ``hypernet.*`` and a ``decoder.*`` state dict) are joined with
+:func:`prefixed`; :func:`strip_prefix` takes one part of a state dict back out.
 
 Also here: fitting ``channel_base`` / ``channel_max`` to the channel counts read from a file's weight shapes.
 """
@@ -11,7 +16,7 @@ Also here: fitting ``channel_base`` / ``channel_max`` to the channel counts read
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -30,6 +35,33 @@ class KeyRule:
     to_native: Callable[[torch.Tensor], torch.Tensor] = _same  # foreign tensor -> native tensor (reshape only)
     to_foreign: Callable[[torch.Tensor], torch.Tensor] = _same  # native tensor -> foreign tensor (exact inverse)
     expect: torch.Tensor | None = None  # the value a dropped constant must have (native is None)
+    dtype: torch.dtype = torch.float32  # native dtype; an integer dtype here means the foreign tensor must be integer
+    alias_of: str | None = None  # foreign key this one must be the same tensor as (native is None)
+
+
+def prefixed(rules: list[KeyRule], foreign: str, native: str = "") -> list[KeyRule]:
+    """The same rules with ``foreign`` put before every foreign key (and ``alias_of``), ``native`` before every
+    native key: one part of a file that holds several state dicts."""
+    return [
+        replace(r, foreign=foreign + r.foreign, native=None if r.native is None else native + r.native,
+                alias_of=None if r.alias_of is None else foreign + r.alias_of)
+        for r in rules
+    ]
+
+
+def dropped(rules: list[KeyRule]) -> list[KeyRule]:
+    """The same keys, checked (shape, dtype, constants) and not imported: a part of a file that gantune ignores."""
+    return [replace(r, native=None) for r in rules]
+
+
+def strip_prefix(sd: Mapping, prefix: str) -> dict:
+    """The entries of ``sd`` whose key starts with ``prefix``, with the prefix removed."""
+    return {k[len(prefix):]: v for k, v in sd.items() if isinstance(k, str) and k.startswith(prefix)}
+
+
+def module_rules(module: torch.nn.Module) -> list[KeyRule]:
+    """Identity rules for a module whose state dict keys are the foreign format's own (same names, same shapes)."""
+    return [KeyRule(k, k, tuple(v.shape), dtype=v.dtype) for k, v in module.state_dict().items()]
 
 
 def _names(keys, limit: int = 8) -> str:
@@ -38,7 +70,7 @@ def _names(keys, limit: int = 8) -> str:
     return shown + (f" … and {len(keys) - limit} more" if len(keys) > limit else "")
 
 
-def check_keys(sd: Mapping[str, torch.Tensor], rules: list[KeyRule], source: str) -> None:
+def check_keys(sd: Mapping[str, torch.Tensor], rules: list[KeyRule], source: str, layout: str = "StyleGAN2") -> None:
     """Raise a WeightsError that names the missing and unexpected keys, if there are any."""
     want = {r.foreign for r in rules}
     have = set(sd)
@@ -50,14 +82,30 @@ def check_keys(sd: Mapping[str, torch.Tensor], rules: list[KeyRule], source: str
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected key(s): {_names(unexpected)}")
         raise WeightsError(
-            f"{source} state dict does not match the StyleGAN2 layout inferred from its keys: " + "; ".join(parts),
+            f"{source} state dict does not match the {layout} layout inferred from its keys: " + "; ".join(parts),
             hint="the file is damaged, or is a different architecture than its keys suggest",
         )
 
 
-def import_state(sd: Mapping[str, torch.Tensor], rules: list[KeyRule], source: str) -> dict[str, torch.Tensor]:
-    """Foreign state dict -> native state dict (float32). Every foreign key must be accounted for by ``rules``."""
-    check_keys(sd, rules, source)
+def _same_tensor(a: torch.Tensor, b: torch.Tensor) -> bool:
+    if a is b:
+        return True
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    if a.is_meta or b.is_meta:
+        return a.is_meta and b.is_meta  # a layout without numbers: the shapes are all there is to check
+    if a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr() and a.storage_offset() == b.storage_offset() \
+            and a.stride() == b.stride():
+        return True
+    return torch.equal(a, b)
+
+
+def import_state(sd: Mapping[str, torch.Tensor], rules: list[KeyRule], source: str,
+                 layout: str = "StyleGAN2") -> dict[str, torch.Tensor]:
+    """Foreign state dict -> native state dict (each tensor in its rule's dtype, on the CPU; meta tensors stay meta).
+    Every foreign key must be accounted for by ``rules``. Tensors that already have the native dtype, device and
+    layout are not copied (memory-mapped files stay memory-mapped)."""
+    check_keys(sd, rules, source, layout)
     out: dict[str, torch.Tensor] = {}
     for r in rules:
         t = sd[r.foreign]
@@ -68,11 +116,20 @@ def import_state(sd: Mapping[str, torch.Tensor], rules: list[KeyRule], source: s
                 f"{source} key {r.foreign} has shape {tuple(t.shape)}, expected {tuple(r.shape)}",
                 hint="the channel counts of this file are inconsistent with each other",
             )
-        if not t.is_floating_point():
-            raise WeightsError(f"{source} key {r.foreign} has dtype {t.dtype}, expected a floating-point tensor")
-        t = t.detach().to("cpu", torch.float32)
+        if t.is_floating_point() != r.dtype.is_floating_point or t.is_complex() or t.dtype == torch.bool:
+            want = "a floating-point" if r.dtype.is_floating_point else "an integer"
+            raise WeightsError(f"{source} key {r.foreign} has dtype {t.dtype}, expected {want} tensor")
+        if r.alias_of is not None:
+            if not _same_tensor(t, sd[r.alias_of]):
+                raise WeightsError(
+                    f"{source} key {r.foreign} differs from {r.alias_of}, which it must be a second name of",
+                    hint="the file is damaged, or was not written by the code whose layout it claims",
+                )
+            continue
+        t = t.detach().to("meta" if t.is_meta else "cpu", r.dtype)
         if r.native is None:
-            if r.expect is not None and not torch.allclose(t, r.expect.to(t.dtype), atol=1e-6, rtol=1e-5):
+            if r.expect is not None and not t.is_meta and \
+                    not torch.allclose(t, r.expect.to(t.dtype), atol=1e-6, rtol=1e-5):
                 raise WeightsError(
                     f"{source} key {r.foreign} is {t.tolist()}, expected the StyleGAN2 [1,3,3,1] filter "
                     f"{r.expect.tolist()}",
@@ -83,14 +140,22 @@ def import_state(sd: Mapping[str, torch.Tensor], rules: list[KeyRule], source: s
     return out
 
 
-def export_state(native: Mapping[str, torch.Tensor], rules: list[KeyRule]) -> dict[str, torch.Tensor]:
-    """Native state dict -> foreign state dict, in the table's (the official) key order."""
+def export_state(native: Mapping[str, torch.Tensor], rules: list[KeyRule], *,
+                 copy: bool = True) -> dict[str, torch.Tensor]:
+    """Native state dict -> foreign state dict, in the table's (the official) key order. An alias is the very tensor
+    of the key it names (``torch.save`` stores it once). ``copy=False`` hands out the native tensors themselves
+    wherever the rule does not reshape them."""
     out: dict[str, torch.Tensor] = {}
     for r in rules:
-        if r.native is None:
+        if r.alias_of is not None:
+            out[r.foreign] = out[r.alias_of]
+        elif r.native is None:
+            if r.expect is None:
+                raise WeightsError(f"{r.foreign} cannot be exported: gantune does not keep that part of the file")
             out[r.foreign] = r.expect.clone()
         else:
-            out[r.foreign] = r.to_foreign(native[r.native].detach().to("cpu", torch.float32)).contiguous().clone()
+            t = r.to_foreign(native[r.native].detach().to("cpu", r.dtype)).contiguous()
+            out[r.foreign] = t.clone() if copy else t
     return out
 
 
