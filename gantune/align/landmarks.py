@@ -31,6 +31,7 @@ SECOND_FACE_MIN_SCORE = {"hog": 0.3, "cnn": 0.0}
 _MODELS = {
     "dlib-landmarks-68": "shape_predictor_68_face_landmarks.dat",
     "dlib-cnn-face": "mmod_human_face_detector.dat",
+    "dlib-face-recognition": "dlib_face_recognition_resnet_model_v1.dat",
 }
 _lock = threading.Lock()
 
@@ -87,6 +88,12 @@ def cnn_detector():
 @functools.lru_cache(maxsize=None)
 def shape_predictor():
     return _dlib().shape_predictor(str(model_path("dlib-landmarks-68")))
+
+
+@functools.lru_cache(maxsize=None)
+def face_recognizer():
+    """dlib's face-recognition ResNet (128-d identity descriptors; 0.6 apart is dlib's same-person threshold)."""
+    return _dlib().face_recognition_model_v1(str(model_path("dlib-face-recognition")))
 
 
 def load_models(detector: str = "hog") -> None:

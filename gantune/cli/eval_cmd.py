@@ -128,5 +128,39 @@ def detection_command(
     _write_report(report, out)
 
 
+@eval_app.command("interpolation")
+def interpolation_command(
+    folders: Annotated[list[Path], typer.Argument(help="One folder of inversion records per row (e.g. the same faces "
+                                                  "inverted by each method); a row is named after its folder.",
+                                                  show_default=False)],
+    weights: Annotated[Optional[str], typer.Option("--weights", "-w", help="Generator (default: the one each "
+                                                   "folder's records name).", show_default=False)] = None,
+    device: DeviceOpt = "auto",
+    out: ReportOpt = None,
+) -> None:
+    """Editability along interpolation paths (Overparameterized StyleGAN §4.3): for consecutive records of each
+    folder (sorted by name), the perceptual path length over 5 segments and the realism of the midpoint (dlib face
+    detection; identity distance to both ends with dlib's face-recognition ResNet). Substitutes are named in the
+    report where the ImageNet LPIPS backbone or an FID network is not available.
+
+    Example: gantune eval interpolation inv-wplus/ inv-overparam-W/ inv-overparam-Wplus/ -o interp.json
+    """
+    from ..errors import InputError
+    from ..evaluation.interpolation import interpolation_cells, interpolation_columns, interpolation_markdown, \
+        evaluate_interpolation
+    from ..runtime import resolve_device
+
+    groups = {}
+    for f in folders:
+        recs = sorted(f.glob("*.safetensors")) if f.is_dir() else []
+        if len(recs) < 2:
+            raise InputError(f"{f}: needs a folder with at least two records", "give folders written by gantune invert")
+        groups[f.name] = recs
+    report = evaluate_interpolation(groups, weights=weights, device=resolve_device(device), log=console.print)
+    console.print(_rich_table("Interpolation", interpolation_columns(report), interpolation_cells(report)))
+    typer.echo(interpolation_markdown(report))
+    _write_report(report, out)
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(eval_app, name="eval")

@@ -42,19 +42,24 @@ def _tuned_differences(G, record: InversionRecord) -> dict[str, torch.Tensor]:
 
 
 @torch.no_grad()
-def interpolation_frames(G, a: InversionRecord, b: InversionRecord, steps: int, *, noise_mode: str | None = None):
-    """Yield (t, image (3, H, W) in [-1, 1]) for ``steps`` evenly spaced t from 0 (a) to 1 (b), both included."""
+def interpolation_frames(G, a: InversionRecord, b: InversionRecord, steps: int | list[float], *,
+                         noise_mode: str | None = None):
+    """Yield (t, image (3, H, W) in [-1, 1]) for ``steps`` evenly spaced t from 0 (a) to 1 (b), both included, or
+    for the given list of t."""
     from ..methods.result import record_deltas
 
-    if steps < 2:
-        raise InputError(f"--steps {steps}: a path needs at least 2 frames (its two ends)")
+    if isinstance(steps, int):
+        if steps < 2:
+            raise InputError(f"--steps {steps}: a path needs at least 2 frames (its two ends)")
+        ts = [i / (steps - 1) for i in range(steps)]
+    else:
+        ts = [float(t) for t in steps]
     device = G.w_avg.device
     la, lb = record_latent(G, a), record_latent(G, b)
     da, db = record_deltas(a, G.specs, device), record_deltas(b, G.specs, device)
     ta, tb = _tuned_differences(G, a), _tuned_differences(G, b)
     base = G.state_dict() if (ta or tb) else None
-    for i in range(steps):
-        t = i / (steps - 1)
+    for t in ts:
         state = None
         if base is not None:
             state = {k: base[k] + d.to(base[k].dtype) for k, d in _lerp_dicts(ta, tb, t).items()}

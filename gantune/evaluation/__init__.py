@@ -1,0 +1,1 @@
+"""Evaluations that go beyond one inversion: paths between inversions (``interpolation``)."""
