@@ -13,6 +13,7 @@ from gantune.methods.hyper import checkpoint as ck
 from gantune.methods.hyper.hypernet import HyperNetwork
 from gantune.methods.hyper.inference import face_pool, refine, render
 from gantune.methods.hyper.wencoder import WEncoder
+from gantune.weights.formats import identify
 
 CLAIMED14 = [5, 6, 8, 9, 11, 12, 14, 15, 17, 18, 20, 21, 23, 24]
 DEFAULT17 = [0, 2, 3] + CLAIMED14
@@ -51,22 +52,24 @@ def test_official_1024_hypernet_layout_loads_strictly(meta_G1024, listing, indic
     assert sum(lyr.head == "shared" for lyr in hn.layers) == n_shared
     assert all(lyr.head == "shared" for lyr in hn.layers if lyr.hyperstyle_index <= 12)
     assert round(sum(p.numel() for p in hn.parameters()) / 1e6, 1) == params  # paper/doc counts
-    # exporting gives exactly the official key set back (aliases included)
-    assert set(ck.hypernet_to_official(hn)) == set(sd)
+    # exporting gives exactly the official keys back, in the official order (aliases included, as the same tensors)
+    out = ck.hypernet_to_official(hn)
+    assert list(out) == [k for k, _, _ in read_keys(listing)]
+    assert all(out[k] is out["shared_weight_hypernet." + k.split(".hypernet.")[1]] for k in out if ".hypernet." in k)
 
 
 def test_official_layout_errors_name_keys(meta_G1024):
     sd = official_meta_state("keys_hypernet_claimed14.tsv")
     bad = dict(sd)
     bad.pop("refinement_blocks.14.convs.2.bias")
-    with pytest.raises(WeightsError, match=r"missing heads\.b128_conv0\.convs\.2\.bias"):
+    with pytest.raises(WeightsError, match=r"missing key\(s\): refinement_blocks\.14\.convs\.2\.bias"):
         ck.hypernet_from_official(bad, meta_G1024.specs, device="meta")
     extra = dict(sd, **{"fc.weight": torch.empty(3, device="meta")})
-    with pytest.raises(WeightsError, match="unknown hypernetwork key.*fc.weight"):
+    with pytest.raises(WeightsError, match=r"unexpected key\(s\): fc\.weight"):
         ck.hypernet_from_official(extra, meta_G1024.specs, device="meta")
     wrong = dict(sd)
     wrong["refinement_blocks.14.output.1.weight"] = torch.empty(1000, 512, 1, 1, device="meta")
-    with pytest.raises(WeightsError, match="wrong shape"):
+    with pytest.raises(WeightsError, match=r"refinement_blocks\.14\.output\.1\.weight has shape \(1000, 512, 1, 1\)"):
         ck.hypernet_from_official(wrong, meta_G1024.specs, device="meta")
     sep = {k: v for k, v in sd.items() if not k.startswith("refinement_blocks.14.output")}
     sep["refinement_blocks.14.output.0.make_kernel_in.weight"] = torch.empty(1, device="meta")
@@ -83,7 +86,7 @@ def test_official_w_encoder_layout_loads_strictly():
     assert enc.units == (3, 4, 14, 3) and enc.w_dim == 512
     assert set(enc.state_dict()) == set(sd)
     sd.pop("body.21.shortcut_layer.0.weight")
-    with pytest.raises(WeightsError, match="missing body.21.shortcut_layer.0.weight"):
+    with pytest.raises(WeightsError, match=r"missing key\(s\): body\.21\.shortcut_layer\.0\.weight"):
         ck.w_encoder_from_official(sd, num_ws=18, device="meta")
 
 
@@ -93,18 +96,18 @@ def test_identify_wrong_files():
                 for k, s, _ in read_keys(listing)}
 
     restyle = {"state_dict": enc_state("keys_restyle_e4e.tsv"), "opts": {}, "latent_avg": torch.zeros(18, 512)}
-    assert ck.identify_checkpoint(restyle)[0] == "restyle"
+    assert identify(restyle)[0] == "restyle-e4e"
     e4e_sd = {k: v for k, v in enc_state("keys_wencoder.tsv").items() if "linear" not in k}
     e4e_sd.update({"encoder.styles.0.convs.0.weight": torch.zeros(1), "encoder.latlayer1.weight": torch.zeros(1)})
-    kind, desc = ck.identify_checkpoint({"state_dict": e4e_sd, "opts": {"encoder_type": "Encoder4Editing"}})
+    kind, desc = identify({"state_dict": e4e_sd, "opts": {"encoder_type": "Encoder4Editing"}})
     assert kind == "e4e" and "Encoder4Editing" in desc
     with pytest.raises(WeightsError, match="e4e/pSp feature-pyramid.*not a W-encoder"):
         ck.w_encoder_from_checkpoint({"state_dict": e4e_sd}, num_ws=18)
     training = {"g": {}, "d": {}, "g_ema": {"style.1.weight": torch.zeros(1)}, "args": None}
-    assert ck.identify_checkpoint(training)[0] == "rosinality-training"
+    assert identify(training)[0] == "rosinality-train"
     with pytest.raises(WeightsError, match="rosinality StyleGAN2 training checkpoint"):
         ck.w_encoder_from_checkpoint(training, num_ws=18)
-    assert ck.identify_checkpoint({"state_dict": enc_state("keys_wencoder.tsv")})[0] == "w-encoder"
+    assert identify({"state_dict": enc_state("keys_wencoder.tsv")})[0] == "w-encoder"
     with pytest.raises(WeightsError, match="not a HyperStyle checkpoint"):
         ck.hyperstyle_from_checkpoint({"state_dict": enc_state("keys_wencoder.tsv")})
 
@@ -283,7 +286,7 @@ def test_official_1024_file_layout_end_to_end():
     obj = {"state_dict": {**hyp, **dec}, "latent_avg": torch.ones(18, 512), "global_step": 1, "best_val_loss": None,
            "opts": {"layers_to_tune": ",".join(map(str, CLAIMED14)), "encoder_type": "SharedWeightsHyperNetResNet",
                     "output_size": 1024, "device": "cuda:0"}}
-    assert ck.identify_checkpoint(obj)[0] == "hyperstyle"
+    assert identify(obj)[0] == "hyperstyle"
     model = ck.hyperstyle_from_checkpoint(obj, device="meta")
     assert model.G.cfg.resolution == 1024 and model.G.num_ws == 18
     assert model.info["tuned_layers"][0] == "b16.conv0" and len(model.info["tuned_layers"]) == 14

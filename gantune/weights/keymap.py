@@ -154,7 +154,8 @@ def export_state(native: Mapping[str, torch.Tensor], rules: list[KeyRule], *,
                 raise WeightsError(f"{r.foreign} cannot be exported: gantune does not keep that part of the file")
             out[r.foreign] = r.expect.clone()
         else:
-            t = r.to_foreign(native[r.native].detach().to("cpu", r.dtype)).contiguous()
+            t = native[r.native].detach()
+            t = r.to_foreign(t.to("meta" if t.is_meta else "cpu", r.dtype)).contiguous()
             out[r.foreign] = t.clone() if copy else t
     return out
 
