@@ -161,6 +161,6 @@ def test_info_hyperstyle_lists_tuned_layers_from_keys(tiny_G, tmp_path):
     assert "tuned layers:  3" in r.output
     lines = [ln.split() for ln in r.output.splitlines() if ln.startswith("  ")]
     assert ["3", "b8.conv1", "shared"] in lines
-    assert ["5", "b16.conv0", "per-channel"] in lines
-    assert ["7", "b16.torgb", "to-rgb"] in lines
+    assert ["5", "b16.conv0", "channel"] in lines
+    assert ["7", "b16.torgb", "torgb"] in lines
     assert "resolution:    32 px" in r.output  # the decoder

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..errors import GantuneError, WeightsError
+from ..weights.formats import GENERATOR_FORMATS, WITH_DECODER
 from .common import console
 
 weights_app = typer.Typer(
@@ -27,10 +28,6 @@ weights_app = typer.Typer(
     no_args_is_help=True,
     rich_markup_mode="rich",
 )
-
-# formats as named by gantune.weights.detect_format
-GENERATOR_FORMATS = ("native", "rosinality", "rosinality-train", "ada-pkl")
-WITH_DECODER = ("hyperstyle", "w-encoder")  # checkpoints that carry a full generator as decoder.*
 
 
 def _out() -> Console:
@@ -193,54 +190,54 @@ def verify_command(
 
 
 # --- info -------------------------------------------------------------------------------------------------------------
-def _scan_torch(path: Path) -> dict:
-    """Flat {dotted key: shape (tensors) or type name} of a torch checkpoint, read without executing code.
-    Nested dicts are followed two levels deep (``state_dict.<key>``, ``opts.<field>``); ``_top`` lists the top-level
-    keys and ``_obj`` holds the loaded object."""
-    from ..weights import safe_torch_load
+def _scan_torch(path: Path) -> tuple[object, dict]:
+    """(top-level object, flat {dotted key: shape (tensors) or type name}) of a torch checkpoint, read without its
+    tensor data and without executing code. Nested dicts are followed two levels deep (``state_dict.<key>``,
+    ``opts.<field>``)."""
+    from ..weights.formats import TensorInfo, skeleton
 
-    obj = safe_torch_load(path)
+    top = skeleton(path)
     flat: dict = {}
 
     def walk(prefix: str, o, depth: int) -> None:
-        if hasattr(o, "shape") and hasattr(o, "dtype"):
-            flat[prefix] = tuple(o.shape)
-        elif isinstance(o, dict) and depth < 2:
+        if isinstance(o, TensorInfo):
+            flat[prefix] = o.shape
+        elif isinstance(o, Mapping) and depth < 2:
             for k, v in o.items():
                 walk(f"{prefix}.{k}" if prefix else str(k), v, depth + 1)
         else:
             flat[prefix] = type(o).__name__
 
-    walk("", obj, 0)
-    top = list(obj) if isinstance(obj, dict) else [type(obj).__name__]
-    return {**flat, "_top": top, "_obj": obj}
+    walk("", top, 0)
+    return top, flat
 
 
-def _hyperstyle_layers(scan: dict) -> list[tuple[int, str, str]]:
-    """(official index, gantune layer name or '?', block type) of each tuned layer found by the key scan."""
-    blocks: dict[int, str] = {}
-    pat = re.compile(r"^state_dict\.hypernet\.refinement_blocks\.(\d+)\.(.+)$")
-    for k in scan:
-        m = pat.match(k)
-        if not m:
-            continue
-        j, rest = int(m.group(1)), m.group(2)
-        kind = ("shared" if rest.startswith("hypernet.w1") else "per-channel" if rest.startswith("output.1.weight")
-                else "separable" if rest.startswith("output.0.make_kernel_in") else "to-rgb"
-                if rest.startswith("output.0.weight") else None)
-        if kind:
-            blocks[j] = kind
-    res = None
-    obj = scan.get("_obj")
-    opts = obj.get("opts") if isinstance(obj, dict) else None
-    if isinstance(opts, dict) and isinstance(opts.get("output_size"), int):
-        res = opts["output_size"]
+def _top_keys(top) -> list[str]:
+    return [str(k) for k in top] if isinstance(top, Mapping) else [type(top).__name__]
+
+
+def _hyperstyle_layers(top) -> list[tuple[int, str, str]]:
+    """(official index, gantune layer name or '?', head kind) of each refinement block, from the keys. The layer
+    names come from the decoder's keys (the resolution), or from ``opts.output_size`` without a decoder."""
+    from ..core import GeneratorConfig, layer_specs
+    from ..weights.formats import hypernet_heads
+    from ..weights.keymap import strip_prefix
+    from ..weights.rosinality import infer_config
+
+    sd = top.get("state_dict") if isinstance(top, Mapping) else None
+    if not isinstance(sd, Mapping):
+        return []
+    heads = hypernet_heads(sd, "hypernet.")
     names: dict[int, str] = {}
-    if res:
-        from ..core import GeneratorConfig, layer_specs
-
-        names = {s.hyperstyle_index: s.name for s in layer_specs(GeneratorConfig(resolution=res))}
-    return [(j, names.get(j, "?"), blocks[j]) for j in sorted(blocks)]
+    try:
+        cfg = infer_config(strip_prefix(sd, "decoder."))
+    except WeightsError:
+        opts = top.get("opts")
+        res = opts.get("output_size") if isinstance(opts, Mapping) else None
+        cfg = GeneratorConfig(resolution=res) if isinstance(res, int) and res >= 4 and not res & (res - 1) else None
+    if cfg is not None:
+        names = {s.hyperstyle_index: s.name for s in layer_specs(cfg)}
+    return [(j, names.get(j, "?"), kind) for j, kind in heads.items()]
 
 
 def _describe_generator(G, ginfo: dict, path: Path, fmt: str, out: Console) -> None:
@@ -271,7 +268,7 @@ def _w_avg_state(ginfo: dict, path: Path, fmt: str) -> str:
             return "computed at import (the source file had none)" if meta[k] else "from the source file"
     if fmt in ("rosinality", "rosinality-train"):
         try:
-            return "present in the file (latent_avg)" if "latent_avg" in _scan_torch(path)["_top"] else \
+            return "present in the file (latent_avg)" if "latent_avg" in _top_keys(_scan_torch(path)[0]) else \
                 "absent from the file (computed at import)"
         except Exception:  # noqa: BLE001 - informational only
             return "unknown"
@@ -326,11 +323,11 @@ def info_command(
 
 
 def _describe_file(path: Path, out: Console) -> None:
-    from ..weights.formats import ACCEPTED, describe_unknown, detect_format
+    from ..weights.formats import ACCEPTED, identify_file
 
-    fmt = detect_format(path)
+    fmt, desc = identify_file(path)
     if fmt == "unknown":
-        raise WeightsError(describe_unknown(path), ACCEPTED)
+        raise WeightsError(desc, ACCEPTED)
     if fmt in GENERATOR_FORMATS:
         from ..weights import load_generator_file
 
@@ -341,39 +338,35 @@ def _describe_file(path: Path, out: Console) -> None:
         return
     out.print(f"path:          {path}")
     out.print(f"detected:      {fmt}")
-    if fmt in WITH_DECODER:
-        from ..methods.hyper.checkpoint import describe_file
-
-        out.print(f"checkpoint:    {describe_file(path)}")
-        scan = _scan_torch(path)
-        layers = _hyperstyle_layers(scan)
-        out.print(f"top level:     {', '.join(map(str, scan['_top']))}")
-        opts = scan["_obj"].get("opts") if isinstance(scan["_obj"], dict) else None
-        if isinstance(opts, dict):
-            for k in ("dataset_type", "encoder_type", "output_size", "layers_to_tune"):
-                if k in opts:
-                    out.print(f"opts.{k}:".ljust(15) + f"{opts[k]}")
-        if fmt == "hyperstyle" or layers:
-            out.print(f"tuned layers:  {len(layers)} (from the keys)")
-            for j, name, kind in layers:
-                out.print(f"  {j:>3}  {name:<12} {kind}")
-        from ..weights import load_generator_file
-
-        try:
-            G, ginfo = load_generator_file(path, "cpu")
-        except GantuneError as e:
-            out.print(f"decoder:       not readable ({e.one_line()})")
-            return
-        out.print("decoder (generator stored in the checkpoint):")
-        _describe_generator(G, dict(ginfo), path, fmt, out)
-        return
+    out.print(f"checkpoint:    {desc}")
     try:
-        scan = _scan_torch(path)
+        top, flat = _scan_torch(path)
     except Exception:  # noqa: BLE001 - informational only
         return
-    out.print(f"top level:     {', '.join(map(str, scan['_top']))}")
-    n = sum(1 for k, v in scan.items() if not k.startswith("_") and isinstance(v, tuple))
-    out.print(f"tensors:       {n}")
+    out.print(f"top level:     {', '.join(_top_keys(top))}")
+    if fmt not in WITH_DECODER:
+        n = sum(1 for v in flat.values() if isinstance(v, tuple))
+        out.print(f"tensors:       {n}")
+        return
+    opts = top.get("opts") if isinstance(top, Mapping) else None
+    if isinstance(opts, Mapping):
+        for k in ("dataset_type", "encoder_type", "output_size", "layers_to_tune"):
+            if k in opts:
+                out.print(f"opts.{k}:".ljust(14) + f" {opts[k]}")
+    layers = _hyperstyle_layers(top)
+    if fmt == "hyperstyle" or layers:
+        out.print(f"tuned layers:  {len(layers)} (from the keys)")
+        for j, name, kind in layers:
+            out.print(f"  {j:>3}  {name:<12} {kind}")
+    from ..weights import load_generator_file
+
+    try:
+        G, ginfo = load_generator_file(path, "cpu")
+    except GantuneError as e:
+        out.print(f"decoder:       not readable ({e.one_line()})")
+        return
+    out.print("decoder (generator stored in the checkpoint):")
+    _describe_generator(G, dict(ginfo), path, fmt, out)
 
 
 # --- import -----------------------------------------------------------------------------------------------------------
