@@ -49,6 +49,24 @@ def test_every_required_name_and_field():
         assert e.kind in registry.KINDS and e.format in registry.FORMATS
 
 
+def test_checkpoint_formats_are_the_detected_names():
+    """The registry names a checkpoint's format as the classifier does: every shipped checkpoint file is detected as
+    the format its entry says, and every entry of a model kind uses one of the classifier's names."""
+    from gantune.weights import formats
+
+    assert set(formats.FORMATS) - {"unknown"} <= set(registry.FORMATS)
+    model_formats = {"generator": formats.GENERATOR_FORMATS, "hypernetwork": ("hyperstyle",),
+                     "w-encoder": ("w-encoder",), "wplus-encoder": ("e4e", "restyle-e4e")}
+    reg = registry.load_registry()
+    for e in reg.values():
+        if e.kind in model_formats:
+            assert e.format in model_formats[e.kind], (e.name, e.format)
+    shipped = [e for e in reg.values() if e.format in formats.FORMATS and e.package_path() is not None]
+    assert {e.format for e in shipped} >= {"native", "hyperstyle", "w-encoder"}
+    for e in shipped:
+        assert formats.detect_format(e.package_path()) == e.format, e.name
+
+
 def test_published_urls_are_written_as_published():
     reg = registry.load_registry()
     for name, fid in DRIVE_IDS.items():
@@ -107,7 +125,7 @@ urls = ["https://example.org/a.pt"]
 sha256 = ""
 sha256_note = "unknown: test"
 size = 0
-format = "rosinality-pt"
+format = "rosinality"
 licence = "MIT"
 source = "here"
 '''
@@ -118,7 +136,8 @@ source = "here"
     [
         (lambda t: t.replace('licence = "MIT"\n', ""), "missing field"),
         (lambda t: t.replace('"generator"', '"generatorr"'), "kind"),
-        (lambda t: t.replace('"rosinality-pt"', '"pt"'), "format"),
+        (lambda t: t.replace('"rosinality"', '"pt"'), "format"),
+        (lambda t: t.replace('"rosinality"', '"rosinality-pt"'), "did you mean 'rosinality'"),
         (lambda t: t.replace('sha256_note = "unknown: test"\n', ""), "sha256_note"),
         (lambda t: t.replace('sha256 = ""', 'sha256 = "abc"'), "64"),
         (lambda t: t.replace("https://example.org", "ftp://example.org"), "http"),

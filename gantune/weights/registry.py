@@ -18,15 +18,15 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from ..errors import WeightsError
+from .formats import FORMATS as CHECKPOINT_FORMATS
 
 KINDS = (
     "generator", "hypernetwork", "w-encoder", "wplus-encoder", "direction", "landmarks", "face-detector", "identity",
     "backbone", "lpips-backbone", "lpips-linear",
 )
-FORMATS = (
-    "rosinality-pt", "ada-pkl", "hyperstyle-pt", "w-encoder-pt", "restyle-e4e-pt", "interfacegan-pt", "ganspace-pt",
-    "dlib-dat", "torchvision-pth", "pytorch-pth", "lpips-pth", "native",
-)
+# checkpoints: the names weights.formats gives them (what `gantune weights info` detects); other files: their layout
+FILE_FORMATS = ("interfacegan-pt", "ganspace-pt", "dlib-dat", "torchvision-pth", "pytorch-pth", "lpips-pth")
+FORMATS = tuple(f for f in CHECKPOINT_FORMATS if f != "unknown") + FILE_FORMATS
 COMPRESSIONS = ("bz2",)
 REQUIRED = ("name", "kind", "file", "urls", "sha256", "size", "format", "licence", "source")
 OPTIONAL = ("sha256_note", "sha256_prefix", "compression", "package", "package_file", "description")
@@ -106,7 +106,9 @@ def _parse_entry(raw: dict, index: int, origin: str) -> Entry:
     if raw["kind"] not in KINDS:
         raise _problem(where, f"kind {raw['kind']!r} is not one of {', '.join(KINDS)}")
     if raw["format"] not in FORMATS:
-        raise _problem(where, f"format {raw['format']!r} is not one of {', '.join(FORMATS)}")
+        close = difflib.get_close_matches(str(raw["format"]), FORMATS, n=1)
+        raise _problem(where, f"format {raw['format']!r} is not one of {', '.join(FORMATS)}"
+                       + (f" (did you mean {close[0]!r}?)" if close else ""))
     urls = raw["urls"]
     if not isinstance(urls, list) or not all(isinstance(u, str) for u in urls):
         raise _problem(where, "urls must be a list of strings")
