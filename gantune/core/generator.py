@@ -18,6 +18,7 @@ import torch
 import torch.nn as nn
 
 from .config import GeneratorConfig
+from .cpualloc import keep_freed_memory
 from .layers import FullyConnected, ModulatedLayer
 from .resample import make_kernel, upsample2x
 from .specs import LayerSpec, layer_specs
@@ -112,6 +113,8 @@ class SynthesisNetwork(nn.Module):
         if unknown:
             raise ValueError(f"deltas for unknown layers: {sorted(unknown)}")
         dtype = self.compute_dtype
+        if self.const.device.type == "cpu":
+            keep_freed_memory()
         x = self.const.to(dtype)[None].expand(batch, -1, -1, -1)
         if self.channels_last or (self.channels_last is None and x.device.type == "cpu"):
             x = x.contiguous(memory_format=torch.channels_last)
@@ -123,8 +126,8 @@ class SynthesisNetwork(nn.Module):
             if s.kind == "conv":
                 x = layer(x, lat, kernel=k, delta=deltas.get(s.name), noise_mode=noise_mode, fused=fused)
             else:
-                y = layer(x, lat, delta=deltas.get(s.name), fused=fused).float()
-                img = y if img is None else upsample2x(img, k) + y
+                skip = None if img is None else upsample2x(img, k)
+                img = layer(x, lat, delta=deltas.get(s.name), fused=fused, skip=skip).float()
         return img
 
 

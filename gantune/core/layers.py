@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .modconv import modulated_conv2d
+from .modconv import folded_path_applies, modulated_conv2d, modulated_conv2d_folded
 from .specs import LayerSpec
 
 SQRT2 = math.sqrt(2.0)
@@ -92,14 +92,40 @@ class ModulatedLayer(nn.Module):
         delta: torch.Tensor | None = None,
         noise_mode: str = "const",
         fused: bool | None = None,
+        skip: torch.Tensor | None = None,  # toRGB: the upsampled image so far; returns skip + this layer's output
     ) -> torch.Tensor:
         # lrelu(z)·√2 = lrelu(√2·z): the activation gain is folded into the conv weight, the bias and the noise
         # strength, so the layer makes two passes over its output (noise add, activation) besides the conv itself.
         gain = 1.0 if self.is_rgb else SQRT2
+        mod = self.modulation_inputs(latent)
+        res = x.shape[2] * self.spec.up
+        noise = None
+        if self.use_noise and noise_mode != "none":
+            if noise_mode == "const":
+                noise = self.noise_const[None, None]
+            elif noise_mode == "random":
+                noise = torch.randn(x.shape[0], 1, res, res, device=x.device, dtype=x.dtype)
+            else:
+                raise ValueError(f"noise_mode must be const, random or none; got {noise_mode!r}")
+        strength = self.noise_strength if self.use_noise else None
+        if fused is None and folded_path_applies(x):
+            # CPU: bias, noise, activation and the skip sum inside the convolution's output pass
+            into = skip if self.conv_clamp is None else None
+            y = modulated_conv2d_folded(
+                x, self.weight, **mod, delta=delta, demodulate=not self.is_rgb, up=self.spec.up, kernel=kernel,
+                out_scale=gain, bias=self.bias * gain,
+                noise=None if noise is None else noise.to(x.dtype) * (strength * gain).to(x.dtype),
+                leaky_relu=not self.is_rgb, add_to=into,
+            )
+            if self.conv_clamp is not None:
+                y = y.clamp(-self.conv_clamp, self.conv_clamp)
+                if skip is not None:
+                    y = skip + y
+            return y
         y = modulated_conv2d(
             x,
             self.weight,
-            **self.modulation_inputs(latent),
+            **mod,
             delta=delta,
             demodulate=not self.is_rgb,
             up=self.spec.up,
@@ -108,18 +134,14 @@ class ModulatedLayer(nn.Module):
             out_scale=gain,
             bias=self.bias * gain,
         )
-        if self.use_noise and noise_mode != "none":
-            if noise_mode == "const":
-                noise = self.noise_const[None, None].to(y.dtype)
-            elif noise_mode == "random":
-                noise = torch.randn(y.shape[0], 1, y.shape[2], y.shape[3], device=y.device, dtype=y.dtype)
-            else:
-                raise ValueError(f"noise_mode must be const, random or none; got {noise_mode!r}")
-            y = y + noise * (self.noise_strength * gain).to(y.dtype)
+        if noise is not None:
+            y = y + noise.to(y.dtype) * (strength * gain).to(y.dtype)
         if not self.is_rgb:
             y = F.leaky_relu(y, 0.2)
         if self.conv_clamp is not None:
             y = y.clamp(-self.conv_clamp, self.conv_clamp)
+        if skip is not None:
+            return skip + y.float()
         return y
 
     def extra_repr(self) -> str:

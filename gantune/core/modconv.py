@@ -16,6 +16,11 @@ Two code paths compute the same thing:
   no delta or one delta shared by the whole batch);
 * the grouped ("fused") path materialises θ̂ per sample and runs one grouped convolution with groups = B.
 
+A third path, :func:`modulated_conv2d_folded`, serves inference on CPU (no autograd): it folds the whole modulation
+(styles or matrix, offsets, demodulation, gains) into one weight per image and runs one ordinary oneDNN convolution per
+image, writing into the output in place and fusing the bias, the noise and the activation into the convolution's
+output pass. It is the grouped path's arithmetic, image by image, so a batch costs exactly its images.
+
 Modulation factors and demodulation coefficients are computed in float32; the convolution runs in the dtype of x.
 """
 
@@ -36,22 +41,9 @@ def _assert_shape(t: torch.Tensor, shape: tuple, name: str) -> None:
         raise ValueError(f"{name}: expected shape {tuple('*' if s is None else s for s in shape)}, got {tuple(t.shape)}")
 
 
-def modulated_conv2d(
-    x: torch.Tensor,  # (B, in, H, W) activations
-    weight: torch.Tensor,  # (out, in, k, k) stored equalized-lr weight
-    styles: torch.Tensor | None = None,  # (B, in) rank-1 modulation
-    *,
-    modulation: torch.Tensor | None = None,  # (B, out, in) full per-sample modulation (overparameterized latent)
-    delta: torch.Tensor | None = None,  # (B or 1, out, in[, k, k]) multiplicative offsets: θ ⊙ (1 + Δ)
-    demodulate: bool = True,  # divide each output filter by its norm (False for toRGB)
-    up: int = 1,  # 1, or 2 for the transposed-conv upsampling layer
-    kernel: torch.Tensor | None = None,  # FIR kernel (sum 1) for the blur that follows upsampling
-    gain: float | None = None,  # equalized-lr gain; default 1/sqrt(in·k·k)
-    fused: bool | None = None,  # None: pick the rank-1 path when possible; True: always grouped; False: insist on rank-1
-    out_scale: float = 1.0,  # multiplies the result (folded into the weight; the layer's activation gain)
-    bias: torch.Tensor | None = None,  # (out,) added to the result (inside the convolution where possible)
-) -> torch.Tensor:
-    batch, in_ch, height, width = x.shape
+def _check_inputs(x, weight, styles, modulation, delta, up, kernel, gain):
+    """Validates the arguments shared by both entry points; returns (delta with a batch axis, gain)."""
+    batch, in_ch = x.shape[:2]
     out_ch, w_in, kh, kw = weight.shape
     if w_in != in_ch:
         raise ValueError(f"weight expects {w_in} input channels, activations have {in_ch}")
@@ -76,6 +68,27 @@ def modulated_conv2d(
         raise ValueError("upsampling needs a 3x3 weight and the FIR kernel")
     if gain is None:
         gain = 1.0 / math.sqrt(in_ch * kh * kw)
+    return delta, gain
+
+
+def modulated_conv2d(
+    x: torch.Tensor,  # (B, in, H, W) activations
+    weight: torch.Tensor,  # (out, in, k, k) stored equalized-lr weight
+    styles: torch.Tensor | None = None,  # (B, in) rank-1 modulation
+    *,
+    modulation: torch.Tensor | None = None,  # (B, out, in) full per-sample modulation (overparameterized latent)
+    delta: torch.Tensor | None = None,  # (B or 1, out, in[, k, k]) multiplicative offsets: θ ⊙ (1 + Δ)
+    demodulate: bool = True,  # divide each output filter by its norm (False for toRGB)
+    up: int = 1,  # 1, or 2 for the transposed-conv upsampling layer
+    kernel: torch.Tensor | None = None,  # FIR kernel (sum 1) for the blur that follows upsampling
+    gain: float | None = None,  # equalized-lr gain; default 1/sqrt(in·k·k)
+    fused: bool | None = None,  # None: pick the rank-1 path when possible; True: always grouped; False: insist on rank-1
+    out_scale: float = 1.0,  # multiplies the result (folded into the weight; the layer's activation gain)
+    bias: torch.Tensor | None = None,  # (out,) added to the result (inside the convolution where possible)
+) -> torch.Tensor:
+    batch, in_ch, height, width = x.shape
+    out_ch, _, kh, kw = weight.shape
+    delta, gain = _check_inputs(x, weight, styles, modulation, delta, up, kernel, gain)
 
     rank1_possible = modulation is None and (delta is None or delta.shape[0] == 1)
     if fused is False and not rank1_possible:
@@ -130,3 +143,156 @@ def modulated_conv2d(
     b = None if bias is None else bias.to(x.dtype).repeat(batch)
     y = F.conv2d(xg, wb.reshape(batch * out_ch, in_ch, kh, kw), b, padding=kh // 2, groups=batch)
     return y.reshape(batch, out_ch, y.shape[2], y.shape[3])
+
+
+def _mkldnn_pointwise_available() -> bool:
+    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise_")
+
+
+_FOLDED_OK = None
+# ATen runs a single-image 3x3 convolution of at most this many input elements with its native kernel, not oneDNN
+_NATIVE_CONV_MAX_NUMEL = 20480
+
+
+def folded_path_applies(x: torch.Tensor) -> bool:
+    """Whether :func:`modulated_conv2d_folded` serves this call: float32 on CPU with oneDNN."""
+    global _FOLDED_OK
+    if _FOLDED_OK is None:
+        _FOLDED_OK = _mkldnn_pointwise_available()
+    return _FOLDED_OK and x.device.type == "cpu" and x.dtype == torch.float32
+
+
+def _needs_grad(*tensors: torch.Tensor | None) -> bool:
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+def _folded_weight(
+    theta: torch.Tensor,  # θ (out, in, k, k) float32, already ⊙ (1 + Δ) for per-tap offsets
+    sq: torch.Tensor | None,  # Σ_k θ² (out, in), for the demodulation
+    coef: torch.Tensor,  # (1 | out, in): gain · modulation · (1 + Δ) of this image
+    demodulate: bool,
+    out_scale: float,
+    transpose: bool,  # return the transposed-convolution layout (in, out, k, k)
+    fmt: torch.memory_format,
+    dtype: torch.dtype,
+) -> torch.Tensor:
+    """One image's final weight θ · coef · demod, written in one pass in the layout the convolution reads. The
+    demodulation uses Σ_{i,k} (θ c)² = Σ_i c² Σ_k θ² (as the rank-1 path). The same operations with and without
+    gradients (out= only when nothing is differentiated), so both give the same bits."""
+    if demodulate:
+        d = torch.rsqrt((coef.square() * sq).sum(dim=1, keepdim=True) + DEMOD_EPS)  # (out, 1)
+        coef = coef * (d * out_scale if out_scale != 1.0 else d)
+    elif out_scale != 1.0:
+        coef = coef * out_scale
+    c4 = coef[:, :, None, None]
+    if transpose:
+        theta, c4 = theta.transpose(0, 1), c4.transpose(0, 1)
+    if torch.is_grad_enabled() and (theta.requires_grad or c4.requires_grad):
+        return (theta * c4).to(dtype).contiguous(memory_format=fmt)
+    out = torch.empty(theta.shape, dtype=dtype, device=theta.device, memory_format=fmt)
+    return torch.mul(theta, c4, out=out)
+
+
+def _conv_into(out: torch.Tensor, x: torch.Tensor, w: torch.Tensor, bias, padding: int, groups: int = 1) -> None:
+    """out += conv2d(x, w) + bias, in the convolution's own output pass (oneDNN sum post-op)."""
+    torch.ops.mkldnn._convolution_pointwise_.binary(
+        out, x, w, bias, [padding, padding], [1, 1], [1, 1], groups, "add", 1.0, None, [], None
+    )
+
+
+def modulated_conv2d_folded(
+    x: torch.Tensor,  # (B, in, H, W) float32 activations on CPU
+    weight: torch.Tensor,  # (out, in, k, k) stored equalized-lr weight
+    styles: torch.Tensor | None = None,  # (B, in) rank-1 modulation
+    *,
+    modulation: torch.Tensor | None = None,  # (B, out, in) full per-sample modulation
+    delta: torch.Tensor | None = None,  # (B or 1, out, in[, k, k]) multiplicative offsets
+    demodulate: bool = True,
+    up: int = 1,
+    kernel: torch.Tensor | None = None,  # FIR kernel (sum 1) for the blur that follows upsampling
+    gain: float | None = None,
+    out_scale: float = 1.0,
+    bias: torch.Tensor | None = None,  # (out,)
+    noise: torch.Tensor | None = None,  # (1 or B, 1, H_out, W_out), already scaled: added after the bias
+    leaky_relu: bool = False,  # leaky ReLU(0.2) after the noise, in place
+    add_to: torch.Tensor | None = None,  # (B, out, H_out, W_out) float32: the result is added into it and returned
+) -> torch.Tensor:
+    """:func:`modulated_conv2d` (+ noise, + activation, + skip sum) for inference on CPU, one oneDNN convolution per
+    image with a weight that holds the whole modulation. Same arguments and result as the other paths."""
+    batch, in_ch, height, width = x.shape
+    out_ch, _, kh, kw = weight.shape
+    delta, gain = _check_inputs(x, weight, styles, modulation, delta, up, kernel, gain)
+    h_out, w_out = height * up, width * up
+    theta = weight.float()
+    coef_all = (modulation.float() if modulation is not None else styles.float()[:, None, :]) * gain
+    per_tap = delta is not None and delta.ndim == 5
+    sq = theta.square().sum(dim=(2, 3)) if demodulate and not per_tap else None
+
+    def image_weight(b: int, transpose: bool) -> torch.Tensor:
+        th, sq_b, c = theta, sq, coef_all[b]
+        if delta is not None:
+            d_b = delta[b if delta.shape[0] > 1 else 0].float()
+            if per_tap:
+                th = theta * (1.0 + d_b)
+                sq_b = th.square().sum(dim=(2, 3)) if demodulate else None
+            else:
+                c = c * (1.0 + d_b)
+        return _folded_weight(th, sq_b, c, demodulate, out_scale, transpose, fmt, x.dtype)
+
+    b32 = None if bias is None else bias.float().contiguous()
+    fmt = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous() \
+        else torch.contiguous_format
+    blur = None
+    if up == 2:
+        kk = (kernel * 4).to(x.dtype)  # symmetric binomial: flipping is a no-op, kept for generality
+        blur = torch.flip(kk, (0, 1))[None, None].expand(out_ch, 1, kk.shape[0], kk.shape[1])
+        blur = blur.contiguous(memory_format=fmt)
+    if _needs_grad(x, weight, styles, modulation, delta, bias, noise, add_to):
+        # the same arithmetic with differentiable operations (F.conv2d with the bias, then the sums)
+        ys = []
+        for b in range(batch):
+            xb = x[b : b + 1]
+            if up == 2:
+                y = F.conv_transpose2d(xb, image_weight(b, True), stride=2)
+                y = F.conv2d(y, blur, b32, padding=1, groups=out_ch)
+            else:
+                y = F.conv2d(xb, image_weight(b, False), b32, padding=kh // 2)
+            ys.append(y)
+        y = ys[0] if batch == 1 else torch.cat(ys)
+        if add_to is not None:
+            y = (add_to + noise if noise is not None else add_to) + y
+        elif noise is not None:
+            y = noise + y
+        return F.leaky_relu(y, 0.2) if leaky_relu else y
+    if add_to is not None:
+        _assert_shape(add_to, (batch, out_ch, h_out, w_out), "add_to")
+        out = add_to
+        if noise is not None:
+            out.add_(noise)
+    else:
+        out = torch.empty((batch, out_ch, h_out, w_out), dtype=x.dtype, device=x.device, memory_format=fmt)
+        if noise is not None:
+            out.copy_(noise.expand_as(out))
+        else:
+            out.zero_()
+    for b in range(batch):
+        xb, ob = x[b : b + 1], out[b : b + 1]
+        # oneDNN's own ops where F.conv2d / F.conv_transpose2d would pick oneDNN too (the autograd branch above
+        # uses those), so that a render gives the same bits with and without gradients
+        big = xb.numel() > _NATIVE_CONV_MAX_NUMEL
+        if up == 2:
+            wt = image_weight(b, True)
+            if big:
+                y = torch.ops.mkldnn._convolution_transpose_pointwise(
+                    xb, wt, None, [0, 0], [0, 0], [2, 2], [1, 1], 1, "none", [], ""
+                )  # (1, out, 2H+1, 2W+1); the blur's padding 1 brings it to 2H
+            else:
+                y = F.conv_transpose2d(xb, wt, stride=2)
+            _conv_into(ob, y, blur, b32, 1, groups=out_ch)
+        elif big and kh > 1:
+            _conv_into(ob, xb, image_weight(b, False), b32, kh // 2)
+        else:
+            ob.add_(F.conv2d(xb, image_weight(b, False), b32, padding=kh // 2))
+    if leaky_relu:
+        F.leaky_relu(out, 0.2, inplace=True)
+    return out

@@ -1,0 +1,110 @@
+"""The CPU folded path (one oneDNN convolution per image with the whole modulation in its weight) against the
+rank-1 and grouped paths, with and without gradients, image by image."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from gantune.core import Generator, GeneratorConfig, make_kernel, modulated_conv2d
+from gantune.core.modconv import modulated_conv2d_folded
+
+
+def _generator(overparam: bool = False) -> Generator:
+    # 64 px with 32 channels: the large maps take oneDNN's fused ops, the small ones ATen's native convolution
+    cfg = GeneratorConfig(resolution=64, z_dim=32, w_dim=32, mapping_layers=2, channel_base=2048, channel_max=32,
+                          latent_rows=32 if overparam else 0, use_noise=not overparam)
+    torch.manual_seed(0)
+    G = Generator(cfg).eval()
+    with torch.no_grad():
+        for n, p in G.named_parameters():
+            if "noise_strength" in n or n.endswith("bias"):
+                p.uniform_(-0.5, 0.5)
+    return G
+
+
+def _deltas(G: Generator, batch: int) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(3)
+    out = {}
+    for name in ("b16.conv1", "b32.conv0", "b64.conv1", "b64.torgb"):
+        s = G.synthesis.spec(name)
+        out[name] = 0.2 * torch.randn(batch, s.out_ch, s.in_ch, generator=g)
+    s = G.synthesis.spec("b64.conv0")
+    out["b64.conv0"] = 0.2 * torch.randn(batch, s.out_ch, s.in_ch, 3, 3, generator=g)  # per-tap (shared heads)
+    return out
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_folded_generator_matches_grouped_path(channels_last, batch):
+    G = _generator()
+    G.set_precision(torch.float32, channels_last=channels_last)
+    ws = G.map(torch.randn(batch, 32, generator=torch.Generator().manual_seed(1))).detach()
+    ws = ws + 0.3 * torch.randn_like(ws)  # distinct rows of W+
+    d = _deltas(G, batch)
+    with torch.no_grad():
+        for deltas in (None, d):
+            got = G.synthesis(ws, deltas=deltas)
+            want = G.synthesis(ws, deltas=deltas, fused=True)
+            assert got.abs().max() > 0.5
+            torch.testing.assert_close(got, want, atol=2e-5, rtol=1e-4)
+        if batch > 1:  # a batch is its images, each with its own offsets (styles may round differently in a batch)
+            one = torch.cat([G.synthesis(ws[i : i + 1], deltas={k: v[i : i + 1] for k, v in d.items()})
+                             for i in range(batch)])
+            torch.testing.assert_close(G.synthesis(ws, deltas=d), one, atol=1e-5, rtol=1e-5)
+
+
+def test_folded_random_noise_and_overparam():
+    G = _generator()
+    ws = G.map(torch.randn(2, 32, generator=torch.Generator().manual_seed(2))).detach()
+    with torch.no_grad():
+        torch.manual_seed(5)
+        a = G.synthesis(ws, noise_mode="random")
+        torch.manual_seed(5)
+        b = G.synthesis(ws, noise_mode="random", fused=False)
+        c = G.synthesis(ws, noise_mode="none")
+    torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-4)
+    assert (a - c).abs().max() > 1e-2
+    Go = _generator(overparam=True)
+    W = Go.map(Go.sample_z(2, generator=torch.Generator().manual_seed(4))).detach()
+    with torch.no_grad():
+        torch.testing.assert_close(Go.synthesis(wmat=W), Go.synthesis(wmat=W, fused=True), atol=2e-5, rtol=1e-4)
+
+
+def test_same_bits_with_and_without_gradients():
+    G = _generator()
+    ws = G.map(torch.randn(2, 32, generator=torch.Generator().manual_seed(6)))  # requires grad through the mapping
+    d = _deltas(G, 2)
+    with torch.no_grad():
+        plain = G.synthesis(ws, deltas=d)
+    img = G.synthesis(ws, deltas=d)
+    assert img.requires_grad and torch.equal(img.detach(), plain)
+    # and the gradient is the grouped path's
+    w_a = ws.detach().clone().requires_grad_(True)
+    w_b = ws.detach().clone().requires_grad_(True)
+    G.synthesis(w_a, deltas=d).square().mean().backward()
+    G.synthesis(w_b, deltas=d, fused=True).square().mean().backward()
+    assert w_a.grad.abs().max() > 0
+    torch.testing.assert_close(w_a.grad, w_b.grad, atol=1e-6, rtol=1e-3)
+
+
+@pytest.mark.parametrize("up,k,size", [(1, 3, 6), (1, 3, 48), (1, 1, 48), (2, 3, 6), (2, 3, 40)])
+def test_folded_conv_unit(up, k, size):
+    torch.manual_seed(0)
+    B, cin, cout = 2, 16, 12
+    x = torch.randn(B, cin, size, size).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(cout, cin, k, k)
+    s = torch.randn(B, cin)
+    delta = 0.3 * torch.randn(B, cout, cin)
+    bias = torch.randn(cout)
+    noise = torch.randn(1, 1, size * up, size * up)
+    skip = torch.randn(B, cout, size * up, size * up)
+    kern = make_kernel()
+    ref = modulated_conv2d(x, w, s, delta=delta, up=up, kernel=kern, fused=True, out_scale=1.5, bias=bias)
+    want = F.leaky_relu(skip + noise + ref, 0.2)
+    got = modulated_conv2d_folded(x, w, s, delta=delta, up=up, kernel=kern, out_scale=1.5, bias=bias, noise=noise,
+                                  leaky_relu=True, add_to=skip.clone())
+    torch.testing.assert_close(got, want, atol=2e-5, rtol=1e-4)
+    with pytest.raises(ValueError):
+        modulated_conv2d_folded(x, w, s[:, :3])
