@@ -243,17 +243,24 @@ def _meta_w_encoder(sd, *, num_ws: int, input_size: int) -> WEncoder:
                         width=first.shape[0], input_size=input_size)
 
 
+def w_encoder_rules(enc: WEncoder) -> list[KeyRule]:
+    """Every key of the official encoder state dict (without the ``encoder.`` prefix): gantune's names, in the
+    official order (``input_layer``, ``linear``, ``body``: the e4e coach registers the FC before the body)."""
+    order = {"input_layer": 0, "linear": 1, "body": 2}
+    return sorted(module_rules(enc), key=lambda r: order.get(r.foreign.split(".")[0], len(order)))
+
+
 def w_encoder_from_official(sd: dict, *, num_ws: int, device="cpu", input_size: int = INPUT_SIZE) -> WEncoder:
     """A :class:`WEncoder` from the official encoder state dict (prefix ``encoder.`` stripped), through the key
     table. The width comes from the weights; the input size (not visible in them) from the file's opts (256 official)."""
     enc = _meta_w_encoder(sd, num_ws=num_ws, input_size=input_size)
-    native = import_state(sd, module_rules(enc), "W-encoder", layout="IR-SE W-encoder")
+    native = import_state(sd, w_encoder_rules(enc), "W-encoder", layout="IR-SE W-encoder")
     return _assign(enc, native, device)
 
 
 def w_encoder_to_official(enc: WEncoder) -> dict[str, torch.Tensor]:
     """The official encoder state dict (without the ``encoder.`` prefix); the tensors are the module's own."""
-    return export_state(enc.state_dict(), module_rules(enc), copy=False)
+    return export_state(enc.state_dict(), w_encoder_rules(enc), copy=False)
 
 
 # --- whole files -----------------------------------------------------------------------------------------------------
@@ -335,7 +342,7 @@ def w_encoder_from_checkpoint(obj, *, num_ws: int, device="cpu", source: str = "
         raise _wrong_kind(source, desc, "a W-encoder", _NOT_W_ENCODER.get(kind, "use faces_w_encoder.pt (w-encoder-ffhq)"))
     sd = obj["state_dict"]
     enc = _meta_w_encoder(strip_prefix(sd, "encoder."), num_ws=num_ws, input_size=_opts_input_size(_opts(obj)))
-    rules = prefixed(module_rules(enc), "encoder.")
+    rules = prefixed(w_encoder_rules(enc), "encoder.")
     dec = strip_prefix(sd, "decoder.")
     if dec:
         rules += dropped(prefixed(rosinality_rules(infer_config(dec)), "decoder."))
