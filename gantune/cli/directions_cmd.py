@@ -1,13 +1,15 @@
-"""``gantune directions``: editing directions without labelled data (GANSpace PCA of sampled w)."""
+"""``gantune directions``: editing directions for any generator: GANSpace (PCA of sampled w), InterFaceGAN boundaries
+fitted on landmark measures or your labels, and a check of what a direction does."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
-from .common import DeviceOpt, SeedOpt, WeightsOpt, console
+from .common import BatchOpt, DeviceOpt, SeedOpt, WeightsOpt, console
+from .validate import finite
 
 directions_app = typer.Typer(help="Compute editing directions for a generator.", no_args_is_help=True)
 
@@ -40,6 +42,136 @@ def ganspace_command(
     console.print(f"{gs.num_components} components from {samples} samples: first explains {ev[0]:.1%}, "
                   f"first 10 {sum(ev[:10]):.1%}; layer ranges {gs.layer_ranges}")
     console.print(f"wrote {out}; edit with: gantune edit RECORD --direction {out}:0 --strength -3:3:7")
+
+
+@directions_app.command("fit")
+def fit_command(
+    attribute: Annotated[str, typer.Option("--attribute", "-a", help="pose, smile, mouth-open or eyes-open (measured "
+                                           "with dlib's 68 landmarks), or any name with --labels.", show_default=False)],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output .pt file (InterFaceGAN's layout, (1, w_dim)); the "
+                                      "fit's facts go to a .json beside it.", show_default=False)],
+    weights: WeightsOpt = None,
+    samples: Annotated[int, typer.Option("--samples", "-n", min=8, help="Generator samples (seeds --seed …) to measure.")] = 2000,
+    labels: Annotated[Optional[Path], typer.Option("--labels", help="CSV of SEED_OR_RECORD,VALUE rows for an attribute "
+                                                   "you measure yourself (instead of sampling).", show_default=False)] = None,
+    keep: Annotated[Optional[list[str]], typer.Option("--keep", help="Directions to keep unchanged (conditional "
+                                                      "manipulation): the new direction is made orthogonal to them; a "
+                                                      "file or a registry name; repeatable.", show_default=False)] = None,
+    fraction: Annotated[float, typer.Option("--fraction", min=0.01, max=0.5, help="Top and bottom share of the samples "
+                                            "used as the two classes.")] = 0.25,
+    truncation: Annotated[float, typer.Option("--truncation", callback=finite("--truncation"), help="Truncation psi of the samples.")] = 1.0,
+    seed: SeedOpt = 0,
+    batch_size: BatchOpt = 16,
+    device: DeviceOpt = "auto",
+    force: Annotated[bool, typer.Option("--force", "-f", help="Overwrite the output file.")] = False,
+) -> None:
+    """Fit an InterFaceGAN direction on any generator: sample it, measure the attribute on each image (images without
+    a detected face are left out and counted), fit a linear boundary in W, write its unit normal. Use it with
+    `gantune edit REC --direction OUT.pt`.
+
+    Example: gantune directions fit --attribute pose --weights demo-faces --samples 2000 -o pose.pt
+    """
+    from ..editing import load_direction
+    from ..editing.fit import ATTRIBUTES, fit_boundary, read_labels, sample_and_measure, save_direction
+    from ..errors import InputError
+    from ..runtime import resolve_device
+    from ..weights import load_generator
+    from .common import Progress
+
+    if labels is None and attribute not in ATTRIBUTES:
+        raise InputError(f"--attribute {attribute!r} is not measured by gantune",
+                         f"use one of {', '.join(ATTRIBUTES)}, or give your own values with --labels")
+    if out.is_dir() or (out.exists() and not force):
+        raise InputError(f"-o {out} {'is a folder' if out.is_dir() else 'exists'}", "give a new .pt file, or --force")
+    if labels is not None and not labels.is_file():
+        raise InputError(f"{labels}: no such file", "give a CSV of SEED_OR_RECORD,VALUE rows")
+    if not weights:
+        raise InputError("directions fit needs the generator", "give --weights (a registry name, path or URL)")
+    keep_dirs = [load_direction(k) for k in keep or []]
+    dev = resolve_device(device)
+    G, info = load_generator(weights, device=dev)
+    G.eval()
+    missing = 0
+    if labels is not None:
+        ws, values = read_labels(labels, G, device=dev)
+    else:
+        with Progress(samples, f"measure {attribute}") as bar:
+            bar.begin(f"{samples} samples")
+            ws, vals, missing = sample_and_measure(G, attributes=(attribute,), samples=samples, seed=seed,
+                                                   batch_size=batch_size, truncation=truncation, device=dev,
+                                                   progress=lambda done, total: bar.step(done, total, "sample"))
+        values = vals[attribute]
+    keep_vecs = [d.fit(G.num_ws, G.cfg.w_dim)[0] for d in keep_dirs]
+    normal, acc, used = fit_boundary(ws, values, fraction=fraction, keep=keep_vecs)
+    import numpy as np
+
+    proj = (ws.double() @ normal.double()).numpy()
+    r = float(np.corrcoef(proj, values)[0, 1])
+    meta = {"attribute": attribute, "generator": {"spec": weights, "sha256": info.get("sha256")},
+            "samples": samples if labels is None else len(values), "no_face": missing, "measured": len(values),
+            "used": used, "fraction": fraction, "accuracy": acc, "correlation": r, "seed": seed,
+            "truncation": truncation, "labels": None if labels is None else str(labels),
+            "keep": [d.source for d in keep_dirs]}
+    save_direction(normal, out, meta)
+    console.print(f"{attribute}: {len(values)} measured" + (f", {missing} without a face (left out)" if missing else "")
+                  + f"; classifier accuracy {acc:.1%} on the {used} extremes; corr(w·n, {attribute}) = {r:+.2f}")
+    console.print(f"wrote {out}; edit with: gantune edit RECORD --direction {out} --strength -3:3:7")
+
+
+@directions_app.command("check")
+def check_command(
+    direction: Annotated[str, typer.Argument(help="A direction (file or registry name).", show_default=False)],
+    weights: WeightsOpt = None,
+    count: Annotated[int, typer.Option("--count", "-n", min=1, help="Held-out samples (seeds --seed …).")] = 24,
+    strength: Annotated[str, typer.Option("--strength", "-s", help="Strengths, e.g. -3:3:7.")] = "-3:3:7",
+    seed: Annotated[int, typer.Option("--seed", help="First seed (default far from directions fit's 0 …).")] = 1_000_000,
+    device: DeviceOpt = "auto",
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write the JSON report here.", show_default=False)] = None,
+) -> None:
+    """Does a direction do what it says? Edit held-out samples along it and measure pose, smile, mouth opening and
+    eye opening at every strength: the share that moves monotonically and the change relative to each attribute's
+    spread.
+
+    Example: gantune directions check pose.pt --weights demo-faces --count 24 --strength -3:3:7
+    """
+    import json
+
+    import torch
+
+    from ..editing import load_direction, parse_strengths
+    from ..editing.fit import check_direction
+    from ..errors import InputError
+    from ..io.atomic import atomic_write
+    from ..runtime import resolve_device
+    from ..weights import load_generator
+    from .common import Progress
+
+    strengths = parse_strengths(strength)
+    if len(strengths) < 3:
+        raise InputError("--strength needs at least 3 values to judge monotonicity", "e.g. -3:3:7")
+    d = load_direction(direction)
+    if not weights:
+        raise InputError("directions check needs the generator", "give --weights")
+    dev = resolve_device(device)
+    G, _ = load_generator(weights, device=dev)
+    n = d.fit(G.num_ws, G.cfg.w_dim)
+    if not torch.allclose(n, n[:1].expand_as(n)):
+        raise InputError(f"{direction} acts on some layers only; check takes a direction in W")
+    with Progress(count, "check") as bar:
+        bar.begin(f"{count} samples")
+        rep = check_direction(G.eval(), n[0], strengths=strengths, count=count, seed=seed, device=dev,
+                              progress=lambda k, total: bar.step(k, total, "image"))
+    console.print(f"{rep['with_face_at_3_or_more']} of {count} samples have a face at 3 strengths or more "
+                  f"({rep['with_face_at_every_strength']} at every strength)")
+    for a, m in rep["attributes"].items():
+        if m is not None:
+            console.print(f"  {a:10s} monotonic {m['monotonic']:.0%}  increasing {m['increasing']:.0%}  "
+                          f"change {m['mean_change']:+.4f} ({m['change_over_spread']:+.2f} × its spread)")
+    rep["direction"] = direction
+    if out is not None:
+        with atomic_write(out, "w") as f:
+            json.dump(rep, f, indent=2)
+        console.print(f"wrote {out}")
 
 
 def register(app: typer.Typer) -> None:
