@@ -27,17 +27,31 @@ def _setup_hyperstyle(opts):
     return setup_hyperstyle(opts)
 
 
-INVERT_METHODS: dict = {"hyperstyle": _setup_hyperstyle}
+def _setup_e4e(opts):
+    from ..methods.e4e import setup_e4e
+
+    return setup_e4e(opts)
+
+
+def _setup_restyle_e4e(opts):
+    from ..methods.e4e import setup_restyle_e4e
+
+    return setup_restyle_e4e(opts)
+
+
+INVERT_METHODS: dict = {"hyperstyle": _setup_hyperstyle, "e4e": _setup_e4e, "restyle-e4e": _setup_restyle_e4e}
 
 
 class Method(str, Enum):
     hyperstyle = "hyperstyle"
     optim = "optim"
     overparam = "overparam"
+    e4e = "e4e"
+    restyle_e4e = "restyle-e4e"
 
 
 EncoderOpt = Annotated[Optional[str], typer.Option(
-    "--encoder", help="W-encoder for the initial latent (default w-encoder-ffhq = faces_w_encoder.pt).", show_default=False)]
+    "--encoder", help="Encoder: hyperstyle's initial latent (default w-encoder-ffhq = faces_w_encoder.pt; an e4e or ReStyle-e4e file is recognised and used as such), or the e4e / restyle-e4e file of those methods (default e4e-ffhq / restyle-e4e-ffhq).", show_default=False)]
 HalfDeltasOpt = Annotated[bool, typer.Option("--fp16-deltas", help="Store the offsets as float16 (half the record size).")]
 
 
@@ -93,10 +107,10 @@ def parse_params(params: list[str] | None) -> dict:
 def invert_command(
     inputs: InputsArg,
     out: Annotated[Path, out_opt("invert")] = Path("out/invert"),
-    method: Annotated[Method, typer.Option("--method", "-m", help="hyperstyle (encoder + hypernetwork), optim (W/W+ projector; PTI with --param tune=true) or overparam (latent matrix).")] = Method.hyperstyle,
+    method: Annotated[Method, typer.Option("--method", "-m", help="hyperstyle (encoder + hypernetwork; --param initial=e4e|restyle-e4e takes the initial latent from that encoder), optim (W/W+ projector; PTI with --param tune=true), overparam (latent matrix), e4e or restyle-e4e (encoder only, W+; --encoder is the e4e / ReStyle file, --weights the generator, default ffhq-1024).")] = Method.hyperstyle,
     weights: WeightsOpt = None,
     encoder: EncoderOpt = None,
-    iters: Annotated[Optional[int], typer.Option("--iters", min=0, help="Refinement iterations (hyperstyle, default 5) or optimisation steps (optim, overparam).", show_default=False)] = None,
+    iters: Annotated[Optional[int], typer.Option("--iters", min=0, help="Refinement iterations (hyperstyle, default 5; restyle-e4e, default 5 as ReStyle's inference — the domain-adaptation script uses 2) or optimisation steps (optim, overparam).", show_default=False)] = None,
     param: Annotated[Optional[list[str]], typer.Option("--param", help="Method-specific KEY=VALUE (repeatable), e.g. --param space=w+ --param tune=true.", show_default=False)] = None,
     batch_size: BatchOpt = 1,
     device: DeviceOpt = "auto",

@@ -155,8 +155,8 @@ def _setup(kind: str, opts: InvertOptions) -> MethodRun:
     gen_spec, enc_spec = opts.weights or DEFAULT_GENERATOR, opts.encoder or DEFAULTS[kind]
     resolve_all({"--weights": gen_spec, "--encoder": enc_spec})
     device = resolve_device(opts.device)
-    G, ginfo = load_generator(gen_spec, device=device)
     model = load_style_encoder(enc_spec, kind=kind, device=device)
+    G, ginfo = load_generator(gen_spec, device=device)
     check_pair(model, G, f"the {kind} encoder")
     inv = EncoderInversion(G.eval(), model, iters=iters, noise_mode=opts.noise, keep_intermediates=opts.save_intermediate,
                            generator_info={**ginfo, "spec": str(gen_spec)})

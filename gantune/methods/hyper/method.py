@@ -1,6 +1,11 @@
 """HyperStyle as an inversion method: loaded models + settings -> ``invert_batch(images, names)`` results.
 
 Used by :func:`gantune.invert` and by ``gantune invert --method hyperstyle`` / ``gantune invert-hyper``.
+
+The initial latent comes from the W-encoder (``faces_w_encoder.pt`` plus the HyperStyle file's ``latent_avg``, as the
+paper), or from e4e / ReStyle-e4e (``--param initial=e4e|restyle-e4e``, or an e4e / ReStyle file given as
+``--encoder``): then the codes are that encoder's own (its file's ``latent_avg``, ReStyle's iterations rendered with
+the HyperStyle generator), and the hypernetwork refines from them.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from .inference import refine
 from .wencoder import WEncoder
 
 DEFAULT_ITERS = 5
+INITIAL_KINDS = ("w-encoder", "e4e", "restyle-e4e")
 
 
 @dataclass
@@ -28,29 +34,55 @@ class HyperStyle:
 
     G: Generator  # generator the hypernetwork was trained for
     hypernet: HyperNetwork
-    w_encoder: WEncoder
+    w_encoder: WEncoder | None  # None when ``initial`` gives the codes
     latent_avg: torch.Tensor  # (num_ws, w_dim)
     iters: int = DEFAULT_ITERS  # hypernetwork passes
     noise_mode: str = "const"  # stored noise buffers, as the official inference
     dtype: torch.dtype = torch.float32  # encoder / hypernetwork / synthesis compute dtype
     keep_intermediates: bool = False  # return y_0 … y_T per image
     info: dict = field(default_factory=dict)  # checkpoint provenance (spec, path, sha256, load seconds, warnings)
+    initial: object = None  # an e4e / ReStyle-e4e StyleEncoderModel giving the initial latent instead of the W-encoder
+    initial_iters: int = 2  # ReStyle-e4e iterations for the initial latent (2 as the domain-adaptation script)
 
     @classmethod
     def load(
         cls,
         weights: str | None = None,  # hyperstyle_*.pt: registry name, path or URL (default hyperstyle-ffhq)
-        encoder: str | None = None,  # faces_w_encoder.pt (default w-encoder-ffhq)
+        encoder: str | None = None,  # faces_w_encoder.pt (default w-encoder-ffhq), or an e4e / ReStyle-e4e file
         *,
         device="cpu",
         hash_files: bool = True,  # sha256 of both files for the records
-        **settings,  # iters, noise_mode, dtype, keep_intermediates
+        initial: str | None = None,  # w-encoder | e4e | restyle-e4e; None = what --encoder is (W-encoder by default)
+        **settings,  # iters, noise_mode, dtype, keep_intermediates, initial_iters
     ) -> "HyperStyle":
         from ...weights.download import resolve_all
 
-        weights, encoder = weights or DEFAULT_HYPERSTYLE, encoder or DEFAULT_W_ENCODER
-        resolve_all({"--weights": weights, "--encoder": encoder})  # every missing file named in one message
+        if initial is not None and initial not in INITIAL_KINDS:
+            from ...errors import InputError
+
+            raise InputError(f"initial={initial!r}: expected one of {', '.join(INITIAL_KINDS)}")
+        if encoder is None:
+            from ..e4e.checkpoint import DEFAULTS
+
+            encoder = DEFAULTS.get(initial or "", DEFAULT_W_ENCODER)
+        weights = weights or DEFAULT_HYPERSTYLE
+        paths = resolve_all({"--weights": weights, "--encoder": encoder})  # every missing file named in one message
+        kind = _encoder_kind(paths["--encoder"])
+        if initial is not None and kind != initial and not (initial == "w-encoder" and kind not in ("e4e", "restyle-e4e")):
+            from ...errors import InputError
+
+            raise InputError(f"initial={initial} but --encoder {encoder} is a {kind} file",
+                             f"give the {initial} file as --encoder, or drop --param initial")
         model: HyperStyleModel = load_hyperstyle(weights, device=device, hash_file=hash_files)
+        if kind in ("e4e", "restyle-e4e"):
+            from ..e4e.checkpoint import load_style_encoder
+            from ..e4e.method import check_pair
+
+            init = load_style_encoder(encoder, kind=kind, device=device, hash_file=hash_files)
+            check_pair(init, model.G, f"the {kind} encoder")
+            info = dict(model.info, encoder={**init.info, "kind": kind})
+            return cls(model.G, model.hypernet, None, model.latent_avg, info=info, initial=init, **settings)
+        settings.pop("initial_iters", None)
         enc, enc_info = load_w_encoder(encoder, num_ws=model.G.num_ws, device=device,
                                        hash_file=hash_files)
         if enc.w_dim != model.G.cfg.w_dim:
@@ -74,20 +106,38 @@ class HyperStyle:
     def record_meta(self) -> dict:
         gen = {k: self.info.get(k) for k in ("spec", "path", "sha256") if self.info.get(k) is not None}
         enc = {k: v for k, v in (self.info.get("encoder") or {}).items() if k in ("spec", "path", "sha256")}
+        params = {"iters": self.iters, "noise_mode": self.noise_mode, "dtype": str(self.dtype).replace("torch.", ""),
+                  "input_size": self.hypernet.input_size, "initial": self.initial_kind,
+                  "encoder_input_size": (self.initial.encoder if self.initial is not None else self.w_encoder).input_size}
+        if self.initial_kind == "restyle-e4e":
+            params["initial_iters"] = self.initial_iters
         return {
-            "params": {"iters": self.iters, "noise_mode": self.noise_mode, "dtype": str(self.dtype).replace("torch.", ""),
-                       "input_size": self.hypernet.input_size,
-                       "encoder_input_size": self.w_encoder.input_size},
+            "params": params,
             "generator": {**gen, "source": "hyperstyle checkpoint decoder", "config": self.G.cfg.to_dict()},
             "encoder": enc,
             "layers": self.layers_meta(),
         }
 
+    @property
+    def initial_kind(self) -> str:
+        return "w-encoder" if self.initial is None else self.initial.kind
+
+    def initial_codes(self, x: torch.Tensor) -> torch.Tensor | None:
+        """(B, num_ws, w_dim) codes of the e4e / ReStyle-e4e encoder, or None for the W-encoder (refine computes them)."""
+        if self.initial is None:
+            return None
+        from ..e4e.method import encode_e4e, encode_restyle
+
+        if self.initial.kind == "e4e":
+            return encode_e4e(self.initial, x, self.G)
+        return encode_restyle(self.initial, x, self.G, iters=self.initial_iters, noise_mode=self.noise_mode).codes
+
     def __call__(self, images: torch.Tensor, names: list[str] | None = None) -> list[InversionResult]:
         names = names or [f"image{i}" for i in range(images.shape[0])]
         t0 = time.perf_counter()
         self.G.set_precision(self.dtype)
-        out = refine(images.to(self.device), G=self.G, hypernet=self.hypernet, w_encoder=self.w_encoder,
+        x = images.to(self.device)
+        out = refine(x, G=self.G, hypernet=self.hypernet, w_encoder=self.w_encoder, codes=self.initial_codes(x),
                      latent_avg=self.latent_avg, iters=self.iters, noise_mode=self.noise_mode, dtype=self.dtype,
                      keep_intermediates=self.keep_intermediates)
         total = time.perf_counter() - t0
@@ -111,10 +161,20 @@ class HyperStyle:
                 deltas={k: v[i].detach().float().cpu() for k, v in out.deltas.items() if k not in out.shared},
                 shared=shared,
                 intermediates=[y[i].detach().float().cpu() for y in out.intermediates],
-                meta={"params": {"iters": self.iters, "noise_mode": self.noise_mode}},
+                meta={"params": {"iters": self.iters, "noise_mode": self.noise_mode, "initial": self.initial_kind,
+                                 **({"initial_iters": self.initial_iters} if self.initial_kind == "restyle-e4e" else {})}},
                 timings={"invert": total / b, **{k: v / b for k, v in out.timings.items()}},
             ))
         return results
+
+
+DEFAULT_INITIAL_ITERS = 2  # ReStyle-e4e iterations for the initial latent (the domain-adaptation script's default)
+
+
+def _encoder_kind(path) -> str:
+    from ...weights.formats import identify_file
+
+    return identify_file(path)[0]
 
 
 def setup_hyperstyle(opts: InvertOptions) -> MethodRun:
@@ -124,17 +184,30 @@ def setup_hyperstyle(opts: InvertOptions) -> MethodRun:
 
     from ...core import NOISE_MODES
 
-    if opts.params:
-        raise InputError(f"hyperstyle takes no --param ({', '.join(sorted(opts.params))})", "see gantune invert-hyper --help")
+    unknown = sorted(set(opts.params) - {"initial", "initial_iters"})
+    if unknown:
+        raise InputError(f"hyperstyle takes --param initial=w-encoder|e4e|restyle-e4e and initial_iters=N, not "
+                         f"{', '.join(unknown)}", "see gantune invert --help")
+    initial = opts.params.get("initial") or None
+    try:
+        initial_iters = int(opts.params.get("initial_iters", DEFAULT_INITIAL_ITERS))
+    except ValueError:
+        raise InputError(f"--param initial_iters={opts.params['initial_iters']!r} is not an integer") from None
+    if initial_iters < 1:
+        raise InputError(f"--param initial_iters={initial_iters}: ReStyle-e4e needs at least one iteration")
     if opts.noise not in NOISE_MODES:
         raise InputError(f"--noise {opts.noise!r}: expected one of {', '.join(NOISE_MODES)}")
     iters = DEFAULT_ITERS if opts.iters is None else opts.iters
     if iters < 1:
         raise InputError(f"--iters {iters}: HyperStyle needs at least one refinement pass")
     hs = HyperStyle.load(opts.weights, opts.encoder, device=resolve_device(opts.device), iters=iters,
+                         initial=initial, initial_iters=initial_iters,
                          noise_mode=opts.noise, dtype=resolve_dtype(opts.dtype), keep_intermediates=opts.save_intermediate)
     desc = (f"HyperStyle: {len(hs.hypernet.layers)} tuned layers, {iters} iterations, generator "
             f"{hs.G.cfg.resolution}px, on {hs.device}")
+    if hs.initial is not None:
+        desc += f"; initial latent from {hs.initial_kind}" + (
+            f" ({hs.initial_iters} iterations)" if hs.initial_kind == "restyle-e4e" else "")
     for w in hs.info.get("warnings", []):
         desc += f"\nwarning: {w}"
     return MethodRun(invert_batch=hs, input_size=INPUT_SIZE, record_meta=hs.record_meta(), describe=desc)

@@ -1,0 +1,114 @@
+"""gantune invert --method e4e|restyle-e4e, and e4e / ReStyle-e4e as HyperStyle's initial latent, on tiny files of
+the official layouts."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from conftest import tiny_config
+from gantune.cli.app import app
+from gantune.core import Generator
+from gantune.io import InversionRecord, load_image, pil_to_tensor
+from gantune.methods.e4e import checkpoint as ck
+from gantune.methods.e4e.method import encode_e4e, encode_restyle
+from gantune.methods.hyper.hypernet import HyperNetwork
+from gantune.methods.hyper.wencoder import WEncoder
+from gantune.weights.rosinality import save_rosinality
+from test_e4e import _tiny_file
+from test_hyper_model import write_tiny_official_files
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("e4e_cli")
+    torch.manual_seed(2)
+    G = Generator(tiny_config(resolution=64, channel_base=1024, channel_max=32)).eval()
+    with torch.no_grad():
+        for n, p in G.named_parameters():
+            if "noise_strength" in n or n.endswith("bias"):
+                p.uniform_(-0.5, 0.5)
+    (tmp / "e").mkdir()
+    (tmp / "r").mkdir()
+    p_e4e, _, _ = _tiny_file(tmp / "e", G, fpn=True, seed=1)
+    p_rs, _, _ = _tiny_file(tmp / "r", G, fpn=False, seed=2)
+    p_gen = save_rosinality(G, tmp / "gen.pt")
+    hn = HyperNetwork.from_specs(G.specs).eval()
+    enc = WEncoder(num_ws=G.num_ws, w_dim=G.cfg.w_dim, units=(1, 1, 1, 1)).eval()
+    la = torch.randn(1, G.cfg.w_dim).expand(G.num_ws, -1).clone()
+    p_hs, p_enc = write_tiny_official_files(tmp, G, hn, enc, la)
+    img = tmp / "face.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(img)
+    return dict(tmp=tmp, G=G, p_e4e=p_e4e, p_rs=p_rs, p_gen=p_gen, p_hs=p_hs, p_enc=p_enc, img=img)
+
+
+def _x(s, size):
+    return pil_to_tensor(load_image(s["img"]), size)
+
+
+@pytest.mark.parametrize("method", ["e4e", "restyle-e4e"])
+def test_invert_encoder_only(setup, method):
+    s = setup
+    out = s["tmp"] / f"out_{method}"
+    enc = s["p_e4e"] if method == "e4e" else s["p_rs"]
+    args = ["invert", str(s["img"]), "--method", method, "--encoder", str(enc), "--weights", str(s["p_gen"]),
+            "-o", str(out), "--device", "cpu"] + (["--iters", "2"] if method == "restyle-e4e" else [])
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    entry = json.loads((out / "manifest.jsonl").read_text().splitlines()[0])
+    assert entry["status"] == "ok" and entry["outputs"]["record"] == "face.safetensors"
+    rec = InversionRecord.load(out / "face.safetensors")
+    assert rec.latent_kind == "w+" and rec.method == method and not rec.deltas and rec.shared is None
+    assert rec.meta["encoder"]["kind"] == method and len(rec.meta["encoder"]["sha256"]) == 64
+    m = ck.load_style_encoder(enc)
+    x = _x(s, m.encoder.input_size)
+    want = encode_e4e(m, x, s["G"]) if method == "e4e" else encode_restyle(m, x, s["G"], iters=2).codes
+    torch.testing.assert_close(rec.latent.float(), want[0], atol=1e-4, rtol=1e-4)
+    if method == "restyle-e4e":
+        assert rec.meta["params"]["iters"] == 2
+        one = encode_restyle(m, x, s["G"], iters=1).codes
+        assert (one[0] - rec.latent.float()).abs().max() > 1e-3
+
+
+def test_wrong_encoder_file_for_method(setup):
+    s = setup
+    res = runner.invoke(app, ["invert", str(s["img"]), "--method", "e4e", "--encoder", str(s["p_rs"]), "--weights",
+                              str(s["p_gen"]), "-o", str(s["tmp"] / "bad"), "--device", "cpu"])
+    msg = str(res.exception) + str(getattr(res.exception, "hint", ""))
+    assert res.exit_code != 0 and "ReStyle-e4e" in msg and "e4e-ffhq" in msg
+
+
+def test_hyperstyle_initial_from_restyle(setup):
+    s = setup
+    out = s["tmp"] / "hs_rs"
+    res = runner.invoke(app, ["invert", str(s["img"]), "--method", "hyperstyle", "--weights", str(s["p_hs"]),
+                              "--encoder", str(s["p_rs"]), "--param", "initial=restyle-e4e", "--iters", "1",
+                              "-o", str(out), "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    rec = InversionRecord.load(out / "face.safetensors")
+    assert rec.meta["params"]["initial"] == "restyle-e4e" and rec.meta["params"]["initial_iters"] == 2
+    from gantune.methods.hyper.checkpoint import load_hyperstyle
+
+    G = load_hyperstyle(s["p_hs"]).G
+    m = ck.load_style_encoder(s["p_rs"])
+    want = encode_restyle(m, _x(s, 256), G, iters=2).codes  # the pipeline feeds HyperStyle 256 px images
+    torch.testing.assert_close(rec.latent.float(), want[0], atol=1e-4, rtol=1e-4)
+    assert rec.deltas or rec.shared is not None
+    # the W-encoder's latent differs: the initial latent really came from ReStyle
+    out2 = s["tmp"] / "hs_w"
+    res = runner.invoke(app, ["invert", str(s["img"]), "--method", "hyperstyle", "--weights", str(s["p_hs"]),
+                              "--encoder", str(s["p_enc"]), "--iters", "1", "-o", str(out2), "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    assert (InversionRecord.load(out2 / "face.safetensors").latent.float() - rec.latent.float()).abs().max() > 1e-3
+    bad = runner.invoke(app, ["invert", str(s["img"]), "--method", "hyperstyle", "--weights", str(s["p_hs"]),
+                              "--encoder", str(s["p_rs"]), "--param", "initial=e4e", "-o", str(s["tmp"] / "hs_bad"),
+                              "--device", "cpu"])
+    msg = str(bad.exception) + str(getattr(bad.exception, "hint", ""))
+    assert bad.exit_code != 0 and "initial=e4e" in msg and "restyle-e4e file" in msg
