@@ -206,6 +206,9 @@ def hyperstyle_rules(cfg, hn: HyperNetwork) -> list[KeyRule]:
 def hyperstyle_to_official(G: Generator, hn: HyperNetwork) -> dict[str, torch.Tensor]:
     """The ``state_dict`` of a ``hyperstyle_*.pt`` file (official order, aliases shared) for this generator and
     hypernetwork; the file's ``latent_avg`` is ``G.mapping.w_avg`` repeated per layer."""
+    if not G.cfg.use_noise:
+        raise WeightsError("a generator without noise inputs has no HyperStyle (rosinality) decoder layout",
+                           "train the hypernetwork for a generator with noise inputs")
     native = {**{"decoder." + k: v for k, v in G.state_dict().items()},
               **{"hypernet." + k: v for k, v in hn.state_dict().items()}}
     return export_state(native, hyperstyle_rules(G.cfg, hn))
