@@ -49,8 +49,8 @@ LPIPS_MAX_SIDE = 256  # and larger ones area-downsampled to this (as the project
 DETECT_UPSAMPLE = 1  # dlib HOG upsampling passes (gantune align's default)
 DCGAN_SIDE = 64  # the synthetic-faces DCGAN's native resolution
 
-METRICS = ("l2", "lpips", "ms_ssim")
-LOWER_IS_BETTER = {"l2": True, "lpips": True, "ms_ssim": False}
+METRICS = ("l2", "lpips", "ms_ssim", "identity")
+LOWER_IS_BETTER = {"l2": True, "lpips": True, "ms_ssim": False, "identity": True}
 ROWS = ("W-encoder", "HyperStyle 1 iter", "HyperStyle 5 iters", "W+ optim", "overparam optim")
 HYPER_ITERS = {"W-encoder": 0, "HyperStyle 1 iter": 1, "HyperStyle 5 iters": 5}
 
@@ -200,8 +200,10 @@ def lpips_metric(device="cpu", *, allow_substitute: bool = True) -> LPIPSMetric:
 
 
 @torch.no_grad()
-def image_metrics(recon: torch.Tensor, target: torch.Tensor, lpips: Callable | None) -> dict[str, list[float]]:
-    """Per-image L2, LPIPS and MS-SSIM of (B, 3, H, W) reconstructions against targets, both in [-1, 1].
+def image_metrics(recon: torch.Tensor, target: torch.Tensor, lpips: Callable | None,
+                  identity: bool = True) -> dict[str, list[float]]:
+    """Per-image L2, LPIPS, MS-SSIM and identity distance (dlib face-recognition ResNet, see
+    :mod:`gantune.metrics.identity`) of (B, 3, H, W) reconstructions against targets, both in [-1, 1].
     Reconstructions are clamped to [-1, 1] first. ``lpips=None`` leaves LPIPS out."""
     from .metrics.l2 import l2_distance
     from .metrics.msssim import ms_ssim
@@ -212,6 +214,11 @@ def image_metrics(recon: torch.Tensor, target: torch.Tensor, lpips: Callable | N
     out = {"l2": l2_distance(r, t).tolist(), "ms_ssim": ms_ssim(r, t).tolist()}
     if lpips is not None:
         out["lpips"] = [float(v) for v in lpips(r, t)]
+    if identity:
+        from .io.images import tensor_to_pil
+        from .metrics.identity import identity_distance
+
+        out["identity"] = [identity_distance(tensor_to_pil(a), tensor_to_pil(b)) for a, b in zip(r, t)]
     return out
 
 
@@ -261,7 +268,7 @@ def ordering_verdict(better: dict, worse: dict, metrics: Sequence[str] = METRICS
 
 
 def _short(metric: str) -> str:
-    return {"l2": "L2", "lpips": "LPIPS", "ms_ssim": "MS-SSIM"}.get(metric, metric)
+    return {"l2": "L2", "lpips": "LPIPS", "ms_ssim": "MS-SSIM", "identity": "identity"}.get(metric, metric)
 
 
 def orderings(rows: list[dict]) -> list[dict]:
@@ -446,6 +453,9 @@ def evaluate_reconstruction(
             "l2": "mean squared error on [-1, 1] images at the generator resolution (gantune.metrics.l2)",
             "lpips": lpips.describe(),
             "ms_ssim": "MS-SSIM at the generator resolution (gantune.metrics.msssim; scales reduced to fit small images)",
+            "identity": "distance of dlib face-recognition descriptors (dlib_face_recognition_resnet_model_v1.dat) of "
+                        "reconstruction and target, upscaled to 256 px; the face box from dlib's HOG detector, else "
+                        "the FFHQ central box; the papers report ArcFace similarity, which is not available here",
             "seconds_per_image": "wall time of the method's call / images (model loading excluded; HyperStyle warmed up)",
             "aggregate": "mean ± sample std (n − 1) over images; reconstructions clamped to [-1, 1]",
         },
@@ -471,7 +481,8 @@ def fmt_seconds(s: float) -> str:
 
 
 def reconstruction_columns(report: dict) -> list[str]:
-    return ["method", "generator", "px", "L2 ↓", report["metrics"]["lpips"]["label"] + " ↓", "MS-SSIM ↑", "s / image"]
+    return ["method", "generator", "px", "L2 ↓", report["metrics"]["lpips"]["label"] + " ↓", "MS-SSIM ↑", "ID dist ↓",
+            "s / image"]
 
 
 def reconstruction_cells(report: dict) -> list[list[str]]:
@@ -480,7 +491,7 @@ def reconstruction_cells(report: dict) -> list[list[str]]:
         m = r["metrics"]
         out.append([r["method"], Path(str(r["generator"]["spec"]).split(" (")[0]).name, str(r["resolution"]),
                     fmt_stat(m.get("l2", {})), fmt_stat(m.get("lpips", {})), fmt_stat(m.get("ms_ssim", {})),
-                    fmt_seconds(r["seconds_per_image"])])
+                    fmt_stat(m.get("identity", {}), 3), fmt_seconds(r["seconds_per_image"])])
     return out
 
 
