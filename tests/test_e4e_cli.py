@@ -112,3 +112,47 @@ def test_hyperstyle_initial_from_restyle(setup):
                               "--device", "cpu"])
     msg = str(bad.exception) + str(getattr(bad.exception, "hint", ""))
     assert bad.exit_code != 0 and "initial=e4e" in msg and "restyle-e4e file" in msg
+
+
+def test_adapt_with_restyle_codes(setup):
+    from gantune.editing import adapt_render
+    from gantune.io import tensor_to_pil
+    from gantune.methods.hyper.checkpoint import load_hyperstyle
+
+    s = setup
+    inv = s["tmp"] / "adapt_inv"
+    res = runner.invoke(app, ["invert", str(s["img"]), "--method", "hyperstyle", "--weights", str(s["p_hs"]),
+                              "--encoder", str(s["p_enc"]), "--iters", "2", "-o", str(inv), "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    target = Generator(s["G"].cfg).eval()
+    target.load_state_dict(s["G"].state_dict())
+    with torch.no_grad():
+        for p in target.synthesis.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    p_toon = save_rosinality(target, s["tmp"] / "toon.pt")
+    outs = {}
+    for codes in ["record", str(s["p_rs"])]:
+        ao = s["tmp"] / f"adapted_{len(outs)}"
+        res = runner.invoke(app, ["adapt", str(inv / "face.safetensors"), "--target", str(p_toon), "-o", str(ao),
+                                  "--device", "cpu", "--codes", codes])
+        assert res.exit_code == 0, (res.output, res.exception)
+        outs[codes] = np.asarray(Image.open(ao / "face.png")).astype(int)
+    rec = InversionRecord.load(inv / "face.safetensors")
+    m = ck.load_style_encoder(s["p_rs"])
+    G_src = load_hyperstyle(s["p_hs"]).G
+    codes = encode_restyle(m, pil_to_tensor(load_image(s["img"]), 64), G_src, iters=2).codes
+    import dataclasses
+
+    want, applied = adapt_render(target, dataclasses.replace(rec, latent=codes[0]))
+    assert applied and np.abs(outs[str(s["p_rs"])] - np.asarray(tensor_to_pil(want[0])).astype(int)).max() <= 1
+    assert np.abs(outs[str(s["p_rs"])] - outs["record"]).max() > 2  # the ReStyle codes replaced the record's latent
+    # a record whose photo has changed is refused
+    s["img"].rename(s["tmp"] / "moved.png")
+    try:
+        Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(s["img"])
+        res = runner.invoke(app, ["adapt", str(inv / "face.safetensors"), "--target", str(p_toon), "-o",
+                                  str(s["tmp"] / "adapted_bad"), "--device", "cpu", "--codes", str(s["p_rs"])])
+        entry = json.loads((s["tmp"] / "adapted_bad" / "manifest.jsonl").read_text().splitlines()[0])
+        assert res.exit_code == 1 and entry["status"] == "failed" and "changed since the inversion" in entry["error"]
+    finally:
+        (s["tmp"] / "moved.png").replace(s["img"])

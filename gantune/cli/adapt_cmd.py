@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import (DeviceOpt, DtypeOpt, NoiseOpt, OverwriteOpt, RecordsArg, ShardOpt, console, exit_with, input_items,
+from .common import (DeviceOpt, DtypeOpt, IdentityOpt, NoiseOpt, OverwriteOpt, RecordsArg, ShardOpt, console, exit_with, input_items,
                      out_opt, run_batch, shard_of, value)
 from .edit_cmd import GeneratorCache
 
@@ -24,16 +24,29 @@ def adapt_command(
     offset_scale: Annotated[float, typer.Option("--offset-scale", help="Blend: 0 = plain target, 1 = full offsets.")] = 1.0,
     compare: Annotated[bool, typer.Option("--compare/--no-compare", help="Also write OUT/<stem>_compare.png: "
                                           "[target without offsets | with offsets].")] = False,
+    codes: Annotated[str, typer.Option("--codes", help="Latent to render: record (the record's own, default), "
+                                       "restyle-e4e (the official recipe: ReStyle-e4e W+ codes of the record's source "
+                                       "photo, re-encoded here, with the record's HyperStyle offsets), e4e, or an e4e / "
+                                       "ReStyle-e4e file (path or registry name).")] = "record",
+    codes_iters: Annotated[int, typer.Option("--codes-iters", min=1, help="ReStyle-e4e iterations for --codes (2, as "
+                                             "the official domain-adaptation script).")] = 2,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "float32",
     noise: NoiseOpt = None,
+    identity: IdentityOpt = True,
     shard: ShardOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Domain adaptation: the record's latent and offsets rendered with --target. Writes OUT/<stem>.png and a
     manifest.jsonl line per record.
 
-    Example: gantune adapt out/face.safetensors --target toonify -o toon/
+    The official recipe (HyperStyle's run_domain_adaptation.py) is --codes restyle-e4e on a HyperStyle record made
+    with the W-encoder and 2-3 iterations: adapt encodes the record's source photo again (the path and sha256 the
+    record stores; the alignment or crop it stores is applied again) with ReStyle-e4e (--codes-iters, default 2),
+    rendering with the record's generator, and uses those W+ codes with the record's offsets on the default layers.
+
+    Example: gantune invert face.jpg --method hyperstyle --iters 2 -o inv/ && gantune adapt inv/face.safetensors
+    --target toonify --codes restyle-e4e -o toon/
     """
     from ..editing import adapt_render, load_record
     from ..io.images import image_grid, tensor_to_pil
@@ -44,24 +57,62 @@ def adapt_command(
     offset_scale = finite_float(offset_scale, "--offset-scale")
     noise = value(noise)
     params = {"target": target, "layers": layers, "offset_scale": offset_scale, "compare": compare, "noise": noise,
-              "dtype": value(dtype)}
+              "dtype": value(dtype), **({"codes": codes, "codes_iters": codes_iters} if codes != "record" else {})}
     batch = Batch("adapt", input_items(records, suffixes=(".safetensors",)), out, params=params,
                   planned=lambda it: [f"{it.name}.png"] + ([f"{it.name}_compare.png"] if compare else []),
                   shard=shard_of(shard), overwrite=overwrite)
     if not batch.prepare() and not batch.missing:
         console.print(f"nothing to do: all {len(batch.skipped)} records are done (--overwrite redoes them)")
         return
-    G, info = GeneratorCache(resolve_device(device), resolve_dtype(value(dtype))).get(target)
+    cache = GeneratorCache(resolve_device(device), resolve_dtype(value(dtype)))
+    G, info = cache.get(target)
+    recode = None
+    if codes != "record":
+        from ..methods.e4e.checkpoint import DEFAULTS, load_style_encoder
+
+        encoder = load_style_encoder(DEFAULTS.get(codes, codes), device=resolve_device(device))
+
+        def recode(rec, item):
+            from ..methods.e4e.adapt import recode_record
+            from .edit_cmd import generator_for
+
+            return recode_record(rec, encoder, generator_for(cache, None, rec), iters=codes_iters,
+                                 noise_mode=noise or "const", base=item.input.parent)
 
     def write(item, rec, outs) -> None:
+        if recode is not None:
+            rec = recode(rec, item)
+            item.info["codes"] = rec.meta["codes"]
         img, applied = adapt_render(G, rec, layers=layers, offset_scale=offset_scale, noise_mode=noise)
         outs.image("image", f"{item.name}.png", img[0])
         if compare:
             plain, _ = adapt_render(G, rec, layers=layers, offset_scale=0.0, noise_mode=noise)
             outs.image("compare", f"{item.name}_compare.png", image_grid([tensor_to_pil(plain[0]), tensor_to_pil(img[0])]))
         item.info.update(layers=applied, target={"spec": target, "sha256": info.get("sha256")})
+        if identity:
+            item.metrics["identity_to_reconstruction"] = _identity_to_reconstruction(rec, img[0])
 
     exit_with(run_batch(batch, "adapted", load=lambda it: load_record(it.input), write=write))
+
+
+def _identity_to_reconstruction(rec, adapted) -> float | None:
+    """dlib identity distance of the adapted image to the record rendered with its own generator (None, with a
+    note, when that generator cannot be had)."""
+    from ..editing import render_record
+    from ..errors import GantuneError
+    from ..io.images import tensor_to_pil
+    from ..metrics.identity import identity_distance
+    from .edit_cmd import generator_for
+
+    try:
+        G = generator_for(_SOURCES, None, rec)
+    except GantuneError as e:
+        console.print(f"note: no identity distance ({e.one_line()})")
+        return None
+    return round(identity_distance(tensor_to_pil(render_record(G, rec)[0]), tensor_to_pil(adapted)), 4)
+
+
+_SOURCES = None  # the records' own generators, loaded once per run (set by adapt_command)
 
 
 def register(app: typer.Typer) -> None:
