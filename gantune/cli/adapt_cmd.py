@@ -72,12 +72,14 @@ def adapt_command(
 
         encoder = load_style_encoder(DEFAULTS.get(codes, codes), device=resolve_device(device))
 
-        def recode(rec, item):
+        def _recode(rec, item):
             from ..methods.e4e.adapt import recode_record
             from .edit_cmd import generator_for
 
             return recode_record(rec, encoder, generator_for(cache, None, rec), iters=codes_iters,
                                  noise_mode=noise or "const", base=item.input.parent)
+
+        recode = _recode
 
     def write(item, rec, outs) -> None:
         if recode is not None:
@@ -90,12 +92,12 @@ def adapt_command(
             outs.image("compare", f"{item.name}_compare.png", image_grid([tensor_to_pil(plain[0]), tensor_to_pil(img[0])]))
         item.info.update(layers=applied, target={"spec": target, "sha256": info.get("sha256")})
         if identity:
-            item.metrics["identity_to_reconstruction"] = _identity_to_reconstruction(rec, img[0])
+            item.metrics["identity_to_reconstruction"] = _identity_to_reconstruction(cache, rec, img[0])
 
     exit_with(run_batch(batch, "adapted", load=lambda it: load_record(it.input), write=write))
 
 
-def _identity_to_reconstruction(rec, adapted) -> float | None:
+def _identity_to_reconstruction(cache, rec, adapted) -> float | None:
     """dlib identity distance of the adapted image to the record rendered with its own generator (None, with a
     note, when that generator cannot be had)."""
     from ..editing import render_record
@@ -105,14 +107,11 @@ def _identity_to_reconstruction(rec, adapted) -> float | None:
     from .edit_cmd import generator_for
 
     try:
-        G = generator_for(_SOURCES, None, rec)
+        G = generator_for(cache, None, rec)
     except GantuneError as e:
         console.print(f"note: no identity distance ({e.one_line()})")
         return None
     return round(identity_distance(tensor_to_pil(render_record(G, rec)[0]), tensor_to_pil(adapted)), 4)
-
-
-_SOURCES = None  # the records' own generators, loaded once per run (set by adapt_command)
 
 
 def register(app: typer.Typer) -> None:
