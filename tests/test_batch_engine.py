@@ -113,9 +113,11 @@ def test_edit_names_are_unique_and_the_manifest_lists_what_was_written(tmp_path,
     assert written == ["seed0001_d_p0.001.png", "seed0001_d_p0.002.png", "seed0001_d_p0.004.png", "seed0001_sheet.png"]
     (e,) = manifest(out)
     assert sorted(e["outputs"].values()) == written
+    ids = e["metrics"]["identity_to_reconstruction"]  # tiny edits keep the person
+    assert sorted(ids) == [f"seed0001_d_p0.00{k}" for k in (1, 2, 4)] and all(0 <= v < 0.1 for v in ids.values())
     out2 = tmp_path / "strip"
     code, err = run_cli(["edit", gen / "seed0001.safetensors", "-d", tmp_path / "d.npy", "--strength", "0:1:201",
-                         "-o", out2], capsys)
+                         "--no-identity", "-o", out2], capsys)
     assert code == 0, err
     files = {p.name for p in out2.glob("seed0001_d_*.png")}
     (e,) = manifest(out2)

@@ -58,6 +58,7 @@ ResizeOpt = Annotated[Optional[int], typer.Option("--resize", min=8, help="Write
 AlignOpt = Annotated[bool, typer.Option("--align/--no-align", help="FFHQ-align each photo first (dlib; largest face); the crop transform goes into the record.")]
 FitOpt = Annotated[Fit, typer.Option("--fit", help="Non-square inputs: crop (centre square) or pad (edge colour) to square; the manifest says which.")]
 IntermediateOpt = Annotated[bool, typer.Option("--save-intermediate", help="Also keep intermediate frames in OUT/intermediate/<t>/<stem>.png (iterations, or every --every steps).")]
+IdentityOpt = Annotated[bool, typer.Option("--identity/--no-identity", help="Put in the manifest each image's identity distance to the unedited reconstruction (dlib's face-recognition ResNet; below 0.6 dlib calls it the same person).")]
 InputsArg = Annotated[list[str], typer.Argument(help="Image files, folders, globs, or - to read paths from stdin.", show_default=False)]
 RecordsArg = Annotated[list[str], typer.Argument(help="Inversion records (.safetensors from gantune invert), folders, globs, or - to read paths from stdin.", show_default=False)]
 

@@ -9,8 +9,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import (BatchOpt, DeviceOpt, DtypeOpt, NoiseOpt, OverwriteOpt, RecordsArg, ResizeOpt, ShardOpt, WeightsOpt,
-                     console, exit_with, input_items, out_opt, run_batch, shard_of, value)
+from .common import (BatchOpt, DeviceOpt, DtypeOpt, IdentityOpt, NoiseOpt, OverwriteOpt, RecordsArg, ResizeOpt, ShardOpt,
+                     WeightsOpt, console, exit_with, input_items, out_opt, run_batch, shard_of, value)
 
 MAX_IMAGES = 256  # edits per record (directions x strengths): beyond this a strip is a video, not a sheet
 SHEET_MAX_WIDTH = 8192  # the contact sheet's tiles shrink to keep it under this width
@@ -90,12 +90,14 @@ def edit_command(
                                         "(records inverted with --align), as <stem>_<direction>_<s>_photo.png.")] = False,
     onto: Annotated[Optional[Path], typer.Option("--onto", help="With --paste: the original photo, when it has moved "
                                                  "since the inversion.", show_default=False)] = None,
+    identity: IdentityOpt = True,
     shard: ShardOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Edit inverted images: w + s·n, rendered with the record's offsets and tuned weights. Writes
     OUT/<stem>_<direction>_<s>.png (s as p2, m1.5, 0), OUT/<stem>_sheet.png when there are several edits, and one
-    manifest.jsonl line per record. --weights: the generator (default: the one named in each record).
+    manifest.jsonl line per record with each edit's identity distance to the unedited reconstruction. --weights: the
+    generator (default: the one named in each record).
 
     Example: gantune edit out/face.safetensors --direction age --strength -3:3:7 -o edits/
     """
@@ -105,6 +107,7 @@ def edit_command(
     from ..errors import InputError
     from ..io.images import image_grid, tensor_to_pil
     from ..io.runner import Batch
+    from ..metrics.identity import descriptor, identity_distance
     from ..runtime import resolve_device, resolve_dtype
 
     strengths = parse_strengths(strength)
@@ -133,7 +136,7 @@ def edit_command(
 
     params = {"direction": [[d.name, d.source] for d in dirs], "strength": strengths, "weights": weights,
               "noise": noise, "dtype": value(dtype), "resize": resize, "paste": paste,
-              "onto": None if onto is None else str(onto)}
+              "onto": None if onto is None else str(onto), "identity": identity}
     batch = Batch("edit", input_items(records, suffixes=(".safetensors",)), out, params=params, planned=planned,
                   shard=shard_of(shard), overwrite=overwrite, extra_inputs=[onto] if onto is not None else [])
     batch.prepare()
@@ -154,6 +157,8 @@ def edit_command(
         rec, src = data
         photo = load_image(src) if src is not None else None
         G = generator_for(cache, weights, rec)
+        ref = descriptor(tensor_to_pil(render_record(G, rec, noise_mode=noise)[0])) if identity else None
+        dists = {}
         thumbs = []
         jobs = edit_names(item.name)
         for di, d in enumerate(dirs):
@@ -166,6 +171,8 @@ def edit_command(
                     if resize:
                         im = im.resize((resize, resize))
                     outs.image(name, f"{name}.png", im)
+                    if ref is not None:
+                        dists[name] = round(identity_distance(ref, im), 4)
                     if photo is not None:
                         outs.image(f"{name}_photo", f"{name}_photo.png",
                                    paste_back(im, photo, rec.meta[RECORD_META_KEY]))
@@ -174,6 +181,8 @@ def edit_command(
         if len(thumbs) > 1:
             outs.image("sheet", f"{item.name}_sheet.png", image_grid(thumbs, cols=len(strengths)))
         item.info.update(directions=names, strengths=strengths)
+        if ref is not None:
+            item.metrics["identity_to_reconstruction"] = dists
 
     exit_with(run_batch(batch, "edited", load=load, write=write))
 

@@ -14,6 +14,7 @@ from PIL import Image
 
 SAME_PERSON = 0.6  # dlib's threshold on the descriptor distance
 MIN_SIDE = 256  # smaller images are upscaled to this before detection
+MAX_SIDE = 512  # larger ones are reduced to this (the descriptor reads a 150 px face chip)
 
 
 @dataclass
@@ -27,8 +28,8 @@ def descriptor(image: Image.Image) -> Descriptor:
 
     dlib = _dlib()
     img = image.convert("RGB")
-    if min(img.size) < MIN_SIDE:
-        s = MIN_SIDE / min(img.size)
+    if min(img.size) < MIN_SIDE or min(img.size) > MAX_SIDE:
+        s = (MIN_SIDE if min(img.size) < MIN_SIDE else MAX_SIDE) / min(img.size)
         img = img.resize((round(img.width * s), round(img.height * s)), Image.LANCZOS)
     arr = np.asarray(img)
     dets = hog_detector()(arr, 1)
