@@ -13,6 +13,7 @@ Latent forms accepted by :meth:`SynthesisNetwork.forward`:
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -104,6 +105,7 @@ class SynthesisNetwork(nn.Module):
         deltas: Mapping[str, torch.Tensor] | None = None,  # layer name -> (B or 1, out, in) offsets, θ ⊙ (1+Δ)
         noise_mode: str = "const",  # const (stored buffers), random, none
         fused: bool | None = None,  # force the grouped path (True) or the rank-1 path (False); None = automatic
+        prefix: "SynthesisPrefix | None" = None,  # start from these activations (see :meth:`prefix`)
     ) -> torch.Tensor:
         if noise_mode not in NOISE_MODES:
             raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
@@ -112,15 +114,48 @@ class SynthesisNetwork(nn.Module):
         unknown = set(deltas) - {s.name for s in self.specs}
         if unknown:
             raise ValueError(f"deltas for unknown layers: {sorted(unknown)}")
+        if prefix is not None:
+            if prefix.x.shape[0] != batch:
+                raise ValueError(f"prefix is for a batch of {prefix.x.shape[0]}, latents for {batch}")
+            early = [s.name for s in self.specs[: prefix.index] if s.name in deltas]
+            if early:
+                raise ValueError(f"offsets for layers inside the cached prefix: {early}")
+            return self._run(latents, deltas, noise_mode, fused, prefix.index, prefix.x, prefix.img)[0]
+        return self._run(latents, deltas, noise_mode, fused, 0, None, None)[0]
+
+    @torch.no_grad()
+    def prefix(
+        self,
+        ws: torch.Tensor | None = None,
+        *,
+        wmat: torch.Tensor | None = None,
+        until: str,  # name of the first layer not to run
+        noise_mode: str = "const",
+    ) -> "SynthesisPrefix":
+        """Activations just before layer ``until``, for renders of the same latent that change only that layer and
+        later ones (HyperStyle's passes tune medium and fine layers only): ``forward(..., prefix=p)`` then runs the
+        rest and gives the same result as a full render (noise_mode const or none)."""
+        if noise_mode == "random":
+            raise ValueError("a prefix with random noise would fix that noise; use const or none")
+        index = next((i for i, s in enumerate(self.specs) if s.name == until), None)
+        if index is None:
+            raise ValueError(f"unknown layer {until!r}")
+        latents, _ = self._layer_latents(ws, wmat)
+        _, x, img = self._run(latents, {}, noise_mode, None, 0, None, None, stop=index)
+        return SynthesisPrefix(index=index, x=x, img=img)
+
+    def _run(self, latents, deltas, noise_mode, fused, start, x, img, stop=None):
+        batch = latents[0].shape[0]
         dtype = self.compute_dtype
         if self.const.device.type == "cpu":
             keep_freed_memory()
-        x = self.const.to(dtype)[None].expand(batch, -1, -1, -1)
-        if self.channels_last or (self.channels_last is None and x.device.type == "cpu"):
-            x = x.contiguous(memory_format=torch.channels_last)
-        img = None
+        if start == 0:
+            x = self.const.to(dtype)[None].expand(batch, -1, -1, -1)
+            if self.channels_last or (self.channels_last is None and x.device.type == "cpu"):
+                x = x.contiguous(memory_format=torch.channels_last)
+            img = None
         k = self.resample_kernel
-        for s in self.specs:
+        for s in self.specs[start:stop]:
             layer = self.layer(s.name)
             lat = latents[s.ws_index]
             if s.kind == "conv":
@@ -128,7 +163,16 @@ class SynthesisNetwork(nn.Module):
             else:
                 skip = None if img is None else upsample2x(img, k)
                 img = layer(x, lat, delta=deltas.get(s.name), fused=fused, skip=skip).float()
-        return img
+        return img, x, img
+
+
+@dataclass(frozen=True)
+class SynthesisPrefix:
+    """The synthesis state before layer ``index`` for one latent batch (from :meth:`SynthesisNetwork.prefix`)."""
+
+    index: int  # position in the layer specs of the first layer still to run
+    x: torch.Tensor  # activations entering that layer
+    img: torch.Tensor | None  # the toRGB sum so far
 
 
 class Generator(nn.Module):

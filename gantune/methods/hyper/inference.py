@@ -46,10 +46,20 @@ def render(
     deltas: dict[str, torch.Tensor] | None = None,  # name -> (B or 1, out, in) or (B or 1, out, in, k, k)
     *,
     noise_mode: str = "const",  # const = stored noise buffers, as HyperStyle (randomize_noise=False)
+    prefix=None,  # SynthesisPrefix of these ws: the untuned first layers, computed once (G.synthesis.prefix)
 ) -> torch.Tensor:
     """G(ws; θ ⊙ (1 + Δ)) as float32 (B, 3, H, W)."""
     deltas = {k: v for k, v in (deltas or {}).items() if v is not None}
-    return G.synthesis(ws, deltas=deltas or None, noise_mode=noise_mode).float()
+    return G.synthesis(ws, deltas=deltas or None, noise_mode=noise_mode, prefix=prefix).float()
+
+
+def untuned_prefix(G: Generator, ws: torch.Tensor, tuned: set[str], noise_mode: str):
+    """The activations before the first layer the hypernetwork tunes (the same in every pass: the latent is fixed
+    and those layers get no offsets), or None where nothing can be kept (random noise, or the first layer tuned)."""
+    first = next((s.name for s in G.specs if s.name in tuned), None)
+    if noise_mode == "random" or first is None or first == G.specs[0].name:
+        return None
+    return G.synthesis.prefix(ws, until=first, noise_mode=noise_mode)
 
 
 @dataclass
@@ -105,7 +115,9 @@ def refine(
     timings["encode"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    y = render(G, codes, None, noise_mode=noise_mode)
+    tuned = {lyr.name for lyr in hypernet.layers} if isinstance(hypernet, HyperNetwork) else set()
+    prefix = untuned_prefix(G, codes, tuned, noise_mode) if tuned else None
+    y = render(G, codes, None, noise_mode=noise_mode, prefix=prefix)
     timings["render"] += time.perf_counter() - t0
     inter = [y] if keep_intermediates else []
     if on_iter:
@@ -126,7 +138,7 @@ def refine(
             acc[name] = torch.stack([shared_offsets(hypernet, h[i], t) for i in range(h.shape[0])])
         timings["hypernet"] += time.perf_counter() - t0
         t0 = time.perf_counter()
-        y = render(G, codes, acc, noise_mode=noise_mode)
+        y = render(G, codes, acc, noise_mode=noise_mode, prefix=prefix)
         timings["render"] += time.perf_counter() - t0
         if keep_intermediates:
             inter.append(y)
