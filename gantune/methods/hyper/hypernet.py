@@ -90,9 +90,10 @@ class BasicBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         idt = x if self.downsample is None else self.downsample(x)
-        y = F.relu(self.bn1(self.conv1(x)))
+        y = F.relu(self.bn1(self.conv1(x)), inplace=True)  # in place as torchvision (BN's backward keeps its input)
         y = self.bn2(self.conv2(y))
-        return F.relu(y + idt)
+        y += idt
+        return F.relu(y, inplace=True)
 
 
 RESNET34_STAGES = ((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2))  # (channels, blocks, stride of first block)
@@ -248,14 +249,19 @@ class HyperNetwork(nn.Module):
                              f"{tuple(x.shape)} and {tuple(y_hat.shape)}")
         feat = self.backbone(torch.cat([x, y_hat], dim=1))
         out = {}
+        shared = [lyr.name for lyr in self.layers if lyr.head == "shared"]
+        codes = [self.heads[head_key(n)](feat) for n in shared]
+        if shared:  # one product for every shared head: w2 (z × in·z, 0.5 GB official) is read once, not per head
+            hidden = self.shared_fc.hidden(torch.cat(codes)).split(feat.shape[0])
+            for n, h in zip(shared, hidden):
+                out[n] = h
         for lyr in self.layers:
-            head = self.heads[head_key(lyr.name)]
             if lyr.head == "shared":
-                hidden = self.shared_fc.hidden(head(feat))
-                out[lyr.name] = hidden if compact else self.shared_fc.expand(hidden)
+                if not compact:
+                    out[lyr.name] = self.shared_fc.expand(out[lyr.name])
             else:
-                out[lyr.name] = head(feat)
-        return out
+                out[lyr.name] = self.heads[head_key(lyr.name)](feat)
+        return {lyr.name: out[lyr.name] for lyr in self.layers}
 
     def extra_repr(self) -> str:
         kinds = {k: sum(lyr.head == k for lyr in self.layers) for k in HEAD_KINDS}
