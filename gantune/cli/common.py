@@ -65,7 +65,7 @@ RecordsArg = Annotated[list[str], typer.Argument(help="Inversion records (.safet
 
 def out_opt(command: str):
     """``-o/--out``, the same rule everywhere: a folder, default ``out/<command>``."""
-    return typer.Option("--out", "-o", help=f"Output folder (created if missing; default out/{command}).")
+    return typer.Option("--out", "-o", help="Output folder (created if missing).")
 
 
 def is_terminal() -> bool:
