@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from .common import (DeviceOpt, DtypeOpt, IdentityOpt, NoiseOpt, OverwriteOpt, RecordsArg, ShardOpt, console, exit_with, input_items,
-                     out_opt, run_batch, shard_of, value)
+                     OutDirOpt, run_batch, shard_of, value)
 from .edit_cmd import GeneratorCache
 
 
@@ -17,7 +17,7 @@ def adapt_command(
     records: RecordsArg,
     target: Annotated[str, typer.Option("--target", "-t", help="Fine-tuned generator of the same architecture: registry "
                                         "name (toonify, stylegan-nada-pixar, …), path or URL.", show_default=False)],
-    out: Annotated[Path, out_opt("adapt")] = Path("out/adapt"),
+    out: OutDirOpt = Path("out/adapt"),
     layers: Annotated[Optional[str], typer.Option("--layers", help="Offsets to apply: default (convs 128 px and up, as the "
                                                   "reference), all, levels (fine,medium) or layer names (b128.conv0 / "
                                                   "convs.8, comma separated).", show_default=False)] = None,

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import (InputsArg, OverwriteOpt, ShardOpt, exit_with, input_items, out_opt, run_batch,
+from .common import (InputsArg, OverwriteOpt, ShardOpt, exit_with, input_items, OutDirOpt, run_batch,
                      shard_of, value)
 
 from .validate import finite
@@ -28,7 +28,7 @@ WorkersOpt = Annotated[int, typer.Option("--workers", "-j", min=1, help="Worker 
 
 def align_command(
     inputs: InputsArg,
-    out: Annotated[Path, out_opt("align")] = Path("out/align"),
+    out: OutDirOpt = Path("out/align"),
     size: SizeOpt = 1024,
     faces: FacesOpt = "largest",
     detector: DetectorOpt = Detector.hog,
@@ -76,7 +76,7 @@ def paste_command(
     edited: Annotated[list[str], typer.Argument(help="Aligned faces (edited or reconstructed; any square size): files, folders, globs, or - to read paths from stdin.", show_default=False)],
     transform: Annotated[Path, typer.Option("--transform", "-t", help="The align manifest.jsonl, an inversion record (.safetensors) or a transform .json.", show_default=False)],
     onto: Annotated[Optional[Path], typer.Option("--onto", help="The original photo the faces were aligned from (default: the path the transform names).", show_default=False)] = None,
-    out: Annotated[Path, out_opt("paste")] = Path("out/paste"),
+    out: OutDirOpt = Path("out/paste"),
     face: Annotated[Optional[int], typer.Option("--face", min=1, help="Face number when the photo had several aligned faces (default: from the _faceN file name).", show_default=False)] = None,
     feather: Annotated[float, typer.Option("--feather", min=0.0, max=0.5, help="Soft-edge width as a fraction of the crop side (0 = hard edge).")] = 0.1,
     overwrite: OverwriteOpt = False,

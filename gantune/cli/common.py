@@ -7,6 +7,7 @@ import os
 import sys
 import time
 from enum import Enum
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -49,6 +50,7 @@ DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA if availabl
 DtypeOpt = Annotated[Dtype, typer.Option("--dtype", help="Compute dtype (bfloat16 is fast on GPUs and on CPUs with AMX).")]
 ChannelsLastOpt = Annotated[Optional[bool], typer.Option("--channels-last/--no-channels-last", help="channels-last memory layout for the convolutions (default: on for CPU).", show_default=False)]
 WeightsOpt = Annotated[Optional[str], typer.Option("--weights", "-w", help="The checkpoint to use: a registry name (gantune weights list), a path (.pt, .pkl, .safetensors) or a URL. The default is in the command's help.", show_default=False)]
+OutDirOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder (created if missing).")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed.")]
 BatchOpt = Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Images per batch.")]
 NoiseOpt = Annotated[Optional[Noise], typer.Option("--noise", help="Noise inputs: const (the generator's stored maps, reproducible), random or none; edit and adapt default to the record's own.", show_default=False)]
@@ -61,11 +63,6 @@ IntermediateOpt = Annotated[bool, typer.Option("--save-intermediate", help="Also
 IdentityOpt = Annotated[bool, typer.Option("--identity/--no-identity", help="Put in the manifest each image's identity distance to the unedited reconstruction (dlib's face-recognition ResNet; below 0.6 dlib calls it the same person).")]
 InputsArg = Annotated[list[str], typer.Argument(help="Image files, folders, globs, or - to read paths from stdin.", show_default=False)]
 RecordsArg = Annotated[list[str], typer.Argument(help="Inversion records (.safetensors from gantune invert), folders, globs, or - to read paths from stdin.", show_default=False)]
-
-
-def out_opt(command: str):
-    """``-o/--out``, the same rule everywhere: a folder, default ``out/<command>``."""
-    return typer.Option("--out", "-o", help="Output folder (created if missing).")
 
 
 def is_terminal() -> bool:

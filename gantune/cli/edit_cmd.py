@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from .common import (BatchOpt, DeviceOpt, DtypeOpt, IdentityOpt, NoiseOpt, OverwriteOpt, RecordsArg, ResizeOpt, ShardOpt,
-                     WeightsOpt, console, exit_with, input_items, out_opt, run_batch, shard_of, value)
+                     WeightsOpt, console, exit_with, input_items, OutDirOpt, run_batch, shard_of, value)
 
 MAX_IMAGES = 256  # edits per record (directions x strengths): beyond this a strip is a video, not a sheet
 SHEET_MAX_WIDTH = 8192  # the contact sheet's tiles shrink to keep it under this width
@@ -79,7 +79,7 @@ def edit_command(
     strength: Annotated[str, typer.Option("--strength", "-s", help="Strength: 2, a list -2,0,2, or START:STOP:COUNT "
                                           f"(-3:3:7 gives a strip of 7 and a side-by-side sheet; at most {MAX_IMAGES} "
                                           "images per record).")] = "2",
-    out: Annotated[Path, out_opt("edit")] = Path("out/edit"),
+    out: OutDirOpt = Path("out/edit"),
     weights: WeightsOpt = None,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "float32",

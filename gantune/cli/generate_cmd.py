@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from .common import (BatchOpt, ChannelsLastOpt, DeviceOpt, DtypeOpt, Noise, NoiseOpt, OverwriteOpt, ShardOpt,
-                     WeightsOpt, console, exit_with, out_opt, run_batch, shard_of, value)
+                     WeightsOpt, console, exit_with, OutDirOpt, run_batch, shard_of, value)
 from .validate import finite
 
 DEFAULT_WEIGHTS = "ffhq-1024"
@@ -18,7 +18,7 @@ def generate_command(
     weights: WeightsOpt = None,
     seeds: Annotated[str, typer.Option("--seeds", help="Seeds: 0-7, 1,5,9 or 0-3,10.")] = "0-7",
     truncation: Annotated[float, typer.Option("--truncation", "--trunc", callback=finite("--truncation"), help="Truncation psi toward the average w (1 = none).")] = 1.0,
-    out: Annotated[Path, out_opt("generate")] = Path("out/generate"),
+    out: OutDirOpt = Path("out/generate"),
     noise: NoiseOpt = Noise.const,
     batch_size: BatchOpt = 4,
     device: DeviceOpt = "auto",

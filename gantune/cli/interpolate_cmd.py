@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from .common import (DeviceOpt, DtypeOpt, NoiseOpt, OverwriteOpt, RecordsArg, ResizeOpt, WeightsOpt, console, exit_with,
-                     out_opt, run_batch, value)
+                     OutDirOpt, run_batch, value)
 
 MAX_STEPS = 1000
 
@@ -17,7 +17,7 @@ def interpolate_command(
     records: RecordsArg,
     steps: Annotated[int, typer.Option("--steps", "-n", min=2, max=MAX_STEPS, help="Frames per pair, both ends included.")] = 9,
     loop: Annotated[bool, typer.Option("--loop", help="Also go from the last record back to the first.")] = False,
-    out: Annotated[Path, out_opt("interpolate")] = Path("out/interpolate"),
+    out: OutDirOpt = Path("out/interpolate"),
     weights: WeightsOpt = None,
     noise: NoiseOpt = None,
     device: DeviceOpt = "auto",

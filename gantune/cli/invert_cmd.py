@@ -17,7 +17,7 @@ from typing import Annotated, Optional
 import typer
 
 from .common import (AlignOpt, BatchOpt, DeviceOpt, DtypeOpt, Fit, FitOpt, InputsArg, IntermediateOpt, Noise, NoiseOpt,
-                     OverwriteOpt, ResizeOpt, ShardOpt, WeightsOpt, console, exit_with, input_items, out_opt,
+                     OverwriteOpt, ResizeOpt, ShardOpt, WeightsOpt, console, exit_with, input_items, OutDirOpt,
                      run_batch, shard_of, value)
 
 
@@ -106,7 +106,7 @@ def parse_params(params: list[str] | None) -> dict:
 
 def invert_command(
     inputs: InputsArg,
-    out: Annotated[Path, out_opt("invert")] = Path("out/invert"),
+    out: OutDirOpt = Path("out/invert"),
     method: Annotated[Method, typer.Option("--method", "-m", help="hyperstyle (encoder + hypernetwork; --param initial=e4e|restyle-e4e takes the initial latent from that encoder), optim (W/W+ projector; PTI with --param tune=true), overparam (latent matrix), e4e or restyle-e4e (encoder only, W+; --encoder is the e4e / ReStyle file, --weights the generator, default ffhq-1024).")] = Method.hyperstyle,
     weights: WeightsOpt = None,
     encoder: EncoderOpt = None,
@@ -145,7 +145,7 @@ def invert_command(
 
 def invert_hyper_command(
     inputs: InputsArg,
-    out: Annotated[Path, out_opt("invert-hyper")] = Path("out/invert-hyper"),
+    out: OutDirOpt = Path("out/invert-hyper"),
     weights: WeightsOpt = None,
     encoder: EncoderOpt = None,
     iters: Annotated[int, typer.Option("--iters", min=1, help="Hypernetwork passes (the official default is 5).")] = 5,

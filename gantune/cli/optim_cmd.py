@@ -19,7 +19,7 @@ import typer
 
 from .common import (AlignOpt, BatchOpt, DeviceOpt, Fit, FitOpt, InputsArg, IntermediateOpt, Loss, Noise, NoiseOpt,
                      OverwriteOpt,
-                     ResizeOpt, SeedOpt, ShardOpt, WeightsOpt, exit_with, out_opt, value)
+                     ResizeOpt, SeedOpt, ShardOpt, WeightsOpt, exit_with, OutDirOpt, value)
 from .validate import finite
 
 class Space(str, Enum):
@@ -275,7 +275,7 @@ def _run(method, inputs, out, settings, tune_settings, *, weights, device, seed,
 def invert_optim_command(
     inputs: InputsArg,
     weights: WeightsOpt = None,
-    out: Annotated[Path, out_opt("invert-optim")] = Path("out/invert-optim"),
+    out: OutDirOpt = Path("out/invert-optim"),
     space: Annotated[Space, typer.Option("--space", help="w: one w for all layers (NVIDIA projector); w+: one per layer.")] = Space.w,
     steps: StepsOpt = 1000,
     lr: Annotated[float, typer.Option("--lr", min=0.0, help="Peak learning rate (ramp-up 5%, cosine ramp-down 25%).")] = 0.1,
@@ -334,7 +334,7 @@ def invert_optim_command(
 def invert_overparam_command(
     inputs: InputsArg,
     weights: WeightsOpt = None,
-    out: Annotated[Path, out_opt("invert-overparam")] = Path("out/invert-overparam"),
+    out: OutDirOpt = Path("out/invert-overparam"),
     per_layer: Annotated[bool, typer.Option("--per-layer", help="One latent matrix per layer (the paper's W+).")] = False,
     steps: StepsOpt = 1000,
     lr: Annotated[float, typer.Option("--lr", min=0.0, help="Adam learning rate.")] = 0.05,
