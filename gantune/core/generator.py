@@ -106,6 +106,7 @@ class SynthesisNetwork(nn.Module):
         noise_mode: str = "const",  # const (stored buffers), random, none
         fused: bool | None = None,  # force the grouped path (True) or the rank-1 path (False); None = automatic
         prefix: "SynthesisPrefix | None" = None,  # start from these activations (see :meth:`prefix`)
+        style_offsets: Mapping[str, torch.Tensor] | None = None,  # layer name -> (B or 1, in) added to its styles
     ) -> torch.Tensor:
         if noise_mode not in NOISE_MODES:
             raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
@@ -114,14 +115,37 @@ class SynthesisNetwork(nn.Module):
         unknown = set(deltas) - {s.name for s in self.specs}
         if unknown:
             raise ValueError(f"deltas for unknown layers: {sorted(unknown)}")
+        offsets = self._check_style_offsets(style_offsets, batch)
         if prefix is not None:
             if prefix.x.shape[0] != batch:
                 raise ValueError(f"prefix is for a batch of {prefix.x.shape[0]}, latents for {batch}")
-            early = [s.name for s in self.specs[: prefix.index] if s.name in deltas]
+            early = [s.name for s in self.specs[: prefix.index] if s.name in deltas or s.name in offsets]
             if early:
                 raise ValueError(f"offsets for layers inside the cached prefix: {early}")
-            return self._run(latents, deltas, noise_mode, fused, prefix.index, prefix.x, prefix.img)[0]
-        return self._run(latents, deltas, noise_mode, fused, 0, None, None)[0]
+            return self._run(latents, deltas, noise_mode, fused, prefix.index, prefix.x, prefix.img, offsets=offsets)[0]
+        return self._run(latents, deltas, noise_mode, fused, 0, None, None, offsets=offsets)[0]
+
+    def _check_style_offsets(self, style_offsets, batch: int) -> dict[str, torch.Tensor]:
+        """Validates the S-space offsets: known layer names, (B or 1, in) each."""
+        offsets = dict(style_offsets or {})
+        unknown = set(offsets) - {s.name for s in self.specs}
+        if unknown:
+            raise ValueError(f"style offsets for unknown layers: {sorted(unknown)}")
+        for name, t in offsets.items():
+            in_ch = self.spec(name).in_ch
+            if t.ndim != 2 or t.shape[0] not in (1, batch) or t.shape[1] != in_ch:
+                raise ValueError(f"style offset for {name} must be (1 or {batch}, {in_ch}), got {tuple(t.shape)}")
+        return offsets
+
+    def styles(self, ws: torch.Tensor | None = None, *, wmat: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """The S space of a latent: each layer's affine output, layer name -> (B, in) for ws, (B, out, in) for the
+        rows of a latent matrix (the rows a layer uses)."""
+        latents, _ = self._layer_latents(ws, wmat)
+        out = {}
+        for s in self.specs:
+            mod = self.layer(s.name).modulation_inputs(latents[s.ws_index])
+            out[s.name] = mod.get("styles", mod.get("modulation"))
+        return out
 
     @torch.no_grad()
     def prefix(
@@ -144,7 +168,7 @@ class SynthesisNetwork(nn.Module):
         _, x, img = self._run(latents, {}, noise_mode, None, 0, None, None, stop=index)
         return SynthesisPrefix(index=index, x=x, img=img)
 
-    def _run(self, latents, deltas, noise_mode, fused, start, x, img, stop=None):
+    def _run(self, latents, deltas, noise_mode, fused, start, x, img, stop=None, offsets=None):
         batch = latents[0].shape[0]
         dtype = self.compute_dtype
         if self.const.device.type == "cpu":
@@ -158,11 +182,13 @@ class SynthesisNetwork(nn.Module):
         for s in self.specs[start:stop]:
             layer = self.layer(s.name)
             lat = latents[s.ws_index]
+            so = offsets.get(s.name) if offsets else None
             if s.kind == "conv":
-                x = layer(x, lat, kernel=k, delta=deltas.get(s.name), noise_mode=noise_mode, fused=fused)
+                x = layer(x, lat, kernel=k, delta=deltas.get(s.name), noise_mode=noise_mode, fused=fused,
+                          style_offset=so)
             else:
                 skip = None if img is None else upsample2x(img, k)
-                img = layer(x, lat, delta=deltas.get(s.name), fused=fused, skip=skip).float()
+                img = layer(x, lat, delta=deltas.get(s.name), fused=fused, skip=skip, style_offset=so).float()
         return img, x, img
 
 

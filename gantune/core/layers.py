@@ -83,6 +83,16 @@ class ModulatedLayer(nn.Module):
             return {"modulation": self.affine(rows)}
         raise ValueError(f"{self.spec.name}: latent must be (B, w_dim) or (B, rows, w_dim), got {tuple(latent.shape)}")
 
+    def offset_styles(self, mod: dict, offset: torch.Tensor) -> dict:
+        """Style-space (S) edit: ``offset`` (B or 1, in) added to the styles (to every row of a per-row modulation)."""
+        if offset.ndim != 2 or offset.shape[1] != self.spec.in_ch:
+            raise ValueError(f"{self.spec.name}: style offset must be (B or 1, {self.spec.in_ch}), "
+                             f"got {tuple(offset.shape)}")
+        if "styles" in mod:
+            return {"styles": mod["styles"] + offset.to(mod["styles"].dtype)}
+        m = mod["modulation"]
+        return {"modulation": m + offset.to(m.dtype)[:, None, :]}
+
     def forward(
         self,
         x: torch.Tensor,
@@ -93,11 +103,14 @@ class ModulatedLayer(nn.Module):
         noise_mode: str = "const",
         fused: bool | None = None,
         skip: torch.Tensor | None = None,  # toRGB: the upsampled image so far; returns skip + this layer's output
+        style_offset: torch.Tensor | None = None,  # (B or 1, in) added to the styles (S space)
     ) -> torch.Tensor:
         # lrelu(z)·√2 = lrelu(√2·z): the activation gain is folded into the conv weight, the bias and the noise
         # strength, so the layer makes two passes over its output (noise add, activation) besides the conv itself.
         gain = 1.0 if self.is_rgb else SQRT2
         mod = self.modulation_inputs(latent)
+        if style_offset is not None:
+            mod = self.offset_styles(mod, style_offset)
         res = x.shape[2] * self.spec.up
         noise = None
         if self.use_noise and noise_mode != "none":
