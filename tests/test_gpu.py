@@ -1,0 +1,101 @@
+"""GPU checks (marked ``gpu``; skipped without CUDA): the official-layout parity tests on CUDA with TF32 off
+(max |Δ| ≤ 1e-4 against the CPU), and every command once with ``--device cuda``."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import read_keys
+
+pytestmark = [pytest.mark.gpu,
+              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
+
+
+@pytest.fixture(autouse=True)
+def _no_tf32():
+    old = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
+
+
+def _close(a: torch.Tensor, b: torch.Tensor, tol: float = 1e-4) -> None:
+    err = (a.float().cpu() - b.float().cpu()).abs().max().item()
+    assert err <= tol, f"max |Δ| {err:.3g} > {tol}"
+
+
+def test_official_rosinality_1024_generator_matches_cpu(tmp_path):
+    from test_import_rosinality import random_rosinality
+
+    from gantune.weights.rosinality import load_rosinality
+
+    layout = [(k, s) for k, s, _ in read_keys("keys_rosinality_G1024.tsv")]
+    torch.save({"g_ema": random_rosinality(layout, seed=1), "latent_avg": torch.randn(512)}, tmp_path / "g.pt")
+    G_cpu, _ = load_rosinality(tmp_path / "g.pt")
+    G_gpu, _ = load_rosinality(tmp_path / "g.pt")
+    G_cpu.eval().set_precision(torch.float32, channels_last=False)
+    G_gpu = G_gpu.eval().to("cuda")
+    z = torch.randn(2, 512, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        a = G_cpu.synthesis(G_cpu.map(z), noise_mode="const")
+        b = G_gpu.synthesis(G_gpu.map(z.cuda()), noise_mode="const")
+    _close(b, a, 1e-4 * (1 + a.abs().max().item()))
+
+
+def test_hyperstyle_offsets_match_cpu(tiny_G):
+    """Per-image offsets through the grouped path on CUDA equal the CPU render."""
+    G = tiny_G
+    spec = next(s for s in G.specs if s.kind == "conv" and s.res == 16)
+    g = torch.Generator().manual_seed(2)
+    ws = torch.randn(3, G.num_ws, G.cfg.w_dim, generator=g)
+    deltas = {spec.name: 0.2 * torch.randn(3, spec.out_ch, spec.in_ch, generator=g)}
+    with torch.no_grad():
+        a = G.synthesis(ws, deltas=deltas, noise_mode="const")
+        Gc = G.to("cuda")
+        b = Gc.synthesis(ws.cuda(), deltas={k: v.cuda() for k, v in deltas.items()}, noise_mode="const")
+    _close(b, a)
+
+
+def _cli(capsys, *argv) -> tuple[int, str]:
+    from gantune.cli.app import main
+
+    with pytest.raises(SystemExit) as e:
+        main([str(a) for a in argv])
+    return e.value.code or 0, capsys.readouterr().err
+
+
+def test_every_command_runs_on_cuda(tmp_path, capsys):
+    from skimage import data
+
+    Image.fromarray(data.astronaut()).save(tmp_path / "astro.png")
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(tmp_path / "face.png")
+    cuda = ["--device", "cuda"]
+    steps = [
+        ("generate", "--weights", "demo-faces", "--seeds", "0-3", "-o", tmp_path / "gen", *cuda),
+        ("align", tmp_path / "astro.png", "--size", "256", "-o", tmp_path / "al"),
+        ("invert", tmp_path / "face.png", "--method", "hyperstyle", "--weights", "demo-faces-hypernet", "--encoder",
+         "demo-faces-w-encoder", "-o", tmp_path / "hs", *cuda),
+        ("invert-optim", tmp_path / "face.png", "--weights", "demo-faces", "--steps", "5", "--loss", "l2",
+         "--w-avg-samples", "100", "--tune", "--tune-steps", "3", "-o", tmp_path / "op", *cuda),
+        ("invert-overparam", tmp_path / "face.png", "--weights", "demo-faces-overparam", "--steps", "5", "--loss",
+         "l2", "--w-avg-samples", "100", "-o", tmp_path / "ov", *cuda),
+        ("edit", tmp_path / "hs" / "face.safetensors", "-d", "demo-faces-ganspace:0", "-s", "-2,2", "-o",
+         tmp_path / "ed", *cuda),
+        ("adapt", tmp_path / "hs" / "face.safetensors", "--target", "demo-faces", "--layers", "all", "-o",
+         tmp_path / "ad", *cuda),
+        ("interpolate", tmp_path / "gen" / "seed0000.safetensors", tmp_path / "gen" / "seed0001.safetensors",
+         "--steps", "3", "-o", tmp_path / "ip", *cuda),
+    ]
+    for argv in steps:
+        code, err = _cli(capsys, *argv)
+        assert code == 0, (argv[0], err)
+    rec_png = np.asarray(Image.open(tmp_path / "hs" / "face.png"))
+    assert rec_png.shape == (32, 32, 3)
+    lines = [json.loads(ln) for ln in (tmp_path / "op" / "manifest.jsonl").read_text().splitlines()]
+    assert lines[0]["status"] == "ok" and lines[0]["metrics"]["tune_steps"] >= 1
