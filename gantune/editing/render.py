@@ -121,10 +121,12 @@ def render_record(
     noise_mode: str | None = None,  # default: the record's own noise mode
     batch_size: int = 8,
     state: dict[str, torch.Tensor] | None = None,  # tuned parameters to use instead of the record's own
+    style_offsets: dict[str, torch.Tensor] | None = None,  # layer name -> (B or 1, in) added to the styles (S space)
 ) -> torch.Tensor:
     """Images (B, 3, H, W) in [-1, 1] exactly as the record was made: its latent (or edited latents), its offsets
     θ ⊙ (1 + Δ) shared by the batch, and its tuned differences (PTI weights, optimized noise maps) merged into the
-    generator's parameters and buffers. The one renderer for edit, adapt, the API and the optimization methods."""
+    generator's parameters and buffers; ``style_offsets`` move its styles (StyleCLIP edits), one row per latent or
+    one for all. The one renderer for edit, adapt, the API and the optimization methods."""
     from ..methods.result import record_deltas
 
     device = G.w_avg.device
@@ -140,5 +142,9 @@ def render_record(
     outs = []
     for i in range(0, latents.shape[0], batch_size):
         chunk = latents[i : i + batch_size].to(device)
-        outs.append(synthesize(G, state, deltas=d1, noise_mode=mode, **{key: chunk}).float().cpu())
+        so = None
+        if style_offsets:
+            so = {k: (v if v.shape[0] == 1 else v[i : i + batch_size]).float().to(device)
+                  for k, v in style_offsets.items()}
+        outs.append(synthesize(G, state, deltas=d1, noise_mode=mode, style_offsets=so, **{key: chunk}).float().cpu())
     return torch.cat(outs)

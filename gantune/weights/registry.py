@@ -22,10 +22,11 @@ from .formats import FORMATS as CHECKPOINT_FORMATS
 
 KINDS = (
     "generator", "hypernetwork", "w-encoder", "wplus-encoder", "direction", "landmarks", "face-detector", "identity",
-    "backbone", "lpips-backbone", "lpips-linear",
+    "backbone", "lpips-backbone", "lpips-linear", "clip", "styleclip-stats",
 )
 # checkpoints: the names weights.formats gives them (what `gantune weights info` detects); other files: their layout
-FILE_FORMATS = ("interfacegan-pt", "ganspace-pt", "dlib-dat", "torchvision-pth", "pytorch-pth", "lpips-pth")
+FILE_FORMATS = ("interfacegan-pt", "ganspace-pt", "dlib-dat", "torchvision-pth", "pytorch-pth", "lpips-pth",
+                "openai-clip-jit", "styleclip-fs3-npy", "styleclip-s-mean-std")
 FORMATS = tuple(f for f in CHECKPOINT_FORMATS if f != "unknown") + FILE_FORMATS
 COMPRESSIONS = ("bz2",)
 REQUIRED = ("name", "kind", "file", "urls", "sha256", "size", "format", "licence", "source")
