@@ -110,7 +110,35 @@ def bench_generator(device: torch.device, resolutions=(256, 1024), batches=(1, 4
                         f"{gf / rates[dt]:.2f} x conv rate{diff}"
                     )
             G.set_precision(torch.float32)
+        if res == max(resolutions):
+            lines += _batch_and_offsets(G, cfg, device, batches, rates[torch.float32], quick)
     lines.append(f"peak RSS {peak_rss_mb():,.0f} MB")
+    return lines
+
+
+def _batch_and_offsets(G, cfg, device, batches, rate: float, quick: bool) -> list[str]:
+    """fp32 per-image time at each batch, plain and with per-image HyperStyle offsets on the medium and fine convs
+    (the layers HyperStyle tunes): the target is that a batch costs no more per image than one image."""
+    from .core import select_layers
+
+    G.set_precision(torch.float32)
+    g = torch.Generator().manual_seed(0)
+    per_image = {}
+    lines = []
+    for batch in batches:
+        ws = G.map(torch.randn(batch, cfg.z_dim, generator=g).to(device)).detach()
+        deltas = {s.name: 0.1 * torch.randn(batch, s.out_ch, s.in_ch, generator=g).to(device)
+                  for s in select_layers(G.specs)}
+        for kind, d in (("plain", None), ("offsets", deltas)):
+            with torch.no_grad():
+                t = timeit(lambda: G.synthesis(ws, deltas=d), device, min_time=0.5 if quick else 2.0, max_reps=5)
+            per_image[kind, batch] = t / batch
+            lines.append(f"generator {cfg.resolution}px batch {batch} fp32 {kind:8s}: {t * 1000 / batch:8.1f} ms/img = "
+                         f"{generator_flops(cfg, batch) / t / rate:.2f} x conv rate (target >= 0.6)")
+    b0 = batches[0]
+    for kind in ("plain", "offsets"):
+        ratios = ", ".join(f"batch {b}: {per_image[kind, b] / per_image[kind, b0]:.2f}" for b in batches[1:])
+        lines.append(f"per-image time against batch {b0}, {kind}: {ratios} (target <= 1.0)")
     return lines
 
 

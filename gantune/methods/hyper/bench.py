@@ -115,6 +115,7 @@ def bench_hyper(
     g = torch.Generator().manual_seed(seed + 1)
     x_all = (torch.rand(max(batches), 3, 256, 256, generator=g) * 2 - 1).to(dev)
     finals: dict[tuple[int, str], torch.Tensor] = {}
+    seconds: dict[tuple[int, int, str], float] = {}
     t_start = time.perf_counter()
     skipped = []
     for n_it in sorted(iters):  # cheapest first, so a time budget cuts the expensive ones
@@ -131,6 +132,7 @@ def bench_hyper(
                 if dev.type == "cuda":
                     torch.cuda.synchronize(dev)
                 dt_s = time.perf_counter() - t0
+                seconds[n_it, b, dt] = dt_s / b
                 t = out.timings
                 line = (f"iters {n_it} batch {b} {dt:<8}: {dt_s / b:7.2f} s/image  (encode {t['encode'] / b:.2f}, "
                         f"hypernet {t['hypernet'] / b:.2f}, render {t['render'] / b:.2f})")
@@ -141,9 +143,17 @@ def bench_hyper(
                     line += f"  |bf16-fp32| mean {d.mean():.4f} max {d.max():.3f}"
                 lines.append(line)
     G.set_precision(torch.float32)
+    if (max(iters), "float32") in finals and dev.type == "cpu":
+        from ...bench import conv_rate, generator_flops
+
+        rate = conv_rate(torch.float32, dev)
+        t5 = seconds[max(iters), min(batches), "float32"]
+        renders = (max(iters) + 1) * generator_flops(G.cfg, 1) / rate
+        lines.append(f"iters {max(iters)} batch {min(batches)} fp32: {t5:.2f} s/image = {t5 / renders:.2f} x the time of "
+                     f"its {max(iters) + 1} renders at the conv rate ({rate / 1e9:.0f} GFLOP/s; target <= 1.6)")
     if skipped:
         lines.append(f"skipped after the {budget_s:.0f} s budget: {'; '.join(skipped)}")
-    lines.append(f"peak RSS {_peak_rss_mb():.0f} MiB")
+    lines.append(f"peak RSS {_peak_rss_mb():.0f} MiB (target for load + one 1024 px image: <= 2.5 GB)")
     if dev.type == "cuda":
         lines.append(f"peak CUDA memory {torch.cuda.max_memory_allocated(dev) / 2**20:.0f} MiB")
     return lines
