@@ -174,5 +174,58 @@ def check_command(
         console.print(f"wrote {out}")
 
 
+@directions_app.command("styleclip-stats")
+def styleclip_stats_command(
+    weights: WeightsOpt,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output .pt file (for gantune edit --styleclip-stats); "
+                                      "progress goes to OUT.partial, from which a re-run continues.",
+                                      show_default=False)],
+    clip: Annotated[str, typer.Option("--clip", help="CLIP model (registry name or file, OpenAI layout).")] = "clip-vit-b-32",
+    images: Annotated[int, typer.Option("--images", "-n", min=1, help="Base images each channel is perturbed on "
+                                        "(StyleCLIP: 100).")] = 100,
+    samples: Annotated[int, typer.Option("--samples", min=2, help="Latents for the style means and standard "
+                                         "deviations.")] = 100_000,
+    truncation: Annotated[float, typer.Option("--truncation", min=0.0, callback=finite("--truncation"),
+                                              help="Truncation psi of the samples (on the first 8 W+ rows, as "
+                                              "StyleCLIP).")] = 0.7,
+    max_res: Annotated[Optional[int], typer.Option("--max-res", min=4, help="Cover conv layers up to this resolution "
+                                                   "only (StyleCLIP's PyTorch port: 128); default all.",
+                                                   show_default=False)] = None,
+    seed: SeedOpt = 5,
+    batch_size: BatchOpt = 32,
+    device: DeviceOpt = "auto",
+    force: Annotated[bool, typer.Option("--force", "-f", help="Overwrite the output file.")] = False,
+) -> None:
+    """StyleCLIP channel statistics of any generator: the style mean and std of every layer, and the relevance of
+    every conv style channel to CLIP image embeddings (each channel set to its mean ± 5 std on the same base images,
+    both renders embedded). Batched, on the GPU when there is one, resumable: kill it and run the same command again.
+
+    Example: gantune directions styleclip-stats --weights demo-faces --images 100 -o demo-stats.pt
+    """
+    from ..editing.styleclip import compute_style_stats, load_clip
+    from ..errors import InputError
+    from ..runtime import resolve_device
+    from ..weights import load_generator
+    from .common import Progress
+
+    if out.is_dir() or (out.exists() and not force):
+        raise InputError(f"-o {out} {'is a folder' if out.is_dir() else 'exists'}", "give a new .pt file, or --force")
+    if not weights:
+        raise InputError("directions styleclip-stats needs the generator", "give --weights (a registry name, path or URL)")
+    dev = resolve_device(device)
+    G, info = load_generator(weights, device=dev)
+    model, _ = load_clip(clip, device=dev)
+    total = sum(s.in_ch for s in G.specs if s.kind == "conv" and (max_res is None or s.res <= max_res))
+    meta = {"generator": {"spec": str(weights), "sha256": info.get("sha256")}, "clip_spec": clip}
+    with Progress(total, "styleclip-stats") as bar:
+        bar.begin(f"{total} channels x {images} images x 2")
+        stats = compute_style_stats(G.eval(), model, out=out, images=images, stat_samples=samples, seed=seed,
+                                    truncation=truncation, max_res=max_res, batch_size=batch_size, device=dev,
+                                    progress=lambda done, n, label: bar.step(done, n, "channel"), meta=meta)
+    console.print(f"{stats.relevance.shape[0]} channels of {len(stats.layers)} conv layers "
+                  f"({stats.layers[0]} … {stats.layers[-1]}), CLIP size {stats.relevance.shape[1]}")
+    console.print(f"wrote {out}; edit with: gantune edit RECORD --text \"a smiling face\" --styleclip-stats {out}")
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(directions_app, name="directions")

@@ -4,6 +4,7 @@ offsets."""
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -11,6 +12,7 @@ import typer
 
 from .common import (BatchOpt, DeviceOpt, DtypeOpt, IdentityOpt, NoiseOpt, OverwriteOpt, RecordsArg, ResizeOpt, ShardOpt,
                      WeightsOpt, console, exit_with, input_items, OutDirOpt, run_batch, shard_of, value)
+from .validate import finite
 
 MAX_IMAGES = 256  # edits per record (directions x strengths): beyond this a strip is a video, not a sheet
 SHEET_MAX_WIDTH = 8192  # the contact sheet's tiles shrink to keep it under this width
@@ -71,11 +73,49 @@ def paste_source(rec, onto: Path | None) -> Path:
     return Path(src)
 
 
+def text_slug(text: str) -> str:
+    """File-name form of an edit text: lowercase letters and digits, other runs as '-', at most 40 characters."""
+    slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40].strip("-")
+    return slug or "text"
+
+
+class TextEditor:
+    """StyleCLIP global direction of one text pair, made once per generator: CLIP and the text direction Δt once,
+    then the generator's statistics and Δs."""
+
+    def __init__(self, text: str, neutral: str, beta: float, clip: str, stats: str | None, device) -> None:
+        self.text, self.neutral, self.beta, self.clip, self.stats, self.device = text, neutral, beta, clip, stats, device
+        self._dt = None
+        self._dirs: dict[int, object] = {}
+
+    def _stats_for(self, G):
+        from ..editing.styleclip import import_styleclip_stats, load_style_stats
+        from ..weights import resolve
+
+        if self.stats is None:
+            st = import_styleclip_stats(G, resolve("styleclip-ffhq-fs3"), resolve("styleclip-ffhq-s-mean-std"))
+        else:
+            st = load_style_stats(resolve(self.stats))
+        st.check(G)
+        return st
+
+    def direction(self, G):
+        from ..editing.styleclip import global_direction, load_clip, text_direction
+
+        if self._dt is None:
+            model, tok = load_clip(self.clip, device=self.device)
+            self._dt = text_direction(model, tok, self.text, self.neutral)
+        if id(G) not in self._dirs:
+            self._dirs[id(G)] = global_direction(self._stats_for(G), self._dt, self.beta)
+        return self._dirs[id(G)]
+
+
 def edit_command(
     records: RecordsArg,
-    direction: Annotated[list[str], typer.Option("--direction", "-d", help="age, smile, pose (InterFaceGAN), a registry "
-                                                 "name (interfacegan-age, …), a .pt / .npy file, or a GANSpace component "
-                                                 "FILE.pt:K; repeatable.", show_default=False)],
+    direction: Annotated[Optional[list[str]], typer.Option("--direction", "-d", help="age, smile, pose (InterFaceGAN), a "
+                                                           "registry name (interfacegan-age, …), a .pt / .npy file, or a "
+                                                           "GANSpace component FILE.pt:K; repeatable.",
+                                                           show_default=False)] = None,
     strength: Annotated[str, typer.Option("--strength", "-s", help="Strength: 2, a list -2,0,2, or START:STOP:COUNT "
                                           f"(-3:3:7 gives a strip of 7 and a side-by-side sheet; at most {MAX_IMAGES} "
                                           "images per record).")] = "2",
@@ -91,42 +131,67 @@ def edit_command(
     onto: Annotated[Optional[Path], typer.Option("--onto", help="With --paste: the original photo, when it has moved "
                                                  "since the inversion.", show_default=False)] = None,
     identity: IdentityOpt = True,
+    text: Annotated[Optional[str], typer.Option("--text", "-t", help="StyleCLIP global direction towards this text "
+                                                "(instead of --direction), e.g. \"a smiling face\".",
+                                                show_default=False)] = None,
+    neutral: Annotated[str, typer.Option("--neutral", help="With --text: the neutral text the edit starts from.")] = "a face",
+    alpha: Annotated[str, typer.Option("--alpha", help="With --text: manipulation strength(s) in style standard "
+                                       "deviations, as --strength: 3, -3,0,3 or -5:5:11.")] = "3",
+    beta: Annotated[float, typer.Option("--beta", min=0.0, max=1.0, callback=finite("--beta"),
+                                        help="With --text: disentanglement threshold; channels whose relevance to "
+                                        "the text is below it stay unchanged.")] = 0.15,
+    clip: Annotated[str, typer.Option("--clip", help="With --text: the CLIP model (registry name or file; OpenAI "
+                                      "layout).")] = "clip-vit-b-32",
+    styleclip_stats: Annotated[Optional[str], typer.Option("--styleclip-stats", help="With --text: the generator's "
+                                                           "channel statistics (from gantune directions styleclip-stats); "
+                                                           "default: StyleCLIP's published FFHQ 1024 files.",
+                                                           show_default=False)] = None,
     shard: ShardOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
-    """Edit inverted images: w + s·n, rendered with the record's offsets and tuned weights. Writes
+    """Edit inverted images: w + s·n, or a StyleCLIP text direction in style space (--text), rendered with the
+    record's offsets and tuned weights. Writes
     OUT/<stem>_<direction>_<s>.png (s as p2, m1.5, 0), OUT/<stem>_sheet.png when there are several edits, and one
     manifest.jsonl line per record with each edit's identity distance to the unedited reconstruction. --weights: the
     generator (default: the one named in each record).
 
     Example: gantune edit out/face.safetensors --direction age --strength -3:3:7 -o edits/
+             gantune edit out/face.safetensors --text "a smiling face" --neutral "a face" --alpha 0:4:5 --beta 0.15
     """
+    import torch
+
     from .. import progress
     from ..editing import load_direction, load_record, parse_strengths, render_record
-    from ..editing.render import edited_latents
+    from ..editing.render import edited_latents, record_latent
     from ..errors import InputError
     from ..io.images import image_grid, tensor_to_pil
     from ..io.runner import Batch
     from ..metrics.identity import descriptor, identity_distance
     from ..runtime import resolve_device, resolve_dtype
 
-    strengths = parse_strengths(strength)
+    if (text is None) == (not direction):
+        raise InputError("give --direction or --text" if text is None else "--direction and --text go separately",
+                         "one edit kind per run: latent directions (--direction) or a text (--text)")
+    if text is not None and not text.strip():
+        raise InputError("--text is empty", "give the target description, e.g. --text \"a smiling face\"")
+    strengths = parse_strengths(strength if text is None else alpha)
     labels = [strength_label(s) for s in strengths]
     if len(set(labels)) != len(labels):
         dup = next(lb for lb in labels if labels.count(lb) > 1)
-        raise InputError(f"--strength {strength}: the strength {dup} appears twice", "give each strength once")
-    dirs = [load_direction(d) for d in direction]
-    names = [d.name for d in dirs]
+        opt = f"--strength {strength}" if text is None else f"--alpha {alpha}"
+        raise InputError(f"{opt}: the strength {dup} appears twice", "give each strength once")
+    dirs = [load_direction(d) for d in direction or []]
+    names = [d.name for d in dirs] if text is None else [text_slug(text)]
     if len(set(names)) != len(names):
         raise InputError(f"--direction {next(n for n in names if names.count(n) > 1)} is given twice",
                          "give each direction once")
-    if len(dirs) * len(strengths) > MAX_IMAGES:
-        raise InputError(f"{len(dirs)} direction(s) x {len(strengths)} strengths = {len(dirs) * len(strengths)} images "
+    if len(names) * len(strengths) > MAX_IMAGES:
+        raise InputError(f"{len(names)} direction(s) x {len(strengths)} strengths = {len(names) * len(strengths)} images "
                          f"per record; the limit is {MAX_IMAGES}", "use fewer strengths, e.g. --strength -3:3:61")
     noise = value(noise)
 
     def edit_names(stem: str) -> list[tuple[int, int, str]]:
-        return [(di, si, f"{stem}_{d.name}_{lb}") for di, d in enumerate(dirs) for si, lb in enumerate(labels)]
+        return [(di, si, f"{stem}_{d}_{lb}") for di, d in enumerate(names) for si, lb in enumerate(labels)]
 
     def planned(item) -> list[str]:
         files = [f"{n}.png" for _, _, n in edit_names(item.name)]
@@ -137,10 +202,14 @@ def edit_command(
     params = {"direction": [[d.name, d.source] for d in dirs], "strength": strengths, "weights": weights,
               "noise": noise, "dtype": value(dtype), "resize": resize, "paste": paste,
               "onto": None if onto is None else str(onto), "identity": identity}
+    if text is not None:
+        params = dict(params, direction=None, strength=None, text=text, neutral=neutral, alpha=strengths, beta=beta,
+                      clip=clip, styleclip_stats=styleclip_stats)
     batch = Batch("edit", input_items(records, suffixes=(".safetensors",)), out, params=params, planned=planned,
                   shard=shard_of(shard), overwrite=overwrite, extra_inputs=[onto] if onto is not None else [])
     batch.prepare()
     cache = GeneratorCache(resolve_device(device), resolve_dtype(value(dtype)))
+    texts = None if text is None else TextEditor(text, neutral, beta, clip, styleclip_stats, cache.device)
     tile = max(32, min(256, SHEET_MAX_WIDTH // len(strengths)))
 
     def load(item):
@@ -161,11 +230,30 @@ def edit_command(
         dists = {}
         thumbs = []
         jobs = edit_names(item.name)
-        for di, d in enumerate(dirs):
-            n = d.fit(G.num_ws, G.cfg.w_dim)
+        if texts is not None:
+            tdir = texts.direction(G)
+            lat0 = record_latent(G, rec)
+
+            def render(chunk):
+                lat = lat0.expand(len(chunk), *lat0.shape[1:])
+                a = torch.tensor(chunk, dtype=torch.float32)[:, None]
+                so = {name: a * off[None] for name, off in tdir.offsets.items()}
+                return render_record(G, rec, latents=lat, style_offsets=so, noise_mode=noise)
+
+            renders = [render]
+            item.info.update(text=text, neutral=neutral, beta=beta, channels=tdir.channels,
+                             top_channels=[[n_, c, round(r, 4)] for n_, c, r in tdir.top])
+        else:
+            renders = []
+            for d in dirs:
+                def render(chunk, n=d.fit(G.num_ws, G.cfg.w_dim)):
+                    return render_record(G, rec, latents=edited_latents(G, rec, n, chunk), noise_mode=noise)
+
+                renders.append(render)
+        for di, render in enumerate(renders):
             for k in range(0, len(strengths), batch_size):
                 chunk = strengths[k: k + batch_size]
-                imgs = tensor_to_pil(render_record(G, rec, latents=edited_latents(G, rec, n, chunk), noise_mode=noise))
+                imgs = tensor_to_pil(render(chunk))
                 for j, im in enumerate(imgs):
                     _, _, name = jobs[di * len(strengths) + k + j]
                     if resize:

@@ -135,6 +135,11 @@ def _numpy_unpickler_globals() -> dict:
         allowed[(mod, attr)] = obj
     allowed[("numpy", "ndarray")] = np.ndarray
     allowed[("numpy", "dtype")] = np.dtype
+    try:  # protocol 5 pickles of arrays (numpy >= 1.16): an array from bytes, dtype, shape and order
+        from numpy._core.numeric import _frombuffer
+    except ImportError:  # numpy 1
+        from numpy.core.numeric import _frombuffer  # type: ignore[no-redef]
+    allowed[("numpy._core.numeric", "_frombuffer")] = allowed[("numpy.core.numeric", "_frombuffer")] = _frombuffer
     return allowed
 
 
