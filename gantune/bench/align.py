@@ -45,9 +45,9 @@ def _bench_photos(folder: Path, n: int) -> list[Path]:
 
 def bench_align(quick: bool = False) -> list[str]:
     """Lines like ``align 1024px hog, 2 workers: 3.1 photos/s (20 photos, 6.4 s, 20 ok)``."""
-    from .aligner import FaceAligner
-    from .batch import align_files
-    from .landmarks import load_models
+    from ..align.aligner import FaceAligner
+    from ..align.batch import align_files
+    from ..align.landmarks import load_models
 
     lines = []
     t0 = time.perf_counter()

@@ -16,12 +16,12 @@ from pathlib import Path
 
 import torch
 
-from ...core import Generator, GeneratorConfig
-from ...io.hashing import sha256_file
-from .checkpoint import hypernet_to_official, load_hyperstyle
-from .hypernet import HyperNetwork
-from .inference import refine
-from .wencoder import WEncoder
+from ..core import Generator, GeneratorConfig
+from ..io.hashing import sha256_file
+from ..methods.hyper.checkpoint import hypernet_to_official, load_hyperstyle
+from ..methods.hyper.hypernet import HyperNetwork
+from ..methods.hyper.inference import refine
+from ..methods.hyper.wencoder import WEncoder
 
 
 def _peak_rss_mb() -> float:
@@ -56,7 +56,7 @@ def _random_models(resolution: int, layers: str, seed: int):
 
 
 def _save_official(path: Path, G, hn, latent_avg) -> None:
-    from ...weights.rosinality import to_rosinality_state_dict
+    from ..weights.rosinality import to_rosinality_state_dict
 
     sd = {"hypernet." + k: v for k, v in hypernet_to_official(hn).items()}
     sd.update({"decoder." + k: v for k, v in to_rosinality_state_dict(G).items()})
@@ -77,7 +77,7 @@ def bench_hyper(
     emulated_bf16: bool = False,  # also time bf16 where the hardware lacks it (very slow on plain AVX2 CPUs)
     seed: int = 0,
 ) -> list[str]:
-    from ...runtime import resolve_device, resolve_dtype
+    from ..runtime import resolve_device, resolve_dtype
 
     if threads:
         torch.set_num_threads(threads)
@@ -144,7 +144,7 @@ def bench_hyper(
                 lines.append(line)
     G.set_precision(torch.float32)
     if (max(iters), "float32") in finals and dev.type == "cpu":
-        from ...bench import conv_rate, generator_flops
+        from . import conv_rate, generator_flops
 
         rate = conv_rate(torch.float32, dev)
         t5 = seconds[max(iters), min(batches), "float32"]
@@ -159,7 +159,7 @@ def bench_hyper(
     return lines
 
 
-if __name__ == "__main__":  # python -m gantune.methods.hyper.bench [resolution]
+if __name__ == "__main__":  # python -m gantune.bench.hyper [resolution]
     import sys
 
     for ln in bench_hyper(resolution=int(sys.argv[1]) if len(sys.argv) > 1 else 256):

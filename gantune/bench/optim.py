@@ -18,8 +18,8 @@ import torch
 
 from ..core import Generator, GeneratorConfig
 from ..metrics.lpips import LPIPSDistance
-from .optim import TuneSettings, project, tune
-from .overparam import invert_overparam
+from ..methods.optim import TuneSettings, project, tune
+from ..methods.overparam import invert_overparam
 
 RECOVERY_LPIPS = 0.02  # threshold of the tiny recovery task
 RECOVERY_MAX_STEPS = 300

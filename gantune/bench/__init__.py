@@ -1,7 +1,8 @@
 """``make bench``: speed and memory figures, printed as ratios against this machine's own convolution rate.
 
 Run ``python -m gantune.bench [--quick] [--only generator,hyper,optim,align]``. Every section prints plain lines;
-nothing here is a pass/fail test.
+nothing here is a pass/fail test. The generator section lives here; ``hyper``, ``optim`` and ``align`` are modules of
+this package, ``loading`` is ``gantune.weights.bench``.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from .core import Generator, GeneratorConfig, layer_specs
+from ..core import Generator, GeneratorConfig, layer_specs
 
 
 def peak_rss_mb() -> float:
@@ -119,7 +120,7 @@ def bench_generator(device: torch.device, resolutions=(256, 1024), batches=(1, 4
 def _batch_and_offsets(G, cfg, device, batches, rate: float, quick: bool) -> list[str]:
     """fp32 per-image time at each batch, plain and with per-image HyperStyle offsets on the medium and fine convs
     (the layers HyperStyle tunes): the target is that a batch costs no more per image than one image."""
-    from .core import select_layers
+    from ..core import select_layers
 
     G.set_precision(torch.float32)
     g = torch.Generator().manual_seed(0)
@@ -144,9 +145,9 @@ def _batch_and_offsets(G, cfg, device, batches, rate: float, quick: bool) -> lis
 
 SECTIONS = {
     # section name -> (module, function) provided by each method's own bench
-    "hyper": ("gantune.methods.hyper.bench", "bench_hyper"),
-    "optim": ("gantune.methods.optim_bench", "bench_optim"),
-    "align": ("gantune.align.bench", "bench_align"),
+    "hyper": ("gantune.bench.hyper", "bench_hyper"),
+    "optim": ("gantune.bench.optim", "bench_optim"),
+    "align": ("gantune.bench.align", "bench_align"),
     "loading": ("gantune.weights.bench", "bench_loading"),
 }
 
@@ -157,7 +158,7 @@ def main(argv=None) -> None:
     ap.add_argument("--only", default="", help="comma list of sections: generator," + ",".join(SECTIONS))
     ap.add_argument("--device", default="auto")
     args = ap.parse_args(argv)
-    from .runtime import resolve_device
+    from ..runtime import resolve_device
 
     device = resolve_device(args.device)
     only = {s for s in args.only.split(",") if s}
@@ -185,5 +186,3 @@ def main(argv=None) -> None:
             print("  " + line, flush=True)
 
 
-if __name__ == "__main__":
-    main()

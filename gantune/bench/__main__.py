@@ -1,0 +1,5 @@
+"""``python -m gantune.bench`` (``make bench``)."""
+
+from . import main
+
+main()
