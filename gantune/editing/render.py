@@ -126,7 +126,8 @@ def render_record(
     """Images (B, 3, H, W) in [-1, 1] exactly as the record was made: its latent (or edited latents), its offsets
     θ ⊙ (1 + Δ) shared by the batch, and its tuned differences (PTI weights, optimized noise maps) merged into the
     generator's parameters and buffers; ``style_offsets`` move its styles (StyleCLIP edits), one row per latent or
-    one for all. The one renderer for edit, adapt, the API and the optimization methods."""
+    one for all; cut to the record's ``output_crop`` where it has one (cars: 512×384). The one renderer for edit,
+    adapt, the API and the optimization methods."""
     from ..methods.result import record_deltas
 
     device = G.w_avg.device
@@ -147,4 +148,18 @@ def render_record(
             so = {k: (v if v.shape[0] == 1 else v[i : i + batch_size]).float().to(device)
                   for k, v in style_offsets.items()}
         outs.append(synthesize(G, state, deltas=d1, noise_mode=mode, style_offsets=so, **{key: chunk}).float().cpu())
-    return torch.cat(outs)
+    return record_crop(record, torch.cat(outs))
+
+
+def record_crop(record: InversionRecord, images: torch.Tensor) -> torch.Tensor:
+    """Full generator outputs cut to the record's ``output_crop`` (HyperStyle cars: rows 64:448 of a 512 px output,
+    scaled for other resolutions); unchanged for records without one."""
+    crop = record.meta.get("output_crop")
+    if crop is None:
+        return images
+    from ..methods.hyper.domain import crop_record_image
+
+    try:
+        return crop_record_image(images, crop)
+    except ValueError as e:
+        raise RecordError(f"the record's output_crop {str(crop)[:80]} is invalid: {e}") from None

@@ -5,10 +5,11 @@ A method only supplies a per-batch callable::
     invert_batch(images: Tensor (B, 3, H, W) in [-1, 1], names: list[str]) -> list[InversionResult]
 
 and :class:`InvertJob` does the rest, identically for all methods: load each photo (EXIF, any mode), optionally
-FFHQ-align it, make it square (``fit``: centre crop or edge padding, said in the manifest), resize it to the method's
-input size, and write per image ``<stem>.png`` (the reconstruction), ``<stem>.safetensors`` (the
-:class:`~gantune.io.InversionRecord`) and, when asked, ``intermediate/<t>/<stem>.png``. Names, checks, resume,
-batching with retry, the manifest and errors are the runner's.
+FFHQ-align it, fit it to the aspect of the method's input size (square; 4:3 for HyperStyle cars) by centre crop or
+edge padding (``fit``, said in the manifest), resize it to the method's input size, and write per image
+``<stem>.png`` (the reconstruction), ``<stem>.safetensors`` (the :class:`~gantune.io.InversionRecord`) and, when
+asked, ``intermediate/<t>/<stem>.png``. Names, checks, resume, batching with retry, the manifest and errors are the
+runner's.
 
 Method authors: a method plugs into ``gantune invert --method NAME`` through ``INVERT_METHODS`` in
 :mod:`gantune.cli.invert_cmd` (NAME -> ``setup(InvertOptions) -> MethodRun``); :mod:`gantune.methods.hyper.method`
@@ -17,6 +18,7 @@ is the worked example.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -57,18 +59,29 @@ class MethodRun:
 def make_square(img: Image.Image, fit: str) -> tuple[Image.Image, dict | None]:
     """A square image from ``img``: ``crop`` keeps the centre square, ``pad`` extends the short side with its edge
     pixels. Returns the image and what was done (None when it was square already)."""
+    return fit_aspect(img, fit)
+
+
+def fit_aspect(img: Image.Image, fit: str, hw: tuple[int, int] = (1, 1)) -> tuple[Image.Image, dict | None]:
+    """``img`` at the aspect of ``hw`` (H, W; a method's input size, (192, 256) for cars): ``crop`` keeps the
+    largest centred box of that aspect, ``pad`` extends the other side with its edge pixels. Returns the image and what
+    was done (None when it had that aspect already); the info gives ``aspect`` [W, H] when it is not square."""
     w, h = img.size
-    if w == h:
+    ah, aw = hw
+    if w * ah == h * aw:
         return img, None
+    g = math.gcd(aw, ah)
+    extra = {} if ah == aw else {"aspect": [aw // g, ah // g]}
     if fit == "crop":
-        s = min(w, h)
-        box = ((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s)
-        return img.crop(box), {"mode": "crop", "from": [w, h], "box": list(box)}
+        cw, ch = (w, w * ah // aw) if w * ah < h * aw else (h * aw // ah, h)  # too tall: full width; too wide: full height
+        box = ((w - cw) // 2, (h - ch) // 2, (w - cw) // 2 + cw, (h - ch) // 2 + ch)
+        return img.crop(box), {"mode": "crop", "from": [w, h], "box": list(box), **extra}
     if fit == "pad":
-        s = max(w, h)
-        left, top = (s - w) // 2, (s - h) // 2
-        arr = np.pad(np.asarray(img), ((top, s - h - top), (left, s - w - left), (0, 0)), mode="edge")
-        return Image.fromarray(arr), {"mode": "pad", "from": [w, h], "offset": [left, top]}
+        pw, ph = (h * aw // ah, h) if w * ah < h * aw else (w, w * ah // aw)
+        pw, ph = max(pw, w), max(ph, h)
+        left, top = (pw - w) // 2, (ph - h) // 2
+        arr = np.pad(np.asarray(img), ((top, ph - h - top), (left, pw - w - left), (0, 0)), mode="edge")
+        return Image.fromarray(arr), {"mode": "pad", "from": [w, h], "offset": [left, top], **extra}
     raise ValueError(f"fit must be crop or pad, got {fit!r}")
 
 
@@ -94,7 +107,8 @@ class InvertJob:
             img = face.image
             item.info["align"] = face.transform_dict()
         else:
-            img, how = make_square(img, self.fit)
+            size = self.method.input_size
+            img, how = fit_aspect(img, self.fit, (size, size) if isinstance(size, int) else tuple(size))
             if how is not None:
                 item.info["fit"] = how
         return pil_to_tensor(img, self.method.input_size)
@@ -107,8 +121,8 @@ class InvertJob:
         from ..io.images import save_image, tensor_to_pil
 
         img = tensor_to_pil(res.image)
-        if self.resize:
-            img = img.resize((self.resize, self.resize), Image.LANCZOS)
+        if self.resize:  # the width; a non-square image (cars 512×384) keeps its aspect
+            img = img.resize((self.resize, max(1, round(self.resize * img.height / img.width))), Image.LANCZOS)
         meta = {**self.method.record_meta, **res.meta, "source": {"path": str(item.input), "sha256": item.sha256},
                 "timings": {**{k: round(v, 4) for k, v in item.timings.items()},
                             **{k: round(v, 4) for k, v in res.timings.items()}}}

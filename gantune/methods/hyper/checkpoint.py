@@ -314,6 +314,8 @@ def hyperstyle_from_checkpoint(obj: dict, *, device="cpu", source: str = "checkp
         warnings.append(f"opts.encoder_type is {et!r}; the keys say SharedWeightsHyperNetResNet")
     info = {"tuned_layers": hn.names, "warnings": warnings,
             "hyperstyle_indices": {lyr.name: lyr.hyperstyle_index for lyr in hn.layers}}
+    if isinstance(opts.get("dataset_type"), str):
+        info["dataset_type"] = opts["dataset_type"]  # "cars" in it switches on the official cars crops (.domain)
     return HyperStyleModel(G=G, hypernet=hn, latent_avg=la.to(device), info=info)
 
 

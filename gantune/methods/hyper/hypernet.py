@@ -240,12 +240,13 @@ class HyperNetwork(nn.Module):
         return [lyr.name for lyr in self.layers]
 
     def forward(self, x: torch.Tensor, y_hat: torch.Tensor, *, compact: bool = False) -> dict[str, torch.Tensor]:
-        """x, y_hat (B, 3, S, S) in [-1, 1] (S = input_size, 256 official) -> {layer: (B, out, in) or
-        (B, out, in, k, k) for shared heads}. ``compact``: shared heads give their hidden code (B, in, z) instead
-        (offsets = ``shared_fc.expand(code)``)."""
+        """x, y_hat (B, 3, S, S) in [-1, 1] (S = input_size, 256 official), or (B, 3, 3S/4, S) for cars (the
+        official 192×256: a 12×16 feature map, which the heads' 16×16 conv counts still bring to 1×1, or 2×2 before
+        the average pool) -> {layer: (B, out, in) or (B, out, in, k, k) for shared heads}. ``compact``: shared heads
+        give their hidden code (B, in, z) instead (offsets = ``shared_fc.expand(code)``)."""
         S = self.input_size
-        if x.shape != y_hat.shape or x.shape[1:] != (3, S, S):
-            raise ValueError(f"hypernetwork inputs must both be (B, 3, {S}, {S}); got "
+        if x.shape != y_hat.shape or x.shape[1:] not in ((3, S, S), (3, S * 3 // 4, S)):
+            raise ValueError(f"hypernetwork inputs must both be (B, 3, {S}, {S}) or (B, 3, {S * 3 // 4}, {S}); got "
                              f"{tuple(x.shape)} and {tuple(y_hat.shape)}")
         feat = self.backbone(torch.cat([x, y_hat], dim=1))
         out = {}

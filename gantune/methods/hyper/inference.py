@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from ... import progress
 from ...core import Generator
 from ...io.record import expand_shared
+from .domain import SQUARE, input_hw, pool_reconstruction
 from .hypernet import INPUT_SIZE, HyperNetwork
 from .wencoder import WEncoder
 
@@ -33,11 +34,13 @@ def face_pool(y: torch.Tensor, size: int = INPUT_SIZE) -> torch.Tensor:
     return F.adaptive_avg_pool2d(y.float(), (size, size))
 
 
-def to_input_size(x: torch.Tensor, size: int = INPUT_SIZE) -> torch.Tensor:
-    """Images for the encoders: (B, 3, 256, 256). Other sizes are resized (antialiased bilinear)."""
-    if x.shape[-2:] == (size, size):
+def to_input_size(x: torch.Tensor, size: int | tuple[int, int] = INPUT_SIZE) -> torch.Tensor:
+    """Images for the encoders: (B, 3, 256, 256), or (B, 3, H, W) for ``size`` = (H, W) (cars: (192, 256)).
+    Other sizes are resized (antialiased bilinear)."""
+    hw = (size, size) if isinstance(size, int) else tuple(size)
+    if tuple(x.shape[-2:]) == hw:
         return x.float()
-    return F.interpolate(x.float(), size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    return F.interpolate(x.float(), size=hw, mode="bilinear", align_corners=False, antialias=True)
 
 
 def render(
@@ -95,18 +98,19 @@ def refine(
     dtype: torch.dtype = torch.float32,  # compute dtype of the encoders (autocast); offsets accumulate in fp32
     keep_intermediates: bool = False,  # return y_0 … y_T
     on_iter: Callable[[int, torch.Tensor], None] | None = None,  # called with (t, y_t) after every pass
+    domain: str = SQUARE,  # cars: (192, 256) inputs and the official crops of the reconstructions (see .domain)
 ) -> HyperOutput:
     if iters < 0:
         raise ValueError("iters must be >= 0")
     device = x.device
     timings = {"encode": 0.0, "hypernet": 0.0, "render": 0.0}
-    x_h = to_input_size(x, hypernet.input_size)  # 256 px for the official networks
+    x_h = to_input_size(x, input_hw(hypernet.input_size, domain))  # 256 px (cars 192×256) for the official networks
     t0 = time.perf_counter()
     if codes is None:
         if w_encoder is None:
             raise ValueError("give a W-encoder or initial codes")
         with _autocast(device, dtype):
-            codes = w_encoder(to_input_size(x, w_encoder.input_size)).float()
+            codes = w_encoder(to_input_size(x, input_hw(w_encoder.input_size, domain))).float()
         if latent_avg is not None:
             codes = codes + latent_avg.to(device, torch.float32).reshape(1, -1, codes.shape[-1])
     codes = codes.float()
@@ -129,7 +133,7 @@ def refine(
     for t in range(1, iters + 1):
         t0 = time.perf_counter()
         with _autocast(device, dtype):
-            pooled = face_pool(y, hypernet.input_size)
+            pooled = pool_reconstruction(y, hypernet.input_size, domain, first=t == 1)
             new = hypernet(x_h, pooled, compact=True) if compact else hypernet(x_h, pooled)
         for name, d in new.items():
             store = hidden if name in shared else acc

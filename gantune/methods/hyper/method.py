@@ -19,6 +19,7 @@ from ...core import Generator
 from ..pipeline import InvertOptions, MethodRun
 from ...io.record import SharedOffsets
 from ..result import InversionResult
+from .domain import CARS, DOMAINS, SQUARE, crop_output, domain_of, input_hw, output_crop
 from .checkpoint import DEFAULT_HYPERSTYLE, DEFAULT_W_ENCODER, HyperStyleModel, load_hyperstyle, load_w_encoder
 from .hypernet import INPUT_SIZE, HyperNetwork
 from .inference import refine
@@ -43,6 +44,7 @@ class HyperStyle:
     info: dict = field(default_factory=dict)  # checkpoint provenance (spec, path, sha256, load seconds, warnings)
     initial: object = None  # an e4e / ReStyle-e4e StyleEncoderModel giving the initial latent instead of the W-encoder
     initial_iters: int = 2  # ReStyle-e4e iterations for the initial latent (2 as the domain-adaptation script)
+    domain: str = SQUARE  # cars: 192×256 inputs, the official crops, 512×384 outputs (see .domain)
 
     @classmethod
     def load(
@@ -53,6 +55,7 @@ class HyperStyle:
         device="cpu",
         hash_files: bool = True,  # sha256 of both files for the records
         initial: str | None = None,  # w-encoder | e4e | restyle-e4e; None = what --encoder is (W-encoder by default)
+        domain: str | None = None,  # square | cars; None = the checkpoint's opts.dataset_type, else its registry entry
         **settings,  # iters, noise_mode, dtype, keep_intermediates, initial_iters
     ) -> "HyperStyle":
         from ...weights.download import resolve_all
@@ -74,6 +77,16 @@ class HyperStyle:
             raise InputError(f"initial={initial} but --encoder {encoder} is a {kind} file",
                              f"give the {initial} file as --encoder, or drop --param initial")
         model: HyperStyleModel = load_hyperstyle(weights, device=device, hash_file=hash_files)
+        if domain is not None and domain not in DOMAINS:
+            from ...errors import InputError
+
+            raise InputError(f"domain={domain!r}: expected one of {', '.join(DOMAINS)}")
+        settings["domain"] = domain or _detect_domain(model, weights)
+        if settings["domain"] == CARS and kind in ("e4e", "restyle-e4e"):
+            from ...errors import InputError
+
+            raise InputError(f"the cars domain takes its initial latent from the W-encoder, not a {kind} encoder",
+                             "give the cars W-encoder (w-encoder-cars) as --encoder")
         if kind in ("e4e", "restyle-e4e"):
             from ..e4e.checkpoint import load_style_encoder
             from ..e4e.method import check_pair
@@ -97,6 +110,16 @@ class HyperStyle:
     def device(self) -> torch.device:
         return self.latent_avg.device
 
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """(H, W) the photos are resized to: 256×256, cars 192×256 (the official ``Resize``)."""
+        return input_hw(INPUT_SIZE, self.domain)
+
+    def domain_meta(self) -> dict:
+        """Record meta of a cars model: the crop of the generator output the record's images are."""
+        crop = output_crop(self.G.cfg.resolution, self.domain)
+        return {} if crop is None else {"output_crop": crop}
+
     def layers_meta(self) -> dict:
         """{layer: {"rosinality": "convs.8", "hyperstyle_index": 14, "head": "channel"}} for the records."""
         specs = {s.name: s for s in self.G.specs}
@@ -111,7 +134,10 @@ class HyperStyle:
                   "encoder_input_size": (self.initial.encoder if self.initial is not None else self.w_encoder).input_size}
         if self.initial_kind == "restyle-e4e":
             params["initial_iters"] = self.initial_iters
+        if self.domain != SQUARE:
+            params["domain"] = self.domain
         return {
+            **self.domain_meta(),
             "params": params,
             "generator": {**gen, "source": "hyperstyle checkpoint decoder", "config": self.G.cfg.to_dict()},
             "encoder": enc,
@@ -139,7 +165,7 @@ class HyperStyle:
         x = images.to(self.device)
         out = refine(x, G=self.G, hypernet=self.hypernet, w_encoder=self.w_encoder, codes=self.initial_codes(x),
                      latent_avg=self.latent_avg, iters=self.iters, noise_mode=self.noise_mode, dtype=self.dtype,
-                     keep_intermediates=self.keep_intermediates)
+                     keep_intermediates=self.keep_intermediates, domain=self.domain)
         total = time.perf_counter() - t0
         b = images.shape[0]
         fc = self.hypernet.shared_fc
@@ -154,21 +180,36 @@ class HyperStyle:
                                        w1, b1, out.shared_count, fc.kernel)
             results.append(InversionResult(
                 name=name,
-                image=out.images[i].detach().float().cpu(),
+                image=crop_output(out.images[i], self.domain).detach().float().cpu(),
                 latent=out.codes[i].detach().float().cpu(),
                 latent_kind="w+",
                 method="hyperstyle",
                 deltas={k: v[i].detach().float().cpu() for k, v in out.deltas.items() if k not in out.shared},
                 shared=shared,
-                intermediates=[y[i].detach().float().cpu() for y in out.intermediates],
+                intermediates=[crop_output(y[i], self.domain).detach().float().cpu() for y in out.intermediates],
                 meta={"params": {"iters": self.iters, "noise_mode": self.noise_mode, "initial": self.initial_kind,
-                                 **({"initial_iters": self.initial_iters} if self.initial_kind == "restyle-e4e" else {})}},
+                                 **({"initial_iters": self.initial_iters} if self.initial_kind == "restyle-e4e" else {}),
+                                 **({"domain": self.domain} if self.domain != SQUARE else {})},
+                      **self.domain_meta()},
                 timings={"invert": total / b, **{k: v / b for k, v in out.timings.items()}},
             ))
         return results
 
 
 DEFAULT_INITIAL_ITERS = 2  # ReStyle-e4e iterations for the initial latent (the domain-adaptation script's default)
+
+
+def _detect_domain(model: HyperStyleModel, weights) -> str:
+    """The checkpoint's ``opts.dataset_type`` (what the official scripts read), else its registry entry's file name
+    (``hyperstyle_cars.pt``), else square."""
+    found = domain_of(model.info.get("dataset_type"))
+    if found is not None:
+        return found
+    from ...weights import registry
+
+    if str(weights) in registry.names() and "cars" in registry.get(str(weights)).file:
+        return CARS
+    return SQUARE
 
 
 def _encoder_kind(path) -> str:
@@ -184,9 +225,10 @@ def setup_hyperstyle(opts: InvertOptions) -> MethodRun:
 
     from ...core import NOISE_MODES
 
-    unknown = sorted(set(opts.params) - {"initial", "initial_iters"})
+    unknown = sorted(set(opts.params) - {"initial", "initial_iters", "domain"})
     if unknown:
-        raise InputError(f"hyperstyle takes --param initial=w-encoder|e4e|restyle-e4e and initial_iters=N, not "
+        raise InputError(f"hyperstyle takes --param initial=w-encoder|e4e|restyle-e4e, initial_iters=N and "
+                         f"domain=square|cars, not "
                          f"{', '.join(unknown)}", "see gantune invert --help")
     initial = opts.params.get("initial") or None
     try:
@@ -201,13 +243,15 @@ def setup_hyperstyle(opts: InvertOptions) -> MethodRun:
     if iters < 1:
         raise InputError(f"--iters {iters}: HyperStyle needs at least one refinement pass")
     hs = HyperStyle.load(opts.weights, opts.encoder, device=resolve_device(opts.device), iters=iters,
-                         initial=initial, initial_iters=initial_iters,
+                         initial=initial, initial_iters=initial_iters, domain=opts.params.get("domain") or None,
                          noise_mode=opts.noise, dtype=resolve_dtype(opts.dtype), keep_intermediates=opts.save_intermediate)
     desc = (f"HyperStyle: {len(hs.hypernet.layers)} tuned layers, {iters} iterations, generator "
             f"{hs.G.cfg.resolution}px, on {hs.device}")
     if hs.initial is not None:
         desc += f"; initial latent from {hs.initial_kind}" + (
             f" ({hs.initial_iters} iterations)" if hs.initial_kind == "restyle-e4e" else "")
+    if hs.domain != SQUARE:
+        desc += f"; {hs.domain} domain, {hs.input_size[1]}x{hs.input_size[0]} inputs"
     for w in hs.info.get("warnings", []):
         desc += f"\nwarning: {w}"
-    return MethodRun(invert_batch=hs, input_size=INPUT_SIZE, record_meta=hs.record_meta(), describe=desc)
+    return MethodRun(invert_batch=hs, input_size=hs.input_size, record_meta=hs.record_meta(), describe=desc)
