@@ -46,8 +46,13 @@ def _bench_photos(folder: Path, n: int) -> list[Path]:
 def bench_align(quick: bool = False) -> list[str]:
     """Lines like ``align 1024px hog, 2 workers: 3.1 photos/s (20 photos, 6.4 s, 20 ok)``."""
     from ..align.aligner import FaceAligner
-    from ..align.batch import align_files
+    from ..align.batch import AlignPool, output_names
     from ..align.landmarks import load_models
+    from ..io.runner import Batch, Item, output_stems
+
+    def write(item, photo, outs) -> None:
+        for (i, img), name in zip(photo.crops, output_names(item.name, "largest", 1)):
+            outs.image(f"face{i}", name, img)
 
     lines = []
     t0 = time.perf_counter()
@@ -64,9 +69,11 @@ def bench_align(quick: bool = False) -> list[str]:
                 aligner = FaceAligner(size=size)
                 out = Path(tmp) / f"out{size}_{workers}"
                 t0 = time.perf_counter()
-                entries = align_files(paths, out, aligner, workers=workers)
+                batch = Batch("align", [Item(name=s, input=p) for p, s in zip(paths, output_stems(paths))], out,
+                              params={"size": size})
+                with AlignPool(aligner, workers) as pool:  # what gantune align runs
+                    ok = batch.run(process=pool, write=write, batch_size=workers).ok
                 el = time.perf_counter() - t0
-                ok = sum(e["status"] == "ok" for e in entries)
                 lines.append(f"align {size}px hog, {workers} worker{'s' if workers > 1 else ''}: "
                              f"{len(paths) / el:5.2f} photos/s ({len(paths)} photos incl. 2048 px ones, {el:.1f} s, "
                              f"{ok} ok)")
