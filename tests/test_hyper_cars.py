@@ -191,11 +191,13 @@ def test_domain_detection_and_override(cars):
     assert hs.input_size == (192, 256)
     (r,) = hs(torch.rand(1, 3, 192, 256) * 2 - 1)
     assert r.image.shape == (3, 48, 64) and r.meta["output_crop"]["box"] == [0, 8, 64, 56]
+    sq = torch.rand(1, 3, 256, 256) * 2 - 1  # a square input (the Python API's) is cut to its centre 4:3
+    torch.testing.assert_close(hs(sq)[0].latent, hs(sq[:, :, 32:224, :])[0].latent)
     res = runner.invoke(app, ["invert", str(cars["tmp"] / "car.png"), "--method", "hyperstyle", "--weights",
                               str(cars["p_hs"]), "--encoder", str(cars["p_enc"]), "--iters", "1", "--device", "cpu",
-                              "--param", "domain=cars", "-o", str(cars["tmp"] / "override")])
+                              "--param", "domain=cars", "--resize", "32", "-o", str(cars["tmp"] / "override")])
     assert res.exit_code == 0, res.output
-    assert Image.open(cars["tmp"] / "override" / "car.png").size == (64, 48)
+    assert Image.open(cars["tmp"] / "override" / "car.png").size == (32, 24)  # --resize: the width, aspect kept
     res = runner.invoke(app, ["invert", str(cars["tmp"] / "car.png"), "--method", "hyperstyle", "--weights",
                               str(cars["p_cars"]), "--encoder", str(cars["p_enc"]), "--device", "cpu",
                               "--param", "domain=boats", "-o", str(cars["tmp"] / "bad")])

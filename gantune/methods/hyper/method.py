@@ -163,6 +163,10 @@ class HyperStyle:
         t0 = time.perf_counter()
         self.G.set_precision(self.dtype)
         x = images.to(self.device)
+        if self.domain == CARS and x.shape[-1] * 3 != x.shape[-2] * 4:  # e.g. square API inputs: the centre 4:3
+            h, w = x.shape[-2:]
+            ch, cw = (w * 3 // 4, w) if w * 3 < h * 4 else (h, h * 4 // 3)
+            x = x[..., (h - ch) // 2 : (h - ch) // 2 + ch, (w - cw) // 2 : (w - cw) // 2 + cw]
         out = refine(x, G=self.G, hypernet=self.hypernet, w_encoder=self.w_encoder, codes=self.initial_codes(x),
                      latent_avg=self.latent_avg, iters=self.iters, noise_mode=self.noise_mode, dtype=self.dtype,
                      keep_intermediates=self.keep_intermediates, domain=self.domain)
