@@ -262,3 +262,14 @@ def test_official_afhq_512_layout_loads_strictly():
     assert model.info["dataset_type"] == "afhq_wild_hypernet"
     specs = {s.name: s for s in model.G.specs}
     assert [(specs[n].in_ch, specs[n].out_ch) for n in ("b128.conv0", "b512.conv1")] == [(512, 256), (64, 64)]
+
+
+def test_cars_interpolate_frames_keep_the_crop(cars):
+    io = cars["tmp"] / "interp"
+    res = runner.invoke(app, ["interpolate", str(cars["out"] / "car.safetensors"), str(cars["out"] / "sq.safetensors"),
+                              "--steps", "3", "-o", str(io), "--weights", str(cars["p_cars"]), "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    frames = sorted((io / "car_to_sq").glob("*.png"))
+    assert len(frames) == 3 and all(Image.open(f).size == (64, 48) for f in frames)
+    diff = np.abs(np.asarray(Image.open(frames[0])).astype(int) - np.asarray(Image.open(cars["out"] / "car.png")))
+    assert diff.max() <= 1
