@@ -22,7 +22,7 @@ API_METHODS: dict = {}
 
 def _to_batch(images, size: int | tuple[int, int]) -> tuple[torch.Tensor, list[str]]:
     from .io.images import load_image, pil_to_tensor
-    from .methods.pipeline import make_square
+    from .methods.pipeline import fit_aspect
 
     if isinstance(images, torch.Tensor):
         x = images[None] if images.ndim == 3 else images
@@ -42,7 +42,8 @@ def _to_batch(images, size: int | tuple[int, int]) -> tuple[torch.Tensor, list[s
             continue
         else:
             names.append(f"image{i}")
-        xs.append(pil_to_tensor(make_square(im.convert("RGB"), "crop")[0], size))  # as gantune invert: centre square
+        hw = (size, size) if isinstance(size, int) else tuple(size)
+        xs.append(pil_to_tensor(fit_aspect(im.convert("RGB"), "crop", hw)[0], size))  # as gantune invert: centre crop
     if not xs:
         raise ValueError("no images given")
     return torch.cat([torch.nn.functional.interpolate(x, size=xs[0].shape[-2:], mode="bilinear", antialias=True)
@@ -58,7 +59,7 @@ def _hyperstyle(images, *, weights=None, encoder=None, iters: int = 5, device="a
     if inverter is None:
         inverter = HyperStyle.load(weights, encoder, device=resolve_device(device), iters=iters, noise_mode=noise,
                                    dtype=resolve_dtype(dtype), keep_intermediates=keep_intermediates)
-    x, names = _to_batch(images, INPUT_SIZE)
+    x, names = _to_batch(images, getattr(inverter, "input_size", INPUT_SIZE))
     meta = inverter.record_meta()
     out: list[InversionResult] = []
     for i in range(0, x.shape[0], batch_size):

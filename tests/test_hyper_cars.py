@@ -273,3 +273,17 @@ def test_cars_interpolate_frames_keep_the_crop(cars):
     assert len(frames) == 3 and all(Image.open(f).size == (64, 48) for f in frames)
     diff = np.abs(np.asarray(Image.open(frames[0])).astype(int) - np.asarray(Image.open(cars["out"] / "car.png")))
     assert diff.max() <= 1
+
+
+def test_python_api_fits_photos_to_the_car_aspect(cars):
+    """gantune.invert crops a square photo to 4:3 (as the command does), not to a square and then again."""
+    import gantune
+    from gantune.methods.hyper.method import HyperStyle
+
+    hs = HyperStyle.load(str(cars["p_cars"]), str(cars["p_enc"]), device="cpu", iters=2)
+    (r,) = gantune.invert([cars["tmp"] / "sq.png"], inverter=hs)
+    assert r.image.shape == (3, 48, 64)
+    cli = np.asarray(Image.open(cars["out"] / "sq.png")).astype(int)
+    from gantune.io import tensor_to_pil
+
+    assert np.abs(np.asarray(tensor_to_pil(r.image)).astype(int) - cli).max() <= 1  # the same crop as gantune invert

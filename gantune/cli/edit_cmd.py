@@ -164,7 +164,7 @@ def edit_command(
     from ..editing import load_direction, load_record, parse_strengths, render_record
     from ..editing.render import edited_latents, record_latent
     from ..errors import InputError
-    from ..io.images import image_grid, tensor_to_pil
+    from ..io.images import image_grid, tensor_to_pil, to_width
     from ..io.runner import Batch
     from ..metrics.identity import descriptor, identity_distance
     from ..runtime import resolve_device, resolve_dtype
@@ -257,14 +257,14 @@ def edit_command(
                 for j, im in enumerate(imgs):
                     _, _, name = jobs[di * len(strengths) + k + j]
                     if resize:
-                        im = im.resize((resize, resize))
+                        im = to_width(im, resize)
                     outs.image(name, f"{name}.png", im)
                     if ref is not None:
                         dists[name] = round(identity_distance(ref, im), 4)
                     if photo is not None:
                         outs.image(f"{name}_photo", f"{name}_photo.png",
                                    paste_back(im, photo, rec.meta[RECORD_META_KEY]))
-                    thumbs.append(im if im.width <= tile else im.resize((tile, tile)))
+                    thumbs.append(im if im.width <= tile else to_width(im, tile))
                 progress.step(di * len(strengths) + k + len(chunk), len(jobs), "image")
         if len(thumbs) > 1:
             outs.image("sheet", f"{item.name}_sheet.png", image_grid(thumbs, cols=len(strengths)))

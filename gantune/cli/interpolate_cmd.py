@@ -37,7 +37,7 @@ def interpolate_command(
     from ..editing.interpolate import check_compatible, interpolation_frames
     from ..errors import InputError
     from ..io.hashing import sha256_file
-    from ..io.images import image_grid, tensor_to_pil
+    from ..io.images import image_grid, tensor_to_pil, to_width
     from ..io.inputs import expand_inputs
     from ..io.runner import Batch, Item, output_stems
     from ..methods.pipeline import write_gif
@@ -76,13 +76,13 @@ def interpolate_command(
         for i, (t, img) in enumerate(interpolation_frames(G, recs[a], recs[b], steps, noise_mode=value(noise))):
             im = tensor_to_pil(img)
             if resize:
-                im = im.resize((resize, resize))
+                im = to_width(im, resize)
             outs.image(f"frame{i:03d}", f"{item.name}/{i:03d}.png", im)
             frames.append(im)
             progress.step(i + 1, steps, "frame")
         write_gif(frames, outs.path("gif", f"{item.name}.gif"), ms=gif_ms)
         outs.image("sheet", f"{item.name}_sheet.png",
-                   image_grid([f if f.width <= tile else f.resize((tile, tile)) for f in frames], cols=steps))
+                   image_grid([f if f.width <= tile else to_width(f, tile) for f in frames], cols=steps))
         item.info.update({"to": {"path": str(paths[b]), "sha256": params["records"][str(paths[b])]},
                           "kind": recs[a].latent_kind})
 

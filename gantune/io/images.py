@@ -140,6 +140,13 @@ def save_image(img: Image.Image | torch.Tensor, path: str | os.PathLike, **save_
     return p
 
 
+def to_width(img: Image.Image, width: int) -> Image.Image:
+    """``img`` at ``width`` pixels wide, its aspect kept (LANCZOS); unchanged when it already is."""
+    if img.width == width:
+        return img
+    return img.resize((width, max(1, round(img.height * width / img.width))), Image.LANCZOS)
+
+
 def image_grid(images: list[Image.Image], cols: int | None = None, *, pad: int = 0, bg=(255, 255, 255)) -> Image.Image:
     """Tile images (resized to the first one's size) into a grid."""
     if not images:

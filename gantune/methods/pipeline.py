@@ -118,11 +118,11 @@ class InvertJob:
         return self.method.invert_batch(x, [it.name for it in items])
 
     def write(self, item, res: InversionResult, outs) -> None:
-        from ..io.images import save_image, tensor_to_pil
+        from ..io.images import save_image, tensor_to_pil, to_width
 
         img = tensor_to_pil(res.image)
         if self.resize:  # the width; a non-square image (cars 512×384) keeps its aspect
-            img = img.resize((self.resize, max(1, round(self.resize * img.height / img.width))), Image.LANCZOS)
+            img = to_width(img, self.resize)
         meta = {**self.method.record_meta, **res.meta, "source": {"path": str(item.input), "sha256": item.sha256},
                 "timings": {**{k: round(v, 4) for k, v in item.timings.items()},
                             **{k: round(v, 4) for k, v in res.timings.items()}}}
