@@ -6,8 +6,8 @@ the W+ projector and the overparameterized latent, edit the HyperStyle inversion
 back into the photo, and write one ``contact_sheet.png`` with all of it. The demo model is a 32 px StyleGAN2 trained
 by gantune on CPU on synthetic faces (``make demo-model``; non-commercial): expect small, soft faces.
 
-Without the demo model files (a checkout without ``gantune/data/demo-faces``), ``--random`` runs the older pipeline
-demo on a random generator in the exact official rosinality ``.pt`` layout instead. Output: ``out/demo/``.
+``--random`` runs the same kind of pipeline on a random generator in the exact official rosinality ``.pt`` layout
+instead (it needs no model files). Output: ``out/demo/``.
 """
 
 from __future__ import annotations

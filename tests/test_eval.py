@@ -13,7 +13,7 @@ import torch
 from typer.testing import CliRunner
 
 from conftest import tiny_config
-from gantune import evaluate as ev
+from gantune.evaluation import reconstruction as ev
 from gantune.cli.app import app
 
 runner = CliRunner()

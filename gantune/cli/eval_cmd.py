@@ -1,6 +1,6 @@
 """``gantune eval``: reconstruction quality of the inversion methods on held-out faces, and face-detection rates.
 
-The measuring is in :mod:`gantune.evaluate`; this module parses options, prints a rich table (stderr) and a markdown
+The measuring is in :mod:`gantune.evaluation`; this module parses options, prints a rich table (stderr) and a markdown
 table (stdout, to paste into the README), and writes the JSON report atomically with ``-o``.
 """
 
@@ -76,7 +76,7 @@ def reconstruction_command(
     runs/go/network-final.safetensors --encoder runs/enc/w_encoder.pt --hypernet runs/hyper/hypernet.pt
     --data synthetic-faces --count 32 --seed 0 --steps 200 -o eval.json
     """
-    from ..evaluate import (caption, evaluate_reconstruction, ordering_lines, reconstruction_cells,
+    from ..evaluation.reconstruction import (caption, evaluate_reconstruction, ordering_lines, reconstruction_cells,
                             reconstruction_columns, reconstruction_markdown)
 
     report = evaluate_reconstruction(weights=weights, overparam_weights=overparam_weights, encoder=encoder,
@@ -118,7 +118,7 @@ def detection_command(
 
     Example: gantune eval detection --weights runs/g/network-final.safetensors --count 200 --upscale 256 --source-too
     """
-    from ..evaluate import detection_cells, detection_columns, detection_markdown, evaluate_detection
+    from ..evaluation.reconstruction import detection_cells, detection_columns, detection_markdown, evaluate_detection
 
     report = evaluate_detection(weights or [], count=count, upscale=upscale, seed=seed, truncation=truncation,
                                 source_too=source_too, device=device, log=console.print)

@@ -1,1 +1,2 @@
-"""Evaluations that go beyond one inversion: paths between inversions (``interpolation``)."""
+"""Measuring the methods: reconstruction quality and face-detection rates (``reconstruction``), and editability
+along the paths between inversions (``interpolation``)."""

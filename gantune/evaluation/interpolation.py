@@ -44,7 +44,7 @@ def evaluate_interpolation(groups: dict[str, list[Path]], *, weights: str | None
     from ..cli.edit_cmd import GeneratorCache, generator_for
     from ..editing import load_record
     from ..editing.interpolate import check_compatible
-    from ..evaluate import lpips_metric, summarize
+    from .reconstruction import lpips_metric, summarize
     from ..metrics.identity import SAME_PERSON
 
     lpips = lpips_metric(device)
@@ -87,7 +87,7 @@ def interpolation_columns(report: dict) -> list[str]:
 
 
 def interpolation_cells(report: dict) -> list[list[str]]:
-    from ..evaluate import fmt_stat
+    from .reconstruction import fmt_stat
 
     return [[r["label"], r["kind"], str(r["pairs"]), fmt_stat(r["ppl"]), f"{r['mid_detected']:.0%}",
              f"{r['ends_detected']:.0%}", fmt_stat(r["id_mid_to_ends"], 3), fmt_stat(r["id_ends"], 3)]
@@ -95,7 +95,7 @@ def interpolation_cells(report: dict) -> list[list[str]]:
 
 
 def interpolation_markdown(report: dict) -> str:
-    from ..evaluate import markdown_table
+    from .reconstruction import markdown_table
 
     return markdown_table(interpolation_columns(report), interpolation_cells(report)) + (
         f"\n\nLPIPS: {report['lpips']['note']}. Realism: {report['realism_note']}; {report['identity']}.")

@@ -1,4 +1,4 @@
-"""Evaluation (issue #6): reconstruction quality of the inversion methods on held-out faces, and face-detection rates.
+"""Evaluation: reconstruction quality of the inversion methods on held-out faces, and face-detection rates.
 
 **Reconstruction** (``gantune eval reconstruction``). Held-out images are drawn from the same ``synthetic-faces``
 source the trainers use (the DCGAN of ``gan-face-generate``, :mod:`gantune.train.data`), but from a torch generator
@@ -40,8 +40,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .errors import InputError, WeightsError
-from .train.data import SYNTHETIC_FACES
+from ..errors import InputError, WeightsError
+from ..train.data import SYNTHETIC_FACES
 
 HELDOUT_SEED_OFFSET = 10_000_000  # held-out draws use torch seed 10_000_000 + S; training uses --seed (and seed + 1)
 LPIPS_MIN_SIDE = 64  # LPIPS inputs smaller than this are bilinearly upsampled to it
@@ -91,13 +91,13 @@ class HeldOutImages:
         self.notes: list[str] = []
         self._cache: dict[int, torch.Tensor] = {}
         if self.data == SYNTHETIC_FACES:
-            from .train.data import dcgan_weights_path
+            from ..train.data import dcgan_weights_path
 
             dcgan_weights_path()  # the one-line error now, if the package is missing
             self.files: list[Path] = []
             self.names = [f"heldout{i:04d}" for i in range(self.count)]
         else:
-            from .io.images import IMAGE_SUFFIXES
+            from ..io.images import IMAGE_SUFFIXES
 
             folder = Path(self.data)
             if not folder.is_dir():
@@ -118,11 +118,11 @@ class HeldOutImages:
 
     def _load(self, resolution: int) -> torch.Tensor:
         if self.data == SYNTHETIC_FACES:
-            from .train.data import SyntheticFaces
+            from ..train.data import SyntheticFaces
 
             g = torch.Generator().manual_seed(heldout_seed(self.seed))
             return SyntheticFaces(resolution).sample(self.count, g).float().cpu()
-        from .io.images import ImageError, load_image, pil_to_tensor
+        from ..io.images import ImageError, load_image, pil_to_tensor
 
         xs, names = [], []
         for p in self.files:
@@ -179,7 +179,7 @@ _SUBSTITUTES: dict[str, torch.nn.Module] = {}
 
 def lpips_metric(device="cpu", *, allow_substitute: bool = True) -> LPIPSMetric:
     """LPIPS-alex with the registry's ImageNet backbone, else the named random-trunk substitute (torch seed 0)."""
-    from .metrics.lpips import LPIPSDistance, backbone_name, get_lpips
+    from ..metrics.lpips import LPIPSDistance, backbone_name, get_lpips
 
     try:
         d = get_lpips("alex", device=device, resolution=LPIPS_MAX_SIDE)
@@ -205,8 +205,8 @@ def image_metrics(recon: torch.Tensor, target: torch.Tensor, lpips: Callable | N
     """Per-image L2, LPIPS, MS-SSIM and identity distance (dlib face-recognition ResNet, see
     :mod:`gantune.metrics.identity`) of (B, 3, H, W) reconstructions against targets, both in [-1, 1].
     Reconstructions are clamped to [-1, 1] first. ``lpips=None`` leaves LPIPS out."""
-    from .metrics.l2 import l2_distance
-    from .metrics.msssim import ms_ssim
+    from ..metrics.l2 import l2_distance
+    from ..metrics.msssim import ms_ssim
 
     if recon.shape != target.shape:
         raise ValueError(f"reconstructions {tuple(recon.shape)} and targets {tuple(target.shape)} differ in shape")
@@ -215,8 +215,8 @@ def image_metrics(recon: torch.Tensor, target: torch.Tensor, lpips: Callable | N
     if lpips is not None:
         out["lpips"] = [float(v) for v in lpips(r, t)]
     if identity:
-        from .io.images import tensor_to_pil
-        from .metrics.identity import identity_distance
+        from ..io.images import tensor_to_pil
+        from ..metrics.identity import identity_distance
 
         out["identity"] = [identity_distance(tensor_to_pil(a), tensor_to_pil(b)) for a, b in zip(r, t)]
     return out
@@ -288,15 +288,15 @@ def orderings(rows: list[dict]) -> list[dict]:
 # --- reconstruction ------------------------------------------------------------------------------------------------
 def default_steps() -> int:
     """The projector's own default step count (ProjectorSettings.num_steps)."""
-    from .methods.optim import ProjectorSettings
+    from ..methods.optim import ProjectorSettings
 
     return ProjectorSettings().num_steps
 
 
 def _optim_distance(device):
     """The optimizations' loss: LPIPS-VGG (the projector's) if its backbone is available, else pixel L2."""
-    from .metrics.l2 import L2Distance
-    from .metrics.lpips import backbone_name, get_lpips
+    from ..metrics.l2 import L2Distance
+    from ..metrics.lpips import backbone_name, get_lpips
 
     try:
         return get_lpips("vgg", device=device, resolution=256), "lpips", "LPIPS-VGG (the projector's loss)"
@@ -353,8 +353,8 @@ def evaluate_reconstruction(
     """Run every method whose inputs are given on the same held-out images; returns the report (a JSON-able dict)."""
     import gantune
 
-    from .runtime import resolve_device
-    from .weights import load_generator
+    from ..runtime import resolve_device
+    from ..weights import load_generator
 
     if batch_size < 1:
         raise InputError(f"--batch-size {batch_size}: must be at least 1")
@@ -376,7 +376,7 @@ def evaluate_reconstruction(
     # HyperStyle: one loaded inverter, run with 0, 1 and 5 passes (each row timed on its own)
     hs = None
     if encoder and hypernet:
-        from .methods.hyper.method import HyperStyle
+        from ..methods.hyper.method import HyperStyle
 
         hs = HyperStyle.load(hypernet, encoder, device=dev, iters=0, hash_files=False)
         x = held.at(hs.G.cfg.resolution)
@@ -539,7 +539,7 @@ def _as_pil_list(images) -> list:
     import numpy as np
     from PIL import Image
 
-    from .io.images import load_image, tensor_to_pil, to_rgb
+    from ..io.images import load_image, tensor_to_pil, to_rgb
 
     if isinstance(images, torch.Tensor):
         x = images[None] if images.ndim == 3 else images
@@ -572,7 +572,7 @@ def detection_rate(images, *, upscale: int = 256, upsample: int = DETECT_UPSAMPL
     ``upscale`` px. {"count", "found", "rate", "faces": per-image face counts}."""
     import numpy as np
 
-    from .align.landmarks import hog_detector
+    from ..align.landmarks import hog_detector
 
     det = hog_detector()
     faces = []
@@ -597,9 +597,9 @@ def evaluate_detection(
     log: Callable[[str], None] | None = None,
 ) -> dict:
     """Face-detection rates of generator samples (and the DCGAN source) under one detector and one resize."""
-    from .runtime import resolve_device
-    from .sampling import generate
-    from .weights import load_generator
+    from ..runtime import resolve_device
+    from ..sampling import generate
+    from ..weights import load_generator
 
     if count < 1:
         raise InputError(f"--count {count}: need at least one image")
