@@ -33,6 +33,13 @@ class RenderError(GantuneError):
     """A render that cannot be written: the generator produced NaN or infinite pixel values."""
 
 
+def debug_enabled() -> bool:
+    """``GANTUNE_DEBUG`` set: show tracebacks instead of one-line errors."""
+    import os
+
+    return os.environ.get("GANTUNE_DEBUG", "") not in ("", "0", "false", "no")
+
+
 def known_error_message(e: BaseException) -> str | None:
     """The one mapping from an exception to the one line the user sees, or None for a bug (shown as a traceback).
     Used by the CLI's top level and by the batch runner for each failed item."""

@@ -167,3 +167,10 @@ def test_progress_inside_long_items_reaches_logs(tmp_path, capsys, monkeypatch):
                          "--param", "num_steps=4", "--param", "w_avg_samples=50", "--device", "cpu", "-o",
                          tmp_path / "o"], capsys)
     assert code == 0 and "p0.png: projector step 4/4" in err
+
+
+def test_the_command_line_starts_without_torch():
+    """`gantune --help` and option errors stay instant: no command module imports torch at import time."""
+    code = "import sys, gantune.cli.app; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "False"

@@ -10,7 +10,6 @@ import typer
 
 from .common import (DeviceOpt, DtypeOpt, IdentityOpt, NoiseOpt, OverwriteOpt, RecordsArg, ShardOpt, console, exit_with, input_items,
                      OutDirOpt, run_batch, shard_of, value)
-from .edit_cmd import GeneratorCache
 
 
 def adapt_command(
@@ -49,6 +48,7 @@ def adapt_command(
     --target toonify --codes restyle-e4e -o toon/
     """
     from ..editing import adapt_render, load_record
+    from ..editing.generators import GeneratorCache
     from ..io.images import image_grid, tensor_to_pil
     from ..io.runner import Batch
     from ..runtime import resolve_device, resolve_dtype
@@ -74,7 +74,7 @@ def adapt_command(
 
         def _recode(rec, item):
             from ..methods.e4e.adapt import recode_record
-            from .edit_cmd import generator_for
+            from ..editing.generators import generator_for
 
             return recode_record(rec, encoder, generator_for(cache, None, rec), iters=codes_iters,
                                  noise_mode=noise or "const", base=item.input.parent)
@@ -104,7 +104,7 @@ def _identity_to_reconstruction(cache, rec, adapted) -> float | None:
     from ..errors import GantuneError
     from ..io.images import tensor_to_pil
     from ..metrics.identity import identity_distance
-    from .edit_cmd import generator_for
+    from ..editing.generators import generator_for
 
     try:
         G = generator_for(cache, None, rec)

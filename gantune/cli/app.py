@@ -8,8 +8,7 @@ import sys
 import typer
 from rich.markup import escape
 
-from ..errors import known_error_message
-from ..io.runner import debug_enabled
+from ..errors import debug_enabled, known_error_message
 from .common import console
 
 app = typer.Typer(

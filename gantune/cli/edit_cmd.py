@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 import typer
 
 from .common import (BatchOpt, DeviceOpt, DtypeOpt, IdentityOpt, NoiseOpt, OverwriteOpt, RecordsArg, ResizeOpt, ShardOpt,
-                     WeightsOpt, console, exit_with, input_items, OutDirOpt, run_batch, shard_of, value)
+                     WeightsOpt, exit_with, input_items, OutDirOpt, run_batch, shard_of, value)
 from .validate import finite
 
 MAX_IMAGES = 256  # edits per record (directions x strengths): beyond this a strip is a video, not a sheet
@@ -25,37 +25,6 @@ def strength_label(s: float) -> str:
         return "0"
     text = f"{abs(s):.12g}"
     return ("p" if s > 0 else "m") + text
-
-
-class GeneratorCache:
-    """Loads each generator once per command run."""
-
-    def __init__(self, device, dtype=None) -> None:
-        self.device, self.dtype, self._cache = device, dtype, {}
-
-    def get(self, spec: str):
-        from ..weights import load_generator
-
-        if spec not in self._cache:
-            G, info = load_generator(spec, device=self.device)
-            if self.dtype is not None:
-                G.set_precision(self.dtype)
-            self._cache[spec] = (G.eval(), info)
-        return self._cache[spec]
-
-
-def generator_for(cache: GeneratorCache, weights: str | None, rec):
-    from ..editing import record_generator_spec
-    from ..errors import InputError
-
-    spec = weights or record_generator_spec(rec)
-    if not spec:
-        raise InputError("the record does not name its generator", "pass --weights")
-    G, info = cache.get(spec)
-    want = (rec.meta.get("generator") or {}).get("sha256")
-    if weights is None and want and info.get("sha256") and want != info.get("sha256"):
-        console.print(f"warning: {spec} has sha256 {info['sha256'][:12]}…, the record was made with {want[:12]}…")
-    return G
 
 
 def paste_source(rec, onto: Path | None) -> Path:
@@ -162,6 +131,7 @@ def edit_command(
 
     from .. import progress
     from ..editing import load_direction, load_record, parse_strengths, render_record
+    from ..editing.generators import GeneratorCache, generator_for
     from ..editing.render import edited_latents, record_latent
     from ..errors import InputError
     from ..io.images import image_grid, tensor_to_pil, to_width

@@ -42,7 +42,7 @@ def interpolate_command(
     from ..io.runner import Batch, Item, output_stems
     from ..methods.pipeline import write_gif
     from ..runtime import resolve_device, resolve_dtype
-    from .edit_cmd import GeneratorCache, generator_for
+    from ..editing.generators import GeneratorCache, generator_for
 
     paths = expand_inputs(records, suffixes=(".safetensors",))
     if len(paths) < 2:

@@ -12,7 +12,6 @@ from rich.console import Console
 from rich.table import Table
 
 from ..errors import GantuneError, WeightsError
-from ..weights.formats import GENERATOR_FORMATS, WITH_DECODER
 from .common import console
 
 weights_app = typer.Typer(
@@ -323,7 +322,7 @@ def info_command(
 
 
 def _describe_file(path: Path, out: Console) -> None:
-    from ..weights.formats import ACCEPTED, identify_file
+    from ..weights.formats import ACCEPTED, GENERATOR_FORMATS, WITH_DECODER, identify_file
 
     fmt, desc = identify_file(path)
     if fmt == "unknown":

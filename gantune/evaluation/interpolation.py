@@ -41,7 +41,7 @@ def evaluate_path(G, a, b, lpips) -> dict:
 def evaluate_interpolation(groups: dict[str, list[Path]], *, weights: str | None = None, device="cpu",
                            log=None) -> dict:
     """{label: record paths} -> report: per group the summaries over its pairs, and every pair's numbers."""
-    from ..cli.edit_cmd import GeneratorCache, generator_for
+    from ..editing.generators import GeneratorCache, generator_for
     from ..editing import load_record
     from ..editing.interpolate import check_compatible
     from .reconstruction import lpips_metric, summarize

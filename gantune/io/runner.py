@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import progress as _progress
-from ..errors import InputError, known_error_message
+from ..errors import InputError, debug_enabled, known_error_message
 from .atomic import temp_name
 from .hashing import sha256_file
 from .manifest import Manifest, normalize
@@ -32,10 +32,6 @@ from .manifest import Manifest, normalize
 
 FILE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".safetensors", ".jsonl", ".json",
                  ".pt", ".pkl")
-
-
-def debug_enabled() -> bool:
-    return os.environ.get("GANTUNE_DEBUG", "") not in ("", "0", "false", "no")
 
 
 def output_stems(paths: Iterable[Path | str]) -> list[str]:
