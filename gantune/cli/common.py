@@ -137,11 +137,6 @@ def run_batch(batch, verb: str, *, load=None, process=None, write, batch_size: i
     return summary.exit_code
 
 
-def fail(message: str, code: int = 2) -> "typer.Exit":
-    console.print(f"[bold red]error:[/] {message}")
-    return typer.Exit(code)
-
-
 def exit_with(code: int) -> None:
     if code:
         raise typer.Exit(code)

@@ -1,4 +1,4 @@
-"""Expanding command-line inputs (files, folders, globs, ``-`` for paths on stdin) and sharding them."""
+"""Expanding command-line inputs (files, folders, globs, ``-`` for paths on stdin) and reading ``--shard``."""
 
 from __future__ import annotations
 
@@ -55,8 +55,3 @@ def parse_shard(shard: str | None) -> tuple[int, int]:
             raise InputError(f"--shard {shard}: need 0 <= i < n")
         return i, n
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-
-
-def take_shard(items: list, shard: tuple[int, int]) -> list:
-    i, n = shard
-    return items[i::n]

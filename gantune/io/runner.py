@@ -339,9 +339,3 @@ def _rel(p: Path, base: Path) -> str:
         return os.path.relpath(os.path.abspath(p), os.path.abspath(base))
     except ValueError:  # another drive (Windows)
         return str(Path(p).absolute())
-
-
-def resolve_out(entry: dict, base: Path, role: str) -> Path | None:
-    """An output's path from a manifest entry (``base``: the manifest's folder)."""
-    p = (entry.get("outputs") or {}).get(role)
-    return None if p is None else base / p

@@ -26,6 +26,7 @@ from ...weights.formats import DESCRIPTIONS, identify
 from ...weights.keymap import dropped, import_state, module_rules, prefixed, strip_prefix
 from ...weights.rosinality import infer_config, rosinality_rules
 from ...weights.safe_pickle import safe_torch_load
+from ..hyper.checkpoint import opts_input_size
 from ..hyper.wencoder import stage_depths
 from .model import StyleEncoder
 
@@ -90,17 +91,6 @@ def _head_convs(sd: dict) -> tuple[int, ...]:
     return tuple(convs[i] for i in range(len(convs)))
 
 
-def _input_size(opts: dict) -> int:
-    v = opts.get("input_size", 256)
-    try:
-        v = int(v)
-    except (TypeError, ValueError):
-        raise WeightsError(f"opts.input_size is {v!r}; expected an integer") from None
-    if v < 32 or v % 16:
-        raise WeightsError(f"opts.input_size is {v}; expected a multiple of 16, at least 32")
-    return v
-
-
 def meta_encoder(sd: dict, kind: str, *, input_size: int = 256) -> StyleEncoder:
     """The encoder the keys describe (prefix ``encoder.`` stripped), on the meta device."""
     first = sd.get("input_layer.0.weight")
@@ -145,7 +135,7 @@ def style_encoder_from_checkpoint(obj, *, device="cpu", source: str = "checkpoin
                            f"use the {DEFAULTS[kind]} file here, or --method {got}")
     sd = obj["state_dict"]
     opts = obj.get("opts") if isinstance(obj.get("opts"), dict) else {}
-    enc = meta_encoder(strip_prefix(sd, "encoder."), got, input_size=_input_size(opts))
+    enc = meta_encoder(strip_prefix(sd, "encoder."), got, input_size=opts_input_size(opts, minimum=32))
     rules = prefixed(encoder_rules(enc), "encoder.", "")
     dec = strip_prefix(sd, "decoder.")
     if dec:

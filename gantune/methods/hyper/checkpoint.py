@@ -142,15 +142,15 @@ def hypernet_rules(hn: HyperNetwork) -> list[KeyRule]:
     return rules
 
 
-def _opts_input_size(opts: dict | None) -> int:
-    """Input side of the encoders: gantune's compact models write ``opts['input_size']``; official files are 256."""
+def opts_input_size(opts: dict | None, minimum: int = 64) -> int:
+    """Input side of an encoder: gantune's compact models write ``opts['input_size']``; official files are 256."""
     v = (opts or {}).get("input_size", INPUT_SIZE)
     try:
         v = int(v)
     except (TypeError, ValueError):
         raise WeightsError(f"opts.input_size is {v!r}; expected an integer") from None
-    if v < 64 or v % 16:
-        raise WeightsError(f"opts.input_size is {v}; expected a multiple of 16, at least 64")
+    if v < minimum or v % 16:
+        raise WeightsError(f"opts.input_size is {v}; expected a multiple of 16, at least {minimum}")
     return v
 
 
@@ -162,7 +162,7 @@ def _meta_hypernet(sd, specs: list[LayerSpec], opts: dict | None, prefix: str = 
         raise WeightsError(f"hypernetwork key {prefix}conv1.weight (the backbone's first conv) is missing",
                            "the file is damaged or not a SharedWeightsHyperNetResNet")
     with torch.device("meta"):
-        hn = HyperNetwork(layers, shared_size=shared_size, width=stem.shape[0], input_size=_opts_input_size(opts))
+        hn = HyperNetwork(layers, shared_size=shared_size, width=stem.shape[0], input_size=opts_input_size(opts))
     warnings = []
     if opts and opts.get("layers_to_tune") not in (None, ""):
         try:
@@ -346,7 +346,7 @@ def w_encoder_from_checkpoint(obj, *, num_ws: int, device="cpu", source: str = "
     if kind != "w-encoder":
         raise _wrong_kind(source, desc, "a W-encoder", _NOT_W_ENCODER.get(kind, "use faces_w_encoder.pt (w-encoder-ffhq)"))
     sd = obj["state_dict"]
-    enc = _meta_w_encoder(strip_prefix(sd, "encoder."), num_ws=num_ws, input_size=_opts_input_size(_opts(obj)))
+    enc = _meta_w_encoder(strip_prefix(sd, "encoder."), num_ws=num_ws, input_size=opts_input_size(_opts(obj)))
     rules = prefixed(w_encoder_rules(enc), "encoder.")
     dec = strip_prefix(sd, "decoder.")
     if dec:
