@@ -306,3 +306,43 @@ def test_cli_synthetic_faces_overparam_metadata(tmp_path):
     G, meta = load_native(next(out.glob("network-*.safetensors")))
     assert G.cfg.latent_rows == 16 and G.cfg.mapping_layers == 2 and not G.cfg.use_noise
     assert "non-commercial" in meta["license"] and meta["data"]["data"] == "synthetic-faces"
+
+
+# --- growing from half the resolution ------------------------------------------------------------------------------
+@pytest.mark.parametrize("overparam", [False, True])
+def test_grow_from_half_resolution_starts_from_the_small_generators_images(overparam):
+    from gantune.core import Generator
+    from gantune.core.resample import make_kernel, upsample2x
+
+    cfg = cfg16()
+    if overparam:
+        cfg = cfg.replace(use_noise=False, latent_rows=16)
+    torch.manual_seed(5)
+    small = Generator(cfg.replace(resolution=8)).eval()
+    with torch.no_grad():  # a trained-looking small generator: nonzero toRGB everywhere
+        for p in small.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    tr = make_trainer(cfg)
+    fresh = tr.grow_from(small)
+    assert fresh and all(n.startswith("synthesis.layers.b16.") for n in fresh)
+    z = small.sample_z(3, generator=torch.Generator().manual_seed(0))
+    mode = "none" if overparam else "const"
+    with torch.no_grad():
+        want = upsample2x(small(z, noise_mode=mode), make_kernel())
+        for net in (tr.G, tr.G_ema):
+            got = net(z, noise_mode=mode)
+            assert got.shape[-1] == 16
+            torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    # the new block trains: one step moves its toRGB away from zero
+    tr.step()
+    assert float(tr.G.synthesis.layers["b16"]["torgb"].weight.detach().abs().sum()) > 0
+
+
+def test_grow_from_refuses_other_options():
+    from gantune.core import Generator
+
+    tr = make_trainer()
+    with pytest.raises(ValueError, match="same options"):
+        tr.grow_from(Generator(cfg16(resolution=8, z_dim=8, w_dim=8)))
+    with pytest.raises(ValueError, match="same options"):
+        tr.grow_from(Generator(cfg16()))

@@ -85,6 +85,7 @@ def generator_command(
     mbstd_group: Annotated[int, typer.Option("--mbstd-group", help="Minibatch-stddev group size.")] = 4,
     xflip: Annotated[bool, typer.Option("--xflip/--no-xflip", help="Random horizontal flips of folder images.")] = False,
     resume: Annotated[str, typer.Option("--resume", help="auto (newest state in --out), none, or a training-state-*.pt file.")] = "auto",
+    grow_from: Annotated[Optional[str], typer.Option("--grow-from", help="When starting from scratch: a generator of half the resolution with the same options; its layers are copied and the new top block starts from its upsampled images.")] = None,
     keep: Annotated[int, typer.Option("--keep", min=1, help="Training states to keep in --out.")] = 2,
     log_every: Annotated[float, typer.Option("--log-every", help="Seconds between progress lines when not on a terminal.")] = 30.0,
     threads: Annotated[Optional[int], typer.Option("--threads", help="CPU threads for torch (default: torch's).")] = None,
@@ -135,10 +136,20 @@ def generator_command(
         state_file = resolve_resume(resume, out)
         if state_file is not None:
             trainer.load_state_dict(load_state(state_file))
+        elif grow_from:
+            from ..weights import load_generator
+
+            small, _ = load_generator(grow_from, "cpu")
+            try:
+                fresh = trainer.grow_from(small.to(dist.device))
+            except ValueError as e:
+                raise InputError(str(e), hint="train the smaller generator with the same options, or leave out --grow-from") from None
+            if dist.is_main:
+                console.print(f"grown from {grow_from}: {len(fresh)} new tensors (the {resolution} px block)", soft_wrap=True)
         if dist.is_main:
             console.print(f"{cfg.describe()}; D mirrors its channels", soft_wrap=True)
             console.print(f"data: {data}; batch {batch} over {dist.world} process(es) on {dist.device}; "
-                          + (f"resumed from {state_file.name} at kimg {trainer.nimg / 1000:g}" if state_file else "from scratch"), soft_wrap=True)
+                          + (f"resumed from {state_file.name} at kimg {trainer.nimg / 1000:g}" if state_file else f"grown from {grow_from}" if grow_from else "from scratch"), soft_wrap=True)
             if hasattr(source, "license_note"):
                 console.print(f"[yellow]licence:[/] {source.license_note}", soft_wrap=True)
         meta = {"data": source.describe(), "command": "gantune train generator", "world": dist.world}

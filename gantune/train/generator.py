@@ -120,6 +120,30 @@ class GeneratorTrainer:
         self.noise_mode = "random" if cfg.use_noise else "none"
         self.stats: dict[str, float] = {}
 
+    @torch.no_grad()
+    def grow_from(self, small: Generator) -> list[str]:
+        """Start from a trained generator of half this resolution (progressive growing, Karras et al. 2018, used
+        once): every tensor the two share by name and shape is copied into G and G_ema, and the new top block's
+        toRGB starts at zero, so the first images are exactly the small generator's, upsampled by the skip path.
+        The discriminator starts fresh. Returns the names that were not copied (the new block)."""
+        c = small.cfg
+        if c.resolution * 2 != self.cfg.resolution or c.replace(resolution=self.cfg.resolution) != self.cfg:
+            raise ValueError(f"--grow-from needs a generator with the same options at {self.cfg.resolution // 2} px; "
+                             f"got {c.describe()}")
+        src = small.state_dict()
+        fresh = []
+        for net in (self.G, self.G_ema):
+            for name, t in net.state_dict().items():
+                s = src.get(name)
+                if s is not None and s.shape == t.shape:
+                    t.copy_(s)
+                elif net is self.G:
+                    fresh.append(name)
+            top = net.synthesis.layers[f"b{self.cfg.resolution}"]["torgb"]
+            top.weight.zero_()
+            top.bias.zero_()
+        return fresh
+
     # --- sampling -----------------------------------------------------------------------------------------------
     def _slice(self, x: torch.Tensor) -> torch.Tensor:
         w, r = self.dist.world, self.dist.rank
