@@ -3,8 +3,10 @@
 Every step is a real ``gantune`` command line (run in this process through the CLI entry point), so the demo
 exercises exactly what a user types: align the bundled photo (dlib, FFHQ alignment), invert it with HyperStyle,
 the W+ projector and the overparameterized latent, edit the HyperStyle inversion along a GANSpace direction, paste it
-back into the photo, and write one ``contact_sheet.png`` with all of it. The demo model is a 32 px StyleGAN2 trained
-by gantune on CPU on synthetic faces (``make demo-model``; non-commercial): expect small, soft faces.
+back into the photo, do the same inversions for a few held-out in-domain faces (synthetic faces the model never saw
+in training), interpolate between two of them, and write one ``contact_sheet.png`` with all of it. The demo model is
+a small StyleGAN2 trained by gantune on CPU on synthetic faces (``make demo-model``; non-commercial): expect small,
+soft faces; the astronaut photo is out of its domain, the held-out faces are in it.
 
 ``--random`` runs the same kind of pipeline on a random generator in the exact official rosinality ``.pt`` layout
 instead (it needs no model files). Output: ``out/demo/``.
@@ -109,22 +111,58 @@ def faces_demo(out: Path, steps: str) -> dict[str, float]:
     times["paste"] = gantune("paste", str(out / "hyperstyle" / "astronaut.png"), "--transform",
                              str(out / "aligned" / "manifest.jsonl"), "-o", str(out / "pasted"))
 
+    # in-domain: held-out synthetic faces, each inverted by every method, and a path between two of them
+    faces = write_heldout_faces(out / "heldout", HELDOUT)
+    folder = str(out / "heldout")
+    times["invert hyperstyle (held-out)"] = gantune("invert", folder, "--method", "hyperstyle", "--weights", "demo-faces-hypernet",
+                                                    "--encoder", "demo-faces-w-encoder", "--iters", "5", "-o",
+                                                    str(out / "heldout-hyperstyle"), "--device", "cpu")
+    times["invert-optim (held-out)"] = gantune("invert-optim", folder, "--weights", "demo-faces", "--space", "w+",
+                                               "-o", str(out / "heldout-optim"), *common)
+    times["invert-overparam (held-out)"] = gantune("invert-overparam", folder, "--weights", "demo-faces-overparam",
+                                                   "-o", str(out / "heldout-overparam"), *common)
+    a, b = (str(out / "heldout-hyperstyle" / f"{f.stem}.safetensors") for f in faces[:2])
+    times["interpolate"] = gantune("interpolate", a, b, "--steps", "6", "-o", str(out / "interpolate"), "--device", "cpu")
+
     from .io.manifest import read_manifest
 
     entry = read_manifest(out / "edits" / "manifest.jsonl")[0]
     edits = [out / "edits" / p for role, p in entry["outputs"].items() if role != "sheet"]  # in strength order
     inter = sorted((out / "hyperstyle" / "intermediate").glob("*/astronaut.png"))
+    path = sorted((out / "interpolate" / f"{faces[0].stem}_to_{faces[1].stem}").glob("*.png"))
     rows = [
         [("photo", PHOTO), ("aligned", Path(aligned)), ("HyperStyle", out / "hyperstyle" / "astronaut.png"),
          ("W+ optim", out / "optim" / "astronaut.png"), ("overparam", out / "overparam" / "astronaut.png"),
          ("pasted back", out / "pasted" / "astronaut_pasted.png")],
         [(f"HyperStyle iter {p.parent.name}", p) for p in inter][:6],
         [(f"GANSpace c0 {strength_label(p)}", p) for p in edits],
+        *[[(f"held-out {f.stem[-1]}", f), ("HyperStyle", out / "heldout-hyperstyle" / f"{f.stem}.png"),
+           ("W+ optim", out / "heldout-optim" / f"{f.stem}.png"), ("overparam", out / "heldout-overparam" / f"{f.stem}.png")]
+          for f in faces],
+        [(f"path {i}/{len(path) - 1}", p) for i, p in enumerate(path)],
         [(f"sample seed {i}", out / "samples" / f"seed{i:04d}.png") for i in range(6)],
         [(f"overparam seed {i}", out / "samples-overparam" / f"seed{i:04d}.png") for i in range(6)],
     ]
     contact_sheet([r for r in rows if r], out / "contact_sheet.png")
     return times
+
+
+HELDOUT = 3  # in-domain faces shown beside the photo
+
+
+def write_heldout_faces(folder: Path, count: int) -> list[Path]:
+    """The first ``count`` held-out synthetic faces of ``gantune eval`` (DCGAN source, torch seed 10 000 000 + S, a
+    stream training never draws), written as PNGs at the source's own 64 px."""
+    from .evaluation.reconstruction import HeldOutImages
+    from .io.images import save_image
+
+    print(f"\n# {count} held-out synthetic faces (never seen in training) -> {folder}")
+    held = HeldOutImages(count=count)
+    folder.mkdir(parents=True, exist_ok=True)
+    files = [folder / f"{name}.png" for name in held.names]
+    for f, x in zip(files, held.at(64)):
+        save_image(x, f)
+    return files
 
 
 def random_demo(out: Path, res: int, steps: str) -> dict[str, float]:
@@ -181,7 +219,10 @@ def main(argv=None) -> None:
         print("the demo-faces model files are not installed (gantune/data/demo-faces); running --random instead")
     if use_model:
         times = faces_demo(out, str(args.steps))
-        what = "demo-faces: 32 px StyleGAN2 trained by gantune on synthetic faces (non-commercial)"
+        from .weights import load_generator
+
+        res = load_generator("demo-faces", progress=False)[0].cfg.resolution
+        what = f"demo-faces: {res} px StyleGAN2 trained by gantune on synthetic faces (non-commercial)"
     else:
         times = random_demo(out, args.resolution, str(args.steps))
         what = "random official-layout generator: textures, not faces"
