@@ -4,10 +4,13 @@
 would type; every step resumes where it stopped, so it can be interrupted and started again as often as needed:
 
 1. ``train generator`` twice on ``synthetic-faces`` at 32 px: a standard StyleGAN2 (noise inputs) and an
-   overparameterized one (latent matrix, no noise), both with 2 mapping layers and 64 channels;
+   overparameterized one (latent matrix, no noise), both with 2 mapping layers and 64 channels; then each grown to
+   64 px (the synthetic source's own size) with ``--grow-from`` (the 32 px layers copied, a new 64 px block with 32
+   channels whose toRGB starts at zero) and trained further at 64 px;
 2. ``train w-encoder`` (compact IR-SE, width 16, 64 px input) on the standard generator: first on its own samples
    (w known, so a latent loss helps), then continued on synthetic faces (the images it must invert);
-3. ``train hypernet`` (compact ResNet34, width 16, 64 px input) with that encoder, on synthetic faces;
+3. ``train hypernet`` (compact ResNet34, width 16, 64 px input) with that encoder, on synthetic faces, with the
+   paper's 5 refinement passes;
 4. ``directions ganspace`` on the standard generator;
 5. ``publish``: copy the files into ``gantune/data/demo-faces/`` and write their sha256 and size into ``weights.toml``.
 
@@ -36,22 +39,28 @@ FILES = {
     "demo-faces-ganspace": "ganspace.pt",
 }
 
-GENERATOR_ARGS = ["--data", "synthetic-faces", "-r", "32", "--channel-base", "2048", "--channel-max", "64",
-                  "--z-dim", "128", "--mapping-layers", "2", "--batch", "16", "--snap", "4", "--log-every", "60"]
+GENERATOR_ARGS = ["--data", "synthetic-faces", "--channel-base", "2048", "--channel-max", "64",
+                  "--z-dim", "128", "--mapping-layers", "2", "--batch", "16", "--log-every", "60"]
 ENCODER_ARGS = ["--width", "16", "--input-size", "64", "--lpips-lambda", "0.8", "--sim-lambda", "0.1",
                 "--log-every", "50", "--save-every", "100"]
+KIMG_32 = (72.0, 96.0)  # (standard, overparameterized) at 32 px: what the published 32 px stage was trained for
+KIMG_64 = (24.0, 32.0)  # the same at 64 px, after growing
 
 
-def recipe(runs: Path = RUNS, *, kimg: float = 200, enc_steps: int = 1500, hyp_steps: int = 1000,
-           hyp_iters: int = 3, threads: int = 1, device: str = "cpu") -> list[list[str]]:
+def recipe(runs: Path = RUNS, *, kimg32: tuple[float, float] = KIMG_32, kimg: tuple[float, float] = KIMG_64,
+           enc_steps: int = 1500, hyp_steps: int = 1000, hyp_iters: int = 5, threads: int = 1,
+           device: str = "cpu") -> list[list[str]]:
     """The command lines (without the leading ``gantune``) that train the demo model from nothing."""
     std, over = runs / "generator-standard", runs / "generator-overparam"
+    std32, over32 = runs / "generator-standard-32", runs / "generator-overparam-32"
     dev = ["--device", device]
+    kinds = (("--standard", "--noise"), ("--overparam",))
     cmds = [
-        ["train", "generator", *GENERATOR_ARGS, "--standard", "--noise", "--kimg", str(kimg), "--threads", str(threads),
-         *dev, "-o", str(std)],
-        ["train", "generator", *GENERATOR_ARGS, "--overparam", "--kimg", str(kimg), "--threads", str(threads),
-         *dev, "-o", str(over)],
+        *[["train", "generator", *GENERATOR_ARGS, "-r", "32", "--snap", "4", *kind, "--kimg", f"{k:g}",
+           "--threads", str(threads), *dev, "-o", str(d)] for kind, k, d in zip(kinds, kimg32, (std32, over32))],
+        *[["train", "generator", *GENERATOR_ARGS, "-r", "64", "--snap", "2", *kind, "--kimg", f"{k:g}",
+           "--grow-from", "{latest:" + str(small) + "}", "--threads", str(threads), *dev, "-o", str(d)]
+          for kind, k, small, d in zip(kinds, kimg, (std32, over32), (std, over))],
         *[["train", "w-encoder", "-g", "{latest:" + str(std) + "}", "--data", data, *ENCODER_ARGS, "--depth", "2,2,2,2",
            "--discriminator", "{latest-state:" + str(std) + "}", "--steps", str(n), "-b", "8", "--threads",
            str(threads), *dev, "-o", str(runs / "w-encoder"), "--resume-if-any"]
@@ -148,15 +157,18 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("action", choices=["train", "publish", "recipe"])
     ap.add_argument("--runs", type=Path, default=RUNS)
-    ap.add_argument("--kimg", type=float, default=200, help="generator training length (thousands of images)")
+    ap.add_argument("--kimg32", type=float, nargs=2, default=KIMG_32, metavar=("STD", "OVER"),
+                    help="32 px generator training length (thousands of images): standard, overparameterized")
+    ap.add_argument("--kimg", type=float, nargs=2, default=KIMG_64, metavar=("STD", "OVER"),
+                    help="64 px training length after growing: standard, overparameterized")
     ap.add_argument("--enc-steps", type=int, default=1500, help="W-encoder steps (the first 3/5 on generator samples)")
     ap.add_argument("--hyp-steps", type=int, default=1000)
-    ap.add_argument("--hyp-iters", type=int, default=3)
+    ap.add_argument("--hyp-iters", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--only", type=int, nargs="*", help="run only these commands (1-6, in recipe order)")
+    ap.add_argument("--only", type=int, nargs="*", help="run only these commands (1-8, in recipe order)")
     args = ap.parse_args(argv)
-    cmds = recipe(args.runs, kimg=args.kimg, enc_steps=args.enc_steps, hyp_steps=args.hyp_steps,
+    cmds = recipe(args.runs, kimg32=tuple(args.kimg32), kimg=tuple(args.kimg), enc_steps=args.enc_steps, hyp_steps=args.hyp_steps,
                   hyp_iters=args.hyp_iters, threads=args.threads, device=args.device)
     if args.action == "recipe":
         for c in cmds:
