@@ -262,3 +262,20 @@ def test_edit_text_cli(tiny_G, tmp_path):
     with pytest.raises(SystemExit) as e:
         main(["edit", str(tmp_path / "face.safetensors"), "--text", "x", "--direction", "age", "-o", str(out)])
     assert e.value.code != 0
+
+
+def test_edit_text_without_clip_stops_once_before_any_record(tiny_G, tmp_path, capsys):
+    from gantune.cli.app import main
+    from gantune.io import InversionRecord
+
+    for name in ("a", "b"):
+        InversionRecord(latent=tiny_G.map(torch.randn(1, 32))[0], latent_kind="w+", method="optim").save(
+            tmp_path / f"{name}.safetensors")
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as e:
+        main(["edit", str(tmp_path / "a.safetensors"), str(tmp_path / "b.safetensors"), "--text", "a smiling face",
+              "--clip", str(tmp_path / "missing-clip.pt"), "--device", "cpu", "-o", str(out)])
+    assert e.value.code not in (0, None)
+    err = capsys.readouterr().err
+    assert err.count("missing-clip.pt") == 1 and "Traceback" not in err
+    assert not (out / "manifest.jsonl").exists() or "a.safetensors" not in (out / "manifest.jsonl").read_text()

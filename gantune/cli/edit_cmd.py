@@ -68,12 +68,23 @@ class TextEditor:
         st.check(G)
         return st
 
-    def direction(self, G):
-        from ..editing.styleclip import global_direction, load_clip, text_direction
+    def prepare(self) -> None:
+        """Load CLIP and embed the texts (and read a given statistics file) before any record: a missing or broken
+        file stops the run with one message instead of failing every record."""
+        from ..editing.styleclip import load_clip, load_style_stats, text_direction
+        from ..weights import resolve
 
         if self._dt is None:
             model, tok = load_clip(self.clip, device=self.device)
             self._dt = text_direction(model, tok, self.text, self.neutral)
+        if self.stats is not None:
+            load_style_stats(resolve(self.stats))
+
+    def direction(self, G):
+        from ..editing.styleclip import global_direction
+
+        if self._dt is None:
+            self.prepare()
         if id(G) not in self._dirs:
             self._dirs[id(G)] = global_direction(self._stats_for(G), self._dt, self.beta)
         return self._dirs[id(G)]
@@ -180,6 +191,8 @@ def edit_command(
     batch.prepare()
     cache = GeneratorCache(resolve_device(device), resolve_dtype(value(dtype)))
     texts = None if text is None else TextEditor(text, neutral, beta, clip, styleclip_stats, cache.device)
+    if texts is not None and batch.todo:
+        texts.prepare()
     tile = max(32, min(256, SHEET_MAX_WIDTH // len(strengths)))
 
     def load(item):
