@@ -346,3 +346,15 @@ def test_grow_from_refuses_other_options():
         tr.grow_from(Generator(cfg16(resolution=8, z_dim=8, w_dim=8)))
     with pytest.raises(ValueError, match="same options"):
         tr.grow_from(Generator(cfg16()))
+
+
+def test_d_warmup_freezes_g_until_its_images_are_shown():
+    tr = make_trainer(d_warmup_kimg=0.008)  # 8 images = 2 steps of 4
+    g0, d0 = _params(tr.G), _params(tr.D)
+    tr.step()
+    tr.step()
+    assert all(torch.equal(v, _params(tr.G)[k]) for k, v in g0.items())
+    assert any(not torch.equal(v, _params(tr.D)[k]) for k, v in d0.items())
+    assert "loss_G" not in tr.stats
+    tr.step()
+    assert any(not torch.equal(v, _params(tr.G)[k]) for k, v in g0.items() if v.is_floating_point())

@@ -56,10 +56,13 @@ class TrainOptions:
     w_avg_beta: float = 0.995  # decay of the tracked w_avg
     mbstd_group: int = 4  # minibatch-stddev group size (consecutive samples; must divide the per-process batch)
     seed: int = 0  # seeds initialization and every random draw
+    d_warmup_kimg: float = 0.0  # G frozen (D alone trains) until this many thousand real images have been shown
 
     def __post_init__(self) -> None:
         if self.batch < 1 or self.lr <= 0 or self.pl_interval < 1 or self.pl_batch_shrink < 1:
             raise ValueError("batch, lr, pl_interval and pl_batch_shrink must be positive")
+        if not self.d_warmup_kimg >= 0:
+            raise ValueError("the D warm-up must be >= 0 kimg")
         if not 0.0 <= self.style_mixing <= 1.0:
             raise ValueError("style_mixing must be a probability")
 
@@ -190,21 +193,23 @@ class GeneratorTrainer:
         o, G, D = self.opts, self.G, self.D
         B = o.batch
         stats = {}
+        g_trains = self.nimg >= o.d_warmup_kimg * 1000  # during a D warm-up (after growing) G stays as it is
         # 1. G main
         G.requires_grad_(True)
         D.requires_grad_(False)
         z, z2, cut = self.sample_latents(B)
-        w1 = G.mapping(z)
-        lat = self.latents(G, z, z2, cut)
-        fake = self.synthesize(G, lat)
-        loss_g = g_nonsaturating(D(fake))
-        self._opt_step(self.opt_G, G, loss_g)
-        stats["loss_G"] = float(ddp.mean(loss_g.detach()))
-        with torch.no_grad():  # track the average w (over rows too for the matrix latent)
-            w_mean = ddp.mean(w1.detach().reshape(-1, self.cfg.w_dim).mean(0))
-            G.mapping.w_avg.copy_(w_mean.lerp(G.mapping.w_avg, o.w_avg_beta))
+        if g_trains:
+            w1 = G.mapping(z)
+            lat = self.latents(G, z, z2, cut)
+            fake = self.synthesize(G, lat)
+            loss_g = g_nonsaturating(D(fake))
+            self._opt_step(self.opt_G, G, loss_g)
+            stats["loss_G"] = float(ddp.mean(loss_g.detach()))
+            with torch.no_grad():  # track the average w (over rows too for the matrix latent)
+                w_mean = ddp.mean(w1.detach().reshape(-1, self.cfg.w_dim).mean(0))
+                G.mapping.w_avg.copy_(w_mean.lerp(G.mapping.w_avg, o.w_avg_beta))
         # 2. G reg: path length
-        if o.pl_weight > 0 and self.step_count % o.pl_interval == 0:
+        if g_trains and o.pl_weight > 0 and self.step_count % o.pl_interval == 0:
             pb = max(self.dist.world, (B // o.pl_batch_shrink) // self.dist.world * self.dist.world)
             z, z2, cut = self.sample_latents(pb)
             lat = self.latents(G, z, z2, cut)
