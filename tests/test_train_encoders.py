@@ -204,13 +204,17 @@ def test_trained_files_load_into_invert_hyperstyle(G, tmp_path):
     res = runner.invoke(app, ["train", "w-encoder", "-g", str(gpath), "-o", str(tmp_path / "enc"), "--depth", "1,1,1,1",
                               "--width", "16", "--input-size", "64", "--steps", "1", "-b", "1", "--device", "cpu"])
     assert res.exit_code == 0, res.output
-    assert "SUBSTITUTE 1 − MS-SSIM" in res.output and "identity loss OFF" in res.output
+    # default --identity auto: dlib's network where a face is found, announced in one line with its weight
+    assert "SUBSTITUTE 1 − MS-SSIM" in res.output and "identity term (λ 0.1): identity: 1 − cos of dlib" in res.output
     enc = tmp_path / "enc" / "w_encoder.pt"
+    assert torch.load(enc, weights_only=False)["opts"]["id_lambda"] == 0.1
     res = runner.invoke(app, ["train", "hypernet", "-g", str(gpath), "-e", str(enc), "-o", str(tmp_path / "hyp"),
                               "--layers", "b16.conv1,b32.conv1", "--steps", "1", "--iters", "1", "-b", "1",
-                              "--width", "16", "--input-size", "64", "--device", "cpu"])
+                              "--width", "16", "--input-size", "64", "--identity", "off", "--device", "cpu"])
     assert res.exit_code == 0, res.output
+    assert "identity loss OFF: no face-recognition network (--identity off)" in res.output
     hyp = tmp_path / "hyp" / "hypernet.pt"
+    assert torch.load(hyp, weights_only=False)["opts"]["id_lambda"] == 0.0
     from gantune.methods.hyper.checkpoint import load_hyperstyle, load_w_encoder
 
     model = load_hyperstyle(hyp)
@@ -231,6 +235,13 @@ def test_trained_files_load_into_invert_hyperstyle(G, tmp_path):
     res = runner.invoke(app, ["train", "hypernet", "-g", str(gpath), "-e", str(enc), "-o", str(tmp_path / "h2"),
                               "--levels", "huge", "--steps", "1", "--device", "cpu"])
     assert res.exit_code != 0
+    # a bad --identity is a one-line user error; --id-lambda is --sim-lambda's other name
+    res = runner.invoke(app, ["train", "w-encoder", "-g", str(gpath), "-o", str(tmp_path / "e2"), "--depth", "1,1,1,1",
+                              "--identity", "arcface", "--id-lambda", "0.5", "--steps", "1", "--device", "cpu"])
+    from gantune.errors import InputError
+
+    assert isinstance(res.exception, InputError)
+    assert res.exception.one_line() == "--identity 'arcface': one of auto, dlib, off"
 
 
 def test_discriminator_feature_similarity_substitute(tmp_path):
@@ -254,3 +265,81 @@ def test_discriminator_feature_similarity_substitute(tmp_path):
     assert same.shape == (3,) and same.abs().max() < 1e-5 and (diff > 1e-4).all()
     # per-image: a sample's score does not depend on its batch-mates (minibatch-stddev switched off)
     torch.testing.assert_close(term.fn(x[:1], y[:1]), diff[:1], atol=1e-5, rtol=1e-4)
+
+
+# --- identity loss: dlib's face-recognition ResNet where the target has a face ----------------------------------------
+def _lfw32(i: int) -> torch.Tensor:
+    """An LFW face (skimage, 25×25 grey) at 32 px in [-1, 1]: dlib's HOG detector finds it after the 256 px upscale."""
+    import numpy as np
+    from PIL import Image
+    from skimage import data
+
+    arr = (data.lfw_subset()[i] * 255).round().astype(np.uint8)
+    img = Image.fromarray(arr, "L").convert("RGB").resize((32, 32), Image.LANCZOS)
+    return torch.from_numpy(np.array(img)).permute(2, 0, 1).float() / 127.5 - 1
+
+
+def test_identity_term_per_image_fallback_and_detection_cache(monkeypatch):
+    pytest.importorskip("dlib")
+    import gantune.metrics.identity as identity
+    from gantune.train.substitutes import IdentityLoss, dlib_identity_network, identity_term
+
+    face, other_person = _lfw32(0), _lfw32(1)
+    no_face = torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    y = torch.stack([face, no_face])
+    y_hat = torch.stack([other_person, no_face.flip(-1)])
+    calls = []
+    real = identity.face_found
+    monkeypatch.setattr(identity, "face_found", lambda im: calls.append(1) or real(im))
+    marker = IdentityLoss(dlib_identity_network(), lambda a, b: torch.full((a.shape[0],), 7.0))
+    got = marker(y_hat, y)
+    assert marker.last_face_share == 0.5 and len(calls) == 2
+    assert 0.01 < got[0] < 1.0  # 1 − cos of two people's embeddings
+    assert got[1] == 7.0  # no face in the target: the fallback, for that image only
+    marker(y_hat, y)
+    assert len(calls) == 2  # targets seen before are not detected again
+    same = marker(y, y)
+    assert same[0].abs() < 1e-5 and same[1] == 7.0
+    # with the real substitute: trained-discriminator features on the faceless image, nothing without a discriminator
+    from gantune.train.discriminator import Discriminator
+    from gantune.train.substitutes import similarity_term
+
+    torch.manual_seed(0)
+    D = Discriminator(tiny_config())
+    term, note = identity_term("dlib", D)
+    assert term.name == "id-dlib" and "other targets: SUBSTITUTE 1 − cos of the trained discriminator" in note
+    torch.testing.assert_close(term.fn(y_hat, y)[1], similarity_term(D).fn(y_hat[1:], y[1:])[0])
+    torch.testing.assert_close(term.fn(y_hat, y)[0], got[0])
+    bare, note = identity_term("auto", None)
+    assert bare.fn(y_hat, y)[1] == 0 and "no identity term" in note
+    off, note = identity_term("off", D)
+    assert off.name == "disc-feat" and "(--identity off)" in note
+
+
+def test_identity_loss_gives_a_gradient_and_falls_in_training(G, tmp_path):
+    """W-encoder training with only the identity term on a face target: gradients reach the encoder and the term
+    falls over a few steps; the file records the id_lambda used."""
+    pytest.importorskip("dlib")
+    x = _lfw32(3)[None]
+    opts = EncoderTrainOptions(steps=5, batch_size=1, lr=3e-2, save_every=100, latent_lambda=0.0, l2_lambda=0.0,
+                               perceptual_lambda=0.0, sim_lambda=1.0, identity="dlib", width=16, input_size=64)
+    grads = []
+    from gantune.methods.hyper import wencoder
+
+    orig = wencoder.WEncoder.forward
+
+    def spy(self, img):
+        out = orig(self, img)
+        out.register_hook(lambda g: grads.append(float(g.abs().sum())))
+        return out
+
+    import unittest.mock as mock
+
+    with mock.patch.object(wencoder.WEncoder, "forward", spy):
+        res = train_w_encoder(G, FixedBatch(x), tmp_path, opts=opts, units=(1, 1, 1, 1), perceptual=MSSSIM)
+    ids = [r["id-dlib"] for r in res.losses]
+    assert all(r["id_faces"] == 1.0 for r in res.losses)
+    assert len(grads) == 5 and all(g > 0 for g in grads)
+    assert all(b < a for a, b in zip(ids, ids[1:])) and ids[-1] < ids[0] - 0.001, ids
+    assert any("identity term (λ 1): identity: 1 − cos of dlib" in n for n in res.notes)
+    assert torch.load(res.model_path, weights_only=False)["opts"]["id_lambda"] == 1.0

@@ -21,10 +21,15 @@ LrOpt = Annotated[float, typer.Option("--lr", help="Ranger learning rate (refere
 L2Opt = Annotated[float, typer.Option("--l2-lambda", help="Weight of the pixel L2 loss.")]
 PercOpt = Annotated[float, typer.Option("--lpips-lambda", help="Weight of LPIPS (or its MS-SSIM substitute when the "
                                         "LPIPS backbone is not available).")]
-SimOpt = Annotated[float, typer.Option("--sim-lambda", help="Weight of the similarity loss (substitute: trained "
-                                       "discriminator features; needs --discriminator).")]
+SimOpt = Annotated[float, typer.Option("--sim-lambda", "--id-lambda", help="Weight of the identity loss (reference "
+                                       "id_lambda 0.1): dlib's face network where the target has a face, the "
+                                       "discriminator-feature substitute elsewhere.")]
+IdentityOpt = Annotated[str, typer.Option("--identity", help="auto: dlib's face-recognition ResNet for targets in which "
+                                          "dlib finds a face, if dlib and its model are installed; dlib: the same, an "
+                                          "error if they are not; off: only the discriminator substitute.")]
 DiscOpt = Annotated[Optional[Path], typer.Option("--discriminator", help="training-state-*.pt of `gantune train generator`: "
-                                                 "its discriminator's features stand in for the identity network.",
+                                                 "its discriminator's features stand in for the identity network on "
+                                                 "targets without a detected face (or everywhere with --identity off).",
                                                  show_default=False)]
 LpipsNetOpt = Annotated[str, typer.Option("--lpips-net", help="LPIPS backbone: alex (reference) or vgg.")]
 SaveEveryOpt = Annotated[int, typer.Option("--save-every", min=1, help="Write the model file and the resume state every N steps.")]
@@ -86,6 +91,7 @@ def w_encoder_command(
     lpips_lambda: PercOpt = 0.8,
     latent_lambda: Annotated[float, typer.Option("--latent-lambda", help="Weight of ‖w − w_true‖² (--data synthetic only).")] = 1.0,
     sim_lambda: SimOpt = 0.1,
+    identity: IdentityOpt = "auto",
     discriminator: DiscOpt = None,
     lpips_net: LpipsNetOpt = "alex",
     depth: Annotated[str, typer.Option("--depth", help="IR-SE units per stage: 50 (IR-SE-50: 3,4,14,3), or four "
@@ -100,7 +106,7 @@ def w_encoder_command(
     seed: SeedOpt = 0,
     log_every: Annotated[int, typer.Option("--log-every", min=1, help="Print losses every N steps.")] = 10,
 ) -> None:
-    """Train the W-encoder that gives HyperStyle its initial latent (L2 + λ·LPIPS [+ λ·latent]).
+    """Train the W-encoder that gives HyperStyle its initial latent (L2 + λ·LPIPS + λ·identity [+ λ·latent]).
 
     Example: gantune train w-encoder --generator runs/g/network-000100000.safetensors --depth 1,1,1,1 -o runs/enc
     """
@@ -119,7 +125,7 @@ def w_encoder_command(
             raise InputError(f"--depth {depth!r}: 50, or four unit counts >= 1 like 1,1,1,1")
     dev, G, info, src, D = _setup(generator, data, device, truncation, discriminator, threads)
     opts = _options(steps=steps, batch_size=batch_size, lr=lr, l2_lambda=l2_lambda, perceptual_lambda=lpips_lambda,
-                    sim_lambda=sim_lambda, latent_lambda=latent_lambda, lpips_net=lpips_net, seed=seed,
+                    sim_lambda=sim_lambda, identity=identity, latent_lambda=latent_lambda, lpips_net=lpips_net, seed=seed,
                     save_every=save_every, truncation=truncation, width=width, input_size=input_size)
     console.print(f"W-encoder IR-SE units {units}, width {width}, input {input_size} px for {generator} ({G.cfg.resolution}px, {G.num_ws} W+ rows) on {dev}")
     res = train_w_encoder(G, src, out, opts=opts, units=units, device=dev, resume=resume, discriminator=D,
@@ -143,6 +149,7 @@ def hypernet_command(
     l2_lambda: L2Opt = 1.0,
     lpips_lambda: PercOpt = 0.8,
     sim_lambda: SimOpt = 0.1,
+    identity: IdentityOpt = "auto",
     discriminator: DiscOpt = None,
     lpips_net: LpipsNetOpt = "alex",
     truncation: TruncOpt = 1.0,
@@ -166,7 +173,7 @@ def hypernet_command(
     dev, G, info, src, D = _setup(generator, data, device, truncation, discriminator, threads)
     enc, _ = load_w_encoder(encoder, num_ws=G.num_ws, device=dev, hash_file=False)
     opts = _options(steps=steps, batch_size=batch_size, lr=lr, l2_lambda=l2_lambda, perceptual_lambda=lpips_lambda,
-                    sim_lambda=sim_lambda, lpips_net=lpips_net, seed=seed, save_every=save_every, truncation=truncation,
+                    sim_lambda=sim_lambda, identity=identity, lpips_net=lpips_net, seed=seed, save_every=save_every, truncation=truncation,
                     width=width, input_size=input_size)
     names = [v.strip() for v in layers.split(",") if v.strip()] if layers else None
     lv = tuple(v.strip() for v in levels.split(",") if v.strip())

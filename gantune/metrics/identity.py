@@ -3,6 +3,8 @@
 An image's descriptor: the face found by the HOG detector (after a LANCZOS upscale of small images), or, when none is
 found, the central box where an FFHQ-aligned crop has its face; 68 landmarks in that box, dlib's aligned face chip,
 the 128-d embedding. The distance is Euclidean; dlib calls two faces the same person below 0.6.
+
+For a differentiable version of the same network (training losses), see :mod:`gantune.metrics.dlib_resnet`.
 """
 
 from __future__ import annotations
@@ -23,14 +25,27 @@ class Descriptor:
     detected: bool  # the detector found the face (False: the FFHQ central box was used)
 
 
-def descriptor(image: Image.Image) -> Descriptor:
-    from ..align.landmarks import _dlib, face_recognizer, hog_detector, shape_predictor
-
-    dlib = _dlib()
+def _detection_image(image: Image.Image) -> Image.Image:
+    """RGB, with the shorter side brought into [MIN_SIDE, MAX_SIDE] by a LANCZOS resize."""
     img = image.convert("RGB")
     if min(img.size) < MIN_SIDE or min(img.size) > MAX_SIDE:
         s = (MIN_SIDE if min(img.size) < MIN_SIDE else MAX_SIDE) / min(img.size)
         img = img.resize((round(img.width * s), round(img.height * s)), Image.LANCZOS)
+    return img
+
+
+def face_found(image: Image.Image) -> bool:
+    """dlib's HOG detector finds a face in the image (resized as :func:`descriptor` does before detecting)."""
+    from ..align.landmarks import hog_detector
+
+    return len(hog_detector()(np.asarray(_detection_image(image)), 1)) > 0
+
+
+def descriptor(image: Image.Image) -> Descriptor:
+    from ..align.landmarks import _dlib, face_recognizer, hog_detector, shape_predictor
+
+    dlib = _dlib()
+    img = _detection_image(image)
     arr = np.asarray(img)
     dets = hog_detector()(arr, 1)
     if len(dets):

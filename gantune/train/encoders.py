@@ -9,7 +9,8 @@ Hypernetwork (paper §3.4–3.5; reference training loop OFFICIAL_FORMATS.md §7
 (E frozen), ŷ₀ = G(codes); for t = 1…T: Δ_t = H(x, ŷ_{t−1}), Σ_t = sg(Σ_{t−1}) + Δ_t, y_t = G(codes; θ⊙(1+Σ_t)),
 loss_t is back-propagated at once, and ŷ_t = sg(y_t) feeds the next pass (sg = detach, as the reference: gradients
 never flow through earlier passes). One optimizer step per batch, Ranger (RAdam + Lookahead).
-loss_t = λ_l2·L2 + λ_p·perceptual + λ_sim·similarity; see :mod:`.substitutes` for the networks that stand in for
+loss_t = λ_l2·L2 + λ_p·perceptual + λ_sim·identity; the identity term is dlib's face-recognition ResNet for targets
+with a detected face (``identity`` option), see :mod:`.substitutes` for it and for the networks that stand in for
 LPIPS and the identity network when those are unavailable.
 
 Data: ``synthetic`` = images rendered by the generator itself from random z (w is known, so a latent loss is
@@ -45,7 +46,7 @@ from ..methods.hyper.hypernet import HyperNetwork, default_heads
 from ..methods.hyper.inference import face_pool, render, to_input_size
 from ..methods.hyper.wencoder import IR_SE_50_UNITS, WEncoder
 from .ranger import ranger
-from .substitutes import Term, no_similarity_description, perceptual_term, similarity_term
+from .substitutes import IdentityLoss, Term, identity_term, perceptual_term
 
 SYNTHETIC = "synthetic"  # images rendered by the generator being inverted (known w)
 W_ENCODER_FILE = "w_encoder.pt"
@@ -151,7 +152,8 @@ class EncoderTrainOptions:
     lr: float = 1e-4  # Ranger learning rate (reference 1e-4)
     l2_lambda: float = 1.0  # weight of the pixel L2 term (reference 1)
     perceptual_lambda: float = 0.8  # weight of LPIPS or its MS-SSIM substitute (reference lpips_lambda 0.8)
-    sim_lambda: float = 0.1  # weight of the similarity term (reference id_lambda 0.1); off without a discriminator
+    sim_lambda: float = 0.1  # weight of the identity term or its substitute (reference id_lambda 0.1)
+    identity: str = "auto"  # auto | dlib | off: dlib's face network where the target has a face (see substitutes)
     latent_lambda: float = 1.0  # W-encoder on generator samples only: weight of ‖w_pred − w_true‖²
     lpips_net: str = "alex"  # LPIPS backbone of the reference (alex)
     seed: int = 0  # model init and data order
@@ -186,16 +188,30 @@ def _losses(y: torch.Tensor, x: torch.Tensor, opts: EncoderTrainOptions, perc: T
         s = sim.fn(y, x).mean()
         total = total + opts.sim_lambda * s
         terms[sim.name] = s
+        if isinstance(sim.fn, IdentityLoss):
+            terms["id_faces"] = torch.tensor(sim.fn.last_face_share)  # share of targets with a face (not a loss)
     return total, terms
 
 
-def _describe_losses(perc: Term, sim: Term | None, opts: EncoderTrainOptions) -> list[str]:
+def _describe_losses(perc: Term, sim: Term | None, sim_note: str, opts: EncoderTrainOptions) -> list[str]:
     notes = [f"perceptual term: {perc.description}"]
     if sim is not None and opts.sim_lambda:
-        notes.append(f"similarity term: {sim.description}")
+        notes.append(f"identity term (λ {opts.sim_lambda:g}): {sim_note}")
     else:
-        notes.append(no_similarity_description() if sim is None else "similarity term off (λ_sim = 0)")
+        notes.append(sim_note if sim is None else "identity term off (λ_sim = 0)")
     return notes
+
+
+def _id_lambda(sim: Term | None, opts: EncoderTrainOptions) -> float:
+    """The weight of a real identity network in the loss (the files' ``id_lambda``; the substitute does not count)."""
+    return float(opts.sim_lambda) if sim is not None and isinstance(sim.fn, IdentityLoss) else 0.0
+
+
+def _loss_terms(opts: EncoderTrainOptions, device, discriminator, perceptual):
+    perc = perceptual or perceptual_term(opts.lpips_net, device=device)
+    sim, sim_note = identity_term(opts.identity, discriminator.to(device) if discriminator is not None else None,
+                                  device=device)
+    return perc, sim, _describe_losses(perc, sim, sim_note, opts)
 
 
 def _save(obj, path: Path) -> None:
@@ -235,7 +251,7 @@ def train_w_encoder(
     units: tuple[int, ...] = IR_SE_50_UNITS,  # IR-SE units per stage; (3, 4, 14, 3) = IR-SE-50, smaller for tiny models
     device="cpu",
     resume: bool = False,  # continue from out_dir/train_state.pt
-    discriminator: torch.nn.Module | None = None,  # trained D for the similarity substitute
+    discriminator: torch.nn.Module | None = None,  # trained D for the identity substitute (targets without a face)
     perceptual: Term | None = None,  # override the perceptual term (tests); default LPIPS or MS-SSIM
     on_step: Callable[[int, dict], None] | None = None,  # called after every step with (step, losses)
     on_notes: Callable[[str], None] | None = None,  # called once per note (substitutes, conversions) before training
@@ -245,9 +261,8 @@ def train_w_encoder(
     out_dir = Path(out_dir)
     G, notes = hyperstyle_generator(G)
     G = G.to(device).eval().requires_grad_(False)
-    perc = perceptual or perceptual_term(opts.lpips_net, device=device)
-    sim = similarity_term(discriminator.to(device)) if discriminator is not None else None
-    notes += _describe_losses(perc, sim, opts)
+    perc, sim, loss_notes = _loss_terms(opts, device, discriminator, perceptual)
+    notes += loss_notes
     if isinstance(data, GeneratorSamples):
         data.G = G
         notes.append(f"data: generator samples (ψ={data.truncation}) with known w; latent loss λ_lat={opts.latent_lambda}")
@@ -281,7 +296,9 @@ def train_w_encoder(
         on_notes(n)
 
     def checkpoint():
-        meta = {"gantune": {"step": step, "notes": notes, "options": asdict(opts), "data": data.describe()}}
+        meta = {"id_lambda": _id_lambda(sim, opts),
+                "gantune": {"step": step, "notes": notes, "options": asdict(opts), "data": data.describe(),
+                            "identity": sim.name if sim is not None else "off"}}
         save_w_encoder(enc, G, model_path, opts=meta)
         _save({"kind": "w-encoder", "step": step, "units": list(units), "width": enc.width,
                "input_size": enc.input_size, "model": enc.state_dict(),
@@ -383,9 +400,8 @@ def train_hypernet(
     if encoder.w_dim != G.cfg.w_dim:
         raise InputError(f"the W-encoder outputs w of size {encoder.w_dim}, the generator needs {G.cfg.w_dim}")
     encoder = encoder.to(device).eval().requires_grad_(False)
-    perc = perceptual or perceptual_term(opts.lpips_net, device=device)
-    sim = similarity_term(discriminator.to(device)) if discriminator is not None else None
-    notes += _describe_losses(perc, sim, opts)
+    perc, sim, loss_notes = _loss_terms(opts, device, discriminator, perceptual)
+    notes += loss_notes
     if init is None:
         notes.append("hypernetwork backbone initialised randomly (no ImageNet ResNet34 weights are fetched)")
     state_path = out_dir / STATE_FILE
@@ -423,9 +439,11 @@ def train_hypernet(
 
     def checkpoint():
         meta = {"n_iters_per_batch": iters, "l2_lambda": opts.l2_lambda, "lpips_lambda": opts.perceptual_lambda,
-                "id_lambda": 0.0, "learning_rate": opts.lr, "optim_name": "ranger", "batch_size": opts.batch_size,
+                "id_lambda": _id_lambda(sim, opts), "learning_rate": opts.lr, "optim_name": "ranger",
+                "batch_size": opts.batch_size,
                 "gantune": {"step": step, "notes": notes, "options": asdict(opts), "data": data.describe(),
-                            "sim_lambda": opts.sim_lambda if sim is not None else 0.0}}
+                            "sim_lambda": opts.sim_lambda if sim is not None else 0.0,
+                            "identity": sim.name if sim is not None else "off"}}
         save_hypernet(H, G, model_path, step=step, opts=meta)
         _save({"kind": "hypernet", "step": step, "layers": H.names, "width": H.width, "input_size": H.input_size,
                "model": H.state_dict(),
