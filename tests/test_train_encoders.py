@@ -205,7 +205,7 @@ def test_trained_files_load_into_invert_hyperstyle(G, tmp_path):
                               "--width", "16", "--input-size", "64", "--steps", "1", "-b", "1", "--device", "cpu"])
     assert res.exit_code == 0, res.output
     # default --identity auto: dlib's network where a face is found, announced in one line with its weight
-    assert "SUBSTITUTE 1 − MS-SSIM" in res.output and "identity term (λ 0.1): identity: 1 − cos of dlib" in res.output
+    assert "SUBSTITUTE 1 − MS-SSIM" in res.output and "identity term (λ 0.1): 1 − cos of dlib's face-recognition ResNet" in res.output
     enc = tmp_path / "enc" / "w_encoder.pt"
     assert torch.load(enc, weights_only=False)["opts"]["id_lambda"] == 0.1
     res = runner.invoke(app, ["train", "hypernet", "-g", str(gpath), "-e", str(enc), "-o", str(tmp_path / "hyp"),
@@ -341,5 +341,5 @@ def test_identity_loss_gives_a_gradient_and_falls_in_training(G, tmp_path):
     assert all(r["id_faces"] == 1.0 for r in res.losses)
     assert len(grads) == 5 and all(g > 0 for g in grads)
     assert all(b < a for a, b in zip(ids, ids[1:])) and ids[-1] < ids[0] - 0.001, ids
-    assert any("identity term (λ 1): identity: 1 − cos of dlib" in n for n in res.notes)
+    assert any("identity term (λ 1): 1 − cos of dlib's face-recognition ResNet" in n for n in res.notes)
     assert torch.load(res.model_path, weights_only=False)["opts"]["id_lambda"] == 1.0

@@ -20,9 +20,10 @@ bit 7 = negative, low 4 bits = byte count; then that many little-endian bytes); 
 an exponent, both such integers (value = mantissa·2^exponent); strings a length and bytes; bools the characters
 '0'/'1'; tensors a version (2), n, k, nr, nc, then n·k·nr·nc little-endian float32. The network is written from the
 loss layer down: the loss layer's version and details, then for every wrapper its version (add_layer 2, tag and skip
-layers 1, and 3 for the add_layer holding both the first convolution and the input layer), innermost last; then the layers' details from the input upward,
-each followed by its add_layer's bookkeeping (three bools and empty tensors). The parser checks that the wrapper
-sequence and every layer's kind and shape are those of the network above, so another file fails with a one-line error.
+layers 1, and 3 for the add_layer holding both the first convolution and the input layer), innermost last; then the
+layers' details from the input upward, each followed by its add_layer's bookkeeping (three bools, empty tensors).
+The parser checks that the wrapper sequence and every layer's kind and shape are those of the network above, so
+another file fails with a one-line error.
 """
 
 from __future__ import annotations
@@ -241,7 +242,8 @@ class DlibFaceResNet(nn.Module):
     """dlib's face-recognition ResNet: (B, 3, 150, 150) RGB pixel values 0…255 → (B, 128) descriptors, differentiable.
 
     ``descriptor(x)`` gives what ``dlib.face_recognition_model_v1.compute_face_descriptor`` gives for the same 150 px
-    chip (measured on 20 scikit-image faces: max abs difference 3.6e-7 per component). Frozen: ``requires_grad`` is off for its parameters."""
+    chip (measured on 20 scikit-image faces: max abs difference 3.6e-7 per component). Frozen: ``requires_grad`` is
+    off for its parameters."""
 
     def __init__(self, net: DlibNet) -> None:
         super().__init__()

@@ -238,9 +238,9 @@ def identity_term(mode: str = "auto", discriminator: nn.Module | None = None, *,
             loss = IdentityLoss(net, sub.fn if sub is not None else None)
             other = ("SUBSTITUTE 1 − cos of the trained discriminator's penultimate features" if sub is not None
                      else "no identity term (the discriminator-feature substitute needs --discriminator)")
-            term = Term("id-dlib", loss, "identity: 1 − cos of dlib's face-recognition ResNet (torch port) embeddings of "
-                        "the FFHQ face crop at 150 px, for targets in which dlib's HOG detector finds a face; other "
-                        f"targets: {other}")
+            term = Term("id-dlib", loss, "1 − cos of dlib's face-recognition ResNet (torch port) embeddings of the FFHQ "
+                        "face crop at 150 px, for targets in which dlib's HOG detector finds a face; other targets: "
+                        f"{other}")
             return term, term.description
     if sub is None:
         return None, no_similarity_description(why)
