@@ -358,3 +358,15 @@ def test_d_warmup_freezes_g_until_its_images_are_shown():
     assert "loss_G" not in tr.stats
     tr.step()
     assert any(not torch.equal(v, _params(tr.G)[k]) for k, v in g0.items() if v.is_floating_point())
+
+
+def test_freeze_below_top_trains_only_the_new_block():
+    tr = make_trainer(freeze_below_top_kimg=0.008)  # 2 steps of 4 with only the b16 block training
+    g0 = _params(tr.G)
+    tr.step()
+    tr.step()
+    changed = {k for k, v in _params(tr.G).items() if v.is_floating_point() and not torch.equal(v, g0[k])}
+    assert changed and all(k.startswith("synthesis.layers.b16.") for k in changed - {"mapping.w_avg"})
+    tr.step()
+    changed = {k for k, v in _params(tr.G).items() if v.is_floating_point() and not torch.equal(v, g0[k])}
+    assert any(k.startswith("synthesis.layers.b8.") for k in changed)

@@ -86,6 +86,7 @@ def generator_command(
     xflip: Annotated[bool, typer.Option("--xflip/--no-xflip", help="Random horizontal flips of folder images.")] = False,
     resume: Annotated[str, typer.Option("--resume", help="auto (newest state in --out), none, or a training-state-*.pt file.")] = "auto",
     d_warmup: Annotated[Optional[float], typer.Option("--d-warmup", help="Train D alone (G frozen) for the first N kimg; default 2 with --grow-from (a fresh D's first gradients would wreck the grown layers), else 0.")] = None,
+    freeze_grown: Annotated[Optional[float], typer.Option("--freeze-grown", help="With --grow-from: only the new top block trains until N kimg (default: the whole run; the grown layers stay as trained).")] = None,
     grow_from: Annotated[Optional[str], typer.Option("--grow-from", help="When starting from scratch: a generator of half the resolution with the same options; its layers are copied and the new top block starts from its upsampled images.")] = None,
     keep: Annotated[int, typer.Option("--keep", min=1, help="Training states to keep in --out.")] = 2,
     log_every: Annotated[float, typer.Option("--log-every", help="Seconds between progress lines when not on a terminal.")] = 30.0,
@@ -125,7 +126,8 @@ def generator_command(
         opts = TrainOptions(batch=batch, lr=lr, r1_gamma=gamma, r1_interval=r1_interval, pl_weight=pl_weight,
                             pl_interval=pl_interval, style_mixing=style_mixing, ema_kimg=ema_kimg,
                             mbstd_group=mbstd_group, seed=seed,
-                            d_warmup_kimg=d_warmup if d_warmup is not None else (2.0 if grow_from else 0.0))
+                            d_warmup_kimg=d_warmup if d_warmup is not None else (2.0 if grow_from else 0.0),
+                            freeze_below_top_kimg=(freeze_grown if freeze_grown is not None else kimg) if grow_from else 0.0)
     except ValueError as e:
         raise InputError(str(e), hint="see gantune train generator --help") from None
     dist = ddp.setup(resolve_device(device))

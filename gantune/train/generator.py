@@ -57,12 +57,13 @@ class TrainOptions:
     mbstd_group: int = 4  # minibatch-stddev group size (consecutive samples; must divide the per-process batch)
     seed: int = 0  # seeds initialization and every random draw
     d_warmup_kimg: float = 0.0  # G frozen (D alone trains) until this many thousand real images have been shown
+    freeze_below_top_kimg: float = 0.0  # only G's top block trains until this many kimg (after --grow-from); inf = always
 
     def __post_init__(self) -> None:
         if self.batch < 1 or self.lr <= 0 or self.pl_interval < 1 or self.pl_batch_shrink < 1:
             raise ValueError("batch, lr, pl_interval and pl_batch_shrink must be positive")
-        if not self.d_warmup_kimg >= 0:
-            raise ValueError("the D warm-up must be >= 0 kimg")
+        if not (self.d_warmup_kimg >= 0 and self.freeze_below_top_kimg >= 0):
+            raise ValueError("the D warm-up and the freeze of the grown layers must be >= 0 kimg")
         if not 0.0 <= self.style_mixing <= 1.0:
             raise ValueError("style_mixing must be a probability")
 
@@ -189,13 +190,23 @@ class GeneratorTrainer:
         ddp.average_gradients(net.parameters())
         opt.step()
 
+    def _g_trainable(self) -> None:
+        """All of G trains, or, while ``freeze_below_top_kimg`` lasts, only its top block (the new one after growing):
+        the frozen tensors get no gradient, so Adam leaves them exactly as they are."""
+        self.G.requires_grad_(True)
+        if self.nimg < self.opts.freeze_below_top_kimg * 1000:
+            top = f"synthesis.layers.b{self.cfg.resolution}."
+            for name, p in self.G.named_parameters():
+                if not name.startswith(top):
+                    p.requires_grad_(False)
+
     def step(self) -> dict[str, float]:
         o, G, D = self.opts, self.G, self.D
         B = o.batch
         stats = {}
         g_trains = self.nimg >= o.d_warmup_kimg * 1000  # during a D warm-up (after growing) G stays as it is
         # 1. G main
-        G.requires_grad_(True)
+        self._g_trainable()
         D.requires_grad_(False)
         z, z2, cut = self.sample_latents(B)
         if g_trains:
@@ -243,7 +254,7 @@ class GeneratorTrainer:
             r1 = r1_penalty(logits, real)
             self._opt_step(self.opt_D, D, r1 * (o.gamma(self.cfg.resolution) / 2) * o.r1_interval + logits.sum() * 0)
             stats["r1"] = float(ddp.mean(r1.detach()))
-        G.requires_grad_(True)
+        self._g_trainable()
         # EMA
         self.nimg += B
         self.step_count += 1
