@@ -4,13 +4,12 @@
 would type; every step resumes where it stopped, so it can be interrupted and started again as often as needed:
 
 1. ``train generator`` twice on ``synthetic-faces`` at 32 px: a standard StyleGAN2 (noise inputs) and an
-   overparameterized one (latent matrix, no noise), both with 2 mapping layers and 64 channels; then each grown to
-   64 px (the synthetic source's own size) with ``--grow-from`` (the 32 px layers copied, a new 64 px block with 32
-   channels whose toRGB starts at zero) and trained further at 64 px;
+   overparameterized one (latent matrix, no noise), both with 2 mapping layers and 64 channels;
 2. ``train w-encoder`` (compact IR-SE, width 16, 64 px input) on the standard generator: first on its own samples
-   (w known, so a latent loss helps), then continued on synthetic faces (the images it must invert);
+   (w known, so a latent loss helps), then continued on synthetic faces (the images it must invert); trained before
+   the identity loss existed, hence ``--identity off`` (discriminator-feature similarity only);
 3. ``train hypernet`` (compact ResNet34, width 16, 64 px input) with that encoder, on synthetic faces, with the
-   paper's 5 refinement passes;
+   paper's 5 refinement passes and dlib's identity loss on the targets where a face is found;
 4. ``directions ganspace`` on the standard generator;
 5. ``publish``: copy the files into ``gantune/data/demo-faces/`` and write their sha256 and size into ``weights.toml``.
 
@@ -39,35 +38,29 @@ FILES = {
     "demo-faces-ganspace": "ganspace.pt",
 }
 
-GENERATOR_ARGS = ["--data", "synthetic-faces", "--channel-base", "2048", "--channel-max", "64",
-                  "--z-dim", "128", "--mapping-layers", "2", "--batch", "16", "--log-every", "60"]
+GENERATOR_ARGS = ["--data", "synthetic-faces", "-r", "32", "--channel-base", "2048", "--channel-max", "64",
+                  "--z-dim", "128", "--mapping-layers", "2", "--batch", "16", "--snap", "4", "--log-every", "60"]
 ENCODER_ARGS = ["--width", "16", "--input-size", "64", "--lpips-lambda", "0.8", "--sim-lambda", "0.1",
                 "--log-every", "50", "--save-every", "100"]
-KIMG_32 = (72.0, 96.0)  # (standard, overparameterized) at 32 px: what the published 32 px stage was trained for
-KIMG_64 = (24.0, 32.0)  # the same at 64 px, after growing
+KIMG = (72.0, 96.0)  # (standard, overparameterized): what the published generators were trained for
 
 
-def recipe(runs: Path = RUNS, *, kimg32: tuple[float, float] = KIMG_32, kimg: tuple[float, float] = KIMG_64,
-           enc_steps: int = 1500, hyp_steps: int = 1000, hyp_iters: int = 5, threads: int = 1,
-           device: str = "cpu") -> list[list[str]]:
+def recipe(runs: Path = RUNS, *, kimg: tuple[float, float] = KIMG, enc_steps: int = 1500, hyp_steps: int = 2500,
+           hyp_iters: int = 5, threads: int = 1, device: str = "cpu") -> list[list[str]]:
     """The command lines (without the leading ``gantune``) that train the demo model from nothing."""
     std, over = runs / "generator-standard", runs / "generator-overparam"
-    std32, over32 = runs / "generator-standard-32", runs / "generator-overparam-32"
     dev = ["--device", device]
     kinds = (("--standard", "--noise"), ("--overparam",))
     cmds = [
-        *[["train", "generator", *GENERATOR_ARGS, "-r", "32", "--snap", "4", *kind, "--kimg", f"{k:g}",
-           "--threads", str(threads), *dev, "-o", str(d)] for kind, k, d in zip(kinds, kimg32, (std32, over32))],
-        *[["train", "generator", *GENERATOR_ARGS, "-r", "64", "--snap", "2", *kind, "--kimg", f"{k:g}",
-           "--grow-from", "{latest:" + str(small) + "}", "--threads", str(threads), *dev, "-o", str(d)]
-          for kind, k, small, d in zip(kinds, kimg, (std32, over32), (std, over))],
+        *[["train", "generator", *GENERATOR_ARGS, *kind, "--kimg", f"{k:g}", "--threads", str(threads), *dev,
+           "-o", str(d)] for kind, k, d in zip(kinds, kimg, (std, over))],
         *[["train", "w-encoder", "-g", "{latest:" + str(std) + "}", "--data", data, *ENCODER_ARGS, "--depth", "2,2,2,2",
-           "--discriminator", "{latest-state:" + str(std) + "}", "--steps", str(n), "-b", "8", "--threads",
-           str(threads), *dev, "-o", str(runs / "w-encoder"), "--resume-if-any"]
+           "--identity", "off", "--discriminator", "{latest-state:" + str(std) + "}", "--steps", str(n), "-b", "8",
+           "--threads", str(threads), *dev, "-o", str(runs / "w-encoder"), "--resume-if-any"]
           for data, n in (("synthetic", enc_steps * 3 // 5), ("synthetic-faces", enc_steps))],
         ["train", "hypernet", "-g", "{latest:" + str(std) + "}", "-e", str(runs / "w-encoder" / "w_encoder.pt"),
-         "--data", "synthetic-faces", *ENCODER_ARGS, "--discriminator", "{latest-state:" + str(std) + "}", "--iters", str(hyp_iters),
-         "--steps", str(hyp_steps), "-b", "4", "--threads", str(threads), *dev, "-o", str(runs / "hypernet"), "--resume-if-any"],
+         "--data", "synthetic-faces", *ENCODER_ARGS, "--iters", str(hyp_iters), "--steps", str(hyp_steps), "-b", "4",
+         "--threads", str(threads), *dev, "-o", str(runs / "hypernet"), "--resume-if-any"],
         ["directions", "ganspace", "--weights", "{latest:" + str(std) + "}", "-o", str(runs / "ganspace.pt"),
          "--samples", "50000", "--components", "16", *dev],
     ]
@@ -118,8 +111,10 @@ def set_entry_fields(text: str, name: str, fields: dict[str, str | int]) -> str:
     return "".join(blocks)
 
 
-def publish(runs: Path = RUNS, registry: Path = REGISTRY, dest: Path = PACKAGE_DIR) -> dict[str, Path]:
-    """Copy the newest files of a demo run into the package and record their sha256 and size in the registry."""
+def publish(runs: Path = RUNS, registry: Path = REGISTRY, dest: Path = PACKAGE_DIR,
+            names: list[str] | None = None) -> dict[str, Path]:
+    """Copy the newest files of a demo run into the package and record their sha256 and size in the registry
+    (``names``: only these entries, e.g. after re-training just the hypernetwork)."""
     from .io.atomic import atomic_path
     from .io.hashing import sha256_file
 
@@ -131,6 +126,10 @@ def publish(runs: Path = RUNS, registry: Path = REGISTRY, dest: Path = PACKAGE_D
         "demo-faces-hypernet": runs / "hypernet" / "hypernet.pt",
         "demo-faces-ganspace": runs / "ganspace.pt",
     }
+    unknown = sorted(set(names or ()) - set(sources))
+    if unknown:
+        raise SystemExit(f"unknown demo file(s) {', '.join(unknown)}; choose from {', '.join(sources)}")
+    sources = {n: p for n, p in sources.items() if not names or n in names}
     missing = [str(p) for p in sources.values() if not p.is_file()]
     if missing:
         raise SystemExit(f"not trained yet: {', '.join(missing)}")
@@ -157,18 +156,17 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("action", choices=["train", "publish", "recipe"])
     ap.add_argument("--runs", type=Path, default=RUNS)
-    ap.add_argument("--kimg32", type=float, nargs=2, default=KIMG_32, metavar=("STD", "OVER"),
-                    help="32 px generator training length (thousands of images): standard, overparameterized")
-    ap.add_argument("--kimg", type=float, nargs=2, default=KIMG_64, metavar=("STD", "OVER"),
-                    help="64 px training length after growing: standard, overparameterized")
+    ap.add_argument("--kimg", type=float, nargs=2, default=KIMG, metavar=("STD", "OVER"),
+                    help="generator training length (thousands of images): standard, overparameterized")
     ap.add_argument("--enc-steps", type=int, default=1500, help="W-encoder steps (the first 3/5 on generator samples)")
-    ap.add_argument("--hyp-steps", type=int, default=1000)
+    ap.add_argument("--hyp-steps", type=int, default=2500)
     ap.add_argument("--hyp-iters", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--only", type=int, nargs="*", help="run only these commands (1-8, in recipe order)")
+    ap.add_argument("--files", nargs="*", choices=list(FILES), help="publish: only these entries")
+    ap.add_argument("--only", type=int, nargs="*", help="run only these commands (1-6, in recipe order)")
     args = ap.parse_args(argv)
-    cmds = recipe(args.runs, kimg32=tuple(args.kimg32), kimg=tuple(args.kimg), enc_steps=args.enc_steps, hyp_steps=args.hyp_steps,
+    cmds = recipe(args.runs, kimg=tuple(args.kimg), enc_steps=args.enc_steps, hyp_steps=args.hyp_steps,
                   hyp_iters=args.hyp_iters, threads=args.threads, device=args.device)
     if args.action == "recipe":
         for c in cmds:
@@ -178,7 +176,7 @@ def main(argv=None) -> None:
         for i, c in enumerate(cmds, 1):
             if not args.only or i in args.only:
                 gantune(*expand(c))
-    publish(args.runs)
+    publish(args.runs, names=args.files)
 
 
 if __name__ == "__main__":

@@ -95,7 +95,7 @@ def test_set_entry_fields_touches_only_that_entry():
 
 
 def _fake_run(runs: Path) -> None:
-    for kind in ("standard", "overparam", "standard-32", "overparam-32"):
+    for kind in ("standard", "overparam"):
         d = runs / f"generator-{kind}"
         d.mkdir(parents=True)
         for k in (4000, 8000):
@@ -121,26 +121,31 @@ def test_publish_copies_newest_snapshots_and_records_hashes(tmp_path):
         assert parsed[name].sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
         assert parsed[name].size == path.stat().st_size
     assert parsed["ffhq-1024"] == registry.load_registry()["ffhq-1024"]  # other entries untouched
+    # only some entries: the others keep their files and registry fields
+    (runs / "hypernet" / "hypernet.pt").write_bytes(b"retrained")
+    (dest / "generator.safetensors").write_bytes(b"kept")
+    demo_model.publish(runs, reg, dest, names=["demo-faces-hypernet"])
+    assert (dest / "hypernet.pt").read_bytes() == b"retrained" and (dest / "generator.safetensors").read_bytes() == b"kept"
+    again = registry.parse_registry(reg.read_text())
+    assert again["demo-faces-hypernet"].sha256 == hashlib.sha256(b"retrained").hexdigest()
+    assert again["demo-faces"] == parsed["demo-faces"]
+    with pytest.raises(SystemExit, match="unknown demo file"):
+        demo_model.publish(runs, reg, dest, names=["nope"])
 
 
 def test_recipe_expands_latest_snapshot_and_resume(tmp_path):
     runs = tmp_path / "runs"
     _fake_run(runs)
-    cmds = demo_model.recipe(runs, kimg32=(7, 9), kimg=(3, 4), enc_steps=5, hyp_steps=5)
-    assert [c[:2] for c in cmds] == [["train", "generator"]] * 4 + [["train", "w-encoder"]] * 2 + [
+    cmds = demo_model.recipe(runs, kimg=(7, 9), enc_steps=5, hyp_steps=5)
+    assert [c[:2] for c in cmds] == [["train", "generator"]] * 2 + [["train", "w-encoder"]] * 2 + [
         ["train", "hypernet"], ["directions", "ganspace"]]
-    # 32 px first, then each generator grown from its own 32 px run to 64 px
-    assert [(c[c.index("-r") + 1], c[c.index("--kimg") + 1]) for c in cmds[:4]] == [("32", "7"), ("32", "9"), ("64", "3"), ("64", "4")]
-    grown = [demo_model.expand(c) for c in cmds[2:4]]
-    assert [g[g.index("--grow-from") + 1] for g in grown] == [
-        str(runs / f"generator-{k}-32" / "network-000008000.safetensors") for k in ("standard", "overparam")]
-    assert "--overparam" in cmds[3] and "--overparam" in cmds[1] and "--standard" in cmds[2]
-    # the hypernetwork trains with the paper's 5 passes
-    assert cmds[6][cmds[6].index("--iters") + 1] == "5"
+    assert [c[c.index("--kimg") + 1] for c in cmds[:2]] == ["7", "9"] and "--overparam" in cmds[1]
+    # the hypernetwork trains with the paper's 5 passes; the W-encoder as published, before the identity loss
+    assert cmds[4][cmds[4].index("--iters") + 1] == "5"
+    assert all(c[c.index("--identity") + 1] == "off" for c in cmds[2:4]) and "--identity" not in cmds[4]
     # the W-encoder first learns on generator samples (known w), then continues on the faces it must invert
-    assert [c[c.index("--data") + 1] for c in cmds[4:6]] == ["synthetic", "synthetic-faces"]
-    assert [int(c[c.index("--steps") + 1]) for c in cmds[4:6]] == [3, 5]
-    cmds = cmds[2:]
+    assert [c[c.index("--data") + 1] for c in cmds[2:4]] == ["synthetic", "synthetic-faces"]
+    assert [int(c[c.index("--steps") + 1]) for c in cmds[2:4]] == [3, 5]
     enc = demo_model.expand(cmds[2])
     assert str(runs / "generator-standard" / "network-000008000.safetensors") in enc
     assert str(runs / "generator-standard" / "training-state-000008000.pt") in enc
