@@ -149,6 +149,7 @@ SECTIONS = {
     "optim": ("gantune.bench.optim", "bench_optim"),
     "align": ("gantune.bench.align", "bench_align"),
     "loading": ("gantune.weights.bench", "bench_loading"),
+    "memory": ("gantune.bench.memory", "bench_memory"),
 }
 
 
