@@ -45,7 +45,7 @@ ENCODER_ARGS = ["--width", "16", "--input-size", "64", "--lpips-lambda", "0.8", 
 KIMG = (72.0, 96.0)  # (standard, overparameterized): what the published generators were trained for
 
 
-def recipe(runs: Path = RUNS, *, kimg: tuple[float, float] = KIMG, enc_steps: int = 1500, hyp_steps: int = 2500,
+def recipe(runs: Path = RUNS, *, kimg: tuple[float, float] = KIMG, enc_steps: int = 1500, hyp_steps: int = 1500,
            hyp_iters: int = 5, threads: int = 1, device: str = "cpu") -> list[list[str]]:
     """The command lines (without the leading ``gantune``) that train the demo model from nothing."""
     std, over = runs / "generator-standard", runs / "generator-overparam"
@@ -119,17 +119,17 @@ def publish(runs: Path = RUNS, registry: Path = REGISTRY, dest: Path = PACKAGE_D
     from .io.hashing import sha256_file
 
     std = runs / "generator-standard"
-    sources = {
-        "demo-faces": latest(std, "network-*.safetensors"),
-        "demo-faces-overparam": latest(runs / "generator-overparam", "network-*.safetensors"),
-        "demo-faces-w-encoder": runs / "w-encoder" / "w_encoder.pt",
-        "demo-faces-hypernet": runs / "hypernet" / "hypernet.pt",
-        "demo-faces-ganspace": runs / "ganspace.pt",
+    where = {
+        "demo-faces": lambda: latest(std, "network-*.safetensors"),
+        "demo-faces-overparam": lambda: latest(runs / "generator-overparam", "network-*.safetensors"),
+        "demo-faces-w-encoder": lambda: runs / "w-encoder" / "w_encoder.pt",
+        "demo-faces-hypernet": lambda: runs / "hypernet" / "hypernet.pt",
+        "demo-faces-ganspace": lambda: runs / "ganspace.pt",
     }
-    unknown = sorted(set(names or ()) - set(sources))
+    unknown = sorted(set(names or ()) - set(where))
     if unknown:
-        raise SystemExit(f"unknown demo file(s) {', '.join(unknown)}; choose from {', '.join(sources)}")
-    sources = {n: p for n, p in sources.items() if not names or n in names}
+        raise SystemExit(f"unknown demo file(s) {', '.join(unknown)}; choose from {', '.join(where)}")
+    sources = {n: find() for n, find in where.items() if not names or n in names}
     missing = [str(p) for p in sources.values() if not p.is_file()]
     if missing:
         raise SystemExit(f"not trained yet: {', '.join(missing)}")
@@ -159,7 +159,7 @@ def main(argv=None) -> None:
     ap.add_argument("--kimg", type=float, nargs=2, default=KIMG, metavar=("STD", "OVER"),
                     help="generator training length (thousands of images): standard, overparameterized")
     ap.add_argument("--enc-steps", type=int, default=1500, help="W-encoder steps (the first 3/5 on generator samples)")
-    ap.add_argument("--hyp-steps", type=int, default=2500)
+    ap.add_argument("--hyp-steps", type=int, default=1500)
     ap.add_argument("--hyp-iters", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu")

@@ -123,6 +123,8 @@ def test_publish_copies_newest_snapshots_and_records_hashes(tmp_path):
     assert parsed["ffhq-1024"] == registry.load_registry()["ffhq-1024"]  # other entries untouched
     # only some entries: the others keep their files and registry fields
     (runs / "hypernet" / "hypernet.pt").write_bytes(b"retrained")
+    for f in (runs / "generator-standard").glob("network-*"):  # a run folder holding only the re-trained file
+        f.unlink()
     (dest / "generator.safetensors").write_bytes(b"kept")
     demo_model.publish(runs, reg, dest, names=["demo-faces-hypernet"])
     assert (dest / "hypernet.pt").read_bytes() == b"retrained" and (dest / "generator.safetensors").read_bytes() == b"kept"
