@@ -228,7 +228,7 @@ def main(argv=None) -> None:
         what = "random official-layout generator: textures, not faces"
     print(f"\n== demo summary ({what})")
     for k, v in times.items():
-        print(f"  {k:22s} {v:7.1f} s")
+        print(f"  {k:30s} {v:7.1f} s")
     print(f"  contact sheet: {out / 'contact_sheet.png'}")
 
 
