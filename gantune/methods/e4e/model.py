@@ -23,7 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ...core.layers import FullyConnected
-from ..hyper.wencoder import IR_SE_50_UNITS, STAGE_DEPTHS, BottleneckIRSE, stage_depths
+from ..hyper.wencoder import IR_SE_50_UNITS, STAGE_DEPTHS, BottleneckIRSE, check_ir_se, stage_depths
 
 COARSE_ROWS = 3  # e4e: rows read from c3
 MIDDLE_ROWS = 7  # e4e: rows below this (and from COARSE_ROWS) read p2; the rest p1
@@ -74,10 +74,7 @@ class StyleEncoder(nn.Module):
         input_size: int = 256,  # side the encoder was trained on (official 256); not visible in the weights
     ) -> None:
         super().__init__()
-        if len(units) != len(STAGE_DEPTHS):
-            raise ValueError(f"units must give {len(STAGE_DEPTHS)} stages, got {units}")
-        if width < 16 or width % 16:
-            raise ValueError(f"width must be a multiple of 16 (squeeze-excite reduction), got {width}")
+        check_ir_se(units, width)
         head_convs = tuple(head_convs or default_head_convs(num_ws, input_size, fpn))
         if len(head_convs) != num_ws:
             raise ValueError(f"head_convs gives {len(head_convs)} heads for {num_ws} rows")

@@ -17,6 +17,15 @@ IR_SE_50_UNITS = (3, 4, 14, 3)  # bottleneck units per stage (IR-SE-50)
 STAGE_DEPTHS = (64, 128, 256, 512)  # channels per stage
 
 
+def check_ir_se(units: tuple[int, ...], width: int) -> None:
+    """The IR-SE body's constraints: one unit count per stage, and a first-stage width the squeeze-excite
+    reduction (16) divides."""
+    if len(units) != len(STAGE_DEPTHS):
+        raise ValueError(f"units must give {len(STAGE_DEPTHS)} stages, got {units}")
+    if width < 16 or width % 16:
+        raise ValueError(f"width must be a multiple of 16 (squeeze-excite reduction), got {width}")
+
+
 def stage_depths(width: int = STAGE_DEPTHS[0]) -> tuple[int, ...]:
     """Channels per stage for a first-stage width (64: the official IR-SE-50)."""
     return tuple(d * width // STAGE_DEPTHS[0] for d in STAGE_DEPTHS)
@@ -74,10 +83,7 @@ class WEncoder(nn.Module):
         input_size: int = 256,  # side of the images it is trained on (official 256); inputs are resized to it
     ) -> None:
         super().__init__()
-        if len(units) != len(STAGE_DEPTHS):
-            raise ValueError(f"units must give {len(STAGE_DEPTHS)} stages, got {units}")
-        if width < 16 or width % 16:
-            raise ValueError(f"width must be a multiple of 16 (squeeze-excite reduction), got {width}")
+        check_ir_se(units, width)
         self.num_ws, self.w_dim, self.units = num_ws, w_dim, tuple(units)
         self.width, self.input_size = width, input_size
         self.input_layer = nn.Sequential(nn.Conv2d(in_channels, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width),
