@@ -5,20 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gantune.core import Generator, GeneratorConfig
 from gantune.methods.hyper.inference import untuned_prefix
+from test_core_folded import _generator
 
 
 @pytest.fixture(scope="module")
 def G():
-    cfg = GeneratorConfig(resolution=64, z_dim=32, w_dim=32, mapping_layers=2, channel_base=2048, channel_max=32)
-    torch.manual_seed(0)
-    G = Generator(cfg).eval()
-    with torch.no_grad():
-        for n, p in G.named_parameters():
-            if "noise_strength" in n or n.endswith("bias"):
-                p.uniform_(-0.5, 0.5)
-    return G
+    return _generator()
 
 
 @pytest.mark.parametrize("until", ["b8.conv0", "b16.conv0", "b32.conv1", "b64.torgb"])

@@ -55,16 +55,17 @@ class TextEditor:
     def __init__(self, text: str, neutral: str, beta: float, clip: str, stats: str | None, device) -> None:
         self.text, self.neutral, self.beta, self.clip, self.stats, self.device = text, neutral, beta, clip, stats, device
         self._dt = None
+        self._given_stats = None  # the --styleclip-stats file, read once
         self._dirs: dict[int, object] = {}
 
     def _stats_for(self, G):
-        from ..editing.styleclip import import_styleclip_stats, load_style_stats
+        from ..editing.styleclip import import_styleclip_stats
         from ..weights import resolve
 
         if self.stats is None:
             st = import_styleclip_stats(G, resolve("styleclip-ffhq-fs3"), resolve("styleclip-ffhq-s-mean-std"))
         else:
-            st = load_style_stats(resolve(self.stats))
+            st = self._given_stats
         st.check(G)
         return st
 
@@ -77,8 +78,8 @@ class TextEditor:
         if self._dt is None:
             model, tok = load_clip(self.clip, device=self.device)
             self._dt = text_direction(model, tok, self.text, self.neutral)
-        if self.stats is not None:
-            load_style_stats(resolve(self.stats))
+        if self.stats is not None and self._given_stats is None:
+            self._given_stats = load_style_stats(resolve(self.stats))
 
     def direction(self, G):
         from ..editing.styleclip import global_direction
