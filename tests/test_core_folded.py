@@ -108,3 +108,26 @@ def test_folded_conv_unit(up, k, size):
     torch.testing.assert_close(got, want, atol=2e-5, rtol=1e-4)
     with pytest.raises(ValueError):
         modulated_conv2d_folded(x, w, s[:, :3])
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_transposed_conv_as_four_phases(channels_last):
+    """The per-phase form of the stride-2 transposed convolution equals ATen's, on a non-square map, and keeps
+    gradients (the projector and PTI differentiate through it)."""
+    from gantune.core.modconv import transposed_conv_phases
+
+    torch.manual_seed(1)
+    x = torch.randn(2, 5, 7, 9)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    w = torch.randn(4, 5, 3, 3)  # (out, in, k, k)
+    x.requires_grad_(True)
+    got = transposed_conv_phases(x, w)
+    want = F.conv_transpose2d(x, w.transpose(0, 1), stride=2)
+    assert got.shape == (2, 4, 15, 19)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    g1, = torch.autograd.grad(got.square().sum(), x)
+    g2, = torch.autograd.grad(want.square().sum(), x)
+    torch.testing.assert_close(g1, g2, atol=1e-4, rtol=1e-5)
+    # a kernel that is not symmetric: a phase taking the taps unflipped would fail
+    assert (w.flip(2, 3) - w).abs().max() > 0.1
