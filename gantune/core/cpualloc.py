@@ -37,3 +37,41 @@ def keep_freed_memory() -> bool:
     except (OSError, AttributeError):  # not glibc
         _done = False
     return _done
+
+
+_MADV_DONTNEED = 4
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def _file_mapping_of(addr: int) -> tuple[int, int] | None:
+    """The address range of the private mapping of a regular file (a ``torch.load(mmap=True)`` checkpoint) that
+    holds ``addr``, or None where ``addr`` is in any other kind of memory."""
+    try:
+        with open("/proc/self/maps") as f:
+            for line in f:
+                parts = line.split(maxsplit=5)
+                lo, hi = (int(v, 16) for v in parts[0].split("-"))
+                if lo <= addr < hi:
+                    is_file = len(parts) == 6 and parts[5].startswith("/") and parts[1][3] == "p"
+                    return (lo, hi) if is_file else None
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def release_file_pages(addr: int, nbytes: int) -> int:
+    """Drops the resident pages wholly inside ``[addr, addr + nbytes)`` of a private file mapping that is no longer
+    read (e.g. a memory-mapped weight that was copied into another layout); the kernel reads them from the file again
+    if they are ever touched. Does nothing elsewhere (anonymous memory would be zeroed, so it is never touched).
+    Returns the bytes released."""
+    span = _file_mapping_of(addr) if sys.platform.startswith("linux") and nbytes > 0 else None
+    start = -(-addr // _PAGE) * _PAGE
+    end = (addr + nbytes) // _PAGE * _PAGE
+    if span is None or end <= start or end > span[1]:
+        return 0
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+        return end - start if libc.madvise(start, end - start, _MADV_DONTNEED) == 0 else 0
+    except (OSError, AttributeError):
+        return 0

@@ -65,6 +65,18 @@ def untuned_prefix(G: Generator, ws: torch.Tensor, tuned: set[str], noise_mode: 
     return G.synthesis.prefix(ws, until=first, noise_mode=noise_mode)
 
 
+def cpu_layouts(hypernet, w_encoder=None) -> None:
+    """Once per model, on CPU: the convolution weights of the hypernetwork's backbone and heads and of the W-encoder
+    channels-last (oneDNN's native layout: ~5-8 % faster than converting on every call), and the shared FC's ``w2``
+    column-major (see :meth:`SharedFC.pack_`). Values are unchanged; the official export writes the usual layout."""
+    for m in (hypernet, w_encoder):
+        if isinstance(m, torch.nn.Module) and not getattr(m, "_gantune_cpu_layout", False):
+            m.to(memory_format=torch.channels_last)
+            m._gantune_cpu_layout = True
+    if isinstance(hypernet, HyperNetwork) and hypernet.shared_fc is not None:
+        hypernet.shared_fc.pack_()
+
+
 @dataclass
 class HyperOutput:
     """What :func:`refine` returns for a batch (tensors on the model's device)."""
@@ -103,6 +115,8 @@ def refine(
     if iters < 0:
         raise ValueError("iters must be >= 0")
     device = x.device
+    if device.type == "cpu":
+        cpu_layouts(hypernet, w_encoder)
     timings = {"encode": 0.0, "hypernet": 0.0, "render": 0.0}
     x_h = to_input_size(x, input_hw(hypernet.input_size, domain))  # 256 px (cars 192×256) for the official networks
     t0 = time.perf_counter()
