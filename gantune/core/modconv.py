@@ -260,7 +260,7 @@ def modulated_conv2d_folded(
         if delta is not None:
             d_b = delta[b if delta.shape[0] > 1 else 0].float()
             if per_tap:
-                th = theta * (1.0 + d_b)
+                th = torch.addcmul(theta, theta, d_b)  # θ ⊙ (1 + Δ) in one pass
                 sq_b = th.square().sum(dim=(2, 3)) if demodulate else None
             else:
                 c = c * (1.0 + d_b)

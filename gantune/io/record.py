@@ -44,7 +44,7 @@ def expand_shared(h: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, count: in
     affine map of the summed codes, so this is exact for the accumulated offsets. The one implementation used by the
     hypernetwork, the refinement loop and records, so that all three give the same bits."""
     size = h.shape[-2]
-    out = h @ w1 + b1 * count
+    out = torch.addmm(b1 * count, h, w1) if h.ndim == 2 else h @ w1 + b1 * count  # addmm: the bias in the GEMM
     return out.view(*h.shape[:-2], size, size, kernel, kernel)
 
 
