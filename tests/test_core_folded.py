@@ -74,12 +74,15 @@ def test_folded_random_noise_and_overparam():
 
 def test_same_bits_with_and_without_gradients():
     G = _generator()
+    G.set_precision(torch.float32, channels_last=True)  # the default switches to NCHW when the weights train
     ws = G.map(torch.randn(2, 32, generator=torch.Generator().manual_seed(6)))  # requires grad through the mapping
     d = _deltas(G, 2)
     with torch.no_grad():
         plain = G.synthesis(ws, deltas=d)
     img = G.synthesis(ws, deltas=d)
     assert img.requires_grad and torch.equal(img.detach(), plain)
+    G.set_precision(torch.float32)  # default layout: NCHW under autograd with trainable weights, same values
+    torch.testing.assert_close(G.synthesis(ws, deltas=d).detach(), plain, atol=5e-5, rtol=1e-4)
     # and the gradient is the grouped path's
     w_a = ws.detach().clone().requires_grad_(True)
     w_b = ws.detach().clone().requires_grad_(True)
@@ -131,3 +134,23 @@ def test_transposed_conv_as_four_phases(channels_last):
     torch.testing.assert_close(g1, g2, atol=1e-4, rtol=1e-5)
     # a kernel that is not symmetric: a phase taking the taps unflipped would fail
     assert (w.flip(2, 3) - w).abs().max() > 0.1
+
+
+def test_frozen_generator_gradients_take_the_rank1_form():
+    """With the generator frozen and one latent per image (the W / W+ projector), autograd runs the rank-1 form
+    (no weight gradient to compute): same image as the inference path, same latent gradient as the grouped path,
+    and a gradient for a style offset shared by the batch too."""
+    G = _generator().requires_grad_(False)
+    ws = G.map(torch.randn(2, 32, generator=torch.Generator().manual_seed(7))).detach()
+    ws = ws + 0.2 * torch.randn(ws.shape, generator=torch.Generator().manual_seed(8))  # distinct W+ rows
+    with torch.no_grad():
+        plain = G.synthesis(ws)
+    w_a = ws.clone().requires_grad_(True)
+    w_b = ws.clone().requires_grad_(True)
+    img = G.synthesis(w_a)
+    torch.testing.assert_close(img.detach(), plain, atol=5e-5, rtol=1e-4)
+    img.square().mean().backward()
+    G.synthesis(w_b, fused=True).square().mean().backward()
+    assert w_a.grad.abs().max() > 0
+    torch.testing.assert_close(w_a.grad, w_b.grad, atol=1e-6, rtol=1e-3)
+    assert all(p.grad is None for p in G.parameters())

@@ -17,6 +17,7 @@ import time
 import torch
 
 from ..core import Generator, GeneratorConfig
+from . import conv_rate, generator_flops
 from ..metrics.lpips import LPIPSDistance
 from ..methods.optim import TuneSettings, project, tune
 from ..methods.overparam import invert_overparam
@@ -47,6 +48,40 @@ def _official(res: int) -> GeneratorConfig:
     return GeneratorConfig(resolution=res)
 
 
+def conv_flops(net: torch.nn.Module, *inputs: torch.Tensor) -> float:
+    """FLOPs (2 per multiply-add) of the convolutions and linear layers of one forward pass of ``net``."""
+    total = 0
+
+    def hook(m, _inp, out):
+        nonlocal total
+        if isinstance(m, torch.nn.Conv2d):
+            total += 2 * out.numel() * (m.in_channels // m.groups) * m.kernel_size[0] * m.kernel_size[1]
+        else:
+            total += 2 * out.numel() * m.in_features
+
+    hooks = [m.register_forward_hook(hook) for m in net.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    try:
+        with torch.no_grad():
+            net(*inputs)
+    finally:
+        for h in hooks:
+            h.remove()
+    return float(total)
+
+
+def _lpips_flops(dist: LPIPSDistance, device: torch.device) -> float:
+    """One LPIPS call with a gradient for its first image: both images through the backbone, then the input
+    gradient of one (about a forward's FLOPs): 3 backbone forwards at the comparison size."""
+    side = dist.resolution or 256
+    return 3 * conv_flops(dist.model.net, torch.zeros(1, 3, side, side, device=device))
+
+
+# generator passes per step, in forward-pass units: the projectors differentiate the latent of a frozen generator
+# whose per-image modulation is rank 1 (forward + input gradient); PTI and the overparameterized latent (a full
+# per-row modulation, folded into the weight) also need a weight gradient
+G_PASSES = {"projector w": 2, "projector w+": 2, "PTI": 3, "overparam W": 3}
+
+
 def _step_times(res: int, device: torch.device, steps: int | None = None) -> dict[str, float]:
     steps = steps or (1 if res >= 1024 else 2)  # one 1024 px step takes about a minute on two CPU cores
     torch.manual_seed(0)
@@ -56,6 +91,8 @@ def _step_times(res: int, device: torch.device, steps: int | None = None) -> dic
     with torch.no_grad():
         target = G.synthesis(G.map(torch.randn(1, G.cfg.z_dim, device=device))).clamp(-1, 1)
     out = {}
+    g_fwd = generator_flops(G.cfg, 1)
+    flops = {k: n * g_fwd + _lpips_flops(alex if k == "PTI" else dist, device) for k, n in G_PASSES.items()}
     for space in ("w", "w+"):
         c = _Clock()
         pr = project(G, target, space=space, num_steps=steps, w_avg_samples=100, distance=dist, callback=c)
@@ -67,7 +104,7 @@ def _step_times(res: int, device: torch.device, steps: int | None = None) -> dic
     c = _Clock()
     invert_overparam(G, target, num_steps=steps, w_avg_samples=100, distance=dist, callback=c)
     out["overparam W"] = c.step_ms()
-    return out
+    return out, flops
 
 
 def _recovery(device: torch.device) -> list[str]:
@@ -101,10 +138,16 @@ def _recovery(device: torch.device) -> list[str]:
 def bench_optim(device: str | torch.device = "cpu", *, resolutions=(256, 1024), recovery: bool = True) -> list[str]:
     device = torch.device(device)
     threads = torch.get_num_threads()
-    lines = [f"optimisation inversion ({device}, {threads} threads): ms per step, batch 1, LPIPS-VGG at 256 px"]
+    lines = [f"optimisation inversion ({device}, {threads} threads): ms per step, batch 1, LPIPS-VGG at 256 px "
+             "(PTI: LPIPS-AlexNet)"]
+    rate = conv_rate(torch.float32, device) if device.type == "cpu" else None
     for res in resolutions:
-        t = _step_times(res, device)
+        t, flops = _step_times(res, device)
         lines.append(f"  {res:>4} px: " + ", ".join(f"{k} {v:,.0f} ms" for k, v in t.items()))
+        if rate:
+            lines.append(f"  {res:>4} px, GFLOP per step (generator passes: {G_PASSES}, + LPIPS) and × conv rate "
+                         f"({rate / 1e9:.0f} GFLOP/s; target >= 0.5 at 1024 px for W+ and PTI): " + ", ".join(
+                             f"{k} {flops[k] / 1e9:.0f} GF = {flops[k] / (t[k] / 1000) / rate:.2f}" for k in t))
     if recovery:
         lines.append(f"tiny recovery (32 px generator, target from a known latent): steps/seconds to LPIPS <= {RECOVERY_LPIPS}")
         lines += _recovery(device)
