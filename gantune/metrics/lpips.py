@@ -127,6 +127,7 @@ class LPIPSDistance(nn.Module):
         self.resolution = resolution
         self.random_backbone = allow_random
         self.model = _build(net, allow_random)
+        self._fixed: tuple | None = None  # (y, its version, its normalised features): the last y without gradient
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
         if self.resolution is not None and x.shape[-1] > self.resolution:
@@ -136,7 +137,33 @@ class LPIPSDistance(nn.Module):
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if x.shape[1:] != y.shape[1:] or (x.shape[0] != y.shape[0] and 1 not in (x.shape[0], y.shape[0])):
             raise ValueError(f"LPIPS inputs differ in shape: {tuple(x.shape)} vs {tuple(y.shape)}")
-        return self.model(self.prepare(x), self.prepare(y)).flatten(1).mean(1)
+        import lpips
+
+        m = self.model
+        if y.requires_grad or not isinstance(m, lpips.LPIPS) or m.spatial or not m.lpips or m.version != "0.1":
+            return m(self.prepare(x), self.prepare(y)).flatten(1).mean(1)
+        # lpips.LPIPS.forward step for step, with the features of a fixed y (the projector's and PTI's target)
+        # computed once: a backbone forward saved per step, same bits
+        feats_y = self._target_features(y)
+        feats_x = [lpips.normalize_tensor(o) for o in m.net.forward(m.scaling_layer(self.prepare(x)))]
+        val = 0
+        for kk in range(m.L):
+            val += lpips.spatial_average(m.lins[kk]((feats_x[kk] - feats_y[kk]) ** 2), keepdim=True)
+        return val.flatten(1).mean(1)
+
+    def _target_features(self, y: torch.Tensor) -> list[torch.Tensor]:
+        """Normalised backbone features of ``y``, kept while the same tensor (same object, unchanged) comes again.
+        The reference held keeps its memory from being reused by another tensor."""
+        import lpips
+
+        kept = self._fixed  # one read: a distance may be shared between threads
+        if kept is not None and kept[0] is y and kept[1] == y._version:
+            return kept[2]
+        m = self.model
+        with torch.no_grad():
+            feats = [lpips.normalize_tensor(o) for o in m.net.forward(m.scaling_layer(self.prepare(y)))]
+        self._fixed = (y, y._version, feats)
+        return feats
 
     def extra_repr(self) -> str:
         return f"net={self.net_name}, resolution={self.resolution}, random_backbone={self.random_backbone}"
