@@ -70,10 +70,10 @@ def conv_flops(net: torch.nn.Module, *inputs: torch.Tensor) -> float:
 
 
 def _lpips_flops(dist: LPIPSDistance, device: torch.device) -> float:
-    """One LPIPS call with a gradient for its first image: both images through the backbone, then the input
-    gradient of one (about a forward's FLOPs): 3 backbone forwards at the comparison size."""
+    """One LPIPS call with a gradient for its first image against a fixed target (whose features are kept): the
+    image through the backbone, then its input gradient (about a forward's FLOPs): 2 backbone forwards."""
     side = dist.resolution or 256
-    return 3 * conv_flops(dist.model.net, torch.zeros(1, 3, side, side, device=device))
+    return 2 * conv_flops(dist.model.net, torch.zeros(1, 3, side, side, device=device))
 
 
 # generator passes per step, in forward-pass units: the projectors differentiate the latent of a frozen generator

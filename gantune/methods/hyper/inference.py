@@ -66,13 +66,28 @@ def untuned_prefix(G: Generator, ws: torch.Tensor, tuned: set[str], noise_mode: 
 
 
 def cpu_layouts(hypernet, w_encoder=None) -> None:
-    """Once per model, on CPU: the convolution weights of the hypernetwork's backbone and heads and of the W-encoder
-    channels-last (oneDNN's native layout: ~5-8 % faster than converting on every call), and the shared FC's ``w2``
-    column-major (see :meth:`SharedFC.pack_`). Values are unchanged; the official export writes the usual layout."""
+    """Once per model, on CPU: the k×k (k > 1) convolution weights of the hypernetwork and the W-encoder channels-last
+    (oneDNN's native layout: ~5-8 % faster than converting on every call), and the shared FC's ``w2`` column-major
+    (see :meth:`SharedFC.pack_`). Each weight is copied once; where the old one was memory-mapped from the
+    checkpoint, its pages are released, so memory does not hold both. Values are unchanged; the official export
+    writes the usual layout."""
+    from ...core.cpualloc import release_file_pages
+
     for m in (hypernet, w_encoder):
-        if isinstance(m, torch.nn.Module) and not getattr(m, "_gantune_cpu_layout", False):
-            m.to(memory_format=torch.channels_last)
-            m._gantune_cpu_layout = True
+        if not isinstance(m, torch.nn.Module) or getattr(m, "_gantune_cpu_layout", False):
+            continue
+        for conv in m.modules():
+            w = getattr(conv, "weight", None)
+            if not isinstance(conv, torch.nn.Conv2d) or w is None or w.shape[-1] * w.shape[-2] == 1:
+                continue
+            if w.device.type != "cpu" or w.is_contiguous(memory_format=torch.channels_last):
+                continue
+            old = w.detach()
+            with torch.no_grad():
+                w.data = old.contiguous(memory_format=torch.channels_last)
+            if old.is_contiguous():
+                release_file_pages(old.data_ptr(), old.numel() * old.element_size())
+        m._gantune_cpu_layout = True
     if isinstance(hypernet, HyperNetwork) and hypernet.shared_fc is not None:
         hypernet.shared_fc.pack_()
 
