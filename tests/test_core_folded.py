@@ -149,6 +149,18 @@ def test_frozen_generator_gradients_take_the_rank1_form():
     w_b = ws.clone().requires_grad_(True)
     img = G.synthesis(w_a)
     torch.testing.assert_close(img.detach(), plain, atol=5e-5, rtol=1e-4)
+    # no convolution in the graph differentiates its weight (the folded form would, for every layer)
+    convs, seen, todo = [], set(), [img.grad_fn]
+    while todo:
+        fn = todo.pop()
+        if fn is None or fn in seen:
+            continue
+        seen.add(fn)
+        if type(fn).__name__.startswith("ConvolutionBackward"):
+            convs.append(fn)
+        todo += [nxt for nxt, _ in fn.next_functions]
+    assert len(convs) >= len(G.specs)
+    assert all(c.next_functions[1][0] is None for c in convs)
     img.square().mean().backward()
     G.synthesis(w_b, fused=True).square().mean().backward()
     assert w_a.grad.abs().max() > 0

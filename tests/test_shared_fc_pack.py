@@ -50,3 +50,25 @@ def test_release_file_pages_only_touches_file_mappings(tmp_path):
     anon = t.clone()
     assert release_file_pages(anon.data_ptr(), anon.numel() * 4) == 0
     assert torch.equal(anon, t)
+
+
+def test_cpu_layouts_copy_only_kxk_conv_weights():
+    """k×k conv weights become channels-last; the large 1×1 head outputs are left in place (copying them would hold
+    0.75 GB twice for the official network); the shared w2 is packed; values unchanged."""
+    from gantune.core import GeneratorConfig, layer_specs
+    from gantune.methods.hyper.hypernet import HyperNetwork
+    from gantune.methods.hyper.inference import cpu_layouts
+
+    cfg = GeneratorConfig(resolution=64, z_dim=32, w_dim=32, mapping_layers=2, channel_base=2048, channel_max=32)
+    torch.manual_seed(2)
+    hn = HyperNetwork.from_specs(layer_specs(cfg), width=8, input_size=64).eval()
+    before = {k: (v.data_ptr(), v.clone()) for k, v in hn.state_dict().items()}
+    cpu_layouts(hn)
+    after = hn.state_dict()
+    kxk = [k for k, v in after.items() if v.ndim == 4 and v.shape[-1] > 1]
+    one = [k for k, v in after.items() if v.ndim == 4 and v.shape[-1] == 1]
+    assert kxk and one
+    assert all(after[k].is_contiguous(memory_format=torch.channels_last) for k in kxk)
+    assert all(after[k].data_ptr() == before[k][0] for k in one)
+    assert after["shared_fc.w2"].stride(0) == 1
+    assert all(torch.equal(after[k], before[k][1]) for k in after)

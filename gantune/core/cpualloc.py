@@ -44,7 +44,7 @@ _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
 def _file_mapping_of(addr: int) -> tuple[int, int] | None:
-    """The address range of the private mapping of a regular file (a ``torch.load(mmap=True)`` checkpoint) that
+    """The address range of the private mapping of a regular file (a checkpoint loaded with ``mmap=True``) that
     holds ``addr``, or None where ``addr`` is in any other kind of memory."""
     try:
         with open("/proc/self/maps") as f:
