@@ -370,3 +370,16 @@ def test_freeze_below_top_trains_only_the_new_block():
     tr.step()
     changed = {k for k, v in _params(tr.G).items() if v.is_floating_point() and not torch.equal(v, g0[k])}
     assert any(k.startswith("synthesis.layers.b8.") for k in changed)
+
+
+def test_cli_freeze_grown_without_grow_from_is_one_line_and_writes_nothing(tmp_path, capsys):
+    from test_bad_inputs import run_cli
+
+    out = tmp_path / "g"
+    code, lines = run_cli(["train", "generator", "--data", "synthetic-faces", "-r", "16", "--channel-base", "128",
+                           "--channel-max", "16", "--z-dim", "16", "--batch", "4", "--kimg", "0.004",
+                           "--freeze-grown", "2", "--device", "cpu", "-o", out], capsys)
+    errors = [ln for ln in lines if ln.startswith("error:")]
+    assert code != 0 and len(errors) == 1
+    assert "--freeze-grown" in errors[0] and any("--grow-from" in ln for ln in lines)
+    assert not out.exists() or not any(out.iterdir())

@@ -123,6 +123,9 @@ def generator_command(
             cfg = cfg.replace(latent_rows=latent_rows or max(cfg.channels(r) for r in cfg.block_resolutions))
         elif latent_rows:
             raise InputError("--latent-rows needs --overparam")
+        if freeze_grown is not None and not grow_from:
+            raise InputError("--freeze-grown applies to a grown generator only",
+                             hint="add --grow-from SMALLER_GENERATOR, or leave out --freeze-grown")
         opts = TrainOptions(batch=batch, lr=lr, r1_gamma=gamma, r1_interval=r1_interval, pl_weight=pl_weight,
                             pl_interval=pl_interval, style_mixing=style_mixing, ema_kimg=ema_kimg,
                             mbstd_group=mbstd_group, seed=seed,
