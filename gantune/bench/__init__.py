@@ -1,6 +1,6 @@
 """``make bench``: speed and memory figures, printed as ratios against this machine's own convolution rate.
 
-Run ``python -m gantune.bench [--quick] [--only generator,hyper,optim,align]``. Every section prints plain lines;
+Run ``python -m gantune.bench [--quick] [--only generator,hyper,optim,align,loading,memory,gpu]``. Every section prints plain lines;
 nothing here is a pass/fail test. The generator section lives here; ``hyper``, ``optim`` and ``align`` are modules of
 this package, ``loading`` is ``gantune.weights.bench``.
 """
@@ -150,6 +150,7 @@ SECTIONS = {
     "align": ("gantune.bench.align", "bench_align"),
     "loading": ("gantune.weights.bench", "bench_loading"),
     "memory": ("gantune.bench.memory", "bench_memory"),
+    "gpu": ("gantune.bench.gpu", "bench_gpu"),
 }
 
 

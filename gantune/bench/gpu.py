@@ -1,0 +1,156 @@
+"""``make bench`` section ``gpu``: the generator and HyperStyle on a CUDA device, per precision and batch.
+
+For each precision (fp32, TF32, bf16, fp16) and batch (1, 8, 32): milliseconds per image of a 1024 px generator
+render and of a 5-iteration HyperStyle inversion (random models with the official layout and sizes), the peak GPU
+memory of that run, and the image difference against fp32 (first image of the batch). Then, once, the generator under
+``torch.compile`` (its compile time reported apart). Without CUDA it says so and returns; ``tiny=True`` runs the same
+code on any device with small models (what the CPU tests use).
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+PRECISIONS = {  # name -> (compute dtype, TF32 matmuls and convolutions)
+    "fp32": (torch.float32, False),
+    "tf32": (torch.float32, True),
+    "bf16": (torch.bfloat16, False),
+    "fp16": (torch.float16, False),
+}
+
+
+def _set_tf32(on: bool) -> None:
+    torch.backends.cuda.matmul.allow_tf32 = on
+    torch.backends.cudnn.allow_tf32 = on
+
+
+def _time(fn, device: torch.device, reps: int) -> float:
+    """Best of ``reps`` calls after one warm-up, seconds."""
+    fn()
+    best = float("inf")
+    for _ in range(reps):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def _peak_mib(device: torch.device) -> str:
+    if device.type != "cuda":
+        return "n/a"
+    return f"{torch.cuda.max_memory_allocated(device) / 2**20:,.0f} MiB"
+
+
+def _models(resolution: int, tiny: bool, device: torch.device):
+    from ..core import Generator, GeneratorConfig
+    from ..methods.hyper.hypernet import HyperNetwork
+    from ..methods.hyper.wencoder import WEncoder
+    from .hyper import _random_models
+
+    if not tiny:
+        G, hn, enc = _random_models(resolution, "claimed14", 0)
+    else:
+        torch.manual_seed(0)
+        G = Generator(GeneratorConfig(resolution=resolution, z_dim=32, w_dim=32, mapping_layers=2, channel_base=512,
+                                      channel_max=32)).eval()
+        hn = HyperNetwork.from_specs(G.specs, width=16, input_size=64).eval()
+        enc = WEncoder(num_ws=G.num_ws, w_dim=32, units=(1, 1, 1, 1), width=16, input_size=64).eval()
+    return G.to(device), hn.to(device), enc.to(device)
+
+
+def bench_gpu(device: str | torch.device = "auto", *, resolution: int = 1024, batches=(1, 8, 32),
+              precisions=tuple(PRECISIONS), iters: int = 5, reps: int = 3, compile_generator: bool = True,
+              budget_s: float = 420.0, tiny: bool = False) -> list[str]:
+    from ..methods.hyper.inference import refine
+    from ..runtime import resolve_device
+
+    dev = resolve_device(device)
+    if dev.type != "cuda" and not tiny:
+        return ["no CUDA device here: the GPU figures need one (run `make bench` on a GPU machine)"]
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else str(dev)
+    lines = [f"gpu bench: {name}, torch {torch.__version__}, generator {resolution} px, HyperStyle {iters} iterations"]
+    G, hn, enc = _models(resolution, tiny, dev)
+    la = torch.zeros(G.num_ws, G.cfg.w_dim, device=dev)
+    side = hn.input_size
+    g = torch.Generator().manual_seed(1)
+    x_all = (torch.rand(max(batches), 3, side, side, generator=g) * 2 - 1).to(dev)
+    ws_all = G.map(torch.randn(max(batches), G.cfg.z_dim, generator=g).to(dev)).detach()
+    refs: dict[str, torch.Tensor] = {}
+    t_start = time.perf_counter()
+    tf32_before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    try:
+        for prec in precisions:
+            dtype, tf32 = PRECISIONS[prec]
+            _set_tf32(tf32)
+            G.set_precision(dtype)
+            for b in batches:
+                if time.perf_counter() - t_start > budget_s:
+                    lines.append(f"{prec} batch {b}: skipped (over the {budget_s:.0f} s budget)")
+                    continue
+                ws, x = ws_all[:b], x_all[:b]
+                if dev.type == "cuda":
+                    torch.cuda.reset_peak_memory_stats(dev)
+                try:
+                    with torch.no_grad():
+                        t_g = _time(lambda: G.synthesis(ws), dev, reps)
+                        img = G.synthesis(ws[:1]).float()
+                        mem_g = _peak_mib(dev)
+                        if dev.type == "cuda":
+                            torch.cuda.reset_peak_memory_stats(dev)
+                        t_h = _time(lambda: refine(x, G=G, hypernet=hn, w_encoder=enc, latent_avg=la, iters=iters,
+                                                   dtype=dtype), dev, reps)
+                        inv = refine(x[:1], G=G, hypernet=hn, w_encoder=enc, latent_avg=la, iters=iters,
+                                     dtype=dtype).images.float()
+                        mem_h = _peak_mib(dev)
+                except torch.OutOfMemoryError:
+                    lines.append(f"{prec} batch {b}: out of GPU memory")
+                    if dev.type == "cuda":
+                        torch.cuda.empty_cache()
+                    continue
+                diff = ""
+                if prec == "fp32":
+                    refs["g"], refs["h"] = img, inv
+                elif "g" in refs:
+                    dg, dh = (img - refs["g"]).abs(), (inv - refs["h"]).abs()
+                    diff = (f"; vs fp32: generator max {dg.max():.3f} mean {dg.mean():.4f}, "
+                            f"HyperStyle max {dh.max():.3f} mean {dh.mean():.4f}")
+                lines.append(f"{prec} batch {b:>2}: generator {t_g * 1000 / b:8.2f} ms/img (peak {mem_g}), "
+                             f"HyperStyle {t_h * 1000 / b:8.2f} ms/img (peak {mem_h}){diff}")
+        if compile_generator and time.perf_counter() - t_start < budget_s:
+            lines += _compiled_generator(G, ws_all, dev, reps)
+    finally:
+        _set_tf32(tf32_before[0])
+        torch.backends.cudnn.allow_tf32 = tf32_before[1]
+        G.set_precision(torch.float32)
+    return lines
+
+
+def _compiled_generator(G, ws_all: torch.Tensor, dev: torch.device, reps: int) -> list[str]:
+    """The generator under torch.compile (bf16 on CUDA, fp32 elsewhere) at the largest batch: compile time apart."""
+    dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
+    G.set_precision(dtype)
+    b = ws_all.shape[0]
+    try:
+        fn = torch.compile(G.synthesis)
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            fn(ws_all)
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+            t_compile = time.perf_counter() - t0
+            t = _time(lambda: fn(ws_all), dev, reps)
+    except Exception as e:  # a compiler failure is a figure too, not a reason to lose the others
+        return [f"torch.compile generator: failed ({type(e).__name__}: {str(e).splitlines()[0][:160]})"]
+    return [f"torch.compile generator, {str(dtype)[6:]} batch {b}: {t * 1000 / b:.2f} ms/img "
+            f"(first call with compilation {t_compile:.1f} s)"]
+
+
+if __name__ == "__main__":  # python -m gantune.bench.gpu
+    for ln in bench_gpu():
+        print(ln, flush=True)

@@ -1,0 +1,27 @@
+"""The GPU benchmark's code runs (tiny models, on the CPU here) and reports every precision and batch, with the
+difference of each low precision against fp32; without CUDA the real section says so instead of failing."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+
+from gantune.bench.gpu import bench_gpu
+
+
+def test_gpu_bench_code_path_on_tiny_models():
+    lines = bench_gpu("cpu", resolution=64, batches=(1, 2), precisions=("fp32", "bf16"), iters=2, reps=1,
+                      compile_generator=False, tiny=True)
+    rows = [ln for ln in lines if re.match(r"(fp32|bf16) batch", ln)]
+    assert len(rows) == 4, lines
+    assert all("generator" in r and "HyperStyle" in r and "ms/img" in r for r in rows)
+    assert all("vs fp32" in r for r in rows if r.startswith("bf16"))
+    assert not any("vs fp32" in r for r in rows if r.startswith("fp32"))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the machine without CUDA")
+def test_gpu_section_without_cuda_says_so():
+    [line] = bench_gpu("cpu")
+    assert "no CUDA" in line
