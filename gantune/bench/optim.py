@@ -135,8 +135,11 @@ def _recovery(device: torch.device) -> list[str]:
     return lines
 
 
-def bench_optim(device: str | torch.device = "cpu", *, resolutions=(256, 1024), recovery: bool = True) -> list[str]:
+def bench_optim(device: str | torch.device = "cpu", *, resolutions=(256, 1024), recovery: bool = True,
+                quick: bool = False) -> list[str]:
     device = torch.device(device)
+    if quick:  # make bench --quick: the 256 px steps only
+        resolutions = tuple(r for r in resolutions if r <= 256) or resolutions[:1]
     threads = torch.get_num_threads()
     lines = [f"optimisation inversion ({device}, {threads} threads): ms per step, batch 1, LPIPS-VGG at 256 px "
              "(PTI: LPIPS-AlexNet)"]
