@@ -133,6 +133,11 @@ def generator_command(
                             freeze_below_top_kimg=(freeze_grown if freeze_grown is not None else kimg) if grow_from else 0.0)
     except ValueError as e:
         raise InputError(str(e), hint="see gantune train generator --help") from None
+    small = None
+    if grow_from and resolve_resume(resume, out) is None:  # a bad --grow-from fails before the data is opened
+        from ..weights import load_generator
+
+        small, _ = load_generator(grow_from, "cpu")
     dist = ddp.setup(resolve_device(device))
     try:
         source = open_source(data, resolution, dist.device, xflip=xflip)
@@ -143,10 +148,7 @@ def generator_command(
         state_file = resolve_resume(resume, out)
         if state_file is not None:
             trainer.load_state_dict(load_state(state_file))
-        elif grow_from:
-            from ..weights import load_generator
-
-            small, _ = load_generator(grow_from, "cpu")
+        elif small is not None:
             try:
                 fresh = trainer.grow_from(small.to(dist.device))
             except ValueError as e:
