@@ -1,8 +1,8 @@
 """``make bench``: speed and memory figures, printed as ratios against this machine's own convolution rate.
 
-Run ``python -m gantune.bench [--quick] [--only generator,hyper,optim,align,loading,memory,gpu]``. Every section prints plain lines;
-nothing here is a pass/fail test. The generator section lives here; ``hyper``, ``optim`` and ``align`` are modules of
-this package, ``loading`` is ``gantune.weights.bench``.
+Run ``python -m gantune.bench [--quick] [--only generator,hyper,optim,align,loading,memory,gpu]``. Every section
+prints plain lines; nothing here is a pass/fail test. The generator section lives here; ``hyper``, ``optim``,
+``align``, ``memory`` and ``gpu`` are modules of this package, ``loading`` is ``gantune.weights.bench``.
 """
 
 from __future__ import annotations

@@ -28,15 +28,15 @@ def _set_tf32(on: bool) -> None:
 
 def _time(fn, device: torch.device, reps: int) -> float:
     """Best of ``reps`` calls after one warm-up, seconds."""
+    from . import sync
+
     fn()
     best = float("inf")
     for _ in range(reps):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        sync(device)
         t0 = time.perf_counter()
         fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        sync(device)
         best = min(best, time.perf_counter() - t0)
     return best
 
@@ -89,6 +89,7 @@ def bench_gpu(device: str | torch.device = "auto", *, resolution: int = 1024, ba
             dtype, tf32 = PRECISIONS[prec]
             _set_tf32(tf32)
             G.set_precision(dtype)
+            diff = None
             for b in batches:
                 if time.perf_counter() - t_start > budget_s:
                     lines.append(f"{prec} batch {b}: skipped (over the {budget_s:.0f} s budget)")
@@ -99,29 +100,23 @@ def bench_gpu(device: str | torch.device = "auto", *, resolution: int = 1024, ba
                 try:
                     with torch.no_grad():
                         t_g = _time(lambda: G.synthesis(ws), dev, reps)
-                        img = G.synthesis(ws[:1]).float()
                         mem_g = _peak_mib(dev)
                         if dev.type == "cuda":
                             torch.cuda.reset_peak_memory_stats(dev)
                         t_h = _time(lambda: refine(x, G=G, hypernet=hn, w_encoder=enc, latent_avg=la, iters=iters,
                                                    dtype=dtype), dev, reps)
-                        inv = refine(x[:1], G=G, hypernet=hn, w_encoder=enc, latent_avg=la, iters=iters,
-                                     dtype=dtype).images.float()
                         mem_h = _peak_mib(dev)
+                        if diff is None:  # once per precision: the first image against fp32's
+                            diff = _difference(prec, refs, G.synthesis(ws_all[:1]).float(),
+                                               refine(x_all[:1], G=G, hypernet=hn, w_encoder=enc, latent_avg=la,
+                                                      iters=iters, dtype=dtype).images.float())
                 except torch.OutOfMemoryError:
                     lines.append(f"{prec} batch {b}: out of GPU memory")
                     if dev.type == "cuda":
                         torch.cuda.empty_cache()
                     continue
-                diff = ""
-                if prec == "fp32":
-                    refs["g"], refs["h"] = img, inv
-                elif "g" in refs:
-                    dg, dh = (img - refs["g"]).abs(), (inv - refs["h"]).abs()
-                    diff = (f"; vs fp32: generator max {dg.max():.3f} mean {dg.mean():.4f}, "
-                            f"HyperStyle max {dh.max():.3f} mean {dh.mean():.4f}")
                 lines.append(f"{prec} batch {b:>2}: generator {t_g * 1000 / b:8.2f} ms/img (peak {mem_g}), "
-                             f"HyperStyle {t_h * 1000 / b:8.2f} ms/img (peak {mem_h}){diff}")
+                             f"HyperStyle {t_h * 1000 / b:8.2f} ms/img (peak {mem_h}){diff or ''}")
         if compile_generator and time.perf_counter() - t_start < budget_s:
             lines += _compiled_generator(G, ws_all, dev, reps)
     finally:
@@ -129,6 +124,18 @@ def bench_gpu(device: str | torch.device = "auto", *, resolution: int = 1024, ba
         torch.backends.cudnn.allow_tf32 = tf32_before[1]
         G.set_precision(torch.float32)
     return lines
+
+
+def _difference(prec: str, refs: dict, img: torch.Tensor, inv: torch.Tensor) -> str:
+    """fp32 keeps its images as the references; other precisions report their difference to them."""
+    if prec == "fp32":
+        refs["g"], refs["h"] = img, inv
+        return ""
+    if "g" not in refs:
+        return ""
+    dg, dh = (img - refs["g"]).abs(), (inv - refs["h"]).abs()
+    return (f"; vs fp32: generator max {dg.max():.3f} mean {dg.mean():.4f}, "
+            f"HyperStyle max {dh.max():.3f} mean {dh.mean():.4f}")
 
 
 def _compiled_generator(G, ws_all: torch.Tensor, dev: torch.device, reps: int) -> list[str]:

@@ -75,3 +75,15 @@ def release_file_pages(addr: int, nbytes: int) -> int:
         return end - start if libc.madvise(start, end - start, _MADV_DONTNEED) == 0 else 0
     except (OSError, AttributeError):
         return 0
+
+
+def replace_data(param, new) -> None:
+    """Puts ``new`` (the same values in another layout) into ``param`` in place of its tensor, and releases the pages
+    of the old one where it was memory-mapped from a checkpoint, so memory does not hold both."""
+    import torch
+
+    old = param.detach()
+    with torch.no_grad():
+        param.data = new
+    if old.is_contiguous():
+        release_file_pages(old.data_ptr(), old.numel() * old.element_size())

@@ -177,14 +177,9 @@ class SharedFC(nn.Module):
         w2 = self.w2
         if w2.stride(0) == 1 or w2.device.type != "cpu":
             return self
-        from ...core.cpualloc import release_file_pages
+        from ...core.cpualloc import replace_data
 
-        old = w2.detach()
-        packed = old.t().contiguous().t()
-        with torch.no_grad():
-            self.w2.data = packed
-        if old.is_contiguous():
-            release_file_pages(old.data_ptr(), old.numel() * old.element_size())
+        replace_data(w2, w2.detach().t().contiguous().t())
         return self
 
     def expand(self, hidden: torch.Tensor, count: int = 1) -> torch.Tensor:

@@ -71,7 +71,7 @@ def cpu_layouts(hypernet, w_encoder=None) -> None:
     (see :meth:`SharedFC.pack_`). Each weight is copied once; where the old one was memory-mapped from the
     checkpoint, its pages are released, so memory does not hold both. Values are unchanged; the official export
     writes the usual layout."""
-    from ...core.cpualloc import release_file_pages
+    from ...core.cpualloc import replace_data
 
     for m in (hypernet, w_encoder):
         if not isinstance(m, torch.nn.Module) or getattr(m, "_gantune_cpu_layout", False):
@@ -82,11 +82,7 @@ def cpu_layouts(hypernet, w_encoder=None) -> None:
                 continue
             if w.device.type != "cpu" or w.is_contiguous(memory_format=torch.channels_last):
                 continue
-            old = w.detach()
-            with torch.no_grad():
-                w.data = old.contiguous(memory_format=torch.channels_last)
-            if old.is_contiguous():
-                release_file_pages(old.data_ptr(), old.numel() * old.element_size())
+            replace_data(w, w.detach().contiguous(memory_format=torch.channels_last))
         m._gantune_cpu_layout = True
     if isinstance(hypernet, HyperNetwork) and hypernet.shared_fc is not None:
         hypernet.shared_fc.pack_()
