@@ -383,3 +383,95 @@ def test_cli_freeze_grown_without_grow_from_is_one_line_and_writes_nothing(tmp_p
     assert code != 0 and len(errors) == 1
     assert "--freeze-grown" in errors[0] and any("--grow-from" in ln for ln in lines)
     assert not out.exists() or not any(out.iterdir())
+
+
+# --- distillation from a generator-type data source ---------------------------------------------------------------
+class TeacherData(ConstantData):
+    """A source that is itself a generator: a fixed smooth function of an 8-d latent (what SyntheticFaces is)."""
+
+    name = "teacher"
+    teacher_dim = 8
+
+    def __init__(self, resolution: int) -> None:
+        super().__init__(resolution)
+        g = torch.Generator().manual_seed(11)
+        self.proj = torch.randn(8, 3 * 4 * 4, generator=g) / 8**0.5
+        self.resolution = resolution
+
+    def teacher(self, z):
+        small = torch.tanh(z @ self.proj).reshape(-1, 3, 4, 4)
+        return torch.nn.functional.interpolate(small, size=(self.resolution,) * 2, mode="bilinear", align_corners=False)
+
+    def sample(self, batch, generator, *, rank=0, world=1):
+        from gantune.train.data import slice_for_rank
+
+        return slice_for_rank(self.teacher(torch.randn(batch, 8, generator=generator)), rank, world)
+
+
+def _distill_trainer(cfg=None, **opts):
+    from gantune.train import GeneratorTrainer, TrainOptions
+
+    cfg = cfg or cfg16()
+    o = dict(dict(batch=8, seed=3, distill=10.0), **opts)
+    return GeneratorTrainer(cfg, TrainOptions(**o), TeacherData(cfg.resolution))
+
+
+def _teacher_l1(tr, n=64):
+    g = torch.Generator().manual_seed(99)
+    z = tr.G.sample_z(n, generator=g)
+    with torch.no_grad():
+        img = tr.synthesize(tr.G, tr.G.mapping(z)[:, None].expand(-1, tr.cfg.num_ws, -1))
+        return float((img - tr.data.teacher(tr.teacher_z(z))).abs().mean())
+
+
+def test_distill_only_phase_fits_the_teacher_and_leaves_d_alone():
+    tr = _distill_trainer(cfg16(use_noise=False), distill_only_kimg=0.24, lr=0.01)  # 30 steps of 8
+    d0 = _params(tr.D)
+    before = _teacher_l1(tr)
+    for _ in range(30):
+        stats = tr.step()
+        assert set(stats) == {"distill_L1"}
+    after = _teacher_l1(tr)
+    assert after < 0.6 * before, (before, after)
+    assert all(torch.equal(v, _params(tr.D)[k]) for k, v in d0.items())
+    stats = tr.step()  # the phase is over: adversarial training with the teacher term added
+    assert {"loss_G", "loss_D", "distill_L1"} <= set(stats)
+    assert any(not torch.equal(v, _params(tr.D)[k]) for k, v in d0.items())
+
+
+def test_teacher_latent_is_the_normalised_z_or_the_shared_row_and_draws_stay_the_same():
+    tr = _distill_trainer(cfg16())
+    plain = _distill_trainer(cfg16(), distill=0.0)
+    z, z2, cut, tz = tr.sample_latents(500, with_teacher=True)
+    z_, z2_, cut_ = plain.sample_latents(500)
+    assert torch.equal(z, z_) and torch.equal(z2, z2_) and torch.equal(cut, cut_)  # the loop's streams do not move
+    assert tz.shape == (500, 8)
+    assert torch.allclose(tz, z[:, :8] / z[:, :8].square().mean(1, keepdim=True).sqrt(), atol=1e-5)
+    over = _distill_trainer(cfg16(latent_rows=16, use_noise=False))
+    plain_over = make_trainer(cfg=cfg16(latent_rows=16, use_noise=False))
+    plain_over.opts = over.opts
+    Z, _, _, tz = over.sample_latents(500, with_teacher=True)
+    Z_, _, _ = plain_over.sample_latents(500)
+    assert torch.equal(Z, Z_)  # the same draws as G.sample_z
+    shared_est = (Z[:, :, :8].mean(1) * 2**0.5)  # rows' mean = (mean of row noise + shared)/√2
+    corr = torch.corrcoef(torch.stack([shared_est.flatten(), tz.flatten()]))[0, 1]
+    assert corr > 0.9  # (a single row would give about 0.7)
+
+
+def test_distill_needs_a_generator_source_and_a_weight(tmp_path, capsys):
+    from test_bad_inputs import run_cli
+
+    from gantune.train import TrainOptions
+
+    with pytest.raises(ValueError, match="distillation weight"):
+        TrainOptions(distill_only_kimg=1.0)
+    out = tmp_path / "g"
+    base = ["train", "generator", "-r", "16", "--channel-base", "128", "--channel-max", "16", "--z-dim", "16",
+            "--batch", "4", "--kimg", "0.004", "--device", "cpu", "-o", out]
+    code, lines = run_cli(base + ["--data", _folder(tmp_path), "--distill", "5"], capsys)
+    errors = [ln for ln in lines if ln.startswith("error:")]
+    assert code != 0 and len(errors) == 1 and "distill" in errors[0]
+    assert any("synthetic-faces" in ln for ln in lines)
+    code, lines = run_cli(base + ["--data", "synthetic-faces", "--distill-only", "2"], capsys)
+    assert code != 0 and sum(ln.startswith("error:") for ln in lines) == 1
+    assert not out.exists() or not any(out.iterdir())

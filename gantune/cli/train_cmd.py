@@ -20,7 +20,7 @@ def _train_group() -> None:
 
 
 def _fmt(stats: dict) -> str:
-    keys = ("loss_G", "loss_D", "D_real", "D_fake", "pl_penalty", "r1")
+    keys = ("loss_G", "loss_D", "D_real", "D_fake", "distill_L1", "pl_penalty", "r1")
     parts = [f"kimg {stats['nimg'] / 1000:.2f}/{stats['total'] / 1000:g}"]
     parts += [f"{k} {stats[k]:.3f}" for k in keys if k in stats]
     parts.append(f"{stats['img_per_s']:.1f} img/s")
@@ -88,6 +88,8 @@ def generator_command(
     d_warmup: Annotated[Optional[float], typer.Option("--d-warmup", help="Train D alone (G frozen) for the first N kimg; default 2 with --grow-from (a fresh D's first gradients would wreck the grown layers), else 0.")] = None,
     freeze_grown: Annotated[Optional[float], typer.Option("--freeze-grown", help="With --grow-from: only the new top block trains until N kimg (default: the whole run; the grown layers stay as trained).")] = None,
     grow_from: Annotated[Optional[str], typer.Option("--grow-from", help="When starting from scratch: a generator of half the resolution with the same options; its layers are copied and the new top block starts from its upsampled images.")] = None,
+    distill: Annotated[float, typer.Option("--distill", help="With --data synthetic-faces: weight of a teacher term, the mean |G(z) − DCGAN(z)| on the samples that do not mix styles (z's first 100 entries are the DCGAN's latent; the matrix's shared row with --overparam), added to the adversarial loss; 0 = off.")] = 0.0,
+    distill_only: Annotated[float, typer.Option("--distill-only", help="With --distill: the first N kimg train G on the teacher term alone (no discriminator, no style mixing; about 3× faster a step), then the adversarial loss joins.")] = 0.0,
     keep: Annotated[int, typer.Option("--keep", min=1, help="Training states to keep in --out.")] = 2,
     log_every: Annotated[float, typer.Option("--log-every", help="Seconds between progress lines when not on a terminal.")] = 30.0,
     threads: Annotated[Optional[int], typer.Option("--threads", help="CPU threads for torch (default: torch's).")] = None,
@@ -128,7 +130,7 @@ def generator_command(
                              hint="add --grow-from SMALLER_GENERATOR, or leave out --freeze-grown")
         opts = TrainOptions(batch=batch, lr=lr, r1_gamma=gamma, r1_interval=r1_interval, pl_weight=pl_weight,
                             pl_interval=pl_interval, style_mixing=style_mixing, ema_kimg=ema_kimg,
-                            mbstd_group=mbstd_group, seed=seed,
+                            mbstd_group=mbstd_group, seed=seed, distill=distill, distill_only_kimg=distill_only,
                             d_warmup_kimg=d_warmup if d_warmup is not None else (2.0 if grow_from else 0.0),
                             freeze_below_top_kimg=(freeze_grown if freeze_grown is not None else kimg) if grow_from else 0.0)
     except ValueError as e:
@@ -144,7 +146,9 @@ def generator_command(
         try:
             trainer = GeneratorTrainer(cfg, opts, source, dist=dist)
         except ValueError as e:
-            raise InputError(str(e), hint="--batch must split evenly over processes and minibatch-stddev groups") from None
+            hint = ("use --data synthetic-faces, or leave out --distill" if "distill" in str(e)
+                    else "--batch must split evenly over processes and minibatch-stddev groups")
+            raise InputError(str(e), hint=hint) from None
         state_file = resolve_resume(resume, out)
         if state_file is not None:
             trainer.load_state_dict(load_state(state_file))

@@ -104,9 +104,17 @@ class SyntheticFaces:
                                 **({} if self.resolution < img.shape[-1] else {"antialias": True, "align_corners": False}))
         return img
 
+    @property
+    def teacher_dim(self) -> int:
+        return self.net.nz
+
+    def teacher(self, z: torch.Tensor) -> torch.Tensor:
+        """The faces for given latents (B, nz), as the generator under training should draw them (distillation)."""
+        return self.render(z)
+
     def sample(self, batch: int, generator: torch.Generator, *, rank: int = 0, world: int = 1) -> torch.Tensor:
         """Rank's share of a global batch of ``batch`` faces, (batch // world, 3, res, res) in [-1, 1]."""
-        z = torch.randn(batch, 100, generator=generator)
+        z = torch.randn(batch, self.net.nz, generator=generator)
         return self.render(slice_for_rank(z, rank, world))
 
     def describe(self) -> dict:

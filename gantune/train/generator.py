@@ -58,12 +58,17 @@ class TrainOptions:
     seed: int = 0  # seeds initialization and every random draw
     d_warmup_kimg: float = 0.0  # G frozen (D alone trains) until this many thousand real images have been shown
     freeze_below_top_kimg: float = 0.0  # only G's top block trains until this many kimg (after --grow-from); inf = always
+    distill: float = 0.0  # weight of the teacher term (synthetic data only): mean |G(z) - T(z)| over unmixed samples
+    distill_only_kimg: float = 0.0  # with distill: G trains on the teacher term alone (no D, no mixing) until this many kimg
 
     def __post_init__(self) -> None:
         if self.batch < 1 or self.lr <= 0 or self.pl_interval < 1 or self.pl_batch_shrink < 1:
             raise ValueError("batch, lr, pl_interval and pl_batch_shrink must be positive")
-        if not (self.d_warmup_kimg >= 0 and self.freeze_below_top_kimg >= 0):
-            raise ValueError("the D warm-up and the freeze of the grown layers must be >= 0 kimg")
+        if not (self.d_warmup_kimg >= 0 and self.freeze_below_top_kimg >= 0 and self.distill >= 0
+                and self.distill_only_kimg >= 0):
+            raise ValueError("the D warm-up, the freeze of the grown layers and the distillation settings must be >= 0")
+        if self.distill_only_kimg > 0 and self.distill <= 0:
+            raise ValueError("a distillation-only phase needs a distillation weight > 0")
         if not 0.0 <= self.style_mixing <= 1.0:
             raise ValueError("style_mixing must be a probability")
 
@@ -78,6 +83,8 @@ class TrainOptions:
     @classmethod
     def from_dict(cls, d: dict) -> "TrainOptions":
         d = dict(d)
+        d.setdefault("distill", 0.0)  # states written before distillation existed
+        d.setdefault("distill_only_kimg", 0.0)
         d["betas"] = tuple(d["betas"])
         return cls(**d)
 
@@ -106,6 +113,8 @@ class GeneratorTrainer:
         self.local_batch = opts.batch // self.dist.world
         if self.local_batch % min(opts.mbstd_group, self.local_batch):
             raise ValueError(f"minibatch-stddev group {opts.mbstd_group} must divide the per-process batch {self.local_batch}")
+        if opts.distill > 0 and not callable(getattr(data, "teacher", None)):
+            raise ValueError("distillation needs a data source that is itself a generator (synthetic-faces)")
         torch.manual_seed(opts.seed)  # identical initialization on every process
         self.G = Generator(cfg).train().to(self.device)
         self.D = Discriminator(cfg, mbstd_group=opts.mbstd_group).train().to(self.device)
@@ -154,15 +163,30 @@ class GeneratorTrainer:
         n = x.shape[0] // w
         return x[r * n : (r + 1) * n].to(self.device)
 
-    def sample_latents(self, batch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(z, z_mix, cutoff) for this process's share of a global ``batch``; cutoff = num_ws means no mixing."""
+    def sample_latents(self, batch: int, *, with_teacher: bool = False):
+        """(z, z_mix, cutoff) for this process's share of a global ``batch``; cutoff = num_ws means no mixing.
+        ``with_teacher`` adds the teacher's latent for each z (see :meth:`teacher_z`) as a fourth element."""
         G, n = self.G, self.cfg.num_ws
-        z = G.sample_z(batch, generator=self.rng, device="cpu")
+        if self.cfg.overparam:  # G.sample_z's draws, in its order, keeping the shared row
+            shape = (batch, self.cfg.latent_rows, self.cfg.z_dim)
+            rows, shared = torch.randn(shape, generator=self.rng), torch.randn(batch, 1, self.cfg.z_dim, generator=self.rng)
+            z, base = (rows + shared) / 2**0.5, shared[:, 0]
+        else:
+            z = base = G.sample_z(batch, generator=self.rng, device="cpu")
         z2 = G.sample_z(batch, generator=self.rng, device="cpu")
         cut = torch.randint(1, n, (batch,), generator=self.rng) if n > 1 else torch.ones(batch, dtype=torch.long)
         mix = torch.rand(batch, generator=self.rng) < self.opts.style_mixing
         cut = torch.where(mix, cut, torch.full_like(cut, n))
-        return self._slice(z), self._slice(z2), self._slice(cut)
+        out = (self._slice(z), self._slice(z2), self._slice(cut))
+        return (*out, self._slice(self.teacher_z(base))) if with_teacher else out
+
+    def teacher_z(self, z: torch.Tensor) -> torch.Tensor:
+        """The teacher's latent for a standard z (the overparameterized matrix's shared row): its first ``nz``
+        entries, scaled to second moment 1 — the mapping network normalises z the same way, so only the direction,
+        which G can see, decides the target."""
+        nz = self.data.teacher_dim
+        t = z[:, :nz] if z.shape[1] >= nz else torch.cat([z, z.new_zeros(z.shape[0], nz - z.shape[1])], 1)
+        return t * (t.square().mean(1, keepdim=True) + 1e-8).rsqrt()
 
     def latents(self, G: Generator, z: torch.Tensor, z2: torch.Tensor, cut: torch.Tensor) -> torch.Tensor:
         """Mapped latent with per-sample style mixing: standard (B, num_ws, w) or overparameterized (B, rows, w) when
@@ -200,22 +224,51 @@ class GeneratorTrainer:
                 if not name.startswith(top):
                     p.requires_grad_(False)
 
+    def distill_step(self) -> dict[str, float]:
+        """One iteration of the distillation-only phase: G (all of it, no style mixing) matches the teacher's images
+        for its latents; D, the path-length and R1 terms rest."""
+        o, G = self.opts, self.G
+        self._g_trainable()
+        z, _, _, tz = self.sample_latents(o.batch, with_teacher=True)
+        w1 = G.mapping(z)
+        fake = self.synthesize(G, w1 if self.cfg.overparam else w1[:, None].expand(-1, self.cfg.num_ws, -1))
+        loss = (fake - self.data.teacher(tz)).abs().mean()
+        self._opt_step(self.opt_G, G, loss * o.distill)
+        with torch.no_grad():
+            w_mean = ddp.mean(w1.detach().reshape(-1, self.cfg.w_dim).mean(0))
+            G.mapping.w_avg.copy_(w_mean.lerp(G.mapping.w_avg, o.w_avg_beta))
+        return {"distill_L1": float(ddp.mean(loss.detach()))}
+
     def step(self) -> dict[str, float]:
         o, G, D = self.opts, self.G, self.D
         B = o.batch
+        if self.nimg < o.distill_only_kimg * 1000:
+            stats = self.distill_step()
+            self.nimg += B
+            self.step_count += 1
+            self.update_ema()
+            self.stats = stats
+            return stats
         stats = {}
         g_trains = self.nimg >= o.d_warmup_kimg * 1000  # during a D warm-up (after growing) G stays as it is
         # 1. G main
         self._g_trainable()
         D.requires_grad_(False)
-        z, z2, cut = self.sample_latents(B)
+        z, z2, cut, *tz = self.sample_latents(B, with_teacher=o.distill > 0)
         if g_trains:
             w1 = G.mapping(z)
             lat = self.latents(G, z, z2, cut)
             fake = self.synthesize(G, lat)
             loss_g = g_nonsaturating(D(fake))
-            self._opt_step(self.opt_G, G, loss_g)
             stats["loss_G"] = float(ddp.mean(loss_g.detach()))
+            if o.distill > 0:  # unmixed samples also match the teacher's image for their latent
+                keep = (cut == self.cfg.num_ws).to(fake.dtype)
+                target = self.data.teacher(tz[0])
+                per = (fake - target).abs().flatten(1).mean(1)
+                dist_loss = (per * keep).sum() / keep.sum().clamp(min=1)
+                loss_g = loss_g + o.distill * dist_loss
+                stats["distill_L1"] = float(ddp.mean(dist_loss.detach()))
+            self._opt_step(self.opt_G, G, loss_g)
             with torch.no_grad():  # track the average w (over rows too for the matrix latent)
                 w_mean = ddp.mean(w1.detach().reshape(-1, self.cfg.w_dim).mean(0))
                 G.mapping.w_avg.copy_(w_mean.lerp(G.mapping.w_avg, o.w_avg_beta))
