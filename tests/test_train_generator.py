@@ -431,11 +431,13 @@ def test_distill_only_phase_fits_the_teacher_and_leaves_d_alone():
     for _ in range(30):
         stats = tr.step()
         assert set(stats) == {"distill_L1"}
+    assert tr.opt_G.param_groups[0]["lr"] == tr.opts.distill_lr and tr.opt_G.param_groups[0]["betas"][0] == 0.9
     after = _teacher_l1(tr)
     assert after < 0.6 * before, (before, after)
     assert all(torch.equal(v, _params(tr.D)[k]) for k, v in d0.items())
     stats = tr.step()  # the phase is over: adversarial training with the teacher term added
     assert {"loss_G", "loss_D", "distill_L1"} <= set(stats)
+    assert tr.opt_G.param_groups[0]["lr"] == pytest.approx(0.01 * 4 / 5) and tr.opt_G.param_groups[0]["betas"][0] == 0.0
     assert any(not torch.equal(v, _params(tr.D)[k]) for k, v in d0.items())
 
 

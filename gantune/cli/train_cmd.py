@@ -90,6 +90,7 @@ def generator_command(
     grow_from: Annotated[Optional[str], typer.Option("--grow-from", help="When starting from scratch: a generator of half the resolution with the same options; its layers are copied and the new top block starts from its upsampled images.")] = None,
     distill: Annotated[float, typer.Option("--distill", help="With --data synthetic-faces: weight of a teacher term, the mean |G(z) − DCGAN(z)| on the samples that do not mix styles (z's first 100 entries are the DCGAN's latent; the matrix's shared row with --overparam), added to the adversarial loss; 0 = off.")] = 0.0,
     distill_only: Annotated[float, typer.Option("--distill-only", help="With --distill: the first N kimg train G on the teacher term alone (no discriminator, no style mixing; about 3× faster a step), then the adversarial loss joins.")] = 0.0,
+    distill_lr: Annotated[float, typer.Option("--distill-lr", help="G's Adam learning rate during --distill-only (momentum 0.9).")] = 0.01,
     keep: Annotated[int, typer.Option("--keep", min=1, help="Training states to keep in --out.")] = 2,
     log_every: Annotated[float, typer.Option("--log-every", help="Seconds between progress lines when not on a terminal.")] = 30.0,
     threads: Annotated[Optional[int], typer.Option("--threads", help="CPU threads for torch (default: torch's).")] = None,
@@ -130,7 +131,7 @@ def generator_command(
                              hint="add --grow-from SMALLER_GENERATOR, or leave out --freeze-grown")
         opts = TrainOptions(batch=batch, lr=lr, r1_gamma=gamma, r1_interval=r1_interval, pl_weight=pl_weight,
                             pl_interval=pl_interval, style_mixing=style_mixing, ema_kimg=ema_kimg,
-                            mbstd_group=mbstd_group, seed=seed, distill=distill, distill_only_kimg=distill_only,
+                            mbstd_group=mbstd_group, seed=seed, distill=distill, distill_only_kimg=distill_only, distill_lr=distill_lr,
                             d_warmup_kimg=d_warmup if d_warmup is not None else (2.0 if grow_from else 0.0),
                             freeze_below_top_kimg=(freeze_grown if freeze_grown is not None else kimg) if grow_from else 0.0)
     except ValueError as e:

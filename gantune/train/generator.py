@@ -60,12 +60,13 @@ class TrainOptions:
     freeze_below_top_kimg: float = 0.0  # only G's top block trains until this many kimg (after --grow-from); inf = always
     distill: float = 0.0  # weight of the teacher term (synthetic data only): mean |G(z) - T(z)| over unmixed samples
     distill_only_kimg: float = 0.0  # with distill: G trains on the teacher term alone (no D, no mixing) until this many kimg
+    distill_lr: float = 0.01  # G's Adam learning rate in that phase (a regression: momentum β₁ = 0.9, no lazy-reg correction)
 
     def __post_init__(self) -> None:
         if self.batch < 1 or self.lr <= 0 or self.pl_interval < 1 or self.pl_batch_shrink < 1:
             raise ValueError("batch, lr, pl_interval and pl_batch_shrink must be positive")
         if not (self.d_warmup_kimg >= 0 and self.freeze_below_top_kimg >= 0 and self.distill >= 0
-                and self.distill_only_kimg >= 0):
+                and self.distill_only_kimg >= 0 and self.distill_lr > 0):
             raise ValueError("the D warm-up, the freeze of the grown layers and the distillation settings must be >= 0")
         if self.distill_only_kimg > 0 and self.distill <= 0:
             raise ValueError("a distillation-only phase needs a distillation weight > 0")
@@ -85,6 +86,7 @@ class TrainOptions:
         d = dict(d)
         d.setdefault("distill", 0.0)  # states written before distillation existed
         d.setdefault("distill_only_kimg", 0.0)
+        d.setdefault("distill_lr", 0.01)
         d["betas"] = tuple(d["betas"])
         return cls(**d)
 
@@ -229,6 +231,7 @@ class GeneratorTrainer:
         for its latents; D, the path-length and R1 terms rest."""
         o, G = self.opts, self.G
         self._g_trainable()
+        self._distill_optimizer(True)
         z, _, _, tz = self.sample_latents(o.batch, with_teacher=True)
         w1 = G.mapping(z)
         fake = self.synthesize(G, w1 if self.cfg.overparam else w1[:, None].expand(-1, self.cfg.num_ws, -1))
@@ -239,9 +242,19 @@ class GeneratorTrainer:
             G.mapping.w_avg.copy_(w_mean.lerp(G.mapping.w_avg, o.w_avg_beta))
         return {"distill_L1": float(ddp.mean(loss.detach()))}
 
+    def _distill_optimizer(self, on: bool) -> None:
+        """G's Adam settings: the regression's (``distill_lr``, β = (0.9, 0.99)) in the distillation-only phase, the
+        GAN's (lazy-regularization corrected) after it; the moment estimates carry over."""
+        o = self.opts
+        lr, betas = (o.distill_lr, (0.9, o.betas[1])) if on else _lazy(o.lr, o.betas, o.pl_interval if o.pl_weight > 0 else 0)
+        for group in self.opt_G.param_groups:
+            group["lr"], group["betas"] = lr, betas
+
     def step(self) -> dict[str, float]:
         o, G, D = self.opts, self.G, self.D
         B = o.batch
+        if o.distill_only_kimg > 0 and self.nimg >= o.distill_only_kimg * 1000:
+            self._distill_optimizer(False)
         if self.nimg < o.distill_only_kimg * 1000:
             stats = self.distill_step()
             self.nimg += B
