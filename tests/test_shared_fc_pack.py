@@ -72,3 +72,65 @@ def test_cpu_layouts_copy_only_kxk_conv_weights():
     assert all(after[k].data_ptr() == before[k][0] for k in one)
     assert after["shared_fc.w2"].stride(0) == 1
     assert all(torch.equal(after[k], before[k][1]) for k in after)
+
+
+def _rss_file_kib() -> int:
+    return next(int(ln.split()[1]) for ln in open("/proc/self/status") if ln.startswith("RssFile"))
+
+
+def test_file_mapped_tensors_skip_written_pages_and_release_keeps_values(tmp_path):
+    from gantune.core.cpualloc import file_mapped_tensors, release_tensor_pages
+
+    a, b = torch.randn(1 << 20), torch.randn(1 << 20)  # 4 MiB each
+    torch.save({"a": a, "b": b}, tmp_path / "ab.pt")
+    sd = torch.load(tmp_path / "ab.pt", mmap=True, weights_only=True)
+    m = torch.nn.Module()
+    for k, v in sd.items():
+        m.register_buffer(k, v)
+    m.register_buffer("c", torch.randn(1 << 20))  # anonymous: never a candidate
+    assert {id(t) for t in file_mapped_tensors(m)} == {id(sd["a"]), id(sd["b"])}
+    sd["b"].mul_(2)  # a private copy of b's pages now holds the only record of this write
+    found = file_mapped_tensors(m)
+    assert [id(t) for t in found] == [id(sd["a"])]
+    float(sd["a"].sum())
+    rss = _rss_file_kib()
+    assert release_tensor_pages(found) >= (4 << 20) - 2 * 4096
+    assert _rss_file_kib() <= rss - 3000
+    assert torch.equal(sd["a"], a) and torch.equal(sd["b"], b * 2)
+
+
+def test_refine_with_released_heads_matches_and_drops_their_pages(tmp_path, monkeypatch):
+    """refine from a memory-mapped official-layout checkpoint: the heads' output weights are read in slices whose pages
+    are dropped after use, the W-encoder's after its pass; every output is identical to keeping them resident."""
+    import gantune.methods.hyper.hypernet as H
+    from gantune.bench.memory import write_official_files
+    from gantune.methods.hyper.checkpoint import load_hyperstyle, load_w_encoder
+    from gantune.methods.hyper.inference import refine
+
+    from gantune.core import Generator, GeneratorConfig
+    from gantune.methods.hyper.hypernet import HyperNetwork
+    from gantune.methods.hyper.wencoder import WEncoder
+
+    torch.manual_seed(4)
+    G = Generator(GeneratorConfig(resolution=64, z_dim=32, w_dim=32, mapping_layers=2, channel_base=1024,
+                                  channel_max=32)).eval()  # 16 channels at 64 px: per-channel heads there
+    hn = HyperNetwork.from_specs(G.specs, width=8, input_size=64).eval()
+    enc = WEncoder(num_ws=G.num_ws, w_dim=32, units=(1, 1, 1, 1), width=16, input_size=64).eval()
+    p_hs, p_enc = write_official_files(tmp_path, models=(G, hn, enc))
+    monkeypatch.setattr(H, "RELEASE_SLICE_BYTES", 4096 * 8)  # several slices per head even for tiny ones
+    x = torch.rand(1, 3, 64, 64) * 2 - 1
+    outs = []
+    for keep in ("0", "1"):
+        monkeypatch.setenv("GANTUNE_RELEASE_WEIGHT_PAGES", keep)
+        m = load_hyperstyle(p_hs, hash_file=False)
+        enc = load_w_encoder(p_enc, num_ws=m.G.num_ws)[0]
+        heads = [h.output[-1].weight for h in m.hypernet.heads.values() if isinstance(h, H.ChannelHead)]
+        assert heads
+        out = refine(x, G=m.G, hypernet=m.hypernet, w_encoder=enc, latent_avg=m.latent_avg, iters=2)
+        outs.append(out)
+        if keep == "1":
+            rss = _rss_file_kib()
+            touched = sum(float(w.detach().sum()) for w in heads)  # reading them back brings their pages in again
+            assert _rss_file_kib() > rss and touched == touched
+    assert torch.equal(outs[0].images, outs[1].images)
+    assert all(torch.equal(outs[0].deltas[k], outs[1].deltas[k]) for k in outs[0].deltas)

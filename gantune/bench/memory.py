@@ -22,23 +22,29 @@ import torch
 TARGET_MB = 2500  # the issue's bound for load + one 1024 px image
 
 
-def write_official_files(folder: Path, resolution: int = 1024, seed: int = 0) -> tuple[Path, Path]:
-    """(hyperstyle.pt, w_encoder.pt): random models in the official key layouts, as published files are laid out."""
+def write_official_files(folder: Path, resolution: int = 1024, seed: int = 0, *, models=None) -> tuple[Path, Path]:
+    """(hyperstyle.pt, w_encoder.pt): random models in the official key layouts, as published files are laid out;
+    ``models`` = (G, hypernet, W-encoder) writes those instead (compact ones record their input size in opts)."""
     from ..methods.hyper.checkpoint import hyperstyle_to_official, w_encoder_to_official
     from ..weights.rosinality import to_rosinality_state_dict
     from .hyper import _random_models
 
-    G, hn, enc = _random_models(resolution, "claimed14", seed)
+    G, hn, enc = models or _random_models(resolution, "claimed14", seed)
     la = torch.randn(1, G.cfg.w_dim).expand(G.num_ws, -1).clone() * 0.1
     p_hs, p_enc = folder / "hyperstyle.pt", folder / "w_encoder.pt"
     layers = ",".join(str(lyr.hyperstyle_index) for lyr in hn.layers)
     torch.save({"state_dict": hyperstyle_to_official(G, hn), "latent_avg": la,
-                "opts": {"layers_to_tune": layers, "output_size": resolution, "input_nc": 6,
-                         "encoder_type": "SharedWeightsHyperNetResNet"}}, p_hs)
+                "opts": {"layers_to_tune": layers, "output_size": G.cfg.resolution, "input_nc": 6,
+                         "encoder_type": "SharedWeightsHyperNetResNet", **_compact(hn)}}, p_hs)
     dec = {"decoder." + k: v for k, v in to_rosinality_state_dict(G).items()}
     torch.save({"state_dict": {**{"encoder." + k: v for k, v in w_encoder_to_official(enc).items()}, **dec},
-                "opts": {"encoder_type": "WEncoder"}, "latent_avg": la[0]}, p_enc)
+                "opts": {"encoder_type": "WEncoder", **_compact(enc)}, "latent_avg": la[0]}, p_enc)
     return p_hs, p_enc
+
+
+def _compact(net) -> dict:
+    """What gantune's compact encoders add to the official opts (nothing for the official 256 px input)."""
+    return {} if net.input_size == 256 else {"input_size": net.input_size}
 
 
 # The child reads its own high-water mark (VmHWM, per address space, reset by exec). ``ru_maxrss`` from wait4 would

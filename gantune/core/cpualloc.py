@@ -77,6 +77,87 @@ def release_file_pages(addr: int, nbytes: int) -> int:
         return 0
 
 
+def _file_ranges() -> list[tuple[int, int]]:
+    """Sorted (start, end) of every private mapping of a regular file in this process, read once."""
+    out = []
+    try:
+        with open("/proc/self/maps") as f:
+            for line in f:
+                parts = line.split(maxsplit=5)
+                if len(parts) == 6 and parts[5].startswith("/") and parts[1][3] == "p":
+                    lo, hi = (int(v, 16) for v in parts[0].split("-"))
+                    out.append((lo, hi))
+    except (OSError, ValueError, IndexError):
+        return []
+    return sorted(out)
+
+
+def _pages_unmodified(addr: int, nbytes: int) -> bool:
+    """True when no resident whole page of ``[addr, addr + nbytes)`` is a private copy (a page of a private file mapping
+    that was written to becomes anonymous; dropping it would lose the write). Read from /proc/self/pagemap: bit 63
+    present, bit 61 file-backed page."""
+    first, last = -(-addr // _PAGE), (addr + nbytes) // _PAGE - 1  # the whole pages inside: the ones ever dropped
+    if last < first:
+        return True
+    try:
+        with open("/proc/self/pagemap", "rb") as f:
+            f.seek(first * 8)
+            raw = f.read((last - first + 1) * 8)
+    except OSError:
+        return False
+    import numpy as np
+
+    entries = np.frombuffer(raw, dtype=np.uint64)
+    present = (entries >> np.uint64(63)) & np.uint64(1)
+    file_page = (entries >> np.uint64(61)) & np.uint64(1)
+    return len(entries) == last - first + 1 and not bool(np.any(present & (file_page ^ np.uint64(1))))
+
+
+def file_mapped_tensors(module) -> list:
+    """The parameters and buffers of ``module`` whose storage lies in a private file mapping (weights loaded from a
+    checkpoint with ``mmap=True`` and never copied or written to): their pages can be dropped after use and are read
+    again from the file (in practice from the page cache) when next used. Tensors with a written page are left out."""
+    return file_mapped([*module.parameters(), *module.buffers()])
+
+
+def file_mapped(tensors) -> list:
+    """Those of ``tensors`` that :func:`file_mapped_tensors` would return."""
+    import bisect
+
+    if not sys.platform.startswith("linux"):
+        return []
+    ranges = _file_ranges()
+    starts = [lo for lo, _ in ranges]
+    found = []
+    for t in tensors:
+        if t.device.type != "cpu" or not t.is_contiguous() or t.numel() * t.element_size() < _PAGE:
+            continue
+        a = t.data_ptr()
+        i = bisect.bisect_right(starts, a) - 1
+        if i >= 0 and a + t.numel() * t.element_size() <= ranges[i][1] and _pages_unmodified(a, t.numel() * t.element_size()):
+            found.append(t)
+    return found
+
+
+def release_tensor_pages(tensors) -> int:
+    """Drops the resident pages of tensors that :func:`file_mapped_tensors` returned (values are unchanged: the kernel
+    reads them from the file, usually from its page cache, when they are used again). Returns the bytes released."""
+    if not tensors:
+        return 0
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+    except (OSError, AttributeError):
+        return 0
+    done = 0
+    for t in tensors:
+        addr, nbytes = t.data_ptr(), t.numel() * t.element_size()
+        start, end = -(-addr // _PAGE) * _PAGE, (addr + nbytes) // _PAGE * _PAGE
+        if end > start and libc.madvise(start, end - start, _MADV_DONTNEED) == 0:
+            done += end - start
+    return done
+
+
 def replace_data(param, new) -> None:
     """Puts ``new`` (the same values in another layout) into ``param`` in place of its tensor, and releases the pages
     of the old one where it was memory-mapped from a checkpoint, so memory does not hold both."""

@@ -20,6 +20,7 @@ checkpoint overwrites (train code may load ImageNet weights explicitly).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -193,6 +194,9 @@ class SharedFC(nn.Module):
         return f"{self.size}x{self.size}x{self.kernel}x{self.kernel}, z={self.z_dim}"
 
 
+RELEASE_SLICE_BYTES = 32 << 20  # output-conv weight read per slice when its pages are released after use
+
+
 class ChannelHead(nn.Module):
     """Refinement Block: strided convs through 256 channels, then a 1×1 conv to in·out values per sample.
     3×3 layers: three stride-2 convs (16 -> 2) and global average pooling; toRGB: four (16 -> 1), no pooling."""
@@ -210,8 +214,27 @@ class ChannelHead(nn.Module):
         else:
             self.output = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(features, layer.in_ch * layer.out_ch, 1))
 
-    def forward(self, feat: torch.Tensor) -> torch.Tensor:
-        return self.output(self.convs(feat)).view(feat.shape[0], self.out_ch, self.in_ch)  # (B, out, in)
+    def forward(self, feat: torch.Tensor, *, release: Callable[[torch.Tensor], None] | None = None) -> torch.Tensor:
+        """(B, out, in). ``release``: the output convolution (up to 0.25 GB official) runs in slices of its output
+        channels of at most :data:`RELEASE_SLICE_BYTES`, and ``release`` is called with each weight slice once used —
+        the same products, so the same values."""
+        h = self.convs(feat)
+        conv = self.output[-1]
+        if len(self.output) > 1:
+            h = self.output[0](h)
+        w, b = conv.weight, conv.bias
+        if release is None or w.numel() * w.element_size() <= RELEASE_SLICE_BYTES:
+            y = conv(h)
+            if release is not None:
+                release(w)
+        else:
+            rows = max(1, RELEASE_SLICE_BYTES // (w[0].numel() * w.element_size()))
+            parts = []
+            for i in range(0, w.shape[0], rows):
+                parts.append(F.conv2d(h, w[i : i + rows], None if b is None else b[i : i + rows]))
+                release(w[i : i + rows])
+            y = torch.cat(parts, 1)
+        return y.view(feat.shape[0], self.out_ch, self.in_ch)
 
 
 class HyperNetwork(nn.Module):
@@ -257,11 +280,13 @@ class HyperNetwork(nn.Module):
     def names(self) -> list[str]:
         return [lyr.name for lyr in self.layers]
 
-    def forward(self, x: torch.Tensor, y_hat: torch.Tensor, *, compact: bool = False) -> dict[str, torch.Tensor]:
+    def forward(self, x: torch.Tensor, y_hat: torch.Tensor, *, compact: bool = False,
+                release: Callable[[torch.Tensor], None] | None = None) -> dict[str, torch.Tensor]:
         """x, y_hat (B, 3, S, S) in [-1, 1] (S = input_size, 256 official), or (B, 3, 3S/4, S) for cars (the
         official 192×256: a 12×16 feature map, which the heads' 16×16 conv counts still bring to 1×1, or 2×2 before
         the average pool) -> {layer: (B, out, in) or (B, out, in, k, k) for shared heads}. ``compact``: shared heads
-        give their hidden code (B, in, z) instead (offsets = ``shared_fc.expand(code)``)."""
+        give their hidden code (B, in, z) instead (offsets = ``shared_fc.expand(code)``). ``release`` is called
+        with each per-layer head's output weight (in slices) once used (inference drops memory-mapped pages there)."""
         S = self.input_size
         if x.shape != y_hat.shape or x.shape[1:] not in ((3, S, S), (3, S * 3 // 4, S)):
             raise ValueError(f"hypernetwork inputs must both be (B, 3, {S}, {S}) or (B, 3, {S * 3 // 4}, {S}); got "
@@ -279,7 +304,7 @@ class HyperNetwork(nn.Module):
                 if not compact:
                     out[lyr.name] = self.shared_fc.expand(out[lyr.name])
             else:
-                out[lyr.name] = self.heads[head_key(lyr.name)](feat)
+                out[lyr.name] = self.heads[head_key(lyr.name)](feat, release=release)
         return {lyr.name: out[lyr.name] for lyr in self.layers}
 
     def extra_repr(self) -> str:
