@@ -126,7 +126,13 @@ class ModulatedLayer(nn.Module):
         frozen_rank1 = (torch.is_grad_enabled() and not self.weight.requires_grad and "styles" in mod
                         and mod["styles"].requires_grad
                         and (delta is None or delta.shape[0] == 1 or delta.ndim in (2, 4)))
-        if fused is None and folded_path_applies(x) and not frozen_rank1:
+        # under autograd with a batch (training), one batched convolution (rank-1, or grouped for per-image
+        # modulation) beats a convolution per image: measured 2x faster a G step at 64 px, batch 16 — the folded
+        # path's per-image slices cost a zero-filled gradient each in the backward pass
+        batched_grad = x.shape[0] > 1 and torch.is_grad_enabled() and (
+            x.requires_grad or self.weight.requires_grad or any(t.requires_grad for t in mod.values())
+            or (delta is not None and delta.requires_grad))
+        if fused is None and folded_path_applies(x) and not frozen_rank1 and not batched_grad:
             # CPU: bias, noise, activation and the skip sum inside the convolution's output pass
             into = skip if self.conv_clamp is None else None
             y = modulated_conv2d_folded(
