@@ -477,3 +477,23 @@ def test_distill_needs_a_generator_source_and_a_weight(tmp_path, capsys):
     code, lines = run_cli(base + ["--data", "synthetic-faces", "--distill-only", "2"], capsys)
     assert code != 0 and sum(ln.startswith("error:") for ln in lines) == 1
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_cli_grow_from_other_options_fails_before_the_data_is_opened(tmp_path, capsys, monkeypatch):
+    from test_bad_inputs import run_cli
+
+    from gantune.core import Generator
+    from gantune.train import data as data_mod
+    from gantune.weights.native import save_native
+
+    small = tmp_path / "small.safetensors"
+    save_native(Generator(cfg16(resolution=8, z_dim=8, w_dim=8)), small)  # z 8: not the requested 16
+    opened = []
+    monkeypatch.setattr(data_mod, "open_source", lambda *a, **k: opened.append(a) or None)
+    out = tmp_path / "g"
+    code, lines = run_cli(["train", "generator", "--data", "synthetic-faces", "-r", "16", "--channel-base", "128",
+                           "--channel-max", "16", "--z-dim", "16", "--batch", "4", "--kimg", "0.004", "--device", "cpu",
+                           "--grow-from", small, "-o", out], capsys)
+    errors = [ln for ln in lines if ln.startswith("error:")]
+    assert code != 0 and len(errors) == 1 and "--grow-from needs" in errors[0]
+    assert not opened and (not out.exists() or not any(out.iterdir()))

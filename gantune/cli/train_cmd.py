@@ -112,7 +112,7 @@ def generator_command(
     from ..train import ddp
     from ..train.checkpoint import load_state, resolve_resume
     from ..train.data import open_source
-    from ..train.generator import GeneratorTrainer, TrainOptions, train
+    from ..train.generator import GeneratorTrainer, TrainOptions, check_growable, train
 
     if threads:
         torch.set_num_threads(threads)
@@ -141,6 +141,10 @@ def generator_command(
         from ..weights import load_generator
 
         small, _ = load_generator(grow_from, "cpu")
+        try:
+            check_growable(small.cfg, cfg)
+        except ValueError as e:
+            raise InputError(str(e), hint="train the smaller generator with the same options, or leave out --grow-from") from None
     dist = ddp.setup(resolve_device(device))
     try:
         source = open_source(data, resolution, dist.device, xflip=xflip)

@@ -91,6 +91,14 @@ class TrainOptions:
         return cls(**d)
 
 
+def check_growable(small: GeneratorConfig, cfg: GeneratorConfig) -> None:
+    """Raises ValueError unless ``small`` is ``cfg`` at half the resolution (what :meth:`GeneratorTrainer.grow_from`
+    can start from)."""
+    if small.resolution * 2 != cfg.resolution or small.replace(resolution=cfg.resolution) != cfg:
+        raise ValueError(f"--grow-from needs a generator with the same options at {cfg.resolution // 2} px; "
+                         f"got {small.describe()}")
+
+
 def _lazy(lr: float, betas: tuple[float, float], interval: int) -> tuple[float, tuple[float, float]]:
     c = interval / (interval + 1) if interval > 0 else 1.0
     return lr * c, (betas[0] ** c, betas[1] ** c)
@@ -141,10 +149,7 @@ class GeneratorTrainer:
         once): every tensor the two share by name and shape is copied into G and G_ema, and the new top block's
         toRGB starts at zero, so the first images are exactly the small generator's, upsampled by the skip path.
         The discriminator starts fresh. Returns the names that were not copied (the new block)."""
-        c = small.cfg
-        if c.resolution * 2 != self.cfg.resolution or c.replace(resolution=self.cfg.resolution) != self.cfg:
-            raise ValueError(f"--grow-from needs a generator with the same options at {self.cfg.resolution // 2} px; "
-                             f"got {c.describe()}")
+        check_growable(small.cfg, self.cfg)
         src = small.state_dict()
         fresh = []
         for net in (self.G, self.G_ema):
