@@ -90,7 +90,7 @@ def cpu_layouts(hypernet) -> None:
         hypernet.shared_fc.pack_()
 
 
-def _page_releaser() -> Callable[[torch.nn.Module | torch.Tensor], None]:
+def _page_releaser() -> Callable[[torch.nn.Module | torch.Tensor], None] | None:
     """On CPU, weights memory-mapped from a checkpoint count as resident once read. The per-layer heads' output
     convolutions (0.5 GB of 1×1 weights in the official network) and the W-encoder are each read once per pass, so
     their pages are dropped right after use (the heads slice by slice) and read back from the page cache next time;
@@ -98,7 +98,7 @@ def _page_releaser() -> Callable[[torch.nn.Module | torch.Tensor], None]:
     from ...core.cpualloc import file_mapped, file_mapped_tensors, release_tensor_pages
 
     if os.environ.get("GANTUNE_RELEASE_WEIGHT_PAGES", "1") == "0":
-        return lambda obj: None
+        return None
     found: dict[tuple[int, int], list] = {}
 
     def release(obj: torch.nn.Module | torch.Tensor) -> None:
@@ -156,7 +156,7 @@ def refine(
     if iters < 0:
         raise ValueError("iters must be >= 0")
     device = x.device
-    release = lambda module: None  # noqa: E731
+    release = None  # on CPU: drops memory-mapped weights' pages after use (see _page_releaser)
     if device.type == "cpu":
         cpu_layouts(hypernet)
         release = _page_releaser()
@@ -168,7 +168,8 @@ def refine(
             raise ValueError("give a W-encoder or initial codes")
         with _autocast(device, dtype):
             codes = w_encoder(to_input_size(x, input_hw(w_encoder.input_size, domain))).float()
-        release(w_encoder)
+        if release is not None:
+            release(w_encoder)
         if latent_avg is not None:
             codes = codes + latent_avg.to(device, torch.float32).reshape(1, -1, codes.shape[-1])
     codes = codes.float()
