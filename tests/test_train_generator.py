@@ -431,13 +431,16 @@ def test_distill_only_phase_fits_the_teacher_and_leaves_d_alone():
     for _ in range(30):
         stats = tr.step()
         assert set(stats) == {"distill_L1"}
-    assert tr.opt_G.param_groups[0]["lr"] == tr.opts.distill_lr and tr.opt_G.param_groups[0]["betas"][0] == 0.9
+    mapping, rest = tr.opt_G.param_groups
+    assert rest["lr"] == tr.opts.distill_lr and rest["betas"][0] == 0.9
+    assert mapping["lr"] == pytest.approx(tr.opts.distill_lr / tr.cfg.mapping_lr_mul)  # the mapping at full rate
+    assert all(n.startswith("mapping.") for n, p in tr.G.named_parameters() if any(p is q for q in mapping["params"]))
     after = _teacher_l1(tr)
     assert after < 0.6 * before, (before, after)
     assert all(torch.equal(v, _params(tr.D)[k]) for k, v in d0.items())
     stats = tr.step()  # the phase is over: adversarial training with the teacher term added
     assert {"loss_G", "loss_D", "distill_L1"} <= set(stats)
-    assert tr.opt_G.param_groups[0]["lr"] == pytest.approx(0.01 * 4 / 5) and tr.opt_G.param_groups[0]["betas"][0] == 0.0
+    assert all(g["lr"] == pytest.approx(0.01 * 4 / 5) and g["betas"][0] == 0.0 for g in tr.opt_G.param_groups)
     assert any(not torch.equal(v, _params(tr.D)[k]) for k, v in d0.items())
 
 
@@ -497,3 +500,19 @@ def test_cli_grow_from_other_options_fails_before_the_data_is_opened(tmp_path, c
     errors = [ln for ln in lines if ln.startswith("error:")]
     assert code != 0 and len(errors) == 1 and "--grow-from needs" in errors[0]
     assert not opened and (not out.exists() or not any(out.iterdir()))
+
+
+def test_resume_reads_a_state_written_with_one_optimizer_group():
+    """Training states from before the mapping had its own optimizer group resume with the same moments."""
+    tr = make_trainer()
+    tr.step()
+    state = tr.state_dict()
+    opt = state["opt_G"]
+    ids = [i for g in opt["param_groups"] for i in g["params"]]
+    opt["param_groups"] = [dict(opt["param_groups"][1], params=ids)]  # as written before: one group, same indices
+    again = make_trainer()
+    again.load_state_dict(state)
+    assert [len(g["params"]) for g in again.opt_G.param_groups] == [len(g["params"]) for g in tr.opt_G.param_groups]
+    for a, b in zip(again.opt_G.param_groups, tr.opt_G.param_groups):
+        for p, q in zip(a["params"], b["params"]):
+            assert torch.equal(again.opt_G.state[p]["exp_avg_sq"], tr.opt_G.state[q]["exp_avg_sq"])
