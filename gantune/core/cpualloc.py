@@ -12,6 +12,7 @@ added); memory freed at the top of the heap above the trim threshold still goes 
 
 from __future__ import annotations
 
+import bisect
 import ctypes
 import os
 import sys
@@ -43,42 +44,9 @@ _MADV_DONTNEED = 4
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
-def _file_mapping_of(addr: int) -> tuple[int, int] | None:
-    """The address range of the private mapping of a regular file (a checkpoint loaded with ``mmap=True``) that
-    holds ``addr``, or None where ``addr`` is in any other kind of memory."""
-    try:
-        with open("/proc/self/maps") as f:
-            for line in f:
-                parts = line.split(maxsplit=5)
-                lo, hi = (int(v, 16) for v in parts[0].split("-"))
-                if lo <= addr < hi:
-                    is_file = len(parts) == 6 and parts[5].startswith("/") and parts[1][3] == "p"
-                    return (lo, hi) if is_file else None
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
-def release_file_pages(addr: int, nbytes: int) -> int:
-    """Drops the resident pages wholly inside ``[addr, addr + nbytes)`` of a private file mapping that is no longer
-    read (e.g. a memory-mapped weight that was copied into another layout); the kernel reads them from the file again
-    if they are ever touched. Does nothing elsewhere (anonymous memory would be zeroed, so it is never touched).
-    Returns the bytes released."""
-    span = _file_mapping_of(addr) if sys.platform.startswith("linux") and nbytes > 0 else None
-    start = -(-addr // _PAGE) * _PAGE
-    end = (addr + nbytes) // _PAGE * _PAGE
-    if span is None or end <= start or end > span[1]:
-        return 0
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
-        return end - start if libc.madvise(start, end - start, _MADV_DONTNEED) == 0 else 0
-    except (OSError, AttributeError):
-        return 0
-
-
 def _file_ranges() -> list[tuple[int, int]]:
-    """Sorted (start, end) of every private mapping of a regular file in this process, read once."""
+    """Sorted (start, end) of every private mapping of a regular file in this process (checkpoints loaded with
+    ``mmap=True``, libraries), read once from /proc/self/maps."""
     out = []
     try:
         with open("/proc/self/maps") as f:
@@ -90,6 +58,34 @@ def _file_ranges() -> list[tuple[int, int]]:
     except (OSError, ValueError, IndexError):
         return []
     return sorted(out)
+
+
+def _in_file_mapping(ranges: list[tuple[int, int]], addr: int, nbytes: int) -> bool:
+    i = bisect.bisect_right([lo for lo, _ in ranges], addr) - 1
+    return i >= 0 and addr + nbytes <= ranges[i][1]
+
+
+def _dontneed(addr: int, nbytes: int) -> int:
+    """madvise(DONTNEED) on the whole pages inside ``[addr, addr + nbytes)``; the bytes dropped (0 on failure)."""
+    start, end = -(-addr // _PAGE) * _PAGE, (addr + nbytes) // _PAGE * _PAGE
+    if end <= start:
+        return 0
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+        return end - start if libc.madvise(start, end - start, _MADV_DONTNEED) == 0 else 0
+    except (OSError, AttributeError):
+        return 0
+
+
+def release_file_pages(addr: int, nbytes: int) -> int:
+    """Drops the resident pages wholly inside ``[addr, addr + nbytes)`` of a private file mapping that is no longer
+    read (e.g. a memory-mapped weight that was copied into another layout); the kernel reads them from the file again
+    if they are ever touched. Does nothing elsewhere (anonymous memory would be zeroed, so it is never touched).
+    Returns the bytes released."""
+    if not sys.platform.startswith("linux") or nbytes <= 0 or not _in_file_mapping(_file_ranges(), addr, nbytes):
+        return 0
+    return _dontneed(addr, nbytes)
 
 
 def _pages_unmodified(addr: int, nbytes: int) -> bool:
@@ -122,19 +118,15 @@ def file_mapped_tensors(module) -> list:
 
 def file_mapped(tensors) -> list:
     """Those of ``tensors`` that :func:`file_mapped_tensors` would return."""
-    import bisect
-
     if not sys.platform.startswith("linux"):
         return []
     ranges = _file_ranges()
-    starts = [lo for lo, _ in ranges]
     found = []
     for t in tensors:
-        if t.device.type != "cpu" or not t.is_contiguous() or t.numel() * t.element_size() < _PAGE:
+        n = t.numel() * t.element_size()
+        if t.device.type != "cpu" or not t.is_contiguous() or n < _PAGE:
             continue
-        a = t.data_ptr()
-        i = bisect.bisect_right(starts, a) - 1
-        if i >= 0 and a + t.numel() * t.element_size() <= ranges[i][1] and _pages_unmodified(a, t.numel() * t.element_size()):
+        if _in_file_mapping(ranges, t.data_ptr(), n) and _pages_unmodified(t.data_ptr(), n):
             found.append(t)
     return found
 
@@ -142,20 +134,7 @@ def file_mapped(tensors) -> list:
 def release_tensor_pages(tensors) -> int:
     """Drops the resident pages of tensors that :func:`file_mapped_tensors` returned (values are unchanged: the kernel
     reads them from the file, usually from its page cache, when they are used again). Returns the bytes released."""
-    if not tensors:
-        return 0
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
-    except (OSError, AttributeError):
-        return 0
-    done = 0
-    for t in tensors:
-        addr, nbytes = t.data_ptr(), t.numel() * t.element_size()
-        start, end = -(-addr // _PAGE) * _PAGE, (addr + nbytes) // _PAGE * _PAGE
-        if end > start and libc.madvise(start, end - start, _MADV_DONTNEED) == 0:
-            done += end - start
-    return done
+    return sum(_dontneed(t.data_ptr(), t.numel() * t.element_size()) for t in tensors)
 
 
 def replace_data(param, new) -> None:

@@ -75,17 +75,15 @@ def cpu_layouts(hypernet) -> None:
     after use: 0.1 GB less for 0.5 % of the time.)"""
     from ...core.cpualloc import replace_data
 
-    for m in (hypernet,):
-        if not isinstance(m, torch.nn.Module) or getattr(m, "_gantune_cpu_layout", False):
-            continue
-        for conv in m.modules():
+    if isinstance(hypernet, torch.nn.Module) and not getattr(hypernet, "_gantune_cpu_layout", False):
+        for conv in hypernet.modules():
             w = getattr(conv, "weight", None)
             if not isinstance(conv, torch.nn.Conv2d) or w is None or w.shape[-1] * w.shape[-2] == 1:
                 continue
             if w.device.type != "cpu" or w.is_contiguous(memory_format=torch.channels_last):
                 continue
             replace_data(w, w.detach().contiguous(memory_format=torch.channels_last))
-        m._gantune_cpu_layout = True
+        hypernet._gantune_cpu_layout = True
     if isinstance(hypernet, HyperNetwork) and hypernet.shared_fc is not None:
         hypernet.shared_fc.pack_()
 
