@@ -3,13 +3,17 @@
 ``make demo-model`` (= ``python -m gantune.demo_model train``) runs, in order, the same ``gantune`` command lines a user
 would type; every step resumes where it stopped, so it can be interrupted and started again as often as needed:
 
-1. ``train generator`` twice on ``synthetic-faces`` at 32 px: a standard StyleGAN2 (noise inputs) and an
-   overparameterized one (latent matrix, no noise), both with 2 mapping layers and 64 channels;
+1. ``train generator`` twice on ``synthetic-faces`` at 64 px (the source's own size): a standard StyleGAN2 (noise
+   inputs) and an overparameterized one (latent matrix, no noise), both with 2 mapping layers and 64 channels, trained
+   by distillation alone (``--distill``: the DCGAN source is a generator, so G learns to draw its image of the same
+   latent; ``--distill-only`` beyond ``--kimg`` keeps the adversarial phase off);
 2. ``train w-encoder`` (compact IR-SE, width 16, 64 px input) on the standard generator: first on its own samples
-   (w known, so a latent loss helps), then continued on synthetic faces (the images it must invert); trained before
-   the identity loss existed, hence ``--identity off`` (discriminator-feature similarity only);
+   (w known, so a latent loss helps), then continued on synthetic faces (the images it must invert); L2 + LPIPS (or
+   its MS-SSIM substitute) only, no identity term (``--sim-lambda 0``: the reconstruction metrics do not use one, and
+   dlib's network would cost ~40 % of each step);
 3. ``train hypernet`` (compact ResNet34, width 16, 64 px input) with that encoder, on synthetic faces, with the
-   paper's 5 refinement passes and dlib's identity loss on the targets where a face is found;
+   paper's 5 refinement passes, the same losses and 15x the reference learning rate (at 1e-4 the loss had not moved
+   after 500 steps);
 4. ``directions ganspace`` on the standard generator;
 5. ``publish``: copy the files into ``gantune/data/demo-faces/`` and write their sha256 and size into ``weights.toml``.
 
@@ -27,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 PACKAGE_DIR = ROOT / "data" / "demo-faces"
 REGISTRY = ROOT.parent / "weights.toml"
-RUNS = Path("runs/demo-faces")
+RUNS = Path("runs/demo-faces64")
 
 # name in weights.toml -> file name in gantune/data/demo-faces/
 FILES = {
@@ -38,14 +42,18 @@ FILES = {
     "demo-faces-ganspace": "ganspace.pt",
 }
 
-GENERATOR_ARGS = ["--data", "synthetic-faces", "-r", "32", "--channel-base", "2048", "--channel-max", "64",
-                  "--z-dim", "128", "--mapping-layers", "2", "--batch", "16", "--snap", "4", "--log-every", "60"]
-ENCODER_ARGS = ["--width", "16", "--input-size", "64", "--lpips-lambda", "0.8", "--sim-lambda", "0.1",
+GENERATOR_ARGS = ["--data", "synthetic-faces", "-r", "64", "--channel-base", "2048", "--channel-max", "64",
+                  "--z-dim", "128", "--mapping-layers", "2", "--batch", "16", "--snap", "4", "--log-every", "120",
+                  "--style-mixing", "0.5", "--distill", "10", "--distill-only", "100"]
+ENCODER_ARGS = ["--width", "16", "--input-size", "64", "--lpips-lambda", "0.8", "--sim-lambda", "0",
                 "--log-every", "50", "--save-every", "100"]
-KIMG = (72.0, 96.0)  # (standard, overparameterized): what the published generators were trained for
+ENC_STEPS, HYP_STEPS = 2500, 4000  # in total (the W-encoder's count includes its steps on generator samples)
+KIMG = (48.0, 44.0)  # (standard, overparameterized): what the published generators were trained for
+HYP_LR = "0.0015"  # 15x the reference 1e-4: a compact network from random init on one CPU (README: the demo-faces model)
+ENC_SYNTHETIC_STEPS = 600  # the W-encoder's first steps, on generator samples with known w
 
 
-def recipe(runs: Path = RUNS, *, kimg: tuple[float, float] = KIMG, enc_steps: int = 1500, hyp_steps: int = 1500,
+def recipe(runs: Path = RUNS, *, kimg: tuple[float, float] = KIMG, enc_steps: int = ENC_STEPS, hyp_steps: int = HYP_STEPS,
            hyp_iters: int = 5, threads: int = 1, device: str = "cpu") -> list[list[str]]:
     """The command lines (without the leading ``gantune``) that train the demo model from nothing."""
     std, over = runs / "generator-standard", runs / "generator-overparam"
@@ -55,11 +63,12 @@ def recipe(runs: Path = RUNS, *, kimg: tuple[float, float] = KIMG, enc_steps: in
         *[["train", "generator", *GENERATOR_ARGS, *kind, "--kimg", f"{k:g}", "--threads", str(threads), *dev,
            "-o", str(d)] for kind, k, d in zip(kinds, kimg, (std, over))],
         *[["train", "w-encoder", "-g", "{latest:" + str(std) + "}", "--data", data, *ENCODER_ARGS, "--depth", "2,2,2,2",
-           "--identity", "off", "--discriminator", "{latest-state:" + str(std) + "}", "--steps", str(n), "-b", "8",
+           "--steps", str(n), "-b", "8",
            "--threads", str(threads), *dev, "-o", str(runs / "w-encoder"), "--resume-if-any"]
-          for data, n in (("synthetic", enc_steps * 3 // 5), ("synthetic-faces", enc_steps))],
+          for data, n in (("synthetic", min(ENC_SYNTHETIC_STEPS, enc_steps)), ("synthetic-faces", enc_steps))],
         ["train", "hypernet", "-g", "{latest:" + str(std) + "}", "-e", str(runs / "w-encoder" / "w_encoder.pt"),
          "--data", "synthetic-faces", *ENCODER_ARGS, "--iters", str(hyp_iters), "--steps", str(hyp_steps), "-b", "4",
+         "--lr", HYP_LR,
          "--threads", str(threads), *dev, "-o", str(runs / "hypernet"), "--resume-if-any"],
         ["directions", "ganspace", "--weights", "{latest:" + str(std) + "}", "-o", str(runs / "ganspace.pt"),
          "--samples", "50000", "--components", "16", *dev],
@@ -158,8 +167,9 @@ def main(argv=None) -> None:
     ap.add_argument("--runs", type=Path, default=RUNS)
     ap.add_argument("--kimg", type=float, nargs=2, default=KIMG, metavar=("STD", "OVER"),
                     help="generator training length (thousands of images): standard, overparameterized")
-    ap.add_argument("--enc-steps", type=int, default=1500, help="W-encoder steps (the first 3/5 on generator samples)")
-    ap.add_argument("--hyp-steps", type=int, default=1500)
+    ap.add_argument("--enc-steps", type=int, default=ENC_STEPS,
+                    help=f"W-encoder steps in total (the first {ENC_SYNTHETIC_STEPS} on generator samples)")
+    ap.add_argument("--hyp-steps", type=int, default=HYP_STEPS)
     ap.add_argument("--hyp-iters", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu")

@@ -2,7 +2,7 @@
 
 For every case: the exit code, exactly one line that says what went wrong (no traceback), no file left behind for
 the bad item (and no output folder at all when the command is refused), the other items of the batch processed,
-and every input byte-identical afterwards. Models are the packaged demo-faces files (32 px, fast)."""
+and every input byte-identical afterwards. Models are the packaged demo-faces files (64 px, fast)."""
 
 from __future__ import annotations
 

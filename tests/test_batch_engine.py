@@ -1,5 +1,5 @@
 """The item runner seen from the command line: resume after a kill, skip and redo rules, unique edit names, file
-modes, one manifest schema (packaged demo-faces models, 32 px)."""
+modes, one manifest schema (packaged demo-faces models, 64 px)."""
 
 from __future__ import annotations
 

@@ -142,15 +142,20 @@ def test_recipe_expands_latest_snapshot_and_resume(tmp_path):
     assert [c[:2] for c in cmds] == [["train", "generator"]] * 2 + [["train", "w-encoder"]] * 2 + [
         ["train", "hypernet"], ["directions", "ganspace"]]
     assert [c[c.index("--kimg") + 1] for c in cmds[:2]] == ["7", "9"] and "--overparam" in cmds[1]
-    # the hypernetwork trains with the paper's 5 passes; the W-encoder as published, before the identity loss
+    # the generators learn by distillation alone: the distillation-only phase outlasts the run
+    for c in cmds[:2]:
+        assert float(c[c.index("--distill") + 1]) > 0
+        assert float(c[c.index("--distill-only") + 1]) >= float(c[c.index("--kimg") + 1])
+    # the hypernetwork trains with the paper's 5 passes; neither network uses an identity term, as published
     assert cmds[4][cmds[4].index("--iters") + 1] == "5"
-    assert all(c[c.index("--identity") + 1] == "off" for c in cmds[2:4]) and "--identity" not in cmds[4]
+    assert all(c[c.index("--sim-lambda") + 1] == "0" for c in cmds[2:5])
     # the W-encoder first learns on generator samples (known w), then continues on the faces it must invert
     assert [c[c.index("--data") + 1] for c in cmds[2:4]] == ["synthetic", "synthetic-faces"]
-    assert [int(c[c.index("--steps") + 1]) for c in cmds[2:4]] == [3, 5]
+    assert [int(c[c.index("--steps") + 1]) for c in cmds[2:4]] == [5, 5]
+    big = demo_model.recipe(runs, enc_steps=2500)
+    assert [int(c[c.index("--steps") + 1]) for c in big[2:4]] == [demo_model.ENC_SYNTHETIC_STEPS, 2500]
     enc = demo_model.expand(cmds[2])
     assert str(runs / "generator-standard" / "network-000008000.safetensors") in enc
-    assert str(runs / "generator-standard" / "training-state-000008000.pt") in enc
     assert "--resume" not in enc and "--resume-if-any" not in enc
     (runs / "w-encoder" / "train_state.pt").write_bytes(b"x")
     assert demo_model.expand(cmds[2])[-1] == "--resume"
@@ -165,6 +170,6 @@ def test_loading_a_packaged_foreign_file_never_writes_into_the_package(_isolated
         pytest.skip("demo-faces files not in this checkout")
     before = sorted(p.name for p in e.package_path().parent.iterdir())
     G, info = load_generator("demo-faces-hypernet")
-    assert G.cfg.resolution == 32
+    assert G.cfg.resolution == 64
     assert sorted(p.name for p in e.package_path().parent.iterdir()) == before
     assert Path(info["converted"]).parent == _isolated_home / "converted"
