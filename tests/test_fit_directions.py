@@ -91,7 +91,13 @@ def test_fit_command_with_labels(tmp_path, capsys):
               "demo-faces", "-o", str(tmp_path / "d.pt"), "--fraction", "0.5", "--device", "cpu"])
     assert (e.value.code or 0) == 0, capsys.readouterr().err
     d = load_direction(str(tmp_path / "d.pt"))
-    assert d.vector.shape == (G.cfg.w_dim,) and float(d.vector @ truth) > 0.8
+    # the direction predicts the labels on samples it never saw. Its cosine to the truth is lower: the trained
+    # mapping puts most of W's variance in a few dimensions (effective rank about 15 of 128 in the demo model), and
+    # 400 samples cannot pin down the components along which w hardly varies (a random direction: |cos| ~ 0.1)
+    assert d.vector.shape == (G.cfg.w_dim,) and float(d.vector @ truth) > 0.4
+    with torch.no_grad():
+        held = torch.cat([G.map(seed_z(G, s))[:, 0] for s in range(1000, 1400)])
+    assert float(torch.corrcoef(torch.stack([held @ d.vector, held @ truth]))[0, 1]) > 0.9
     meta = json.loads((tmp_path / "d.json").read_text())
     assert meta["attribute"] == "my-score" and meta["measured"] == 400 and meta["correlation"] > 0.8
     # a name gantune does not measure needs labels; an existing output needs --force
