@@ -84,14 +84,13 @@ def latest(folder: Path, pattern: str) -> Path:
 
 
 def expand(args: list[str]) -> list[str]:
-    """Fill ``{latest:DIR}`` / ``{latest-state:DIR}`` with the newest snapshot, and turn ``--resume-if-any`` into
-    ``--resume`` when the run folder already has a training state."""
+    """Fill ``{latest:DIR}`` with the newest network snapshot, and turn ``--resume-if-any`` into ``--resume`` when
+    the run folder already has a training state."""
     out = []
     for a in args:
-        m = re.fullmatch(r"\{(latest|latest-state):(.+)\}", a)
+        m = re.fullmatch(r"\{latest:(.+)\}", a)
         if m:
-            pat = "network-*.safetensors" if m.group(1) == "latest" else "training-state-*.pt"
-            a = str(latest(Path(m.group(2)), pat))
+            a = str(latest(Path(m.group(1)), "network-*.safetensors"))
         out.append(a)
     if "--resume-if-any" in out:
         out.remove("--resume-if-any")
