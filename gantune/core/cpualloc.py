@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import bisect
 import ctypes
+import functools
 import os
 import sys
 
@@ -65,17 +66,24 @@ def _in_file_mapping(ranges: list[tuple[int, int]], addr: int, nbytes: int) -> b
     return i >= 0 and addr + nbytes <= ranges[i][1]
 
 
+@functools.lru_cache(maxsize=None)
+def _madvise():
+    """libc's madvise, loaded once (None where there is no glibc)."""
+    try:
+        fn = ctypes.CDLL("libc.so.6", use_errno=True).madvise
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+    return fn
+
+
 def _dontneed(addr: int, nbytes: int) -> int:
     """madvise(DONTNEED) on the whole pages inside ``[addr, addr + nbytes)``; the bytes dropped (0 on failure)."""
     start, end = -(-addr // _PAGE) * _PAGE, (addr + nbytes) // _PAGE * _PAGE
-    if end <= start:
+    madvise = _madvise()
+    if end <= start or madvise is None:
         return 0
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
-        return end - start if libc.madvise(start, end - start, _MADV_DONTNEED) == 0 else 0
-    except (OSError, AttributeError):
-        return 0
+    return end - start if madvise(start, end - start, _MADV_DONTNEED) == 0 else 0
 
 
 def release_file_pages(addr: int, nbytes: int) -> int:
