@@ -263,3 +263,112 @@ def test_per_tap_delta_matches_folded_weight():
         torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-4)
         shared = modulated_conv2d(x, w, s, delta=d[:1], up=up, kernel=kern, fused=False)
         torch.testing.assert_close(shared, modulated_conv2d(x, w * (1 + d[0]), s, up=up, kernel=kern), atol=1e-5, rtol=1e-4)
+
+
+@pytest.fixture
+def phases_on_cpu(monkeypatch):
+    """Run upsampling layers as four phase kernels + pixel_shuffle on the CPU (CUDA's default), counting the calls."""
+    from gantune.core import modconv, resample
+
+    calls = []
+    real = resample.upconv_phases
+
+    def spy(*a, **k):
+        calls.append(a[0].shape)
+        return real(*a, **k)
+
+    monkeypatch.setitem(resample.UPSAMPLE_IMPL, "cpu", "phases")
+    monkeypatch.setattr(modconv, "upconv_phases", spy)
+    return calls
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_phase_upsampling_equals_transposed_conv_and_blur(phases_on_cpu, fused):
+    """The blur folded into four phase kernels gives the reference's transposed conv + blur, with per-channel and
+    per-tap offsets, on both modconv paths (the grouped one with its map-size rule: 8×8 ≥ 9·in for in = 6)."""
+    torch.manual_seed(3)
+    B, cin, cout = 3, 6, 5
+    x = torch.randn(B, cin, 8, 8)
+    w = torch.randn(cout, cin, 3, 3)
+    s = torch.randn(B, cin)
+    kern = make_kernel()
+    bias = torch.randn(cout)
+    d = 0.3 * torch.randn(1 if not fused else B, cout, cin)
+    dk = 0.3 * torch.randn(B, cout, cin, 3, 3)
+    for delta in (None, d) + ((dk,) if fused else ()):
+        mod = s[:, None, :].expand(B, cout, cin)
+        ref_w = w if delta is None or delta.ndim == 5 else w * (1 + delta[0 if delta.shape[0] == 1 else 0][..., None, None])
+        if delta is not None and delta.shape[0] == B:
+            ref = torch.cat([reference_modconv(x[b:b + 1], w * (1 + (delta[b] if delta.ndim == 5 else
+                                                                       delta[b][..., None, None])),
+                                               mod[b:b + 1], True, 2, kern) for b in range(B)])
+        else:
+            ref = reference_modconv(x, ref_w, mod, True, 2, kern)
+        ref = ref + bias[None, :, None, None]
+        n = len(phases_on_cpu)
+        out = modulated_conv2d(x, w, s, delta=delta, up=2, kernel=kern, fused=fused, bias=bias)
+        assert len(phases_on_cpu) == n + 1
+        torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-4)
+
+
+def test_phase_upsampling_generator_matches_and_skips_small_maps(tiny_G, phases_on_cpu, monkeypatch):
+    """A whole render with per-image offsets in bf16 (the in-place, non-folded path) and fp32 (grouped): the same
+    image with phases as with the transposed conv; per-image weights switch to phases only on maps ≥ 9·in pixels."""
+    from gantune.core import resample
+
+    G = tiny_G
+    g = torch.Generator().manual_seed(4)
+    ws = G.map(torch.randn(2, G.cfg.z_dim, generator=g))
+    deltas = {s.name: 0.2 * torch.randn(2, s.out_ch, s.in_ch, generator=g) for s in G.specs if s.kind == "conv"}
+    for dtype, tol in ((torch.float32, 1e-4), (torch.bfloat16, 0.08)):
+        G.set_precision(dtype)
+        with torch.no_grad():
+            a = G.synthesis(ws, deltas=deltas, noise_mode="const", fused=True).float()
+            b_plain = G.synthesis(ws, noise_mode="const", fused=False).float()
+            monkeypatch.setitem(resample.UPSAMPLE_IMPL, "cpu", "transposed")
+            ref = G.synthesis(ws, deltas=deltas, noise_mode="const", fused=True).float()
+            ref_plain = G.synthesis(ws, noise_mode="const", fused=False).float()
+            monkeypatch.setitem(resample.UPSAMPLE_IMPL, "cpu", "phases")
+        assert (a - ref).abs().max() <= tol * ref.abs().max()
+        assert (b_plain - ref_plain).abs().max() <= tol * ref_plain.abs().max()
+    G.set_precision(torch.float32)
+    ups = [s for s in G.specs if s.up == 2]
+    # rank-1 calls: every upsampling layer; grouped: only those whose input map has ≥ 9·in pixels
+    grouped_ok = [s for s in ups if (s.res // 2) ** 2 >= 9 * s.in_ch]
+    assert grouped_ok and len(grouped_ok) < len(ups)
+    assert len(phases_on_cpu) == 2 * (len(grouped_ok) + len(ups))  # two dtypes
+
+
+def test_noise_added_per_image_equals_broadcast_add(tiny_G, monkeypatch):
+    """The multi-tensor noise add (CUDA's path, run here on the CPU) gives the broadcast add's render, bit for bit,
+    and the "auto" upsampling rule keeps float32 and small batches on the transposed convolution."""
+    from gantune.core import layers, resample
+
+    # bf16 NCHW: not the folded fp32 CPU path but the generic layers with their in-place ops, as on CUDA
+    G = tiny_G.set_precision(torch.bfloat16, channels_last=False)
+    ws = G.map(torch.randn(3, G.cfg.z_dim, generator=torch.Generator().manual_seed(6)))
+    try:
+        with torch.no_grad():
+            ref = G.synthesis(ws, noise_mode="const")
+            monkeypatch.setattr(layers, "NOISE_FOREACH_DEVICES", {"cpu"})
+            calls = []
+            real = torch._foreach_add_
+            monkeypatch.setattr(torch, "_foreach_add_", lambda *a: calls.append(1) or real(*a))
+            out = G.synthesis(ws, noise_mode="const")
+    finally:
+        G.set_precision(torch.float32)
+    assert len(calls) == sum(s.kind == "conv" for s in G.specs)
+    assert torch.equal(out, ref)
+    x = torch.zeros(8, 16, 32, 32, dtype=torch.bfloat16)
+    monkeypatch.setitem(resample.UPSAMPLE_IMPL, "cpu", "auto")
+    k = make_kernel()
+    assert resample.use_phases(x, 16, 3, k, per_image_weight=True)
+    assert resample.use_phases(x[:4], 16, 3, k, per_image_weight=True)
+    assert not resample.use_phases(x[:2], 16, 3, k, per_image_weight=True)
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
+    assert resample.use_phases(x.float(), 16, 3, k, per_image_weight=True)
+    assert not resample.use_phases(x[:4].float(), 16, 3, k, per_image_weight=True)
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # strict float32: cuDNN's phase conv was slower
+    assert not resample.use_phases(x.float(), 16, 3, k, per_image_weight=True)
+    assert not resample.use_phases(x, 128, 3, k, per_image_weight=True)  # 32·32 < 9·128
+    assert resample.use_phases(x, 128, 3, k, per_image_weight=False)

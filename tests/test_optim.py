@@ -140,3 +140,23 @@ def test_bad_inputs(tiny_G):
         project(tiny_G, torch.zeros(1, 3, 32, 32), space="z", distance=l2_distance)
     with pytest.raises(ValueError, match="targets"):
         project(tiny_G, torch.zeros(1, 3, 16, 16), distance=l2_distance)
+
+
+def test_results_are_measured_on_the_targets_device(tiny_G, monkeypatch):
+    """The reconstruction is rendered on the CPU; its metrics are taken where the targets are (on a GPU run, CUDA:
+    `invert-optim --device cuda` once failed with 'cuda:0 and cpu'). A 'meta' target stands in for the other device."""
+    from gantune.methods import optim
+
+    seen = []
+
+    def dist(a, b):
+        seen.append((a.device.type, b.device.type))
+        return torch.tensor(0.25)
+
+    monkeypatch.setattr(optim, "l2_distance", dist)
+    rec = InversionRecord(latent=tiny_G.w_avg[None].clone(), latent_kind="w", method="optim")
+    res = tiny_G.cfg.resolution
+    [r] = optim._results_from_records(tiny_G, [rec], torch.zeros(1, 3, res, res, device="meta"), ["a"], dist,
+                                      seconds=[0.0], steps=[0], method="optim", params={})
+    assert seen == [("meta", "meta")] * 2
+    assert r.image.device.type == "cpu" and r.meta["metrics"]["l2"] == 0.25

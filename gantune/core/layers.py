@@ -45,6 +45,21 @@ class FullyConnected(nn.Module):
         return f"{self.in_features} -> {self.out_features}, lr_mul={self.lr_mul}, act={'lrelu' if self.activation else 'linear'}"
 
 
+# Devices where the noise is added per image with one multi-tensor launch (see add_noise_); tests add "cpu".
+NOISE_FOREACH_DEVICES = {"cuda"}
+
+
+def add_noise_(y: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+    """y += n in place for n (1, 1, H, W). On CUDA a broadcast add runs ATen's unvectorised kernel, five times the
+    time of a plain pass over the map (18 % of a batch-32 HyperStyle inversion on an H200); there n is expanded over
+    the channels once and added to each image's contiguous (C, H, W) block by one vectorised multi-tensor launch."""
+    if y.device.type in NOISE_FOREACH_DEVICES and y.is_contiguous() and y.shape[0] > 1 and n.shape[0] == 1:
+        full = n[0].expand(y.shape[1], -1, -1).contiguous()
+        torch._foreach_add_(list(y.unbind(0)), [full] * y.shape[0])
+        return y
+    return y.add_(n)
+
+
 class ModulatedLayer(nn.Module):
     """One modulated conv (3x3 feature conv or 1x1 toRGB) with its style affine, noise, bias and activation.
 
@@ -158,10 +173,13 @@ class ModulatedLayer(nn.Module):
             out_scale=gain,
             bias=self.bias * gain,
         )
+        # without autograd, in place on the fresh conv output (no new map per operation)
+        inplace = not (torch.is_grad_enabled() and y.requires_grad)
         if noise is not None:
-            y = y + noise.to(y.dtype) * (strength * gain).to(y.dtype)
+            n = noise.to(y.dtype) * (strength * gain).to(y.dtype)
+            y = add_noise_(y, n) if inplace else y + n
         if not self.is_rgb:
-            y = F.leaky_relu(y, 0.2)
+            y = F.leaky_relu_(y, 0.2) if inplace else F.leaky_relu(y, 0.2)
         if self.conv_clamp is not None:
             y = y.clamp(-self.conv_clamp, self.conv_clamp)
         if skip is not None:

@@ -31,7 +31,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .resample import blur_after_transposed_conv
+from .resample import blur_after_transposed_conv, phase_weight, upconv_phases, use_phases
 
 DEMOD_EPS = 1e-8
 
@@ -104,7 +104,9 @@ def modulated_conv2d(
         s = styles.float()  # (B, in)
         xs = x * s.to(x.dtype)[:, :, None, None]
         wc = w32.to(x.dtype)
-        if up == 2:
+        if up == 2 and use_phases(x, in_ch, kh, kernel, per_image_weight=False):
+            y = upconv_phases(xs, phase_weight(w32, kernel).to(x.dtype))
+        elif up == 2:
             y = F.conv_transpose2d(xs, wc.transpose(0, 1), stride=2)
             y = blur_after_transposed_conv(y, kernel)
         else:
@@ -120,29 +122,52 @@ def modulated_conv2d(
         return torch.addcmul(bias.to(y.dtype)[None, :, None, None], y, scale)  # one pass: y·scale + bias
 
     m = modulation.float() if modulation is not None else styles.float()[:, None, :]  # (B, 1|out, in)
-    if delta is not None and delta.ndim == 3:
-        m = m * (1.0 + delta.float())
-    wb = w32[None] * m[..., None, None]  # (B, out, in, k, k)
-    if delta is not None and delta.ndim == 5:
-        wb = wb * (1.0 + delta.float())
-    if wb.shape[1] != out_ch:
-        wb = wb.expand(batch, out_ch, in_ch, kh, kw)
-    if demodulate:
-        wb = wb * torch.rsqrt(wb.square().sum(dim=(2, 3, 4), keepdim=True) + DEMOD_EPS)
-    if out_scale != 1.0:
-        wb = wb * out_scale
-    wb = wb.to(x.dtype)
     xg = x.reshape(1, batch * in_ch, height, width)
+    b = None if bias is None else bias.to(x.dtype)
+    if up == 2 and use_phases(x, in_ch, kh, kernel, per_image_weight=True):
+        # the phase kernels are linear in θ̂ (sums of ≤ 4 taps times exact binary fractions), folded in x's dtype
+        wb = _grouped_weight(w32, m, delta, demodulate, out_scale, x.dtype)
+        w4 = phase_weight(wb, kernel).reshape(batch * out_ch * 4, in_ch, kh, kw)
+        y = upconv_phases(xg, w4, None if b is None else b.repeat(batch), groups=batch)
+        return y.reshape(batch, out_ch, y.shape[2], y.shape[3])
+    wb = _grouped_weight(w32, m, delta, demodulate, out_scale, x.dtype)
     if up == 2:
         # conv_transpose2d weight layout: (groups·in, out, k, k); not flipped (as both official codes)
         wt = wb.transpose(1, 2).reshape(batch * in_ch, out_ch, kh, kw)
         y = F.conv_transpose2d(xg, wt, stride=2, groups=batch)
         y = blur_after_transposed_conv(y, kernel)  # bias after the blur: the blur's zero padding would dim it
         y = y.reshape(batch, out_ch, y.shape[2], y.shape[3])
-        return y if bias is None else y + bias.to(y.dtype)[None, :, None, None]
-    b = None if bias is None else bias.to(x.dtype).repeat(batch)
-    y = F.conv2d(xg, wb.reshape(batch * out_ch, in_ch, kh, kw), b, padding=kh // 2, groups=batch)
+        if b is None:
+            return y
+        return y.add_(b[None, :, None, None]) if not _needs_grad(y) else y + b[None, :, None, None]
+    y = F.conv2d(xg, wb.reshape(batch * out_ch, in_ch, kh, kw), None if b is None else b.repeat(batch),
+                 padding=kh // 2, groups=batch)
     return y.reshape(batch, out_ch, y.shape[2], y.shape[3])
+
+
+def _grouped_weight(w32, m, delta, demodulate: bool, out_scale: float, dtype: torch.dtype) -> torch.Tensor:
+    """θ̂ (B, out, in, k, k) in ``dtype`` from the gained float32 weight w32 (out, in, k, k) and the modulation m
+    (B, 1|out, in), with offsets and demodulation. The demodulation coefficients come from Σ_i m² · Σ_k θ² (no
+    float32 copy of θ̂ for per-channel offsets), and θ̂ is written once, in ``dtype``."""
+    if delta is not None and delta.ndim == 3:
+        m = m * (1.0 + delta.float())
+    if delta is not None and delta.ndim == 5:
+        th = torch.addcmul(w32, w32, delta.float())  # θ ⊙ (1 + Δ) per tap, (B, out, in, k, k)
+        sq = th.square().sum(dim=(3, 4))  # (B, out, in)
+    else:
+        th, sq = w32, w32.square().sum(dim=(2, 3))  # (out, in, k, k), (out, in)
+    if demodulate:
+        d = torch.rsqrt((m.square() * sq).sum(dim=-1) + DEMOD_EPS)  # (B, out)
+        m = m * (d * out_scale)[:, :, None]
+    elif out_scale != 1.0:
+        m = m * out_scale
+    batch, out_ch, in_ch = m.shape[0], th.shape[-4], th.shape[-3]
+    coef = m[..., None, None]
+    if dtype == torch.float32 or _needs_grad(th, coef):
+        wb = (th * coef).to(dtype)
+    else:  # the product in float32, written straight in the compute dtype (one pass, no float32 copy)
+        wb = torch.mul(th, coef, out=torch.empty(batch, out_ch, in_ch, *th.shape[-2:], dtype=dtype, device=th.device))
+    return wb
 
 
 def _mkldnn_pointwise_available() -> bool:

@@ -8,6 +8,8 @@ with the flipped kernel (a true convolution), keep every down-th sample.
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 import torch.nn.functional as F
 
@@ -58,3 +60,77 @@ def upsample2x(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
 def blur_after_transposed_conv(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     """Blur that follows the stride-2 transposed 3x3 conv: (2H+1) -> 2H (rosinality ``Blur``, pad (1, 1), kernel*4)."""
     return upfirdn2d(x, kernel * 4, pad=(1, 1))
+
+
+# How an upsampling layer's stride-2 transposed 3×3 convolution + 4×4 blur runs, per device type:
+#   "transposed": ATen's transposed convolution, then the blur as a depthwise convolution (the reference arithmetic);
+#   "phases":     the blur folded into the weight — the four output phases' 3×3 kernels as one ordinary convolution
+#                 with 4·out channels, interleaved by pixel_shuffle (4× the transposed convolution's multiply-adds,
+#                 no depthwise pass: CUDA's depthwise kernel was 26 % of a batch-32 HyperStyle inversion on an H200);
+#   "auto":       phases at batch ≥ 4 in bf16/fp16, or ≥ 8 in float32 with cuDNN's TF32 on (PyTorch's default),
+#                 else transposed (PHASES_MIN_BATCH). Measured on an H200, 1024 px, ms/img phases / transposed
+#                 (README "GPU"): bf16 generator b1 12.9/12.6, b2 7.5/7.8, b4 4.7/5.7, b8 3.4/4.2, b32 2.7/3.6; HyperStyle b8
+#                 26.6/32.9, b32 20.5/26.3; float32 + TF32 generator b1 13.6/12.3, b8 4.2/5.1, b32 3.5/4.3. Strict
+#                 float32 (TF32 off) is slower with phases (cuDNN picked a 68 GB-workspace algorithm: b1 97 vs 16).
+# Per-image weights use phases only where the map is large against the weight (H·W ≥ 9·in; below that the 4×
+# weight costs more than the blur saves). Tests set "cpu" to "phases" to check both give the same images.
+UPSAMPLE_IMPL: dict[str, str] = {"cuda": "auto"}
+PHASES_MIN_BATCH = {"half": 4, "tf32": 8}
+
+
+def use_phases(x: torch.Tensor, in_ch: int, k: int, kernel: torch.Tensor | None, per_image_weight: bool) -> bool:
+    impl = UPSAMPLE_IMPL.get(x.device.type, "transposed")
+    if impl == "transposed" or k != 3 or kernel is None or tuple(kernel.shape) != (4, 4):
+        return False
+    if impl == "auto":
+        if x.dtype in (torch.bfloat16, torch.float16):
+            min_batch = PHASES_MIN_BATCH["half"]
+        elif x.dtype == torch.float32 and torch.backends.cudnn.allow_tf32:
+            min_batch = PHASES_MIN_BATCH["tf32"]
+        else:
+            return False
+        if x.shape[0] < min_batch:
+            return False
+    return not per_image_weight or x.shape[2] * x.shape[3] >= 9 * in_ch
+
+
+_PHASE_INDEX: dict = {}
+
+
+def _phase_table(kernel: torch.Tensor) -> torch.Tensor:
+    """(9, 36): row (u1, u2) of a 3×3 transposed-conv tap, column (p, q, e, g) of the phase-(p, q) 3×3 kernel tap
+    (e, g) it feeds after the blur. Output pixel (2j+p, 2l+q) of transposed conv + blur is
+    Σ_{e,g} x[j+e-1, l+g-1] · K_pq[e, g], K_pq[e, g] = Σ_{u1,u2} w[u1, u2] · f[u1-p+2e-1, u2-q+2g-1], with f the blur's
+    correlation weight (flipped kernel·4) and taps outside 0..3 zero. Gathered on the kernel's device (no host sync)."""
+    dev = kernel.device
+    if dev not in _PHASE_INDEX:
+        idx = torch.zeros(3, 3, 2, 2, 3, 3, dtype=torch.long)
+        mask = torch.zeros(3, 3, 2, 2, 3, 3)
+        for u1, u2, p, q, e, g in itertools.product(range(3), range(3), range(2), range(2), range(3), range(3)):
+            a1, a2 = u1 - p + 2 * e - 1, u2 - q + 2 * g - 1
+            if 0 <= a1 < 4 and 0 <= a2 < 4:
+                idx[u1, u2, p, q, e, g], mask[u1, u2, p, q, e, g] = a1 * 4 + a2, 1.0
+        _PHASE_INDEX[dev] = (idx.reshape(9, 36).to(dev), mask.reshape(9, 36).to(dev))
+    idx, mask = _PHASE_INDEX[dev]
+    f = torch.flip(kernel.detach().float() * 4, (0, 1)).reshape(16)
+    return f[idx] * mask
+
+
+def phase_weight(w: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """Conv weight(s) w (…, out, in, 3, 3) of a transposed conv (conv2d layout: w[o, i] is the tap map from input i
+    to output o) -> (…, 4·out, in, 3, 3): the four phase kernels after the blur, output channel o·4 + 2p + q, in the
+    dtype of w (the table's entries are exact small binary fractions)."""
+    *lead, out_ch, in_ch, _, _ = w.shape
+    t = _phase_table(kernel).to(device=w.device, dtype=w.dtype)
+    k = (w.reshape(-1, 9) @ t).reshape(*lead, out_ch, in_ch, 2, 2, 3, 3)
+    nl = len(lead)
+    perm = (*range(nl), nl, nl + 2, nl + 3, nl + 1, nl + 4, nl + 5)  # (…, out, p, q, in, 3, 3)
+    return k.permute(perm).reshape(*lead, out_ch * 4, in_ch, 3, 3)
+
+
+def upconv_phases(x: torch.Tensor, weight4: torch.Tensor, bias: torch.Tensor | None = None, groups: int = 1):
+    """Upsampling conv + blur from :func:`phase_weight` weights: x (N, groups·in, H, W) -> (N, groups·out, 2H, 2W)
+    (grouped: image b's outputs are channels b·out … b·out+out-1), the bias added inside the convolution."""
+    b4 = None if bias is None else bias.repeat_interleave(4)
+    y = F.conv2d(x, weight4, b4, padding=1, groups=groups)
+    return F.pixel_shuffle(y, 2)

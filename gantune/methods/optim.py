@@ -244,10 +244,11 @@ def _results_from_records(G, records, targets, names, distance, *, seconds, step
     out = []
     for i, rec in enumerate(records):
         rec.meta["noise_mode"] = noise_mode
-        img = render_record(G, rec).float()
-        with torch.no_grad():
-            lp = float(distance(img, targets[i : i + 1]))
-            l2 = float(l2_distance(img, targets[i : i + 1]))
+        img = render_record(G, rec).float()  # on the CPU
+        target = targets[i : i + 1]
+        with torch.no_grad():  # measured where the targets and the distance's network are (a GPU's, say)
+            lp = float(distance(img.to(target.device), target))
+            l2 = float(l2_distance(img.to(target.device), target))
         metrics = {"l2": l2, "steps": steps[i], "seconds": seconds[i]}
         metrics[getattr(distance, "metric_name", "lpips")] = lp
         out.append(
