@@ -19,6 +19,11 @@ def test_gpu_bench_code_path_on_tiny_models():
     assert all("generator" in r and "HyperStyle" in r and "ms/img" in r for r in rows)
     assert all("vs fp32" in r for r in rows if r.startswith("bf16"))
     assert not any("vs fp32" in r for r in rows if r.startswith("fp32"))
+    paths = [ln for ln in lines if ln.startswith("upsampling bf16 batch")]
+    assert len(paths) == 2 and all("phases" in ln and "transposed" in ln for ln in paths), lines
+    from gantune.core import resample
+
+    assert "cpu" not in resample.UPSAMPLE_IMPL  # the comparison puts the rule back
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the machine without CUDA")

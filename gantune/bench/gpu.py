@@ -2,9 +2,10 @@
 
 For each precision (fp32, TF32, bf16, fp16) and batch (1, 8, 32): milliseconds per image of a 1024 px generator
 render and of a 5-iteration HyperStyle inversion (random models with the official layout and sizes), the peak GPU
-memory of that run, and the image difference against fp32 (first image of the batch). Then, once, the generator under
-``torch.compile`` (its compile time reported apart). Without CUDA it says so and returns; ``tiny=True`` runs the same
-code on any device with small models (what the CPU tests use).
+memory of that run, and the image difference against fp32 (first image of the batch). Then bf16 with the upsampling
+layers as phase kernels against the transposed convolution (batch 1, 4 and the largest), and, once, the generator
+under ``torch.compile`` (its compile time reported apart). Without CUDA it says so and returns; ``tiny=True`` runs
+the same code on any device with small models (what the CPU tests use).
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ def _models(resolution: int, tiny: bool, device: torch.device):
 
 def bench_gpu(device: str | torch.device = "auto", *, resolution: int = 1024, batches=(1, 8, 32),
               precisions=tuple(PRECISIONS), iters: int = 5, reps: int = 3, compile_generator: bool = True,
-              budget_s: float = 420.0, tiny: bool = False) -> list[str]:
+              budget_s: float = 420.0, tiny: bool = False, upsampling_paths: bool = True) -> list[str]:
     from ..methods.hyper.inference import refine
     from ..runtime import resolve_device
 
@@ -117,6 +118,8 @@ def bench_gpu(device: str | torch.device = "auto", *, resolution: int = 1024, ba
                     continue
                 lines.append(f"{prec} batch {b:>2}: generator {t_g * 1000 / b:8.2f} ms/img (peak {mem_g}), "
                              f"HyperStyle {t_h * 1000 / b:8.2f} ms/img (peak {mem_h}){diff or ''}")
+        if upsampling_paths and time.perf_counter() - t_start < budget_s:
+            lines += _upsampling_paths(G, hn, enc, la, x_all, ws_all, dev, reps, iters)
         if compile_generator and time.perf_counter() - t_start < budget_s:
             lines += _compiled_generator(G, ws_all, dev, reps)
     finally:
@@ -136,6 +139,37 @@ def _difference(prec: str, refs: dict, img: torch.Tensor, inv: torch.Tensor) -> 
     dg, dh = (img - refs["g"]).abs(), (inv - refs["h"]).abs()
     return (f"; vs fp32: generator max {dg.max():.3f} mean {dg.mean():.4f}, "
             f"HyperStyle max {dh.max():.3f} mean {dh.mean():.4f}")
+
+
+def _upsampling_paths(G, hn, enc, la, x_all, ws_all, dev, reps: int, iters: int) -> list[str]:
+    """bf16 at batch 1, 4 and the largest: the upsampling layers as phase kernels against the transposed convolution
+    + depthwise blur (``resample.UPSAMPLE_IMPL``), generator and HyperStyle, so the "auto" rule can be checked."""
+    from ..core import resample
+    from ..methods.hyper.inference import refine
+
+    key = dev.type
+    before = resample.UPSAMPLE_IMPL.get(key)
+    G.set_precision(torch.bfloat16)
+    out = []
+    try:
+        for b in sorted({1, min(4, ws_all.shape[0]), ws_all.shape[0]}):
+            ws, x = ws_all[:b], x_all[:b]
+            row = []
+            for impl in ("phases", "transposed"):
+                resample.UPSAMPLE_IMPL[key] = impl
+                with torch.no_grad():
+                    t_g = _time(lambda: G.synthesis(ws), dev, reps)
+                    t_h = _time(lambda: refine(x, G=G, hypernet=hn, w_encoder=enc, latent_avg=la, iters=iters,
+                                               dtype=torch.bfloat16), dev, reps)
+                row.append(f"{impl} {t_g * 1000 / b:.2f} / {t_h * 1000 / b:.2f}")
+            out.append(f"upsampling bf16 batch {b:>2} (generator / HyperStyle ms/img): " + ", ".join(row))
+    finally:
+        if before is None:
+            resample.UPSAMPLE_IMPL.pop(key, None)
+        else:
+            resample.UPSAMPLE_IMPL[key] = before
+        G.set_precision(torch.float32)
+    return out
 
 
 def _compiled_generator(G, ws_all: torch.Tensor, dev: torch.device, reps: int) -> list[str]:

@@ -16,6 +16,10 @@ Two code paths compute the same thing:
   no delta or one delta shared by the whole batch);
 * the grouped ("fused") path materialises θ̂ per sample and runs one grouped convolution with groups = B.
 
+On both, an upsampling layer's transposed convolution + blur runs either as ATen's transposed convolution and a
+depthwise blur, or (CUDA, half precision or TF32, batch ≥ 4/8: ``resample.UPSAMPLE_IMPL``) as one ordinary
+convolution with the blur folded into four phase kernels, interleaved by ``pixel_shuffle``.
+
 A third path, :func:`modulated_conv2d_folded`, serves inference on CPU (no autograd): it folds the whole modulation
 (styles or matrix, offsets, demodulation, gains) into one weight per image and runs one ordinary oneDNN convolution per
 image, writing into the output in place and fusing the bias, the noise and the activation into the convolution's
@@ -125,7 +129,7 @@ def modulated_conv2d(
     xg = x.reshape(1, batch * in_ch, height, width)
     b = None if bias is None else bias.to(x.dtype)
     if up == 2 and use_phases(x, in_ch, kh, kernel, per_image_weight=True):
-        # the phase kernels are linear in θ̂ (sums of ≤ 4 taps times exact binary fractions), folded in x's dtype
+        # the phase kernels are linear in θ̂ (sums of ≤ 9 taps times the blur's weights), folded in x's dtype
         wb = _grouped_weight(w32, m, delta, demodulate, out_scale, x.dtype)
         w4 = phase_weight(wb, kernel).reshape(batch * out_ch * 4, in_ch, kh, kw)
         y = upconv_phases(xg, w4, None if b is None else b.repeat(batch), groups=batch)
