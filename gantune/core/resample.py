@@ -69,9 +69,9 @@ def blur_after_transposed_conv(x: torch.Tensor, kernel: torch.Tensor) -> torch.T
 #                 no depthwise pass: CUDA's depthwise kernel was 26 % of a batch-32 HyperStyle inversion on an H200);
 #   "auto":       phases at batch ≥ 4 in bf16/fp16, or ≥ 8 in float32 with cuDNN's TF32 on (PyTorch's default),
 #                 else transposed (PHASES_MIN_BATCH). Measured on an H200, 1024 px, ms/img phases / transposed
-#                 (README "GPU"): bf16 generator b1 12.9/12.6, b2 7.5/7.8, b4 4.7/5.7, b8 3.4/4.2, b32 2.7/3.6; HyperStyle b8
-#                 26.6/32.9, b32 20.5/26.3; float32 + TF32 generator b1 13.6/12.3, b8 4.2/5.1, b32 3.5/4.3. Strict
-#                 float32 (TF32 off) is slower with phases (cuDNN picked a 68 GB-workspace algorithm: b1 97 vs 16).
+#                 (README "On a GPU"): bf16 generator b1 12.9/12.6, b2 7.5/7.8, b4 4.7/5.7, b8 3.4/4.2, b32
+#                 2.7/3.6; HyperStyle b8 26.6/32.9, b32 20.5/26.3; float32 + TF32 generator b1 13.6/12.3, b8 4.2/5.1,
+#                 b32 3.5/4.3. Strict float32 (TF32 off) was slower with phases (b1 97 against 16, 68 GB peak).
 # Per-image weights use phases only where the map is large against the weight (H·W ≥ 9·in; below that the 4×
 # weight costs more than the blur saves). Tests set "cpu" to "phases" to check both give the same images.
 UPSAMPLE_IMPL: dict[str, str] = {"cuda": "auto"}
@@ -100,8 +100,9 @@ _PHASE_INDEX: dict = {}
 def _phase_table(kernel: torch.Tensor) -> torch.Tensor:
     """(9, 36): row (u1, u2) of a 3×3 transposed-conv tap, column (p, q, e, g) of the phase-(p, q) 3×3 kernel tap
     (e, g) it feeds after the blur. Output pixel (2j+p, 2l+q) of transposed conv + blur is
-    Σ_{e,g} x[j+e-1, l+g-1] · K_pq[e, g], K_pq[e, g] = Σ_{u1,u2} w[u1, u2] · f[u1-p+2e-1, u2-q+2g-1], with f the blur's
-    correlation weight (flipped kernel·4) and taps outside 0..3 zero. Gathered on the kernel's device (no host sync)."""
+    Σ_{e,g} x[j+e-1, l+g-1] · K_pq[e, g], where K_pq[e, g] = Σ_{u1,u2} w[u1, u2] · f[u1-p+2e-1, u2-q+2g-1],
+    f is the blur's correlation weight (flipped kernel·4) and taps outside 0..3 are zero. Gathered on the kernel's
+    device (no host sync)."""
     dev = kernel.device
     if dev not in _PHASE_INDEX:
         idx = torch.zeros(3, 3, 2, 2, 3, 3, dtype=torch.long)
@@ -119,7 +120,7 @@ def _phase_table(kernel: torch.Tensor) -> torch.Tensor:
 def phase_weight(w: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     """Conv weight(s) w (…, out, in, 3, 3) of a transposed conv (conv2d layout: w[o, i] is the tap map from input i
     to output o) -> (…, 4·out, in, 3, 3): the four phase kernels after the blur, output channel o·4 + 2p + q, in the
-    dtype of w (the table's entries are exact small binary fractions)."""
+    dtype of w (for the binomial blur the table holds exact binary fractions)."""
     *lead, out_ch, in_ch, _, _ = w.shape
     t = _phase_table(kernel).to(device=w.device, dtype=w.dtype)
     k = (w.reshape(-1, 9) @ t).reshape(*lead, out_ch, in_ch, 2, 2, 3, 3)

@@ -246,9 +246,10 @@ def _results_from_records(G, records, targets, names, distance, *, seconds, step
         rec.meta["noise_mode"] = noise_mode
         img = render_record(G, rec).float()  # on the CPU
         target = targets[i : i + 1]
-        with torch.no_grad():  # measured where the targets and the distance's network are (a GPU's, say)
-            lp = float(distance(img.to(target.device), target))
-            l2 = float(l2_distance(img.to(target.device), target))
+        img_t = img.to(target.device)  # measured where the targets and the distance's network are (a GPU's, say)
+        with torch.no_grad():
+            lp = float(distance(img_t, target))
+            l2 = float(l2_distance(img_t, target))
         metrics = {"l2": l2, "steps": steps[i], "seconds": seconds[i]}
         metrics[getattr(distance, "metric_name", "lpips")] = lp
         out.append(
