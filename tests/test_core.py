@@ -298,15 +298,17 @@ def test_phase_upsampling_equals_transposed_conv_and_blur(phases_on_cpu, fused):
     bias = torch.randn(cout)
     d = 0.3 * torch.randn(1 if not fused else B, cout, cin)
     dk = 0.3 * torch.randn(B, cout, cin, 3, 3)
+    mod = s[:, None, :].expand(B, cout, cin)
+
+    def offset_weight(delta, b):  # θ ⊙ (1 + Δ) of image b (a delta of batch 1 is shared)
+        if delta is None:
+            return w
+        d_b = delta[b if delta.shape[0] > 1 else 0]
+        return w * (1 + (d_b if d_b.ndim == 4 else d_b[..., None, None]))
+
     for delta in (None, d) + ((dk,) if fused else ()):
-        mod = s[:, None, :].expand(B, cout, cin)
-        ref_w = w if delta is None or delta.ndim == 5 else w * (1 + delta[0 if delta.shape[0] == 1 else 0][..., None, None])
-        if delta is not None and delta.shape[0] == B:
-            ref = torch.cat([reference_modconv(x[b:b + 1], w * (1 + (delta[b] if delta.ndim == 5 else
-                                                                       delta[b][..., None, None])),
-                                               mod[b:b + 1], True, 2, kern) for b in range(B)])
-        else:
-            ref = reference_modconv(x, ref_w, mod, True, 2, kern)
+        ref = torch.cat([reference_modconv(x[b:b + 1], offset_weight(delta, b), mod[b:b + 1], True, 2, kern)
+                         for b in range(B)])
         ref = ref + bias[None, :, None, None]
         n = len(phases_on_cpu)
         out = modulated_conv2d(x, w, s, delta=delta, up=2, kernel=kern, fused=fused, bias=bias)
@@ -375,4 +377,3 @@ def test_noise_added_per_image_equals_broadcast_add(tiny_G, monkeypatch):
     assert not resample.use_phases(x.float(), 16, 3, k, per_image_weight=True)
     assert not resample.use_phases(x, 128, 3, k, per_image_weight=True)  # 32·32 < 9·128
     assert resample.use_phases(x, 128, 3, k, per_image_weight=False)
-

@@ -128,13 +128,12 @@ def modulated_conv2d(
     m = modulation.float() if modulation is not None else styles.float()[:, None, :]  # (B, 1|out, in)
     xg = x.reshape(1, batch * in_ch, height, width)
     b = None if bias is None else bias.to(x.dtype)
+    wb = _grouped_weight(w32, m, delta, demodulate, out_scale, x.dtype)
     if up == 2 and use_phases(x, in_ch, kh, kernel, per_image_weight=True):
         # the phase kernels are linear in θ̂ (sums of ≤ 9 taps times the blur's weights), folded in x's dtype
-        wb = _grouped_weight(w32, m, delta, demodulate, out_scale, x.dtype)
         w4 = phase_weight(wb, kernel).reshape(batch * out_ch * 4, in_ch, kh, kw)
         y = upconv_phases(xg, w4, None if b is None else b.repeat(batch), groups=batch)
         return y.reshape(batch, out_ch, y.shape[2], y.shape[3])
-    wb = _grouped_weight(w32, m, delta, demodulate, out_scale, x.dtype)
     if up == 2:
         # conv_transpose2d weight layout: (groups·in, out, k, k); not flipped (as both official codes)
         wt = wb.transpose(1, 2).reshape(batch * in_ch, out_ch, kh, kw)
