@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from ..core import Generator, GeneratorConfig
+from ..core import Generator, GeneratorConfig, winograd
 from ..io.hashing import sha256_file
 from ..methods.hyper.checkpoint import hypernet_to_official, load_hyperstyle
 from ..methods.hyper.hypernet import HyperNetwork
@@ -75,6 +75,7 @@ def bench_hyper(
     load_from_file: bool = True,  # time writing + importing an official-layout .pt (≈1.4 GB at 1024 px)
     budget_s: float | None = 300.0,  # stop starting new configurations after this many seconds (None: run all)
     emulated_bf16: bool = False,  # also time bf16 where the hardware lacks it (very slow on plain AVX2 CPUs)
+    compare_direct: bool = True,  # CPU: time the longest fp32 inversion again with Winograd off
     seed: int = 0,
 ) -> list[str]:
     from ..runtime import resolve_device, resolve_dtype
@@ -151,6 +152,20 @@ def bench_hyper(
         renders = (max(iters) + 1) * generator_flops(G.cfg, 1) / rate
         lines.append(f"iters {max(iters)} batch {min(batches)} fp32: {t5:.2f} s/image = {t5 / renders:.2f} x the time of "
                      f"its {max(iters) + 1} renders at the conv rate ({rate / 1e9:.0f} GFLOP/s; target <= 1.6)")
+        if compare_direct and winograd.ENABLED:
+            # the same inversion with every convolution direct (oneDNN), for the Winograd layers' share
+            b = min(batches)
+            winograd.ENABLED = False
+            try:
+                t0 = time.perf_counter()
+                out = refine(x_all[:b], G=G, hypernet=hn, w_encoder=enc, latent_avg=la, iters=max(iters))
+                t_direct = (time.perf_counter() - t0) / b
+            finally:
+                winograd.ENABLED = True
+            d = (out.images[:1].float().cpu() - finals[(max(iters), "float32")]).abs()
+            lines.append(f"  same with direct convolutions only (GANTUNE_WINOGRAD=0): {t_direct:.2f} s/image = "
+                         f"{t_direct / renders:.2f} x; Winograd against direct: images differ by max {d.max():.1e} "
+                         f"(mean {d.mean():.1e})")
     if skipped:
         lines.append(f"skipped after the {budget_s:.0f} s budget: {'; '.join(skipped)}")
     lines.append(f"peak RSS {_peak_rss_mb():.0f} MiB (target for load + one 1024 px image: <= 2.5 GB)")

@@ -35,6 +35,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from . import winograd
 from .resample import blur_after_transposed_conv, phase_weight, upconv_phases, use_phases
 
 DEMOD_EPS = 1e-8
@@ -194,6 +195,15 @@ def _needs_grad(*tensors: torch.Tensor | None) -> bool:
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
+def _final_coef(sq: torch.Tensor | None, coef: torch.Tensor, demodulate: bool, out_scale: float) -> torch.Tensor:
+    """The factor (out | 1, in) that multiplies θ: coef with the demodulation (from Σ_{i,k} (θ c)² = Σ_i c² Σ_k θ²,
+    as the rank-1 path) and the output scale."""
+    if demodulate:
+        d = torch.rsqrt((coef.square() * sq).sum(dim=1, keepdim=True) + DEMOD_EPS)  # (out, 1)
+        return coef * (d * out_scale if out_scale != 1.0 else d)
+    return coef * out_scale if out_scale != 1.0 else coef
+
+
 def _folded_weight(
     theta: torch.Tensor,  # θ (out, in, k, k) float32, already ⊙ (1 + Δ) for per-tap offsets
     sq: torch.Tensor | None,  # Σ_k θ² (out, in), for the demodulation
@@ -207,12 +217,7 @@ def _folded_weight(
     """One image's final weight θ · coef · demod, written in one pass in the layout the convolution reads. The
     demodulation uses Σ_{i,k} (θ c)² = Σ_i c² Σ_k θ² (as the rank-1 path). The same operations with and without
     gradients (out= only when nothing is differentiated), so both give the same bits."""
-    if demodulate:
-        d = torch.rsqrt((coef.square() * sq).sum(dim=1, keepdim=True) + DEMOD_EPS)  # (out, 1)
-        coef = coef * (d * out_scale if out_scale != 1.0 else d)
-    elif out_scale != 1.0:
-        coef = coef * out_scale
-    c4 = coef[:, :, None, None]
+    c4 = _final_coef(sq, coef, demodulate, out_scale)[:, :, None, None]
     if transpose:
         theta, c4 = theta.transpose(0, 1), c4.transpose(0, 1)
     if torch.is_grad_enabled() and (theta.requires_grad or c4.requires_grad):
@@ -300,6 +305,19 @@ def modulated_conv2d_folded(
                 c = c * (1.0 + d_b)
         return _folded_weight(th, sq_b, c, demodulate, out_scale, transpose, fmt, x.dtype)
 
+    def image_winograd(b: int) -> torch.Tensor:
+        """Image b's weight in Winograd's transformed space (16, out, in): the stored θ's transform (kept on the
+        weight) scaled by the image's factor, or for per-tap offsets θ ⊙ (1 + Δ) transformed for this image."""
+        if per_tap:
+            th = torch.addcmul(theta, theta, delta[b if delta.shape[0] > 1 else 0].float())
+            c = _final_coef(th.square().sum(dim=(2, 3)) if demodulate else None, coef_all[b], demodulate, out_scale)
+            return winograd.scale_weight(winograd.transform_weight(th), c)
+        c = coef_all[b]
+        if delta is not None:
+            c = c * (1.0 + delta[b if delta.shape[0] > 1 else 0].float())
+        u = winograd.cached_transform(weight) if weight.dtype == torch.float32 else winograd.transform_weight(theta)
+        return winograd.scale_weight(u, _final_coef(sq, c, demodulate, out_scale))
+
     b32 = None if bias is None else bias.float().contiguous()
     fmt = _layout_of(x)
     blur = None
@@ -343,6 +361,8 @@ def modulated_conv2d_folded(
         if up == 2:
             y = _upconv(xb, image_weight, b)  # (1, out, 2H+1, 2W+1); the blur's padding 1 brings it to 2H
             _conv_into(ob, y, blur, b32, 1, groups=out_ch)
+        elif big and kh > 1 and winograd.applies(xb, in_ch, kh):
+            winograd.conv3x3_into(ob, xb, image_winograd(b), b32)
         elif big and kh > 1:
             _conv_into(ob, xb, image_weight(b, False), b32, kh // 2)
         else:

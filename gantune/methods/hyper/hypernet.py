@@ -28,6 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ...core.layers import FullyConnected
+from ...core.winograd import Conv2d  # nn.Conv2d; 3×3 stride-1 inference on CPU by Winograd where faster
 from ...core.specs import LayerSpec, select_layers
 from ...io.record import expand_shared
 
@@ -77,13 +78,14 @@ def default_heads(specs: list[LayerSpec], names: list[str] | None = None, *, sha
 
 # --- backbone: ResNet34 on 6 channels, no max-pool, PReLU after the stem ---------------------------------------------
 class BasicBlock(nn.Module):
-    """torchvision's ResNet BasicBlock (same parameter names), written out so nothing is downloaded."""
+    """torchvision's ResNet BasicBlock (same parameter names), written out so nothing is downloaded. Its 3×3 convs are
+    :class:`gantune.core.winograd.Conv2d` (an ``nn.Conv2d``: same keys; Winograd inference on CPU where faster)."""
 
     def __init__(self, cin: int, cout: int, stride: int) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.conv1 = Conv2d(cin, cout, 3, stride, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(cout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.conv2 = Conv2d(cout, cout, 3, 1, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(cout)
         self.downsample = None
         if stride != 1 or cin != cout:
@@ -129,7 +131,7 @@ def _strided_convs(cin: int, inner: int, cout: int, n: int, *, first_stride: int
     for i in range(n):
         a = cin if i == 0 else inner
         b = cout if i == n - 1 else inner
-        mods += [nn.Conv2d(a, b, 3, first_stride if i == 0 else 2, 1), nn.LeakyReLU(0.01)]
+        mods += [Conv2d(a, b, 3, first_stride if i == 0 else 2, 1), nn.LeakyReLU(0.01)]
     return nn.Sequential(*mods)
 
 
@@ -267,6 +269,9 @@ class HyperNetwork(nn.Module):
         for lyr in layers:
             self.heads[head_key(lyr.name)] = (SharedHead(features, spatial=spatial) if lyr.head == "shared"
                                               else ChannelHead(lyr, features, spatial=spatial))
+        for m in self.modules():  # run once per refinement pass: keep the Winograd-transformed weights
+            if isinstance(m, Conv2d):
+                m.cache_transform = True
 
     @classmethod
     def from_specs(cls, specs: list[LayerSpec], names: list[str] | None = None, *, shared_size: int | None = None,

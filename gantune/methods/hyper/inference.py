@@ -164,8 +164,11 @@ def refine(
     if codes is None:
         if w_encoder is None:
             raise ValueError("give a W-encoder or initial codes")
+        xe = to_input_size(x, input_hw(w_encoder.input_size, domain))
+        if device.type == "cpu":  # channels-last maps: oneDNN's layout (the weights stay as loaded) and Winograd's
+            xe = xe.contiguous(memory_format=torch.channels_last)
         with _autocast(device, dtype):
-            codes = w_encoder(to_input_size(x, input_hw(w_encoder.input_size, domain))).float()
+            codes = w_encoder(xe).float()
         if release is not None:
             release(w_encoder)
         if latent_avg is not None:

@@ -12,6 +12,7 @@ import torch
 import torch.nn as nn
 
 from ...core.layers import FullyConnected
+from ...core.winograd import Conv2d
 
 IR_SE_50_UNITS = (3, 4, 14, 3)  # bottleneck units per stage (IR-SE-50)
 STAGE_DEPTHS = (64, 128, 256, 512)  # channels per stage
@@ -57,9 +58,9 @@ class BottleneckIRSE(nn.Module):
             self.shortcut_layer = nn.Sequential(nn.Conv2d(cin, depth, 1, stride, bias=False), nn.BatchNorm2d(depth))
         self.res_layer = nn.Sequential(
             nn.BatchNorm2d(cin),
-            nn.Conv2d(cin, depth, 3, 1, 1, bias=False),
+            Conv2d(cin, depth, 3, 1, 1, bias=False),
             nn.PReLU(depth),
-            nn.Conv2d(depth, depth, 3, stride, 1, bias=False),
+            Conv2d(depth, depth, 3, stride, 1, bias=False),
             nn.BatchNorm2d(depth),
             SqueezeExcite(depth),
         )
