@@ -305,18 +305,19 @@ def modulated_conv2d_folded(
                 c = c * (1.0 + d_b)
         return _folded_weight(th, sq_b, c, demodulate, out_scale, transpose, fmt, x.dtype)
 
-    def image_winograd(b: int) -> torch.Tensor:
-        """Image b's weight in Winograd's transformed space (16, out, in): the stored θ's transform (kept on the
-        weight) scaled by the image's factor, or for per-tap offsets θ ⊙ (1 + Δ) transformed for this image."""
-        if per_tap:
-            th = torch.addcmul(theta, theta, delta[b if delta.shape[0] > 1 else 0].float())
-            c = _final_coef(th.square().sum(dim=(2, 3)) if demodulate else None, coef_all[b], demodulate, out_scale)
-            return winograd.scale_weight(winograd.transform_weight(th), c)
-        c = coef_all[b]
+    def image_winograd(b: int, m: int) -> torch.Tensor:
+        """Image b's weight in Winograd's transformed space (16, out, in): θ (or θ ⊙ (1 + Δ) for per-tap offsets)
+        transformed, times the image's factor per (out, in). Transformed on each call (~5 ms for 512², against
+        ~100 ms gained at 64²): a kept copy would add 52 MB to a 1024 px generator's memory."""
+        th, sq_b, c = theta, sq, coef_all[b]
         if delta is not None:
-            c = c * (1.0 + delta[b if delta.shape[0] > 1 else 0].float())
-        u = winograd.cached_transform(weight) if weight.dtype == torch.float32 else winograd.transform_weight(theta)
-        return winograd.scale_weight(u, _final_coef(sq, c, demodulate, out_scale))
+            d_b = delta[b if delta.shape[0] > 1 else 0].float()
+            if per_tap:
+                th = torch.addcmul(theta, theta, d_b)
+                sq_b = th.square().sum(dim=(2, 3)) if demodulate else None
+            else:
+                c = c * (1.0 + d_b)
+        return winograd.scale_weight(winograd.transform_weight(th, m), _final_coef(sq_b, c, demodulate, out_scale))
 
     b32 = None if bias is None else bias.float().contiguous()
     fmt = _layout_of(x)
@@ -361,8 +362,8 @@ def modulated_conv2d_folded(
         if up == 2:
             y = _upconv(xb, image_weight, b)  # (1, out, 2H+1, 2W+1); the blur's padding 1 brings it to 2H
             _conv_into(ob, y, blur, b32, 1, groups=out_ch)
-        elif big and kh > 1 and winograd.applies(xb, in_ch, kh):
-            winograd.conv3x3_into(ob, xb, image_winograd(b), b32)
+        elif big and kh > 1 and (m := winograd.tile_size(xb, in_ch, kh, per_call_weight=True)):
+            winograd.conv3x3_into(ob, xb, image_winograd(b, m), b32)
         elif big and kh > 1:
             _conv_into(ob, xb, image_weight(b, False), b32, kh // 2)
         else:

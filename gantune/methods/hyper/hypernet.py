@@ -269,9 +269,6 @@ class HyperNetwork(nn.Module):
         for lyr in layers:
             self.heads[head_key(lyr.name)] = (SharedHead(features, spatial=spatial) if lyr.head == "shared"
                                               else ChannelHead(lyr, features, spatial=spatial))
-        for m in self.modules():  # run once per refinement pass: keep the Winograd-transformed weights
-            if isinstance(m, Conv2d):
-                m.cache_transform = True
 
     @classmethod
     def from_specs(cls, specs: list[LayerSpec], names: list[str] | None = None, *, shared_size: int | None = None,

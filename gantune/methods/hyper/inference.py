@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from ... import progress
-from ...core import Generator
+from ...core import Generator, winograd
 from ...io.record import expand_shared
 from .domain import SQUARE, input_hw, pool_reconstruction
 from .hypernet import INPUT_SIZE, HyperNetwork
@@ -68,7 +68,8 @@ def untuned_prefix(G: Generator, ws: torch.Tensor, tuned: set[str], noise_mode: 
 
 def cpu_layouts(hypernet) -> None:
     """Once per model, on CPU: the k×k (k > 1) convolution weights of the hypernetwork channels-last (oneDNN's native
-    layout: ~5-8 % faster than converting on every call), and the shared FC's ``w2`` column-major (see
+    layout: ~5-8 % faster than converting on every call; not those that run as Winograd convolutions), and the
+    shared FC's ``w2`` column-major (see
     :meth:`SharedFC.pack_`). Each weight is copied once; where the old one was memory-mapped from the checkpoint, its
     pages are released, so memory does not hold both. Values are unchanged; the official export writes the usual
     layout. (The W-encoder, used once per batch, keeps its memory-mapped weights, whose pages :func:`refine` drops
@@ -80,6 +81,8 @@ def cpu_layouts(hypernet) -> None:
             w = getattr(conv, "weight", None)
             if not isinstance(conv, torch.nn.Conv2d) or w is None or w.shape[-1] * w.shape[-2] == 1:
                 continue
+            if isinstance(conv, winograd.Conv2d) and conv.winograd_shape():
+                continue  # runs as Winograd, which reads the weight once per call in any layout
             if w.device.type != "cpu" or w.is_contiguous(memory_format=torch.channels_last):
                 continue
             replace_data(w, w.detach().contiguous(memory_format=torch.channels_last))
