@@ -3,7 +3,8 @@
 For each precision (fp32, TF32, bf16, fp16) and batch (1, 8, 32): milliseconds per image of a 1024 px generator
 render and of a 5-iteration HyperStyle inversion (random models with the official layout and sizes), the peak GPU
 memory of that run, and the image difference against fp32 (first image of the batch). Then bf16 with the upsampling
-layers as phase kernels against the transposed convolution (batch 1, 4 and the largest), and, once, the generator
+layers as phase kernels against the transposed convolution (batch 1, 4 and the largest), bf16 channels-last
+against NCHW at the largest batch, and, once, the generator
 under ``torch.compile`` (its compile time reported apart). Without CUDA it says so and returns; ``tiny=True`` runs
 the same code on any device with small models (what the CPU tests use).
 """
@@ -67,7 +68,8 @@ def _models(resolution: int, tiny: bool, device: torch.device):
 
 def bench_gpu(device: str | torch.device = "auto", *, resolution: int = 1024, batches=(1, 8, 32),
               precisions=tuple(PRECISIONS), iters: int = 5, reps: int = 3, compile_generator: bool = True,
-              budget_s: float = 420.0, tiny: bool = False, upsampling_paths: bool = True) -> list[str]:
+              budget_s: float = 420.0, tiny: bool = False, upsampling_paths: bool = True,
+              layouts: bool = True) -> list[str]:
     from ..methods.hyper.inference import refine
     from ..runtime import resolve_device
 
@@ -120,6 +122,8 @@ def bench_gpu(device: str | torch.device = "auto", *, resolution: int = 1024, ba
                              f"HyperStyle {t_h * 1000 / b:8.2f} ms/img (peak {mem_h}){diff or ''}")
         if upsampling_paths and time.perf_counter() - t_start < budget_s:
             lines += _upsampling_paths(G, hn, enc, la, x_all, ws_all, dev, reps, iters)
+        if layouts and time.perf_counter() - t_start < budget_s:
+            lines += _layouts(G, hn, enc, la, x_all, ws_all, dev, reps, iters)
         if compile_generator and time.perf_counter() - t_start < budget_s:
             lines += _compiled_generator(G, ws_all, dev, reps)
     finally:
@@ -170,6 +174,29 @@ def _upsampling_paths(G, hn, enc, la, x_all, ws_all, dev, reps: int, iters: int)
             resample.UPSAMPLE_IMPL[key] = before
         G.set_precision(torch.float32)
     return out
+
+
+def _layouts(G, hn, enc, la, x_all, ws_all, dev, reps: int, iters: int) -> list[str]:
+    """bf16 at the largest batch, the synthesis maps channels-last against NCHW (``G.set_precision(channels_last=)``):
+    on an H200 half of cuDNN's time in a batch-32 inversion was converting NCHW maps to NHWC and back around the
+    per-image convolutions (README "On a GPU"); this measures whether keeping them NHWC pays."""
+    from ..methods.hyper.inference import refine
+
+    b = ws_all.shape[0]
+    row = []
+    try:
+        for name, cl in (("NCHW", False), ("channels-last", True)):
+            G.set_precision(torch.bfloat16, channels_last=cl)
+            with torch.no_grad():
+                t_g = _time(lambda: G.synthesis(ws_all), dev, reps)
+                t_h = _time(lambda: refine(x_all, G=G, hypernet=hn, w_encoder=enc, latent_avg=la, iters=iters,
+                                           dtype=torch.bfloat16), dev, reps)
+            row.append(f"{name} {t_g * 1000 / b:.2f} / {t_h * 1000 / b:.2f}")
+    except torch.OutOfMemoryError:
+        row.append("out of GPU memory")
+    finally:
+        G.set_precision(torch.float32)
+    return [f"layout bf16 batch {b} (generator / HyperStyle ms/img): " + ", ".join(row)]
 
 
 def _compiled_generator(G, ws_all: torch.Tensor, dev: torch.device, reps: int) -> list[str]:

@@ -19,7 +19,7 @@ import torch
 
 from ...core import Generator
 from ...errors import InputError, WeightsError
-from ..hyper.inference import face_pool, render, to_input_size
+from ..hyper.inference import encoder_layout, face_pool, render, to_input_size
 from ..pipeline import InvertOptions, MethodRun
 from ..result import InversionResult
 from .checkpoint import StyleEncoderModel, load_style_encoder
@@ -47,7 +47,7 @@ def average_latent(model: StyleEncoderModel, G: Generator) -> torch.Tensor:
 def encode_e4e(model: StyleEncoderModel, x: torch.Tensor, G: Generator) -> torch.Tensor:
     """(B, num_ws, w_dim) W+ codes of x (B, 3, H, W) in [-1, 1]."""
     enc = model.encoder
-    codes = enc(to_input_size(x, enc.input_size)).float()
+    codes = enc(encoder_layout(to_input_size(x, enc.input_size))).float()
     if model.add_latent_avg:
         codes = codes + average_latent(model, G).to(codes.device)[None]
     return codes
@@ -75,7 +75,7 @@ def encode_restyle(model: StyleEncoderModel, x: torch.Tensor, G: Generator, *, i
     y_hat = face_pool(render(G, avg[None], noise_mode=noise_mode), size).expand(xs.shape[0], -1, -1, -1)
     codes, y, inter = avg[None], None, []
     for _ in range(iters):
-        codes = enc(torch.cat([xs, y_hat], 1)).float() + codes
+        codes = enc(encoder_layout(torch.cat([xs, y_hat], 1))).float() + codes
         y = render(G, codes, noise_mode=noise_mode)
         if keep_intermediates:
             inter.append(y)

@@ -44,6 +44,12 @@ def to_input_size(x: torch.Tensor, size: int | tuple[int, int] = INPUT_SIZE) -> 
     return F.interpolate(x.float(), size=hw, mode="bilinear", align_corners=False, antialias=True)
 
 
+def encoder_layout(x: torch.Tensor) -> torch.Tensor:
+    """Encoder inputs channels-last on CPU: the maps then stay channels-last through the network (oneDNN's layout,
+    whatever the weights'), which the Winograd convolutions of its wide layers need (``gantune.core.winograd``)."""
+    return x.contiguous(memory_format=torch.channels_last) if x.device.type == "cpu" else x
+
+
 def render(
     G: Generator,
     ws: torch.Tensor,  # (B, num_ws, w_dim) or (B, w_dim)
@@ -167,11 +173,8 @@ def refine(
     if codes is None:
         if w_encoder is None:
             raise ValueError("give a W-encoder or initial codes")
-        xe = to_input_size(x, input_hw(w_encoder.input_size, domain))
-        if device.type == "cpu":  # channels-last maps: oneDNN's layout (the weights stay as loaded) and Winograd's
-            xe = xe.contiguous(memory_format=torch.channels_last)
         with _autocast(device, dtype):
-            codes = w_encoder(xe).float()
+            codes = w_encoder(encoder_layout(to_input_size(x, input_hw(w_encoder.input_size, domain)))).float()
         if release is not None:
             release(w_encoder)
         if latent_avg is not None:
