@@ -23,7 +23,9 @@ convolution with the blur folded into four phase kernels, interleaved by ``pixel
 A third path, :func:`modulated_conv2d_folded`, serves inference on CPU (no autograd): it folds the whole modulation
 (styles or matrix, offsets, demodulation, gains) into one weight per image and runs one ordinary oneDNN convolution per
 image, writing into the output in place and fusing the bias, the noise and the activation into the convolution's
-output pass. It is the grouped path's arithmetic, image by image, so a batch costs exactly its images.
+output pass. It is the grouped path's arithmetic, image by image, so a batch costs exactly its images. Its wide
+3×3 layers (128+ channels on 16–128 px maps) run as Winograd convolutions (:mod:`.winograd`), with and without
+autograd alike; so does the rank-1 path for a frozen weight on CPU (the projectors).
 
 Modulation factors and demodulation coefficients are computed in float32; the convolution runs in the dtype of x.
 """
@@ -114,6 +116,8 @@ def modulated_conv2d(
         elif up == 2:
             y = F.conv_transpose2d(xs, wc.transpose(0, 1), stride=2)
             y = blur_after_transposed_conv(y, kernel)
+        elif not _needs_grad(weight) and (m := winograd.tile_size(xs, in_ch, kh, per_call_weight=True)):
+            y = winograd.conv3x3(xs, winograd.transform_weight(wc, m))  # the projectors' frozen generator
         else:
             y = F.conv2d(xs, wc, padding=kh // 2)
         if demodulate:
@@ -334,6 +338,9 @@ def modulated_conv2d_folded(
             if up == 2:
                 y = _upconv(xb, image_weight, b)
                 y = F.conv2d(y, blur, b32, padding=1, groups=out_ch)
+            elif (xb.numel() > _NATIVE_CONV_MAX_NUMEL and kh > 1
+                  and (m := winograd.tile_size(xb, in_ch, kh, per_call_weight=True))):
+                y = winograd.conv3x3(xb, image_winograd(b, m), b32)  # as inference: the same bits
             else:
                 y = F.conv2d(xb, image_weight(b, False), b32, padding=kh // 2)
             ys.append(y)

@@ -15,7 +15,8 @@ at about the direct convolution's rate, so wide layers gain (512 channels at 64�
 99 F(4×4)) while narrow ones on large maps lose (the transformed maps are 2.25–4× the input and memory-bound):
 see :func:`tile_size`.
 
-Layouts: activations NHWC (channels-last), so a transformed position is a (tiles, C) matrix without a copy; the
+Layouts: activations NHWC (channels-last; NCHW maps are transposed in and out), so a transformed position is a
+(tiles, C) matrix without a copy; the
 weights (α², C_out, C_in), read transposed by the GEMMs. A modulated weight θ times a per-(out, in) factor (styles,
 per-channel offsets, demodulation) is θ's transform times that factor (:func:`scale_weight`): the transform is
 linear and acts on the 3×3 taps only. Where it runs: the generator's folded path (CPU inference) and
@@ -66,8 +67,8 @@ def _mats(m: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 
 def tile_size(x: torch.Tensor, in_ch: int, kernel: int, *, per_call_weight: bool = False) -> int:
     """The output tile m (4 or 2) with which a 3×3 stride-1 convolution of ``x`` (B, in, H, W) runs faster than
-    directly here, or 0: float32 CPU, channels-last, sides divisible by m, at least 16×16, and a layer wide against
-    its map. Measured on a 2-core AVX2 CPU (ms, direct / F(2×2) / F(4×4)): 512 channels at 16² 15/9.1/7.8,
+    directly here, or 0: float32 CPU, sides divisible by m, at least 16×16, and a layer wide against its map
+    (NCHW maps, as passes with gradients use on CPU, cost a transposing copy in and out: a few ms at these sizes). Measured on a 2-core AVX2 CPU (ms, direct / F(2×2) / F(4×4)): 512 channels at 16² 15/9.1/7.8,
     32² 58/35/24, 64² 234/151/99; 256 at 32² 14/10.5/7.6, 128² 223/214/130; 128 at 64² 15.7/14.2/9.9,
     128² 63/72/43, 256² 230/–/211; 64 at 128² 13.7/–/17.3; 32 at 1024² 255/–/674. ``per_call_weight``: the weight
     is transformed for this call alone (modulated weights): F(4×4)'s 36 planes of a 512² weight cost 10-18 ms, so
@@ -76,8 +77,6 @@ def tile_size(x: torch.Tensor, in_ch: int, kernel: int, *, per_call_weight: bool
         return 0
     h, w = x.shape[2], x.shape[3]
     if h % 2 or w % 2 or h * w < 16 * 16 or in_ch < MIN_CHANNELS or in_ch * h * w > MAX_MAP:
-        return 0
-    if not x.is_contiguous(memory_format=torch.channels_last):
         return 0
     if h % 4 or w % 4 or (per_call_weight and in_ch > 256 and h * w < 64 * 64):
         return 2
@@ -109,10 +108,10 @@ def _tiles(x: torch.Tensor, u: torch.Tensor, bias: torch.Tensor | None) -> torch
     m = _tile_of(u)
     a, th, tw, out_ch = m + 2, h // m, w // m, u.shape[1]
     bb, _, aa = _mats(m, x.device)
-    xp = F.pad(x.permute(0, 2, 3, 1), (0, 0, 1, 1, 1, 1))  # (B, H+2, W+2, C)
-    sb, sh, sw, sc = xp.stride()
-    # every α×α input tile (stride m, overlapping) gathered once: (α, α, B, H/m, W/m, C)
-    d = xp.as_strided((a, a, n, th, tw, c), (sh, sw, sb, m * sh, m * sw, sc)).contiguous()
+    xp = F.pad(x.permute(0, 2, 3, 1), (0, 0, 1, 1, 1, 1))  # (B, H+2, W+2, C); from NCHW, the transposing copy
+    # every α×α input tile (stride m, overlapping) gathered once: (α, α, B, H/m, W/m, C) (unfold: its backward
+    # sums the overlaps, for passes that differentiate x)
+    d = xp.unfold(1, a, m).unfold(2, a, m).permute(4, 5, 0, 1, 2, 3).contiguous()
     v = (bb @ d.view(a * a, -1)).view(a * a, n * th * tw, c)
     mm = torch.bmm(v, u.transpose(1, 2))  # (α², B·tiles, out)
     if bias is None:
@@ -124,19 +123,24 @@ def _tiles(x: torch.Tensor, u: torch.Tensor, bias: torch.Tensor | None) -> torch
 
 def conv3x3_into(out: torch.Tensor, x: torch.Tensor, u: torch.Tensor, bias: torch.Tensor | None = None) -> None:
     """out += conv2d(x, g, bias, padding=1) for the weight g whose transform is ``u`` (α², out, in).
-    x (B, in, H, W) and out (B, out, H, W) channels-last float32 (see :func:`tile_size`)."""
+    x (B, in, H, W) and out (B, out, H, W) float32 (see :func:`tile_size`); out channels-last is added in place."""
     n, c, h, w = out.shape
     m = _tile_of(u)
-    out.permute(0, 2, 3, 1).view(n, h // m, m, w // m, m, c).add_(_tiles(x, u, bias))
+    if out.is_contiguous(memory_format=torch.channels_last):
+        out.permute(0, 2, 3, 1).view(n, h // m, m, w // m, m, c).add_(_tiles(x, u, bias))
+    else:
+        out.add_(conv3x3(x, u, bias))
 
 
 def conv3x3(x: torch.Tensor, u: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """conv2d(x, g, bias, padding=1) as a new channels-last map."""
+    """conv2d(x, g, bias, padding=1) as a new map in x's layout (channels-last, or NCHW); differentiable in x and
+    u (the same operations with and without autograd, so the same bits)."""
     n, _, h, w = x.shape
     c, m = u.shape[1], _tile_of(u)
     out = torch.empty(n, h, w, c, dtype=x.dtype)
     out.view(n, h // m, m, w // m, m, c).copy_(_tiles(x, u, bias))
-    return out.permute(0, 3, 1, 2)
+    out = out.permute(0, 3, 1, 2)
+    return out if x.is_contiguous(memory_format=torch.channels_last) else out.contiguous()
 
 
 class Conv2d(nn.Conv2d):
