@@ -298,7 +298,8 @@ def modulated_conv2d_folded(
     per_tap = delta is not None and delta.ndim == 5
     sq = theta.square().sum(dim=(2, 3)) if demodulate and not per_tap else None
 
-    def image_weight(b: int, transpose: bool) -> torch.Tensor:
+    def image_factors(b: int):
+        """Image b's (θ or θ ⊙ (1 + Δ) per tap, Σ_k of its squares, per-(out, in) factor before demodulation)."""
         th, sq_b, c = theta, sq, coef_all[b]
         if delta is not None:
             d_b = delta[b if delta.shape[0] > 1 else 0].float()
@@ -307,21 +308,24 @@ def modulated_conv2d_folded(
                 sq_b = th.square().sum(dim=(2, 3)) if demodulate else None
             else:
                 c = c * (1.0 + d_b)
+        return th, sq_b, c
+
+    def image_weight(b: int, transpose: bool) -> torch.Tensor:
+        th, sq_b, c = image_factors(b)
         return _folded_weight(th, sq_b, c, demodulate, out_scale, transpose, fmt, x.dtype)
 
     def image_winograd(b: int, m: int) -> torch.Tensor:
-        """Image b's weight in Winograd's transformed space (16, out, in): θ (or θ ⊙ (1 + Δ) for per-tap offsets)
+        """Image b's weight in Winograd's transformed space (α², out, in): θ (or θ ⊙ (1 + Δ) for per-tap offsets)
         transformed, times the image's factor per (out, in). Transformed on each call (~5 ms for 512², against
         ~100 ms gained at 64²): a kept copy would add 52 MB to a 1024 px generator's memory."""
-        th, sq_b, c = theta, sq, coef_all[b]
-        if delta is not None:
-            d_b = delta[b if delta.shape[0] > 1 else 0].float()
-            if per_tap:
-                th = torch.addcmul(theta, theta, d_b)
-                sq_b = th.square().sum(dim=(2, 3)) if demodulate else None
-            else:
-                c = c * (1.0 + d_b)
+        th, sq_b, c = image_factors(b)
         return winograd.scale_weight(winograd.transform_weight(th, m), _final_coef(sq_b, c, demodulate, out_scale))
+
+    def winograd_tile(xb: torch.Tensor) -> int:
+        """F(m×m) tile for image xb's same-resolution k×k convolution, or 0 for oneDNN's direct one."""
+        if kh == 1 or up == 2 or xb.numel() <= _NATIVE_CONV_MAX_NUMEL:
+            return 0
+        return winograd.tile_size(xb, in_ch, kh, per_call_weight=True)
 
     b32 = None if bias is None else bias.float().contiguous()
     fmt = _layout_of(x)
@@ -338,8 +342,7 @@ def modulated_conv2d_folded(
             if up == 2:
                 y = _upconv(xb, image_weight, b)
                 y = F.conv2d(y, blur, b32, padding=1, groups=out_ch)
-            elif (xb.numel() > _NATIVE_CONV_MAX_NUMEL and kh > 1
-                  and (m := winograd.tile_size(xb, in_ch, kh, per_call_weight=True))):
+            elif m := winograd_tile(xb):
                 y = winograd.conv3x3(xb, image_winograd(b, m), b32)  # as inference: the same bits
             else:
                 y = F.conv2d(xb, image_weight(b, False), b32, padding=kh // 2)
@@ -369,7 +372,7 @@ def modulated_conv2d_folded(
         if up == 2:
             y = _upconv(xb, image_weight, b)  # (1, out, 2H+1, 2W+1); the blur's padding 1 brings it to 2H
             _conv_into(ob, y, blur, b32, 1, groups=out_ch)
-        elif big and kh > 1 and (m := winograd.tile_size(xb, in_ch, kh, per_call_weight=True)):
+        elif m := winograd_tile(xb):
             winograd.conv3x3_into(ob, xb, image_winograd(b, m), b32)
         elif big and kh > 1:
             _conv_into(ob, xb, image_weight(b, False), b32, kh // 2)

@@ -1,4 +1,4 @@
-"""3×3 stride-1 convolutions by Winograd's minimal filtering F(m×m, 3×3) (Lavin & Gray 2016), for CPU inference.
+"""3×3 stride-1 convolutions by Winograd's minimal filtering F(m×m, 3×3) (Lavin & Gray 2016), on the CPU.
 
 Each m×m output tile of a 3×3 convolution is computed from its α×α input tile (α = m + 2) in a transformed space
 where the convolution becomes α² independent channel-mixing products, one per transformed position ξ:
@@ -16,11 +16,13 @@ at about the direct convolution's rate, so wide layers gain (512 channels at 64�
 see :func:`tile_size`.
 
 Layouts: activations NHWC (channels-last; NCHW maps are transposed in and out), so a transformed position is a
-(tiles, C) matrix without a copy; the
-weights (α², C_out, C_in), read transposed by the GEMMs. A modulated weight θ times a per-(out, in) factor (styles,
-per-channel offsets, demodulation) is θ's transform times that factor (:func:`scale_weight`): the transform is
-linear and acts on the 3×3 taps only. Where it runs: the generator's folded path (CPU inference) and
-:class:`Conv2d` (the hypernetwork and the encoders); both transform the weight on each call.
+(tiles, C) matrix without a copy; the weights (α², C_out, C_in), read transposed by the GEMMs. A modulated weight θ
+times a per-(out, in) factor (styles, per-channel offsets, demodulation) is θ's transform times that factor
+(:func:`scale_weight`): the transform is linear and acts on the 3×3 taps only. Where it runs: the generator's folded
+path (inference, and passes differentiating one image: PTI, the overparameterized latent), the rank-1 path of a
+frozen generator (the projectors) and :class:`Conv2d` (the hypernetwork and the encoders, without gradients); all
+transform the weight on each call. Every operation is differentiable, so a pass with autograd computes the same
+bits as one without.
 """
 
 from __future__ import annotations
@@ -67,12 +69,13 @@ def _mats(m: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 
 def tile_size(x: torch.Tensor, in_ch: int, kernel: int, *, per_call_weight: bool = False) -> int:
     """The output tile m (4 or 2) with which a 3×3 stride-1 convolution of ``x`` (B, in, H, W) runs faster than
-    directly here, or 0: float32 CPU, sides divisible by m, at least 16×16, and a layer wide against its map
-    (NCHW maps, as passes with gradients use on CPU, cost a transposing copy in and out: a few ms at these sizes). Measured on a 2-core AVX2 CPU (ms, direct / F(2×2) / F(4×4)): 512 channels at 16² 15/9.1/7.8,
-    32² 58/35/24, 64² 234/151/99; 256 at 32² 14/10.5/7.6, 128² 223/214/130; 128 at 64² 15.7/14.2/9.9,
-    128² 63/72/43, 256² 230/–/211; 64 at 128² 13.7/–/17.3; 32 at 1024² 255/–/674. ``per_call_weight``: the weight
-    is transformed for this call alone (modulated weights): F(4×4)'s 36 planes of a 512² weight cost 10-18 ms, so
-    wide layers on maps under 64² take F(2×2) (4 ms)."""
+    directly here, or 0: float32 CPU, sides divisible by m, at least 16×16, and a layer wide against its map (NCHW
+    maps, as passes with gradients use on CPU, cost a transposing copy in and out: a few ms at these sizes).
+    Measured on a 2-core AVX2 CPU (ms, direct / F(2×2) / F(4×4)): 512 channels at 16² 15/9.1/7.8, 32² 58/35/24, 64²
+    234/151/99; 256 at 32² 14/10.5/7.6, 128² 223/214/130; 128 at 64² 15.7/14.2/9.9, 128² 63/72/43, 256² 230/–/211;
+    64 at 128² 13.7/–/17.3; 32 at 1024² 255/–/674. ``per_call_weight``: the weight is transformed for this call
+    alone (modulated weights): F(4×4)'s 36 planes of a 512² weight cost 10-18 ms, so wide layers on maps under 64²
+    take F(2×2) (4 ms)."""
     if not ENABLED or kernel != 3 or x.device.type != "cpu" or x.dtype != torch.float32 or x.ndim != 4:
         return 0
     h, w = x.shape[2], x.shape[3]
@@ -137,7 +140,7 @@ def conv3x3(x: torch.Tensor, u: torch.Tensor, bias: torch.Tensor | None = None) 
     u (the same operations with and without autograd, so the same bits)."""
     n, _, h, w = x.shape
     c, m = u.shape[1], _tile_of(u)
-    out = torch.empty(n, h, w, c, dtype=x.dtype)
+    out = torch.empty(n, h, w, c, dtype=x.dtype, device=x.device)
     out.view(n, h // m, m, w // m, m, c).copy_(_tiles(x, u, bias))
     out = out.permute(0, 3, 1, 2)
     return out if x.is_contiguous(memory_format=torch.channels_last) else out.contiguous()
@@ -151,7 +154,8 @@ class Conv2d(nn.Conv2d):
     366 MB, more than the 1024 px HyperStyle memory target leaves."""
 
     def winograd_shape(self) -> bool:
-        """A 3×3, stride-1, padding-1 float32 convolution wide enough for :func:`tile_size` (the map decides the rest)."""
+        """A 3×3, stride-1, padding-1 float32 convolution wide enough for :func:`tile_size` (the map decides the
+        rest)."""
         return (self.kernel_size == (3, 3) and self.stride == (1, 1) and self.padding == (1, 1)
                 and self.dilation == (1, 1) and self.groups == 1 and self.padding_mode == "zeros"
                 and self.weight.dtype == torch.float32 and self.in_channels >= MIN_CHANNELS)
