@@ -74,12 +74,11 @@ def untuned_prefix(G: Generator, ws: torch.Tensor, tuned: set[str], noise_mode: 
 
 def cpu_layouts(hypernet) -> None:
     """Once per model, on CPU: the k×k (k > 1) convolution weights of the hypernetwork channels-last (oneDNN's native
-    layout: ~5-8 % faster than converting on every call; not those that run as Winograd convolutions), and the
-    shared FC's ``w2`` column-major (see
-    :meth:`SharedFC.pack_`). Each weight is copied once; where the old one was memory-mapped from the checkpoint, its
-    pages are released, so memory does not hold both. Values are unchanged; the official export writes the usual
-    layout. (The W-encoder, used once per batch, keeps its memory-mapped weights, whose pages :func:`refine` drops
-    after use: 0.1 GB less for 0.5 % of the time.)"""
+    layout: ~5-8 % faster than converting on every call; not those that run as Winograd convolutions), and the shared
+    FC's ``w2`` column-major (see :meth:`SharedFC.pack_`). Each weight is copied once; where the old one was
+    memory-mapped from the checkpoint, its pages are released, so memory does not hold both. Values are unchanged;
+    the official export writes the usual layout. (The W-encoder, used once per batch, keeps its memory-mapped
+    weights, whose pages :func:`refine` drops after use: 0.1 GB less for 0.5 % of the time.)"""
     from ...core.cpualloc import replace_data
 
     if isinstance(hypernet, torch.nn.Module) and not getattr(hypernet, "_gantune_cpu_layout", False):
