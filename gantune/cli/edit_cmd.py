@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 import typer
 
 from .common import (BatchOpt, DeviceOpt, DtypeOpt, IdentityOpt, NoiseOpt, OverwriteOpt, RecordsArg, ResizeOpt, ShardOpt,
-                     WeightsOpt, exit_with, input_items, OutDirOpt, run_batch, shard_of, value)
+                     WeightsOpt, exit_with, identity_metric, input_items, OutDirOpt, run_batch, shard_of, value)
 from .validate import finite
 
 MAX_IMAGES = 256  # edits per record (directions x strengths): beyond this a strip is a video, not a sheet
@@ -191,6 +191,7 @@ def edit_command(
                   shard=shard_of(shard), overwrite=overwrite, extra_inputs=[onto] if onto is not None else [])
     batch.prepare()
     cache = GeneratorCache(resolve_device(device), resolve_dtype(value(dtype)))
+    identity = identity_metric(identity and bool(batch.todo))
     texts = None if text is None else TextEditor(text, neutral, beta, clip, styleclip_stats, cache.device)
     if texts is not None and batch.todo:
         texts.prepare()

@@ -25,6 +25,8 @@ from .resample import make_kernel, upsample2x
 from .specs import LayerSpec, layer_specs
 
 NOISE_MODES = ("const", "random", "none")
+# devices whose synthesis maps are channels-last by default (``set_precision(channels_last=None)``)
+CHANNELS_LAST_DEVICES = {"cpu", "cuda"}
 
 
 def normalize_2nd_moment(x: torch.Tensor, dim: int = -1, eps: float = 1e-8) -> torch.Tensor:
@@ -71,7 +73,7 @@ class SynthesisNetwork(nn.Module):
             block[s.attr] = ModulatedLayer(s, cfg.w_dim, use_noise=cfg.use_noise, conv_clamp=cfg.conv_clamp)
         self.register_buffer("resample_kernel", make_kernel(), persistent=False)
         self.compute_dtype = torch.float32
-        self.channels_last: bool | None = None  # None: channels-last on CPU (faster there) unless differentiated
+        self.channels_last: bool | None = None  # None: channels-last (CHANNELS_LAST_DEVICES) unless differentiated
 
     def layer(self, name: str) -> ModulatedLayer:
         block, attr = name.split(".")
@@ -186,7 +188,7 @@ class SynthesisNetwork(nn.Module):
             keep_freed_memory()
         if start == 0:
             x = self.const.to(dtype)[None].expand(batch, -1, -1, -1)
-            if self.channels_last or (self.channels_last is None and x.device.type == "cpu"
+            if self.channels_last or (self.channels_last is None and x.device.type in CHANNELS_LAST_DEVICES
                                       and not self._differentiated(latents, deltas)):
                 x = x.contiguous(memory_format=torch.channels_last)
             img = None
@@ -238,9 +240,10 @@ class Generator(nn.Module):
         return self.mapping.w_avg
 
     def set_precision(self, dtype: torch.dtype = torch.float32, *, channels_last: bool | None = None) -> "Generator":
-        """Compute dtype and memory layout of the synthesis activations (``channels_last=None``: channels-last on CPU,
-        where it measured 1.25x faster, except in passes that record gradients (projectors, PTI, training), whose
-        weight gradients run twice as fast NCHW; NCHW on other devices). Parameters stay float32."""
+        """Compute dtype and memory layout of the synthesis activations (``channels_last=None``: channels-last on the
+        devices of ``CHANNELS_LAST_DEVICES`` — on CPU it measured 1.25x faster; on CUDA the per-image convolutions run
+        channels-last (``modconv.PER_IMAGE_CONV``) — except in passes that record gradients (projectors, PTI,
+        training), whose weight gradients run twice as fast NCHW on CPU). Parameters stay float32."""
         if dtype not in (torch.float32, torch.bfloat16, torch.float16):
             raise ValueError(f"dtype must be float32, bfloat16 or float16, got {dtype}")
         self.synthesis.compute_dtype = dtype

@@ -58,6 +58,21 @@ def descriptor(image: Image.Image) -> Descriptor:
     return Descriptor(vec, found)
 
 
+def unavailable() -> str | None:
+    """Why identity distances cannot be had on this machine (dlib or its landmark / face-recognition models
+    missing), as one line; None when they can. Commands that report the distance as a side metric skip it with a
+    note instead of failing the job."""
+    from ..align.landmarks import face_recognizer, shape_predictor
+    from ..errors import GantuneError
+
+    try:
+        shape_predictor()
+        face_recognizer()
+    except GantuneError as e:
+        return e.one_line()
+    return None
+
+
 def identity_distance(a: Image.Image | Descriptor, b: Image.Image | Descriptor) -> float:
     da = a if isinstance(a, Descriptor) else descriptor(a)
     db = b if isinstance(b, Descriptor) else descriptor(b)

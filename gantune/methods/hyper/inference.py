@@ -13,6 +13,7 @@ which predict one offset per kernel tap.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable
@@ -44,10 +45,30 @@ def to_input_size(x: torch.Tensor, size: int | tuple[int, int] = INPUT_SIZE) -> 
     return F.interpolate(x.float(), size=hw, mode="bilinear", align_corners=False, antialias=True)
 
 
+# devices whose encoder inputs are made channels-last (:func:`encoder_layout`)
+ENCODER_CHANNELS_LAST = {"cpu", "cuda"}
+
+
 def encoder_layout(x: torch.Tensor) -> torch.Tensor:
-    """Encoder inputs channels-last on CPU: the maps then stay channels-last through the network (oneDNN's layout,
-    whatever the weights'), which the Winograd convolutions of its wide layers need (``gantune.core.winograd``)."""
-    return x.contiguous(memory_format=torch.channels_last) if x.device.type == "cpu" else x
+    """Encoder inputs channels-last on CPU and CUDA: the maps then stay channels-last through the network — oneDNN's
+    layout, whatever the weights', which the Winograd convolutions of its wide layers need
+    (``gantune.core.winograd``); cuDNN's native layout for half-precision tensor-core convolutions."""
+    return x.contiguous(memory_format=torch.channels_last) if x.device.type in ENCODER_CHANNELS_LAST else x
+
+
+@contextlib.contextmanager
+def _tf32_matmul(device: torch.device, dtype: torch.dtype):
+    """TF32 float32 GEMMs on CUDA for a half-precision run (the shared heads' offset expansion: a float32 SIMT GEMM,
+    7 % of a batch-32 bf16 inversion on an H200); anything else unchanged."""
+    if device.type != "cuda" or dtype == torch.float32:
+        yield
+        return
+    before = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = before
 
 
 def render(
@@ -199,6 +220,8 @@ def refine(
         t0 = time.perf_counter()
         with _autocast(device, dtype):
             pooled = pool_reconstruction(y, hypernet.input_size, domain, first=t == 1)
+            if device.type == "cuda":  # both halves of the 6-channel input channels-last, so their concatenation is
+                x_h, pooled = encoder_layout(x_h), encoder_layout(pooled)
             new = hypernet(x_h, pooled, compact=True, release=release) if compact else hypernet(x_h, pooled)
         for name, d in new.items():
             store = hidden if name in shared else acc
@@ -207,7 +230,8 @@ def refine(
             if device.type == "cpu":  # per image, exactly as a record re-expands it (the same bits)
                 acc[name] = torch.stack([shared_offsets(hypernet, h[i], t) for i in range(h.shape[0])])
             else:  # one GEMM for the batch (on an H200, batch 32: 47 ms of GPU time against 66 ms per image)
-                acc[name] = shared_offsets(hypernet, h, t)
+                with _tf32_matmul(device, dtype):
+                    acc[name] = shared_offsets(hypernet, h, t)
         timings["hypernet"] += time.perf_counter() - t0
         t0 = time.perf_counter()
         y = render(G, codes, acc, noise_mode=noise_mode, prefix=prefix)
