@@ -182,3 +182,27 @@ def test_python_api(setup):
     torch.testing.assert_close(strip[0], strip[1])  # a zero direction changes nothing
     torch.testing.assert_close(strip[0], r.image, atol=1e-5, rtol=0)
     assert x.shape == (1, 3, 256, 256)
+
+
+def test_compiled_batch_pads_the_last_batch_and_keeps_each_images_result(setup):
+    """With the synthesis compiled for batches of 3 (``--compile``), a batch of 2 is padded with copies of its last
+    image, whose results are dropped: each image gets what an unpadded run gives it (the padding itself runs here on
+    the CPU, without compiling)."""
+    from gantune.methods.hyper.method import HyperStyle
+
+    hs = HyperStyle(setup["G"], setup["hn"], setup["enc"], setup["la"], iters=2)
+    x = torch.cat([pil_to_tensor(load_image(setup["imgs"] / n), 256) for n in ("a.png", "sub/a.png")])
+    plain = hs(x, ["a", "b"])
+    seen = []
+    real = setup["G"].synthesis.forward
+    hs.compiled_batch = 3
+    try:
+        setup["G"].synthesis.forward = lambda ws, *a, **k: seen.append(ws.shape[0]) or real(ws, *a, **k)
+        padded = hs(x, ["a", "b"])
+    finally:
+        del setup["G"].synthesis.forward
+    assert seen and set(seen) == {3}
+    assert [r.name for r in padded] == ["a", "b"]
+    for p, q in zip(plain, padded):
+        torch.testing.assert_close(p.image, q.image, atol=1e-5, rtol=0)
+        assert p.deltas.keys() == q.deltas.keys()

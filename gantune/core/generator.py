@@ -25,8 +25,9 @@ from .resample import make_kernel, upsample2x
 from .specs import LayerSpec, layer_specs
 
 NOISE_MODES = ("const", "random", "none")
-# devices whose synthesis maps are channels-last by default (``set_precision(channels_last=None)``)
-CHANNELS_LAST_DEVICES = {"cpu", "cuda"}
+# devices whose synthesis maps are channels-last by default (``set_precision(channels_last=None)``); CUDA's are
+# channels-last under torch.compile only (see ``compile_synthesis``)
+CHANNELS_LAST_DEVICES = {"cpu"}
 
 
 def normalize_2nd_moment(x: torch.Tensor, dim: int = -1, eps: float = 1e-8) -> torch.Tensor:
@@ -54,6 +55,10 @@ class MappingNetwork(nn.Module):
         for fc in self.fcs:
             x = fc(x)
         return x
+
+
+def _channels_last_default(device: torch.device) -> bool:
+    return device.type in CHANNELS_LAST_DEVICES or (device.type == "cuda" and torch.compiler.is_compiling())
 
 
 class SynthesisNetwork(nn.Module):
@@ -188,7 +193,7 @@ class SynthesisNetwork(nn.Module):
             keep_freed_memory()
         if start == 0:
             x = self.const.to(dtype)[None].expand(batch, -1, -1, -1)
-            if self.channels_last or (self.channels_last is None and x.device.type in CHANNELS_LAST_DEVICES
+            if self.channels_last or (self.channels_last is None and _channels_last_default(x.device)
                                       and not self._differentiated(latents, deltas)):
                 x = x.contiguous(memory_format=torch.channels_last)
             img = None
@@ -240,10 +245,10 @@ class Generator(nn.Module):
         return self.mapping.w_avg
 
     def set_precision(self, dtype: torch.dtype = torch.float32, *, channels_last: bool | None = None) -> "Generator":
-        """Compute dtype and memory layout of the synthesis activations (``channels_last=None``: channels-last on the
-        devices of ``CHANNELS_LAST_DEVICES`` — on CPU it measured 1.25x faster; on CUDA the per-image convolutions run
-        channels-last (``modconv.PER_IMAGE_CONV``) — except in passes that record gradients (projectors, PTI,
-        training), whose weight gradients run twice as fast NCHW on CPU). Parameters stay float32."""
+        """Compute dtype and memory layout of the synthesis activations (``channels_last=None``: channels-last on CPU,
+        where it measured 1.25x faster, and on CUDA under ``torch.compile`` (:func:`compile_synthesis`), except in
+        passes that record gradients (projectors, PTI, training), whose weight gradients run twice as fast NCHW;
+        eager CUDA stays NCHW, measured as fast). Parameters stay float32."""
         if dtype not in (torch.float32, torch.bfloat16, torch.float16):
             raise ValueError(f"dtype must be float32, bfloat16 or float16, got {dtype}")
         self.synthesis.compute_dtype = dtype

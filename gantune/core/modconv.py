@@ -162,18 +162,22 @@ def modulated_conv2d(
 # How per-image weights (HyperStyle offsets, adapted layers, the overparameterized latent) convolve without autograd,
 # per device type: "grouped" is one grouped convolution over the batch (groups = B); "loop" one batch-1 convolution
 # per image on channels-last maps, each written into its slice of the batch's output; "auto" loops on maps of
-# PER_IMAGE_LOOP_MIN_HW pixels or more. Measured on an H200, bf16, batch 32, one 3×3 layer, ms grouped NCHW /
-# grouped NHWC / loop NHWC (shared weight, the floor): 512 ch 32² 1.09/0.95/0.97 (0.27), 64² 1.88/2.23/1.02
-# (0.88), 256 ch 128² 1.50/2.61/1.03 (0.88), 128 ch 256² 1.98/4.55/1.53 (0.90), 64 ch 512² 3.24/9.45/1.53 (1.30),
-# 32 ch 1024² 7.57/36.6/3.26 (2.89); and cuDNN converted NCHW maps to NHWC and back around every grouped
-# convolution (19 % of a batch-32 HyperStyle inversion's GPU time).
-PER_IMAGE_CONV: dict[str, str] = {"cuda": "auto"}
+# PER_IMAGE_LOOP_MIN_HW pixels or more; "compiled" is "auto" under torch.compile and "grouped" in eager mode.
+# Measured on an H200, bf16, batch 32, one 3×3 layer, ms grouped NCHW / grouped NHWC / loop NHWC (shared weight, the
+# floor): 512 ch 32² 1.09/0.95/0.97 (0.27), 64² 1.88/2.23/1.02 (0.88), 256 ch 128² 1.50/2.61/1.03 (0.88), 128 ch
+# 256² 1.98/4.55/1.53 (0.90), 64 ch 512² 3.24/9.45/1.53 (1.30), 32 ch 1024² 7.57/36.6/3.26 (2.89). In eager
+# inversions the loop's layout copies ate that (HyperStyle 5 iterations, ms/img, grouped / loop: batch 32 20.3 /
+# 19.9, batch 8 25.9 / 28.4); compiled, where the compiler picks channels-last and cuDNN's grouped NHWC kernels are
+# the slow ones above, the loop is what makes it fast (batch 32: 12.5 ms/img; README "On a GPU").
+PER_IMAGE_CONV: dict[str, str] = {"cuda": "compiled"}
 PER_IMAGE_LOOP_MIN_HW = 32 * 32
-PER_IMAGE_OUT = True  # write each image's result straight into its slice (cudnn_convolution.out); else concatenate
+PER_IMAGE_OUT = True  # eager: each image's result written into its slice (cudnn_convolution.out); else concatenated
 
 
 def per_image_loop(x: torch.Tensor, wb: torch.Tensor) -> bool:
     mode = PER_IMAGE_CONV.get(x.device.type, "grouped")
+    if mode == "compiled":
+        mode = "auto" if torch.compiler.is_compiling() else "grouped"
     if mode == "grouped" or x.shape[0] == 1 or _needs_grad(x, wb):
         return False
     return mode == "loop" or x.shape[2] * x.shape[3] >= PER_IMAGE_LOOP_MIN_HW

@@ -44,6 +44,7 @@ class InvertOptions:
     batch_size: int = 1  # images per batch
     save_intermediate: bool = False  # keep every iteration's image
     params: dict = field(default_factory=dict)  # method-specific KEY=VALUE options (strings)
+    compile: bool = False  # torch.compile the synthesis (hyperstyle on CUDA; runtime.compile_synthesis)
 
 
 @dataclass

@@ -45,15 +45,11 @@ def to_input_size(x: torch.Tensor, size: int | tuple[int, int] = INPUT_SIZE) -> 
     return F.interpolate(x.float(), size=hw, mode="bilinear", align_corners=False, antialias=True)
 
 
-# devices whose encoder inputs are made channels-last (:func:`encoder_layout`)
-ENCODER_CHANNELS_LAST = {"cpu", "cuda"}
-
-
 def encoder_layout(x: torch.Tensor) -> torch.Tensor:
-    """Encoder inputs channels-last on CPU and CUDA: the maps then stay channels-last through the network — oneDNN's
-    layout, whatever the weights', which the Winograd convolutions of its wide layers need
-    (``gantune.core.winograd``); cuDNN's native layout for half-precision tensor-core convolutions."""
-    return x.contiguous(memory_format=torch.channels_last) if x.device.type in ENCODER_CHANNELS_LAST else x
+    """Encoder inputs channels-last on CPU: the maps then stay channels-last through the network (oneDNN's layout,
+    whatever the weights'), which the Winograd convolutions of its wide layers need (``gantune.core.winograd``).
+    (On an H200, channels-last hypernetwork inputs measured the same as NCHW: 0.32 ms/img a pass at batch 32.)"""
+    return x.contiguous(memory_format=torch.channels_last) if x.device.type == "cpu" else x
 
 
 @contextlib.contextmanager
@@ -220,8 +216,6 @@ def refine(
         t0 = time.perf_counter()
         with _autocast(device, dtype):
             pooled = pool_reconstruction(y, hypernet.input_size, domain, first=t == 1)
-            if device.type == "cuda":  # both halves of the 6-channel input channels-last, so their concatenation is
-                x_h, pooled = encoder_layout(x_h), encoder_layout(pooled)
             new = hypernet(x_h, pooled, compact=True, release=release) if compact else hypernet(x_h, pooled)
         for name, d in new.items():
             store = hidden if name in shared else acc

@@ -45,6 +45,8 @@ class HyperStyle:
     initial: object = None  # an e4e / ReStyle-e4e StyleEncoderModel giving the initial latent instead of the W-encoder
     initial_iters: int = 2  # ReStyle-e4e iterations for the initial latent (2 as the domain-adaptation script)
     domain: str = SQUARE  # cars: 192×256 inputs, the official crops, 512×384 outputs (see .domain)
+    compiled_batch: int = 0  # > 0: the synthesis is compiled (runtime.compile_synthesis) for batches of this size,
+    # to which smaller batches are padded (a new batch size would compile again)
 
     @classmethod
     def load(
@@ -163,6 +165,8 @@ class HyperStyle:
         t0 = time.perf_counter()
         self.G.set_precision(self.dtype)
         x = images.to(self.device)
+        if 0 < x.shape[0] < self.compiled_batch:  # the last batch of a folder: padded, the copies' results unused
+            x = torch.cat([x, x[-1:].expand(self.compiled_batch - x.shape[0], -1, -1, -1)])
         if self.domain == CARS and x.shape[-1] * 3 != x.shape[-2] * 4:  # e.g. square API inputs: the centre 4:3
             h, w = x.shape[-2:]
             ch, cw = (w * 3 // 4, w) if w * 3 < h * 4 else (h, h * 4 // 3)
@@ -225,7 +229,7 @@ def _encoder_kind(path) -> str:
 def setup_hyperstyle(opts: InvertOptions) -> MethodRun:
     """``INVERT_METHODS["hyperstyle"]``: load once, return the batch callable for :func:`run_pipeline`."""
     from ...errors import InputError
-    from ...runtime import resolve_device, resolve_dtype
+    from ...runtime import compile_synthesis, resolve_device, resolve_dtype
 
     from ...core import NOISE_MODES
 
@@ -249,6 +253,9 @@ def setup_hyperstyle(opts: InvertOptions) -> MethodRun:
     hs = HyperStyle.load(opts.weights, opts.encoder, device=resolve_device(opts.device), iters=iters,
                          initial=initial, initial_iters=initial_iters, domain=opts.params.get("domain") or None,
                          noise_mode=opts.noise, dtype=resolve_dtype(opts.dtype), keep_intermediates=opts.save_intermediate)
+    if opts.compile:
+        compile_synthesis(hs.G, hs.device)
+        hs.compiled_batch = opts.batch_size
     desc = (f"HyperStyle: {len(hs.hypernet.layers)} tuned layers, {iters} iterations, generator "
             f"{hs.G.cfg.resolution}px, on {hs.device}")
     if hs.initial is not None:
