@@ -13,7 +13,7 @@ from gantune.bench.gpu import bench_gpu
 
 def test_gpu_bench_code_path_on_tiny_models():
     lines = bench_gpu("cpu", resolution=64, batches=(1, 2), precisions=("fp32", "bf16"), iters=2, reps=1,
-                      compile_generator=False, tiny=True)
+                      compiled=False, tiny=True)
     rows = [ln for ln in lines if re.match(r"(fp32|bf16) batch", ln)]
     assert len(rows) == 4, lines
     assert all("generator" in r and "HyperStyle" in r and "ms/img" in r for r in rows)
@@ -32,3 +32,24 @@ def test_gpu_bench_code_path_on_tiny_models():
 def test_gpu_section_without_cuda_says_so():
     [line] = bench_gpu("cpu")
     assert "no CUDA" in line
+
+
+def test_compiled_line_times_the_compiled_synthesis_and_undoes_it(monkeypatch):
+    """The ``--compile`` figure (CUDA only in the bench) runs here with the compiler swapped for plain in-place
+    ``Module.compile`` bookkeeping: it reports HyperStyle and the generator and leaves the synthesis eager."""
+    from gantune import runtime
+    from gantune.bench import gpu
+
+    calls = []
+    monkeypatch.setattr(runtime, "compile_synthesis",
+                        lambda G, dev: calls.append(dev) or setattr(G.synthesis, "_compiled_call_impl",
+                                                                    G.synthesis._call_impl))
+    dev = torch.device("cpu")
+    G, hn, enc = gpu._models(64, True, dev)
+    la = torch.zeros(G.num_ws, G.cfg.w_dim)
+    x = torch.rand(2, 3, hn.input_size, hn.input_size) * 2 - 1
+    ws = G.map(torch.randn(2, G.cfg.z_dim))
+    [line] = gpu._compiled(G, hn, enc, la, x, ws, dev, 1, 1)
+    assert calls == [dev] and re.match(r"--compile \(torch.compile synthesis\), bf16 batch 2: HyperStyle [\d.]+ "
+                                       r"ms/img, generator [\d.]+ ms/img \(first HyperStyle call", line), line
+    assert G.synthesis._compiled_call_impl is None

@@ -4,8 +4,8 @@ For each precision (fp32, TF32, bf16, fp16) and batch (1, 8, 32): milliseconds p
 render and of a 5-iteration HyperStyle inversion (random models with the official layout and sizes), the peak GPU
 memory of that run, and the image difference against fp32 (first image of the batch). Then bf16 with the upsampling
 layers as phase kernels against the transposed convolution (batch 1, 4 and the largest), bf16 channels-last
-against NCHW at the largest batch, and, once, the generator
-under ``torch.compile`` (its compile time reported apart). Without CUDA it says so and returns; ``tiny=True`` runs
+against NCHW at the largest batch, and, once, the generator and HyperStyle with the synthesis under ``torch.compile``
+(``--compile``; its compile time reported apart). Without CUDA it says so and returns; ``tiny=True`` runs
 the same code on any device with small models (what the CPU tests use).
 """
 
@@ -67,7 +67,7 @@ def _models(resolution: int, tiny: bool, device: torch.device):
 
 
 def bench_gpu(device: str | torch.device = "auto", *, resolution: int = 1024, batches=(1, 8, 32),
-              precisions=tuple(PRECISIONS), iters: int = 5, reps: int = 3, compile_generator: bool = True,
+              precisions=tuple(PRECISIONS), iters: int = 5, reps: int = 3, compiled: bool = True,
               budget_s: float = 420.0, tiny: bool = False, upsampling_paths: bool = True,
               layouts: bool = True) -> list[str]:
     from ..methods.hyper.inference import refine
@@ -124,8 +124,8 @@ def bench_gpu(device: str | torch.device = "auto", *, resolution: int = 1024, ba
             lines += _upsampling_paths(G, hn, enc, la, x_all, ws_all, dev, reps, iters)
         if layouts and time.perf_counter() - t_start < budget_s:
             lines += _layouts(G, hn, enc, la, x_all, ws_all, dev, reps, iters)
-        if compile_generator and time.perf_counter() - t_start < budget_s:
-            lines += _compiled_generator(G, ws_all, dev, reps)
+        if compiled and dev.type == "cuda" and time.perf_counter() - t_start < budget_s:
+            lines += _compiled(G, hn, enc, la, x_all, ws_all, dev, reps, iters)
     finally:
         _set_tf32(tf32_before[0])
         torch.backends.cudnn.allow_tf32 = tf32_before[1]
@@ -199,24 +199,32 @@ def _layouts(G, hn, enc, la, x_all, ws_all, dev, reps: int, iters: int) -> list[
     return [f"layout bf16 batch {b} (generator / HyperStyle ms/img): " + ", ".join(row)]
 
 
-def _compiled_generator(G, ws_all: torch.Tensor, dev: torch.device, reps: int) -> list[str]:
-    """The generator under torch.compile (bf16 on CUDA, fp32 elsewhere) at the largest batch: compile time apart."""
-    dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
-    G.set_precision(dtype)
+def _compiled(G, hn, enc, la, x_all, ws_all, dev, reps: int, iters: int) -> list[str]:
+    """``--compile`` (:func:`gantune.runtime.compile_synthesis`) in bf16 at the largest batch: the generator and a
+    HyperStyle inversion with the synthesis compiled in place, the compile time apart; compiled mode is undone after."""
+    from ..methods.hyper.inference import refine
+    from ..runtime import compile_synthesis
+    from . import sync
+
+    G.set_precision(torch.bfloat16)
     b = ws_all.shape[0]
     try:
-        fn = torch.compile(G.synthesis)
+        compile_synthesis(G, dev)
         t0 = time.perf_counter()
         with torch.no_grad():
-            fn(ws_all)
-            if dev.type == "cuda":
-                torch.cuda.synchronize(dev)
+            run = lambda: refine(x_all, G=G, hypernet=hn, w_encoder=enc, latent_avg=la, iters=iters,  # noqa: E731
+                                 dtype=torch.bfloat16)
+            run()
+            sync(dev)
             t_compile = time.perf_counter() - t0
-            t = _time(lambda: fn(ws_all), dev, reps)
+            t_h = _time(run, dev, reps)
+            t_g = _time(lambda: G.synthesis(ws_all), dev, reps)  # (compiles its own graph in the warm-up call)
     except Exception as e:  # a compiler failure is a figure too, not a reason to lose the others
-        return [f"torch.compile generator: failed ({type(e).__name__}: {str(e).splitlines()[0][:160]})"]
-    return [f"torch.compile generator, {str(dtype)[6:]} batch {b}: {t * 1000 / b:.2f} ms/img "
-            f"(first call with compilation {t_compile:.1f} s)"]
+        return [f"--compile: failed ({type(e).__name__}: {str(e).splitlines()[0][:160]})"]
+    finally:
+        G.synthesis._compiled_call_impl = None  # eager again
+    return [f"--compile (torch.compile synthesis), bf16 batch {b}: HyperStyle {t_h * 1000 / b:.2f} ms/img, generator "
+            f"{t_g * 1000 / b:.2f} ms/img (first HyperStyle call with compilation {t_compile:.1f} s)"]
 
 
 if __name__ == "__main__":  # python -m gantune.bench.gpu
