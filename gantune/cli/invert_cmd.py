@@ -53,7 +53,7 @@ class Method(str, Enum):
 EncoderOpt = Annotated[Optional[str], typer.Option(
     "--encoder", help="Encoder: hyperstyle's initial latent (default w-encoder-ffhq = faces_w_encoder.pt; an e4e or ReStyle-e4e file is recognised and used as such), or the e4e / restyle-e4e file of those methods (default e4e-ffhq / restyle-e4e-ffhq).", show_default=False)]
 HalfDeltasOpt = Annotated[bool, typer.Option("--fp16-deltas", help="Store the offsets as float16 (half the record size).")]
-CompileOpt = Annotated[bool, typer.Option("--compile", help="HyperStyle on CUDA: torch.compile the generator (about a minute once per batch size; then 1.6x faster at --batch-size 32 in bfloat16). For folders, not single photos.")]
+CompileOpt = Annotated[bool, typer.Option("--compile", help="HyperStyle on CUDA: torch.compile the generator (about a minute once; then 1.3-1.6x faster at --batch-size 32 in bfloat16 on an H200). For folders, not single photos.")]
 
 
 def run_invert(inputs: list[str], out: Path, setup: Callable[[], object], *, params: dict, batch_size: int,
