@@ -123,14 +123,21 @@ class Progress:
         self._last = time.perf_counter()
 
 
-def run_batch(batch, verb: str, *, load=None, process=None, write, batch_size: int = 1) -> int:
+def write_workers() -> int:
+    """Threads that write a batch's files while the next batch runs: a quarter of the cores, 1 to 4."""
+    return min(4, max(1, (os.cpu_count() or 1) // 4))
+
+
+def run_batch(batch, verb: str, *, load=None, process=None, write, batch_size: int = 1, writers: int = 0) -> int:
     """Run a prepared :class:`~gantune.io.runner.Batch` with a progress display, print the summary line and return
-    the exit code (1 if any item failed)."""
+    the exit code (1 if any item failed). ``writers`` > 0: writes overlap the next batch (``write`` must only write
+    files and touch its own item)."""
     todo = batch.todo + batch.missing
     if batch.skipped:
         console.print(f"{len(batch.skipped)} already done, skipped (--overwrite redoes them)")
     with Progress(len(todo), batch.command) as bar:
-        summary = batch.run(load=load, process=process, write=write, batch_size=batch_size, progress=bar)
+        summary = batch.run(load=load, process=process, write=write, batch_size=batch_size, progress=bar,
+                            write_workers=writers)
     per = f", {summary.seconds / max(1, summary.ok + summary.failed):.2f} s each" if summary.ok + summary.failed else ""
     skipped = f", {summary.skipped} skipped" if summary.skipped else ""
     console.print(f"{summary.ok} {verb}, {summary.failed} failed{skipped}{per}; manifest: {summary.manifest}")

@@ -18,7 +18,7 @@ import typer
 
 from .common import (AlignOpt, BatchOpt, DeviceOpt, DtypeOpt, Fit, FitOpt, InputsArg, IntermediateOpt, Noise, NoiseOpt,
                      OverwriteOpt, ResizeOpt, ShardOpt, WeightsOpt, console, exit_with, input_items, OutDirOpt,
-                     run_batch, shard_of, value)
+                     run_batch, shard_of, value, write_workers)
 
 
 def _setup_hyperstyle(opts):
@@ -85,7 +85,8 @@ def run_invert(inputs: list[str], out: Path, setup: Callable[[], object], *, par
         job.aligner = FaceAligner(size=1024).load()
     if job.method is not None and job.method.describe:
         console.print(job.method.describe)
-    return run_batch(batch, "inverted", load=job.load, process=job.process, write=job.write, batch_size=batch_size)
+    return run_batch(batch, "inverted", load=job.load, process=job.process, write=job.write, batch_size=batch_size,
+                     writers=write_workers())
 
 
 def _params(method: str, weights, encoder, iters, kv: dict, dtype, noise) -> dict:

@@ -208,6 +208,7 @@ class Batch:
         process: Callable[[list[Item]], list[Any]] | None = None,  # per batch; a result may be an Exception
         batch_size: int = 1,
         progress=None,  # an object with advance(message), begin(label) and step(done, total, what)
+        write_workers: int = 0,  # > 0 (with process): a batch's writes run in these threads during the next batch
     ) -> Summary:
         if self.manifest is None:
             self.prepare()
@@ -258,20 +259,45 @@ class Batch:
             it.timings["load"] = time.perf_counter() - t0
             return True
 
-        def do_write(it: Item, result) -> None:
-            if isinstance(result, BaseException):  # process() reported this item's failure
-                fail(it, result, "process")
-                return
+        # Writing (PNG encoding above all: 0.2 s for a 1024 px image) overlaps the next batch's loading and processing
+        # when write_workers > 0: each batch's writes go to a thread pool and are reported (manifest, progress) from
+        # this thread, in order, once the next batch has been processed. At most two batches' results are held.
+        writer = None
+        if write_workers > 0 and process is not None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            writer = ThreadPoolExecutor(write_workers, thread_name_prefix="gantune-write")
+        inflight: list[tuple[Item, Any]] = []
+
+        def write_one(it: Item, result) -> tuple[dict | None, Exception | None]:
             outs = Outputs(self.out_dir, self.forbidden)
             t0 = time.perf_counter()
             try:
                 write(it, result, outs)
             except Exception as e:  # noqa: BLE001
                 outs.discard()
-                fail(it, e, "write")
-                return
+                return None, e
             it.timings["write"] = time.perf_counter() - t0
-            report(it, dict(outs.written), None)
+            return dict(outs.written), None
+
+        def finish(it: Item, written: dict | None, error: Exception | None) -> None:
+            if error is not None:
+                fail(it, error, "write")
+            else:
+                report(it, written, None)
+
+        def drain() -> None:
+            while inflight:
+                it, future = inflight.pop(0)
+                finish(it, *future.result())
+
+        def do_write(it: Item, result) -> None:
+            if isinstance(result, BaseException):  # process() reported this item's failure
+                fail(it, result, "process")
+            elif writer is None:
+                finish(it, *write_one(it, result))
+            else:
+                inflight.append((it, writer.submit(write_one, it, result)))
 
         def do_batch(batch: list[Item]) -> None:
             if process is None:
@@ -290,6 +316,7 @@ class Batch:
                 if len(results) != len(batch):
                     raise RuntimeError(f"{len(results)} results for {len(batch)} items")
             except Exception as e:  # noqa: BLE001
+                drain()
                 if len(batch) > 1:  # isolate the bad item
                     for it in batch:
                         do_batch([it])
@@ -297,6 +324,7 @@ class Batch:
                 fail(batch[0], e, "process")
                 return
             dt = time.perf_counter() - t0
+            drain()  # the previous batch's writes, which ran during this batch
             for it, res in zip(batch, results):
                 it.timings["process"] = dt / len(batch)
                 do_write(it, res)
@@ -313,7 +341,10 @@ class Batch:
                     pending = []
             if pending:
                 do_batch(pending)
+            drain()
         finally:
+            if writer is not None:
+                writer.shutdown(wait=True)  # interrupted: what is being written still lands whole (atomic files)
             self.manifest.compact([it.name for it in self.items])
             summary.seconds = time.perf_counter() - t_start
         return summary

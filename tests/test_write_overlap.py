@@ -1,0 +1,94 @@
+"""Writes that overlap the next batch (``Batch.run(write_workers=…)``, used by the invert commands): the same files
+and manifest as writing in turn, a failed write fails its item only, and a batch's writes really run while the
+next batch is processed."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+from gantune.io.atomic import atomic_write
+from gantune.io.runner import Batch, Item
+
+
+def _items(n: int) -> list[Item]:
+    return [Item(name=f"s{i}", data=i) for i in range(n)]
+
+
+def _run(out, workers: int, *, process=None, write=None, n: int = 7, batch_size: int = 3):
+    def _write(it, result, outs):
+        if result == "boom":
+            with atomic_write(outs.path("a", f"{it.name}.txt")) as f:
+                f.write(b"half")
+            raise ValueError("disk full")
+        with atomic_write(outs.path("a", f"{it.name}.txt")) as f:
+            f.write(f"{result}".encode())
+        it.metrics["value"] = result
+
+    batch = Batch("t", _items(n), out, params={"k": 1}, planned=lambda it: [f"{it.name}.txt"])
+    batch.prepare()
+    summary = batch.run(load=lambda it: it.data, process=process or (lambda b: [it.data * 10 for it in b]),
+                        write=write or _write, batch_size=batch_size, write_workers=workers)
+    lines = [json.loads(ln) for ln in (out / "manifest.jsonl").read_text().splitlines()]
+    return summary, lines
+
+
+def test_overlapped_writes_give_the_same_files_and_manifest(tmp_path):
+    s0, m0 = _run(tmp_path / "a", 0)
+    s2, m2 = _run(tmp_path / "b", 2)
+    assert (s0.ok, s0.failed) == (s2.ok, s2.failed) == (7, 0)
+    strip = lambda m: [{k: v for k, v in e.items() if k != "timings"} for e in m]  # noqa: E731
+    assert strip(m0) == strip(m2) and [e["name"] for e in m2] == [f"s{i}" for i in range(7)]
+    for i in range(7):
+        assert (tmp_path / "b" / f"s{i}.txt").read_text() == str(10 * i)
+    assert all("write" in e["timings"] and "process" in e["timings"] for e in m2)
+
+
+def test_a_failed_overlapped_write_fails_its_item_only(tmp_path):
+    summary, lines = _run(tmp_path, 2, process=lambda b: ["boom" if it.data == 4 else it.data for it in b])
+    assert (summary.ok, summary.failed) == (6, 1)
+    [bad] = [e for e in lines if e["status"] == "failed"]
+    assert bad["name"] == "s4" and "disk full" in bad["error"]
+    assert not (tmp_path / "s4.txt").exists() and not list(tmp_path.glob("*.tmp"))
+    assert (tmp_path / "s5.txt").read_text() == "5"
+
+
+def test_writes_run_while_the_next_batch_is_processed(tmp_path):
+    """Batch 1's writes wait for batch 2's processing to start: in turn they would time out (and fail)."""
+    started = {}
+    processing = threading.Event()
+
+    def process(b):
+        if b[0].data == 3:
+            processing.set()
+        return [it.data for it in b]
+
+    def write(it, result, outs):
+        if result < 3 and not processing.wait(timeout=5):
+            raise TimeoutError("the next batch did not start while this one was written")
+        started[it.name] = threading.current_thread().name
+        with atomic_write(outs.path("a", f"{it.name}.txt")) as f:
+            f.write(b"x")
+
+    summary, _ = _run(tmp_path, 1, process=process, write=write, n=6)
+    assert (summary.ok, summary.failed) == (6, 0)
+    assert all(name.startswith("gantune-write") for name in started.values())
+
+
+def test_pngs_are_written_lossless_at_a_middle_zlib_level(tmp_path):
+    """save_image writes PNGs at PNG_COMPRESS_LEVEL (faster than Pillow's default): the pixels round-trip exactly,
+    the file is compressed (smaller than level 0) and an explicit level still wins."""
+    import numpy as np
+    from PIL import Image
+    from skimage import data
+
+    from gantune.io.images import PNG_COMPRESS_LEVEL, save_image
+
+    assert 1 <= PNG_COMPRESS_LEVEL < 6
+    img = Image.fromarray(data.astronaut())
+    save_image(img, tmp_path / "d.png")
+    save_image(img, tmp_path / "z0.png", compress_level=0)
+    save_image(img, tmp_path / "z9.png", compress_level=9)
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "d.png")), data.astronaut())
+    sizes = {n: (tmp_path / f"{n}.png").stat().st_size for n in ("d", "z0", "z9")}
+    assert sizes["z9"] <= sizes["d"] < 0.8 * sizes["z0"]
