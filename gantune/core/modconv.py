@@ -161,17 +161,16 @@ def modulated_conv2d(
 
 # How per-image weights (HyperStyle offsets, adapted layers, the overparameterized latent) convolve without autograd,
 # per device type: "grouped" is one grouped convolution over the batch (groups = B); "loop" one batch-1 convolution
-# per image on channels-last maps, each written into its slice of the batch's output; "auto" loops on maps of
+# per image on channels-last maps (:func:`conv_per_image`); "auto" loops on maps of
 # PER_IMAGE_LOOP_MIN_HW pixels or more; "compiled" is "auto" under torch.compile and "grouped" in eager mode.
 # Measured on an H200, bf16, batch 32, one 3×3 layer, ms grouped NCHW / grouped NHWC / loop NHWC (shared weight, the
 # floor): 512 ch 32² 1.09/0.95/0.97 (0.27), 64² 1.88/2.23/1.02 (0.88), 256 ch 128² 1.50/2.61/1.03 (0.88), 128 ch
 # 256² 1.98/4.55/1.53 (0.90), 64 ch 512² 3.24/9.45/1.53 (1.30), 32 ch 1024² 7.57/36.6/3.26 (2.89). In eager
 # inversions the loop's layout copies ate that (HyperStyle 5 iterations, ms/img, grouped / loop: batch 32 20.3 /
-# 19.9, batch 8 25.9 / 28.4); compiled, where the compiler picks channels-last and cuDNN's grouped NHWC kernels are
-# the slow ones above, the loop is what makes it fast (batch 32: 12.5 ms/img; README "On a GPU").
+# 19.9, batch 8 25.9 / 28.4); compiled on channels-last maps, where cuDNN's grouped kernels are the slow ones above,
+# a render with offsets took 3.8 ms/img grouped and 1.8 with the loop (batch 32; README "On a GPU").
 PER_IMAGE_CONV: dict[str, str] = {"cuda": "compiled"}
 PER_IMAGE_LOOP_MIN_HW = 32 * 32
-PER_IMAGE_OUT = True  # eager: each image's result written into its slice (cudnn_convolution.out); else concatenated
 
 
 def per_image_loop(x: torch.Tensor, wb: torch.Tensor) -> bool:
@@ -185,21 +184,12 @@ def per_image_loop(x: torch.Tensor, wb: torch.Tensor) -> bool:
 
 def conv_per_image(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None, padding: int) -> torch.Tensor:
     """x (B, in, H, W) convolved with image b's own weight w[b] (B, out, in, k, k), stride 1, one convolution per
-    image on channels-last maps; the result (B, out, H', W') is channels-last, the bias added once for the batch."""
-    batch, out_ch, _, kh, kw = w.shape
+    image on channels-last maps, concatenated: (B, out, H', W'), channels-last."""
+    batch, out_ch = w.shape[:2]
     x = x.contiguous(memory_format=torch.channels_last)
     wl = w.reshape(batch * out_ch, *w.shape[2:]).contiguous(memory_format=torch.channels_last)  # one layout pass
-    ho, wo = x.shape[2] + 2 * padding - kh + 1, x.shape[3] + 2 * padding - kw + 1
-    if not PER_IMAGE_OUT or x.device.type != "cuda" or torch.compiler.is_compiling():
-        return torch.cat([F.conv2d(x[i:i + 1], wl[i * out_ch:(i + 1) * out_ch], bias, padding=padding)
-                          for i in range(batch)])
-    y = torch.empty((batch, out_ch, ho, wo), dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
-    cudnn = torch.backends.cudnn
-    for i in range(batch):
-        torch.ops.aten.cudnn_convolution.out(x[i:i + 1], wl[i * out_ch:(i + 1) * out_ch], [padding, padding],
-                                             [1, 1], [1, 1], 1, cudnn.benchmark, cudnn.deterministic,
-                                             cudnn.allow_tf32, out=y[i:i + 1])
-    return y if bias is None else y.add_(bias.to(y.dtype)[None, :, None, None])
+    return torch.cat([F.conv2d(x[i:i + 1], wl[i * out_ch:(i + 1) * out_ch], bias, padding=padding)
+                      for i in range(batch)])
 
 
 def _grouped_weight(w32, m, delta, demodulate: bool, out_scale: float, dtype: torch.dtype) -> torch.Tensor:
