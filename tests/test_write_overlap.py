@@ -92,3 +92,24 @@ def test_pngs_are_written_lossless_at_a_middle_zlib_level(tmp_path):
     assert np.array_equal(np.asarray(Image.open(tmp_path / "d.png")), data.astronaut())
     sizes = {n: (tmp_path / f"{n}.png").stat().st_size for n in ("d", "z0", "z9")}
     assert sizes["z9"] <= sizes["d"] < 0.8 * sizes["z0"]
+
+
+def test_cpu_invert_runs_write_in_turn(tmp_path, monkeypatch, capsys):
+    """The invert commands overlap writing only on CUDA: a CPU run asks the runner for no writer threads (they cost
+    memory there and measured no faster)."""
+    import numpy as np
+    import pytest
+    from PIL import Image
+
+    from gantune.cli.app import main
+    from gantune.io import runner
+
+    seen = []
+    real = runner.Batch.run
+    monkeypatch.setattr(runner.Batch, "run", lambda self, **kw: seen.append(kw["write_workers"]) or real(self, **kw))
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(tmp_path / "a.png")
+    with pytest.raises(SystemExit) as e:
+        main(["invert", str(tmp_path / "a.png"), "--method", "hyperstyle", "--weights", "demo-faces-hypernet",
+              "--encoder", "demo-faces-w-encoder", "--device", "cpu", "-o", str(tmp_path / "out")])
+    assert (e.value.code or 0) == 0, capsys.readouterr().err
+    assert seen == [0] and (tmp_path / "out" / "a.png").exists()

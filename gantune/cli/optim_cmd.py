@@ -269,7 +269,7 @@ def _run(method, inputs, out, settings, tune_settings, *, weights, device, seed,
                             progress_every=every if save_intermediate else 0)
 
     return run_invert(inputs, Path(out), setup, params=params, batch_size=batch_size, shard=shard, overwrite=overwrite,
-                      resize=resize, save_intermediate=save_intermediate, align=align, fit=fit, gif=gif)
+                      resize=resize, save_intermediate=save_intermediate, align=align, fit=fit, gif=gif, device=device)
 
 
 def invert_optim_command(
