@@ -146,7 +146,8 @@ def test_edit_and_adapt_run_without_dlibs_models(tmp_path, capsys, monkeypatch):
     (e,) = manifest(tmp_path / "ed")
     assert e["status"] == "ok" and "identity_to_reconstruction" not in (e.get("metrics") or {})
     assert (tmp_path / "ed" / "seed0001_d_p1.png").exists()
-    code, err = run_cli(["adapt", gen / "seed0001.safetensors", "--target", "demo-faces", "-o", tmp_path / "ad"], capsys)
+    code, err = run_cli(["adapt", gen / "seed0001.safetensors", "--target", "demo-faces", "-o", tmp_path / "ad"],
+                        capsys)
     assert code == 0, err
     assert "note: no identity distances" in err and (tmp_path / "ad" / "seed0001.png").exists()
     code, err = run_cli(["edit", gen / "seed0001.safetensors", "-d", tmp_path / "d.npy", "-s", "2", "--no-identity",

@@ -344,13 +344,15 @@ def test_phase_upsampling_generator_matches_and_skips_small_maps(tiny_G, phases_
     assert len(phases_on_cpu) == 2 * (len(grouped_ok) + len(ups))  # two dtypes
 
 
-def test_noise_added_per_image_equals_broadcast_add(tiny_G, monkeypatch):
-    """The multi-tensor noise add (CUDA's path, run here on the CPU) gives the broadcast add's render, bit for bit,
-    and the "auto" upsampling rule keeps float32 and small batches on the transposed convolution."""
-    from gantune.core import layers, resample
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_noise_added_per_image_equals_broadcast_add(tiny_G, monkeypatch, channels_last):
+    """The multi-tensor noise add (CUDA's eager path, run here on the CPU) gives the broadcast add's render, bit for
+    bit, on NCHW maps and on channels-last ones (``--channels-last``: each image's (H, W, C) block gets the map
+    repeated over the channels)."""
+    from gantune.core import layers
 
-    # bf16 NCHW: not the folded fp32 CPU path but the generic layers with their in-place ops, as on CUDA
-    G = tiny_G.set_precision(torch.bfloat16, channels_last=False)
+    # bf16: not the folded fp32 CPU path but the generic layers with their in-place ops, as on CUDA
+    G = tiny_G.set_precision(torch.bfloat16, channels_last=channels_last)
     ws = G.map(torch.randn(3, G.cfg.z_dim, generator=torch.Generator().manual_seed(6)))
     try:
         with torch.no_grad():
@@ -364,6 +366,16 @@ def test_noise_added_per_image_equals_broadcast_add(tiny_G, monkeypatch):
         G.set_precision(torch.float32)
     assert len(calls) == sum(s.kind == "conv" for s in G.specs)
     assert torch.equal(out, ref)
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    y = torch.randn(2, 5, 4, 6).contiguous(memory_format=layout)
+    n = torch.randn(1, 1, 4, 6)
+    assert torch.equal(layers.add_noise_(y.clone(), n), y + n)
+
+
+def test_auto_upsampling_rule(monkeypatch):
+    """The "auto" upsampling rule keeps float32 and small batches on the transposed convolution."""
+    from gantune.core import resample
+
     x = torch.zeros(8, 16, 32, 32, dtype=torch.bfloat16)
     monkeypatch.setitem(resample.UPSAMPLE_IMPL, "cpu", "auto")
     k = make_kernel()
@@ -377,30 +389,6 @@ def test_noise_added_per_image_equals_broadcast_add(tiny_G, monkeypatch):
     assert not resample.use_phases(x.float(), 16, 3, k, per_image_weight=True)
     assert not resample.use_phases(x, 128, 3, k, per_image_weight=True)  # 32·32 < 9·128
     assert resample.use_phases(x, 128, 3, k, per_image_weight=False)
-
-
-def test_noise_added_per_image_channels_last_equals_broadcast_add(tiny_G, monkeypatch):
-    """The multi-tensor noise add on channels-last maps (CUDA's default layout) adds the same noise as the broadcast
-    add: the (H, W, C) block of each image gets the map repeated over the channels, bit for bit."""
-    from gantune.core import layers
-
-    G = tiny_G.set_precision(torch.bfloat16, channels_last=True)
-    ws = G.map(torch.randn(3, G.cfg.z_dim, generator=torch.Generator().manual_seed(8)))
-    try:
-        with torch.no_grad():
-            ref = G.synthesis(ws, noise_mode="const")
-            monkeypatch.setattr(layers, "NOISE_FOREACH_DEVICES", {"cpu"})
-            calls = []
-            real = torch._foreach_add_
-            monkeypatch.setattr(torch, "_foreach_add_", lambda *a: calls.append(1) or real(*a))
-            out = G.synthesis(ws, noise_mode="const")
-    finally:
-        G.set_precision(torch.float32)
-    assert len(calls) == sum(s.kind == "conv" for s in G.specs)
-    assert torch.equal(out, ref)
-    y = torch.randn(2, 5, 4, 6).contiguous(memory_format=torch.channels_last)
-    n = torch.randn(1, 1, 4, 6)
-    assert torch.equal(layers.add_noise_(y.clone(memory_format=torch.channels_last), n), y + n)
 
 
 @pytest.mark.parametrize("phases", [False, True])
