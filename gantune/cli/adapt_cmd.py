@@ -8,8 +8,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import (DeviceOpt, DtypeOpt, IdentityOpt, NoiseOpt, OverwriteOpt, RecordsArg, ShardOpt, console, exit_with, identity_metric, input_items,
-                     OutDirOpt, run_batch, shard_of, value)
+from .common import (DeviceOpt, DtypeOpt, IdentityOpt, NoiseOpt, OverwriteOpt, RecordsArg, ShardOpt, console,
+                     exit_with, identity_metric, input_items, OutDirOpt, run_batch, shard_of, value)
 
 
 def adapt_command(
