@@ -124,8 +124,9 @@ class Progress:
 
 
 def write_workers() -> int:
-    """Threads that write a batch's files while the next batch runs: a quarter of the cores, 1 to 4."""
-    return min(4, max(1, (os.cpu_count() or 1) // 4))
+    """Threads that write a batch's files while the next batch runs on a GPU: half the cores, 1 to 8 (PNG encoding
+    releases the GIL: 2 threads wrote 1.85x as many 1024 px PNGs a second as 1 on a 2-core CPU)."""
+    return min(8, max(1, (os.cpu_count() or 1) // 2))
 
 
 def run_batch(batch, verb: str, *, load=None, process=None, write, batch_size: int = 1, writers: int = 0) -> int:
