@@ -159,3 +159,21 @@ def test_record_deltas_checks_generator(tiny_G):
     res.deltas = {"b999.conv0": torch.zeros(2, 2)}
     with pytest.raises(RecordError, match="no layer of that name"):
         record_deltas(res.to_record(), tiny_G.specs)
+
+
+def test_tf32_for_the_shared_offset_gemm_only_in_half_precision_cuda_runs():
+    """The shared heads' offset expansion runs with TF32 GEMMs in bf16/fp16 CUDA inversions (a float32 SIMT GEMM, 7 %
+    of an H200 batch-32 inversion, before), never in float32 or on CPU, and the global flag comes back as it was."""
+    from gantune.methods.hyper.inference import _tf32_matmul
+
+    flags = torch.backends.cuda.matmul
+    before = flags.allow_tf32
+    try:
+        flags.allow_tf32 = False
+        for dev, dtype, on in (("cuda", torch.bfloat16, True), ("cuda", torch.float16, True),
+                               ("cuda", torch.float32, False), ("cpu", torch.bfloat16, False)):
+            with _tf32_matmul(torch.device(dev), dtype):
+                assert flags.allow_tf32 is on, (dev, dtype)
+            assert flags.allow_tf32 is False
+    finally:
+        flags.allow_tf32 = before
