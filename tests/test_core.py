@@ -422,3 +422,19 @@ def test_per_image_loop_equals_grouped_convolution(tiny_G, monkeypatch, phases):
     assert calls and all(s[2] * s[3] >= 16 * 16 for s in calls)
     assert len(calls) < sum(s.kind == "conv" for s in G.specs)  # the small maps stay grouped
     assert torch.allclose(auto, ref, atol=0.02)
+
+
+def test_cuda_paths_switch_only_under_the_compiler(monkeypatch):
+    """CUDA's defaults: per-image weights loop over images (maps ≥ 32², batch > 1) and the synthesis maps are
+    channels-last only under torch.compile (``--compile``); eager CUDA keeps the grouped NCHW path, as measured."""
+    from gantune.core import generator, modconv
+
+    x, w = torch.zeros(4, 8, 32, 32), torch.zeros(4, 8, 8, 3, 3)
+    monkeypatch.setitem(modconv.PER_IMAGE_CONV, "cpu", modconv.PER_IMAGE_CONV["cuda"])
+    cuda = torch.device("cuda")
+    assert not modconv.per_image_loop(x, w) and not generator._channels_last_default(cuda)
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    assert modconv.per_image_loop(x, w) and generator._channels_last_default(cuda)
+    assert not modconv.per_image_loop(x[:, :, :16, :16], w)  # small maps stay grouped
+    assert not modconv.per_image_loop(x[:1], w[:1])
+    assert generator._channels_last_default(torch.device("cpu"))
