@@ -25,9 +25,6 @@ from .resample import make_kernel, upsample2x
 from .specs import LayerSpec, layer_specs
 
 NOISE_MODES = ("const", "random", "none")
-# devices whose synthesis maps are channels-last by default (``set_precision(channels_last=None)``); CUDA's are
-# channels-last under torch.compile only (see ``compile_synthesis``)
-CHANNELS_LAST_DEVICES = {"cpu"}
 
 
 def normalize_2nd_moment(x: torch.Tensor, dim: int = -1, eps: float = 1e-8) -> torch.Tensor:
@@ -58,7 +55,9 @@ class MappingNetwork(nn.Module):
 
 
 def _channels_last_default(device: torch.device) -> bool:
-    return device.type in CHANNELS_LAST_DEVICES or (device.type == "cuda" and torch.compiler.is_compiling())
+    """The layout of ``set_precision(channels_last=None)``: channels-last on CPU, and on CUDA under torch.compile only
+    (``runtime.compile_synthesis``; eager CUDA measured as fast NCHW)."""
+    return device.type == "cpu" or (device.type == "cuda" and torch.compiler.is_compiling())
 
 
 class SynthesisNetwork(nn.Module):
@@ -78,7 +77,7 @@ class SynthesisNetwork(nn.Module):
             block[s.attr] = ModulatedLayer(s, cfg.w_dim, use_noise=cfg.use_noise, conv_clamp=cfg.conv_clamp)
         self.register_buffer("resample_kernel", make_kernel(), persistent=False)
         self.compute_dtype = torch.float32
-        self.channels_last: bool | None = None  # None: channels-last (CHANNELS_LAST_DEVICES) unless differentiated
+        self.channels_last: bool | None = None  # None: _channels_last_default unless differentiated
 
     def layer(self, name: str) -> ModulatedLayer:
         block, attr = name.split(".")
