@@ -145,7 +145,19 @@ def test_edit_and_adapt_run_without_dlibs_models(tmp_path, capsys, monkeypatch):
     assert err.count("note: no identity distances (dlib model shape_predictor_68") == 1
     (e,) = manifest(tmp_path / "ed")
     assert e["status"] == "ok" and "identity_to_reconstruction" not in (e.get("metrics") or {})
+    assert e["params"]["identity"] is False  # the manifest says what was computed, not what was asked
     assert (tmp_path / "ed" / "seed0001_d_p1.png").exists()
+    # a rerun on the same machine has nothing to do (and no note); once the models are there, it adds the metric
+    code, err = run_cli(["edit", gen / "seed0001.safetensors", "-d", tmp_path / "d.npy", "-s", "1", "-o",
+                         tmp_path / "ed"], capsys)
+    assert code == 0 and "1 skipped" in err and "note" not in err, err
+    monkeypatch.undo()
+    code, err = run_cli(["edit", gen / "seed0001.safetensors", "-d", tmp_path / "d.npy", "-s", "1", "-o",
+                         tmp_path / "ed"], capsys)
+    assert code == 0 and "1 edited" in err, err
+    (e,) = manifest(tmp_path / "ed")
+    assert e["params"]["identity"] is True and "identity_to_reconstruction" in e["metrics"]
+    monkeypatch.setattr(landmarks, "shape_predictor", missing)
     code, err = run_cli(["adapt", gen / "seed0001.safetensors", "--target", "demo-faces", "-o", tmp_path / "ad"],
                         capsys)
     assert code == 0, err

@@ -9,7 +9,8 @@ from typing import Annotated, Optional
 import typer
 
 from .common import (DeviceOpt, DtypeOpt, IdentityOpt, NoiseOpt, OverwriteOpt, RecordsArg, ShardOpt, console,
-                     exit_with, identity_metric, input_items, OutDirOpt, run_batch, shard_of, value)
+                     exit_with, identity_metric, input_items, OutDirOpt, print_identity_note, run_batch, shard_of,
+                     value)
 
 
 def adapt_command(
@@ -65,7 +66,9 @@ def adapt_command(
         console.print(f"nothing to do: all {len(batch.skipped)} records are done (--overwrite redoes them)")
         return
     cache = GeneratorCache(resolve_device(device), resolve_dtype(value(dtype)))
-    identity = identity_metric(identity and bool(batch.todo))
+    if identity and batch.todo:
+        identity, identity_note = identity_metric(True)
+        print_identity_note(identity_note, batch.todo)
     G, info = cache.get(target)
     recode = None
     if codes != "record":

@@ -145,17 +145,22 @@ def run_batch(batch, verb: str, *, load=None, process=None, write, batch_size: i
     return summary.exit_code
 
 
-def identity_metric(wanted: bool) -> bool:
-    """``--identity`` (a side metric of edit and adapt): on only where dlib and its models are at hand; else one
-    note, and the job runs without the metric instead of failing every record."""
+def identity_metric(wanted: bool) -> tuple[bool, str | None]:
+    """``--identity`` (a side metric of edit and adapt): on only where dlib and its models are at hand. Returns
+    (on, note): where it is wanted but unavailable, the job runs without it (instead of failing every record) and
+    ``note`` says why, for :func:`print_identity_note` once the job knows it has records to do. Ask before the
+    batch's params are fixed, so that its manifest records whether the metric was computed."""
     if not wanted:
-        return False
+        return False, None
     from ..metrics.identity import unavailable
 
     why = unavailable()
-    if why is not None:
-        console.print(f"note: no identity distances ({why}); --no-identity hides this note")
-    return why is None
+    return why is None, None if why is None else f"note: no identity distances ({why}); --no-identity hides this note"
+
+
+def print_identity_note(note: str | None, todo) -> None:
+    if note is not None and todo:
+        console.print(note)
 
 
 def exit_with(code: int) -> None:

@@ -11,7 +11,8 @@ from typing import Annotated, Optional
 import typer
 
 from .common import (BatchOpt, DeviceOpt, DtypeOpt, IdentityOpt, NoiseOpt, OverwriteOpt, RecordsArg, ResizeOpt, ShardOpt,
-                     WeightsOpt, exit_with, identity_metric, input_items, OutDirOpt, run_batch, shard_of, value)
+                     WeightsOpt, exit_with, identity_metric, input_items, OutDirOpt, print_identity_note, run_batch,
+                     shard_of, value)
 from .validate import finite
 
 MAX_IMAGES = 256  # edits per record (directions x strengths): beyond this a strip is a video, not a sheet
@@ -181,6 +182,7 @@ def edit_command(
             files += [f"{n}_photo.png" for _, _, n in edit_names(item.name)]
         return files + ([f"{item.name}_sheet.png"] if len(files) > 1 else [])
 
+    identity, identity_note = identity_metric(identity)
     params = {"direction": [[d.name, d.source] for d in dirs], "strength": strengths, "weights": weights,
               "noise": noise, "dtype": value(dtype), "resize": resize, "paste": paste,
               "onto": None if onto is None else str(onto), "identity": identity}
@@ -191,7 +193,7 @@ def edit_command(
                   shard=shard_of(shard), overwrite=overwrite, extra_inputs=[onto] if onto is not None else [])
     batch.prepare()
     cache = GeneratorCache(resolve_device(device), resolve_dtype(value(dtype)))
-    identity = identity_metric(identity and bool(batch.todo))
+    print_identity_note(identity_note, batch.todo)
     texts = None if text is None else TextEditor(text, neutral, beta, clip, styleclip_stats, cache.device)
     if texts is not None and batch.todo:
         texts.prepare()
