@@ -2,7 +2,7 @@
 
 Run ``python -m gantune.bench [--quick] [--only generator,hyper,optim,align,loading,memory,gpu]``. Every section
 prints plain lines; nothing here is a pass/fail test. The generator section lives here; ``hyper``, ``optim``,
-``align``, ``memory`` and ``gpu`` are modules of this package, ``loading`` is ``gantune.weights.bench``.
+``align``, ``loading``, ``memory`` and ``gpu`` are modules of this package.
 """
 
 from __future__ import annotations
@@ -162,7 +162,7 @@ SECTIONS = {
     "hyper": ("gantune.bench.hyper", "bench_hyper"),
     "optim": ("gantune.bench.optim", "bench_optim"),
     "align": ("gantune.bench.align", "bench_align"),
-    "loading": ("gantune.weights.bench", "bench_loading"),
+    "loading": ("gantune.bench.loading", "bench_loading"),
     "memory": ("gantune.bench.memory", "bench_memory"),
     "gpu": ("gantune.bench.gpu", "bench_gpu"),
 }

@@ -57,7 +57,7 @@ def write_official_files(folder: Path, resolution: int = 1024) -> dict[str, Path
     from ..methods.hyper.checkpoint import hypernet_to_official
     from ..methods.hyper.hypernet import HyperNetwork
     from ..methods.hyper.wencoder import WEncoder
-    from .rosinality import to_rosinality_state_dict
+    from ..weights.rosinality import to_rosinality_state_dict
 
     torch.manual_seed(0)
     G = Generator(GeneratorConfig(resolution=resolution)).eval()
@@ -86,8 +86,8 @@ def write_official_files(folder: Path, resolution: int = 1024) -> dict[str, Path
 
 def bench_loading(*, resolution: int = 1024, quick: bool = False, reps: int | None = None) -> list[str]:
     from ..methods.hyper.method import HyperStyle
-    from .download import load_generator
-    from .formats import load_generator_file
+    from ..weights.download import load_generator
+    from ..weights.formats import load_generator_file
 
     reps = reps or (2 if quick else 3)
     lines = []
