@@ -1,6 +1,6 @@
-"""Writes that overlap the next batch (``Batch.run(write_workers=…)``, used by the invert commands): the same files
-and manifest as writing in turn, a failed write fails its item only, and a batch's writes really run while the
-next batch is processed."""
+"""Writes that overlap the next batch (``Batch.run(write_workers=…)``, used by invert and generate on CUDA): the
+same files and manifest as writing in turn, a failed write fails its item only, and a batch's writes really run
+while the next batch is processed."""
 
 from __future__ import annotations
 
@@ -113,3 +113,48 @@ def test_cpu_invert_runs_write_in_turn(tmp_path, monkeypatch, capsys):
               "--encoder", "demo-faces-w-encoder", "--device", "cpu", "-o", str(tmp_path / "out")])
     assert (e.value.code or 0) == 0, capsys.readouterr().err
     assert seen == [0] and (tmp_path / "out" / "a.png").exists()
+
+
+def test_generate_with_writer_threads_writes_the_same_files_and_grid(tmp_path, monkeypatch, capsys):
+    """generate overlaps its writes on CUDA (forced here on CPU): every file, record and the grid (in seed order,
+    though the threads finish in any order) are those of a run that writes in turn; on CPU it asks for none."""
+    import time
+
+    import pytest
+
+    from gantune.cli import generate_cmd
+    from gantune.cli.app import main
+    from gantune.io import runner
+
+    seen = []
+    real = runner.Batch.run
+    monkeypatch.setattr(runner.Batch, "run", lambda self, **kw: seen.append(kw["write_workers"]) or real(self, **kw))
+
+    def gen(out):
+        with pytest.raises(SystemExit) as e:
+            main(["generate", "--weights", "demo-faces", "--seeds", "0-6", "--batch-size", "3", "--device", "cpu",
+                  "-o", str(out)])
+        assert (e.value.code or 0) == 0, capsys.readouterr().err
+
+    gen(tmp_path / "turn")
+    from gantune import io as gio  # the command imports tensor_to_pil from here when it runs
+
+    to_pil = gio.tensor_to_pil
+
+    def slow_first(t):  # the first image of each batch finishes last
+        img = to_pil(t)
+        if threading.current_thread() is not threading.main_thread() and slow_first.calls % 3 == 0:
+            time.sleep(0.2)
+        slow_first.calls += 1
+        return img
+
+    slow_first.calls = 0
+    monkeypatch.setattr(gio, "tensor_to_pil", slow_first)
+    monkeypatch.setattr(generate_cmd, "writers_for", lambda dev: 3)
+    gen(tmp_path / "threads")
+    assert seen == [0, 3]
+    names = sorted(p.name for p in (tmp_path / "turn").iterdir() if p.name != "manifest.jsonl")
+    assert names == sorted(p.name for p in (tmp_path / "threads").iterdir() if p.name != "manifest.jsonl")
+    assert "grid.png" in names and len(names) == 15
+    for n in names:
+        assert (tmp_path / "turn" / n).read_bytes() == (tmp_path / "threads" / n).read_bytes(), n

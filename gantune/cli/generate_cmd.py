@@ -8,7 +8,8 @@ from typing import Annotated
 import typer
 
 from .common import (BatchOpt, ChannelsLastOpt, DeviceOpt, DtypeOpt, Noise, NoiseOpt, OverwriteOpt, ShardOpt,
-                     WeightsOpt, console, exit_with, OutDirOpt, run_batch, shard_of, value)
+                     WeightsOpt, console, exit_with, OutDirOpt, run_batch, shard_of, value,
+                     writers_for)
 from .validate import finite
 
 DEFAULT_WEIGHTS = "ffhq-1024"
@@ -57,7 +58,8 @@ def generate_command(
     G.eval().set_precision(resolve_dtype(dtype), channels_last=channels_last)
     console.print(f"{info.get('name') or weights}: {G.cfg.describe()} on {dev}")
     gen_meta = {"spec": weights, "name": info.get("name"), "sha256": info.get("sha256"), "config": G.cfg.to_dict()}
-    thumbs = []
+    thumbs = {}  # item name -> thumbnail, for the grid (writes may run in threads, finishing in any order)
+    grid_names = {it.name for it in batch.todo[:64]}
 
     def process(chunk):
         return list(generate(G, [seed_of[it.name] for it in chunk], truncation=truncation, noise_mode=noise,
@@ -70,12 +72,14 @@ def generate_command(
                                        "generator": gen_meta})
         outs.image("image", f"{item.name}.png", img)
         record.save(outs.path("record", f"{item.name}.safetensors"))
-        if grid and len(thumbs) < 64:
-            thumbs.append(img if img.width <= 256 else img.resize((256, 256)))
+        if grid and item.name in grid_names:
+            thumbs[item.name] = img if img.width <= 256 else img.resize((256, 256))
 
-    code = run_batch(batch, "generated", process=process, write=write, batch_size=batch_size)
+    code = run_batch(batch, "generated", process=process, write=write, batch_size=batch_size,
+                     writers=writers_for(dev))
     if grid and thumbs:
-        save_image(image_grid(thumbs, cols=min(8, len(thumbs))), out / "grid.png")
+        ordered = [thumbs[it.name] for it in batch.todo if it.name in thumbs]
+        save_image(image_grid(ordered, cols=min(8, len(ordered))), out / "grid.png")
     exit_with(code)
 
 

@@ -18,7 +18,7 @@ import typer
 
 from .common import (AlignOpt, BatchOpt, DeviceOpt, DtypeOpt, Fit, FitOpt, InputsArg, IntermediateOpt, Noise, NoiseOpt,
                      OverwriteOpt, ResizeOpt, ShardOpt, WeightsOpt, console, exit_with, input_items, OutDirOpt,
-                     run_batch, shard_of, value, write_workers)
+                     run_batch, shard_of, value, writers_for)
 
 
 def _setup_hyperstyle(opts):
@@ -85,11 +85,10 @@ def run_invert(inputs: list[str], out: Path, setup: Callable[[], object], *, par
         job.aligner = FaceAligner(size=1024).load()
     if job.method is not None and job.method.describe:
         console.print(job.method.describe)
-    # files written while the next batch runs: on GPUs only (on a 2-core CPU it measured no faster, and the writer
-    # thread's own malloc arena added 70-80 MiB to the peak memory of a 1024 px HyperStyle inversion)
+    # files written while the next batch runs: on GPUs only (see writers_for)
     from ..runtime import resolve_device
 
-    writers = write_workers() if job.method is not None and resolve_device(device).type == "cuda" else 0
+    writers = writers_for(resolve_device(device)) if job.method is not None else 0
     return run_batch(batch, "inverted", load=job.load, process=job.process, write=job.write, batch_size=batch_size,
                      writers=writers)
 
