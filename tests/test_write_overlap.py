@@ -158,3 +158,82 @@ def test_generate_with_writer_threads_writes_the_same_files_and_grid(tmp_path, m
     assert "grid.png" in names and len(names) == 15
     for n in names:
         assert (tmp_path / "turn" / n).read_bytes() == (tmp_path / "threads" / n).read_bytes(), n
+
+
+def test_image_saver_keeps_the_order_of_outputs_and_reports_a_failed_save(tmp_path, monkeypatch):
+    """ImageSaver (edit's PNGs on CUDA): paths are claimed in call order, every save is joined by wait(), and a
+    failed save raises there (or not, when the item already failed), after the other saves have finished."""
+    import time
+
+    import numpy as np
+    import pytest
+    from PIL import Image
+
+    from gantune.io import images
+    from gantune.io.runner import ImageSaver, Outputs
+
+    img = Image.fromarray(np.random.default_rng(1).integers(0, 255, (32, 32, 3), dtype=np.uint8))
+    real = images.save_image
+
+    def save(im, path, **kw):
+        if path.name == "a.png":
+            time.sleep(0.2)  # the first save finishes last
+        if path.name == "bad.png":
+            raise OSError("disk full")
+        return real(im, path, **kw)
+
+    monkeypatch.setattr(images, "save_image", save)
+    saver = ImageSaver(3)
+    outs = Outputs(tmp_path, set())
+    for role in ("a", "b", "c"):
+        saver.image(outs, role, f"{role}.png", img)
+    saver.wait()
+    assert list(outs.written) == ["a", "b", "c"]
+    assert all((tmp_path / f"{r}.png").is_file() for r in "abc")  # wait() returned after the slow one too
+    saver.image(outs, "bad", "bad.png", img)
+    saver.image(outs, "d", "d.png", img)
+    with pytest.raises(OSError, match="disk full"):
+        saver.wait()
+    assert (tmp_path / "d.png").is_file()
+    saver.image(outs, "bad2", "bad.png", img)
+    saver.wait(raise_errors=False)
+    saver.close()
+
+
+def test_edit_with_saver_threads_writes_the_same_files(tmp_path, monkeypatch, capsys):
+    """edit saves its PNGs in threads on CUDA (forced here on CPU): the same files, bit for bit, and the same
+    manifest outputs as saving in turn; on CPU it asks for no threads."""
+    import pytest
+
+    from gantune.cli import edit_cmd
+    from gantune.cli.app import main
+    from gantune.io import runner
+
+    made = []
+    real_init = runner.ImageSaver.__init__
+    monkeypatch.setattr(runner.ImageSaver, "__init__", lambda self, w: made.append(w) or real_init(self, w))
+
+    def run(args):
+        with pytest.raises(SystemExit) as e:
+            main([str(a) for a in args])
+        assert (e.value.code or 0) == 0, capsys.readouterr().err
+
+    gen = tmp_path / "gen"
+    run(["generate", "--weights", "demo-faces", "--seeds", "1-2", "-o", gen, "--no-grid", "--device", "cpu"])
+    import numpy as np
+
+    np.save(tmp_path / "d.npy", np.random.default_rng(0).standard_normal(128).astype(np.float32))
+    args = ["edit", gen / "seed0001.safetensors", gen / "seed0002.safetensors", "-d", tmp_path / "d.npy",
+            "-s", "-2:2:5", "--no-identity", "--device", "cpu", "-o"]
+    run(args + [tmp_path / "turn"])
+    monkeypatch.setattr(edit_cmd, "writers_for", lambda dev: 3)
+    run(args + [tmp_path / "threads"])
+    assert made == [0, 3]
+    names = sorted(p.name for p in (tmp_path / "turn").iterdir() if p.name != "manifest.jsonl")
+    assert len(names) == 12 and names == sorted(p.name for p in (tmp_path / "threads").iterdir()
+                                                 if p.name != "manifest.jsonl")
+    for n in names:
+        assert (tmp_path / "turn" / n).read_bytes() == (tmp_path / "threads" / n).read_bytes(), n
+    outs = [[json.loads(ln)["outputs"] for ln in (tmp_path / d / "manifest.jsonl").read_text().splitlines()]
+            for d in ("turn", "threads")]
+    assert outs[0] == outs[1]
