@@ -51,8 +51,10 @@ def _fill(module: torch.nn.Module) -> torch.nn.Module:
     return module
 
 
-def write_official_files(folder: Path, resolution: int = 1024) -> dict[str, Path]:
-    """Official-layout HyperStyle, W-encoder and rosinality generator files in ``folder``."""
+def write_constant_files(folder: Path, resolution: int = 1024) -> dict[str, Path]:
+    """Official-layout HyperStyle, W-encoder and rosinality generator files in ``folder``, every weight 0.01 (quick
+    to write, and values do not matter for loading; they render nothing useful: for files that invert, see
+    :func:`gantune.bench.memory.write_official_files`)."""
     from ..core import Generator, GeneratorConfig
     from ..methods.hyper.checkpoint import hypernet_to_official
     from ..methods.hyper.hypernet import HyperNetwork
@@ -96,7 +98,7 @@ def bench_loading(*, resolution: int = 1024, quick: bool = False, reps: int | No
         os.environ["GANTUNE_HOME"] = str(Path(tmp) / "home")  # an empty cache: first loads are really first
         try:
             t0 = time.perf_counter()
-            p = write_official_files(Path(tmp), resolution)
+            p = write_constant_files(Path(tmp), resolution)
             sizes = {k: v.stat().st_size / 1e6 for k, v in p.items()}
             lines.append(f"official-layout files written in {time.perf_counter() - t0:.1f} s: "
                          + ", ".join(f"{k} {mb:,.0f} MB" for k, mb in sizes.items()))
