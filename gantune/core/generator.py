@@ -20,7 +20,7 @@ import torch.nn as nn
 
 from .config import GeneratorConfig
 from .cpualloc import keep_freed_memory
-from .layers import FullyConnected, ModulatedLayer
+from .layers import FullyConnected, ModulatedLayer, init_normal
 from .resample import make_kernel, upsample2x
 from .specs import LayerSpec, layer_specs
 
@@ -67,7 +67,7 @@ class SynthesisNetwork(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.specs: list[LayerSpec] = layer_specs(cfg)
-        self.const = nn.Parameter(torch.randn(cfg.channels(4), 4, 4))
+        self.const = nn.Parameter(init_normal(cfg.channels(4), 4, 4))
         self.layers = nn.ModuleDict()
         for s in self.specs:
             block = self.layers[s.block] if s.block in self.layers else None

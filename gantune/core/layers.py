@@ -14,6 +14,17 @@ from .specs import LayerSpec
 SQRT2 = math.sqrt(2.0)
 
 
+def init_normal(*shape: int, divisor: float = 1.0) -> torch.Tensor:
+    """N(0, 1) / ``divisor`` initial values (the same draws and bits as ``torch.randn(*shape) / divisor``), or bare
+    storage when the module is built on the meta device, where importers build the skeleton they assign loaded
+    tensors to: there the draws and the division ran as Python reference ops (a 1024 px generator's skeleton took
+    37 ms, 17 ms without them)."""
+    if torch.get_default_device().type == "meta":
+        return torch.empty(*shape)
+    t = torch.randn(*shape)
+    return t if divisor == 1.0 else t / divisor
+
+
 class FullyConnected(nn.Module):
     """Equalized-lr linear layer: stores N(0,1)/lr_mul weights, applies weight_gain = lr_mul / sqrt(in) at run time."""
 
@@ -30,7 +41,7 @@ class FullyConnected(nn.Module):
         self.in_features, self.out_features = in_features, out_features
         self.activation = activation
         self.lr_mul = lr_mul
-        self.weight = nn.Parameter(torch.randn(out_features, in_features) / lr_mul)
+        self.weight = nn.Parameter(init_normal(out_features, in_features, divisor=lr_mul))
         self.bias = nn.Parameter(torch.full((out_features,), float(bias_init) / lr_mul))
         self.weight_gain = lr_mul / math.sqrt(in_features)
         self.bias_gain = lr_mul
@@ -88,13 +99,13 @@ class ModulatedLayer(nn.Module):
         self.is_rgb = spec.kind == "torgb"
         self.conv_clamp = conv_clamp
         k = spec.kernel
-        self.weight = nn.Parameter(torch.randn(spec.out_ch, spec.in_ch, k, k))
+        self.weight = nn.Parameter(init_normal(spec.out_ch, spec.in_ch, k, k))
         self.bias = nn.Parameter(torch.zeros(spec.out_ch))
         self.affine = FullyConnected(w_dim, spec.in_ch, bias_init=1.0)
         self.use_noise = use_noise and not self.is_rgb
         if self.use_noise:
             self.noise_strength = nn.Parameter(torch.zeros([]))
-            self.register_buffer("noise_const", torch.randn(spec.res, spec.res))
+            self.register_buffer("noise_const", init_normal(spec.res, spec.res))
 
     def modulation_inputs(self, latent: torch.Tensor) -> dict:
         if latent.ndim == 2:
