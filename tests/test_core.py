@@ -438,3 +438,21 @@ def test_cuda_paths_switch_only_under_the_compiler(monkeypatch):
     assert not modconv.per_image_loop(x[:, :, :16, :16], w)  # small maps stay grouped
     assert not modconv.per_image_loop(x[:1], w[:1])
     assert generator._channels_last_default(torch.device("cpu"))
+
+
+def test_meta_skeleton_draws_nothing_and_real_init_keeps_its_draws():
+    """Importers build the generator on the meta device and assign loaded tensors: there init_normal hands out bare
+    storage (no Python-level random ops); on a real device it is randn / divisor, the draws seeded models had."""
+    from gantune.core.layers import init_normal
+
+    cfg = GeneratorConfig(resolution=32, z_dim=16, w_dim=16, mapping_layers=2, channel_base=64, channel_max=16)
+    with torch.device("meta"):
+        skel = Generator(cfg)
+    real = Generator(cfg)
+    assert all(p.is_meta for p in skel.parameters())
+    assert {k: tuple(v.shape) for k, v in skel.state_dict().items()} == \
+        {k: tuple(v.shape) for k, v in real.state_dict().items()}
+    torch.manual_seed(5)
+    a = init_normal(7, 9, divisor=0.01)
+    torch.manual_seed(5)
+    assert torch.equal(a, torch.randn(7, 9) / 0.01)
