@@ -47,3 +47,9 @@ def compile_synthesis(G, device: torch.device) -> None:
     # one frame per input signature: with and without offsets, a cached prefix or not, each batch size
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
     G.synthesis.compile(dynamic=False)
+
+
+def uncompile_synthesis(G) -> None:
+    """Undo :func:`compile_synthesis`: G's synthesis runs eagerly again (``nn.Module.compile`` keeps the compiled
+    callable in a private attribute, and there is no public way back; this is the one place that touches it)."""
+    G.synthesis._compiled_call_impl = None

@@ -203,7 +203,7 @@ def _compiled(G, hn, enc, la, x_all, ws_all, dev, reps: int, iters: int) -> list
     """``--compile`` (:func:`gantune.runtime.compile_synthesis`) in bf16 at the largest batch: the generator and a
     HyperStyle inversion with the synthesis compiled in place, the compile time apart; compiled mode is undone after."""
     from ..methods.hyper.inference import refine
-    from ..runtime import compile_synthesis
+    from ..runtime import compile_synthesis, uncompile_synthesis
     from . import sync
 
     G.set_precision(torch.bfloat16)
@@ -222,7 +222,7 @@ def _compiled(G, hn, enc, la, x_all, ws_all, dev, reps: int, iters: int) -> list
     except Exception as e:  # a compiler failure is a figure too, not a reason to lose the others
         return [f"--compile: failed ({type(e).__name__}: {str(e).splitlines()[0][:160]})"]
     finally:
-        G.synthesis._compiled_call_impl = None  # eager again
+        uncompile_synthesis(G)  # eager again
     return [f"--compile (torch.compile synthesis), bf16 batch {b}: HyperStyle {t_h * 1000 / b:.2f} ms/img, generator "
             f"{t_g * 1000 / b:.2f} ms/img (first HyperStyle call with compilation {t_compile:.1f} s)"]
 
