@@ -176,6 +176,12 @@ def refine(
     on_iter: Callable[[int, torch.Tensor], None] | None = None,  # called with (t, y_t) after every pass
     domain: str = SQUARE,  # cars: (192, 256) inputs and the official crops of the reconstructions (see .domain)
 ) -> HyperOutput:
+    """HyperStyle's inference loop: the initial latent, a plain render, then ``iters`` passes of the hypernetwork,
+    each adding its offsets and rendering again (the official ``run_inversion`` order).
+
+    On CPU the first call re-lays the hypernetwork's weights in place, once (:func:`cpu_layouts`: channels-last
+    convolution weights, a column-major shared ``w2``; values unchanged). A caller that saves the module with
+    safetensors afterwards needs ``.contiguous()`` tensors, as gantune's own exports make them."""
     if iters < 0:
         raise ValueError("iters must be >= 0")
     device = x.device
