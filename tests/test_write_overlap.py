@@ -237,3 +237,28 @@ def test_edit_with_saver_threads_writes_the_same_files(tmp_path, monkeypatch, ca
     outs = [[json.loads(ln)["outputs"] for ln in (tmp_path / d / "manifest.jsonl").read_text().splitlines()]
             for d in ("turn", "threads")]
     assert outs[0] == outs[1]
+
+
+def test_adapt_with_saver_threads_writes_the_same_files(tmp_path, monkeypatch, capsys):
+    """adapt saves its image and comparison in threads on CUDA (forced here on CPU): the same files as in turn."""
+    import pytest
+
+    from gantune.cli import adapt_cmd
+    from gantune.cli.app import main
+
+    def run(args):
+        with pytest.raises(SystemExit) as e:
+            main([str(a) for a in args])
+        assert (e.value.code or 0) == 0, capsys.readouterr().err
+
+    gen = tmp_path / "gen"
+    run(["generate", "--weights", "demo-faces", "--seeds", "1-2", "-o", gen, "--no-grid", "--device", "cpu"])
+    args = ["adapt", gen / "seed0001.safetensors", gen / "seed0002.safetensors", "--target", "demo-faces",
+            "--compare", "--no-identity", "--device", "cpu", "-o"]
+    run(args + [tmp_path / "turn"])
+    monkeypatch.setattr(adapt_cmd, "writers_for", lambda dev: 3)
+    run(args + [tmp_path / "threads"])
+    names = sorted(p.name for p in (tmp_path / "turn").iterdir() if p.name != "manifest.jsonl")
+    assert names == ["seed0001.png", "seed0001_compare.png", "seed0002.png", "seed0002_compare.png"]
+    for n in names:
+        assert (tmp_path / "turn" / n).read_bytes() == (tmp_path / "threads" / n).read_bytes(), n

@@ -261,18 +261,8 @@ def edit_command(
         if ref is not None:
             item.metrics["identity_to_reconstruction"] = dists
 
-    def write(item, data, outs) -> None:
-        done = False
-        try:
-            write_item(item, data, outs)
-            done = True
-        finally:
-            saver.wait(raise_errors=done)
-
-    try:
-        code = run_batch(batch, "edited", load=load, write=write)
-    finally:
-        saver.close()
+    with saver:
+        code = run_batch(batch, "edited", load=load, write=saver.wrap(write_item))
     exit_with(code)
 
 

@@ -144,9 +144,28 @@ class ImageSaver:
         if errors and raise_errors:
             raise errors[0]
 
+    def wrap(self, write: Callable) -> Callable:
+        """A runner ``write`` that calls ``write`` (which saves through this saver) and returns once the item's saves
+        are on disk."""
+        def joined(item, data, outs) -> None:
+            done = False
+            try:
+                write(item, data, outs)
+                done = True
+            finally:
+                self.wait(raise_errors=done)
+
+        return joined
+
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
+
+    def __enter__(self) -> "ImageSaver":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def _real(p: Path) -> Path:
