@@ -115,30 +115,46 @@ def test_cpu_invert_runs_write_in_turn(tmp_path, monkeypatch, capsys):
     assert seen == [0] and (tmp_path / "out" / "a.png").exists()
 
 
+def _cli(args, capsys) -> None:
+    """Run the gantune CLI in this process; it must exit 0."""
+    import pytest
+
+    from gantune.cli.app import main
+
+    with pytest.raises(SystemExit) as e:
+        main([str(a) for a in args])
+    assert (e.value.code or 0) == 0, capsys.readouterr().err
+
+
+def _same_files(a, b) -> list[str]:
+    """The output files of two runs (manifest aside) are the same names with the same bytes; returns the names."""
+    names = sorted(p.name for p in a.iterdir() if p.name != "manifest.jsonl")
+    assert names == sorted(p.name for p in b.iterdir() if p.name != "manifest.jsonl")
+    for n in names:
+        assert (a / n).read_bytes() == (b / n).read_bytes(), n
+    return names
+
+
+def _records(tmp_path, capsys):
+    gen = tmp_path / "gen"
+    _cli(["generate", "--weights", "demo-faces", "--seeds", "1-2", "-o", gen, "--no-grid", "--device", "cpu"], capsys)
+    return [gen / "seed0001.safetensors", gen / "seed0002.safetensors"]
+
+
 def test_generate_with_writer_threads_writes_the_same_files_and_grid(tmp_path, monkeypatch, capsys):
     """generate overlaps its writes on CUDA (forced here on CPU): every file, record and the grid (in seed order,
     though the threads finish in any order) are those of a run that writes in turn; on CPU it asks for none."""
     import time
 
-    import pytest
-
+    from gantune import io as gio  # the command imports tensor_to_pil from here when it runs
     from gantune.cli import generate_cmd
-    from gantune.cli.app import main
     from gantune.io import runner
 
     seen = []
     real = runner.Batch.run
     monkeypatch.setattr(runner.Batch, "run", lambda self, **kw: seen.append(kw["write_workers"]) or real(self, **kw))
-
-    def gen(out):
-        with pytest.raises(SystemExit) as e:
-            main(["generate", "--weights", "demo-faces", "--seeds", "0-6", "--batch-size", "3", "--device", "cpu",
-                  "-o", str(out)])
-        assert (e.value.code or 0) == 0, capsys.readouterr().err
-
-    gen(tmp_path / "turn")
-    from gantune import io as gio  # the command imports tensor_to_pil from here when it runs
-
+    args = ["generate", "--weights", "demo-faces", "--seeds", "0-6", "--batch-size", "3", "--device", "cpu", "-o"]
+    _cli(args + [tmp_path / "turn"], capsys)
     to_pil = gio.tensor_to_pil
 
     def slow_first(t):  # the first image of each batch finishes last
@@ -151,13 +167,10 @@ def test_generate_with_writer_threads_writes_the_same_files_and_grid(tmp_path, m
     slow_first.calls = 0
     monkeypatch.setattr(gio, "tensor_to_pil", slow_first)
     monkeypatch.setattr(generate_cmd, "writers_for", lambda dev: 3)
-    gen(tmp_path / "threads")
+    _cli(args + [tmp_path / "threads"], capsys)
     assert seen == [0, 3]
-    names = sorted(p.name for p in (tmp_path / "turn").iterdir() if p.name != "manifest.jsonl")
-    assert names == sorted(p.name for p in (tmp_path / "threads").iterdir() if p.name != "manifest.jsonl")
+    names = _same_files(tmp_path / "turn", tmp_path / "threads")
     assert "grid.png" in names and len(names) == 15
-    for n in names:
-        assert (tmp_path / "turn" / n).read_bytes() == (tmp_path / "threads" / n).read_bytes(), n
 
 
 def test_image_saver_keeps_the_order_of_outputs_and_reports_a_failed_save(tmp_path, monkeypatch):
@@ -203,37 +216,22 @@ def test_image_saver_keeps_the_order_of_outputs_and_reports_a_failed_save(tmp_pa
 def test_edit_with_saver_threads_writes_the_same_files(tmp_path, monkeypatch, capsys):
     """edit saves its PNGs in threads on CUDA (forced here on CPU): the same files, bit for bit, and the same
     manifest outputs as saving in turn; on CPU it asks for no threads."""
-    import pytest
+    import numpy as np
 
     from gantune.cli import edit_cmd
-    from gantune.cli.app import main
     from gantune.io import runner
 
     made = []
     real_init = runner.ImageSaver.__init__
     monkeypatch.setattr(runner.ImageSaver, "__init__", lambda self, w: made.append(w) or real_init(self, w))
-
-    def run(args):
-        with pytest.raises(SystemExit) as e:
-            main([str(a) for a in args])
-        assert (e.value.code or 0) == 0, capsys.readouterr().err
-
-    gen = tmp_path / "gen"
-    run(["generate", "--weights", "demo-faces", "--seeds", "1-2", "-o", gen, "--no-grid", "--device", "cpu"])
-    import numpy as np
-
     np.save(tmp_path / "d.npy", np.random.default_rng(0).standard_normal(128).astype(np.float32))
-    args = ["edit", gen / "seed0001.safetensors", gen / "seed0002.safetensors", "-d", tmp_path / "d.npy",
-            "-s", "-2:2:5", "--no-identity", "--device", "cpu", "-o"]
-    run(args + [tmp_path / "turn"])
+    args = ["edit", *_records(tmp_path, capsys), "-d", tmp_path / "d.npy", "-s", "-2:2:5", "--no-identity",
+            "--device", "cpu", "-o"]
+    _cli(args + [tmp_path / "turn"], capsys)
     monkeypatch.setattr(edit_cmd, "writers_for", lambda dev: 3)
-    run(args + [tmp_path / "threads"])
+    _cli(args + [tmp_path / "threads"], capsys)
     assert made == [0, 3]
-    names = sorted(p.name for p in (tmp_path / "turn").iterdir() if p.name != "manifest.jsonl")
-    assert len(names) == 12 and names == sorted(p.name for p in (tmp_path / "threads").iterdir()
-                                                 if p.name != "manifest.jsonl")
-    for n in names:
-        assert (tmp_path / "turn" / n).read_bytes() == (tmp_path / "threads" / n).read_bytes(), n
+    assert len(_same_files(tmp_path / "turn", tmp_path / "threads")) == 12
     outs = [[json.loads(ln)["outputs"] for ln in (tmp_path / d / "manifest.jsonl").read_text().splitlines()]
             for d in ("turn", "threads")]
     assert outs[0] == outs[1]
@@ -241,24 +239,12 @@ def test_edit_with_saver_threads_writes_the_same_files(tmp_path, monkeypatch, ca
 
 def test_adapt_with_saver_threads_writes_the_same_files(tmp_path, monkeypatch, capsys):
     """adapt saves its image and comparison in threads on CUDA (forced here on CPU): the same files as in turn."""
-    import pytest
-
     from gantune.cli import adapt_cmd
-    from gantune.cli.app import main
 
-    def run(args):
-        with pytest.raises(SystemExit) as e:
-            main([str(a) for a in args])
-        assert (e.value.code or 0) == 0, capsys.readouterr().err
-
-    gen = tmp_path / "gen"
-    run(["generate", "--weights", "demo-faces", "--seeds", "1-2", "-o", gen, "--no-grid", "--device", "cpu"])
-    args = ["adapt", gen / "seed0001.safetensors", gen / "seed0002.safetensors", "--target", "demo-faces",
-            "--compare", "--no-identity", "--device", "cpu", "-o"]
-    run(args + [tmp_path / "turn"])
+    args = ["adapt", *_records(tmp_path, capsys), "--target", "demo-faces", "--compare", "--no-identity",
+            "--device", "cpu", "-o"]
+    _cli(args + [tmp_path / "turn"], capsys)
     monkeypatch.setattr(adapt_cmd, "writers_for", lambda dev: 3)
-    run(args + [tmp_path / "threads"])
-    names = sorted(p.name for p in (tmp_path / "turn").iterdir() if p.name != "manifest.jsonl")
-    assert names == ["seed0001.png", "seed0001_compare.png", "seed0002.png", "seed0002_compare.png"]
-    for n in names:
-        assert (tmp_path / "turn" / n).read_bytes() == (tmp_path / "threads" / n).read_bytes(), n
+    _cli(args + [tmp_path / "threads"], capsys)
+    assert _same_files(tmp_path / "turn", tmp_path / "threads") == [
+        "seed0001.png", "seed0001_compare.png", "seed0002.png", "seed0002_compare.png"]
