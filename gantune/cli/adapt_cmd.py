@@ -66,9 +66,8 @@ def adapt_command(
         console.print(f"nothing to do: all {len(batch.skipped)} records are done (--overwrite redoes them)")
         return
     cache = GeneratorCache(resolve_device(device), resolve_dtype(value(dtype)))
-    if identity and batch.todo:
-        identity, identity_note = identity_metric(True)
-        print_identity_note(identity_note, batch.todo)
+    identity, identity_note = identity_metric(identity and bool(batch.todo))
+    print_identity_note(identity_note, batch.todo)
     G, info = cache.get(target)
     recode = None
     if codes != "record":
