@@ -198,3 +198,27 @@ def test_training_batches_run_one_convolution_per_layer_not_per_image():
         counts[b] = len(calls)
         assert max(calls) == b  # the whole batch in one call
     assert counts[2] == counts[6]
+
+
+@pytest.mark.parametrize("per_tap", [False, True])
+def test_winograd_weight_transformed_once_per_batch(monkeypatch, per_tap):
+    """A batch's Winograd layer transforms θ once and scales it per image (styles, per-channel offsets,
+    demodulation); per-tap offsets make each image's weight its own. Either way each image gets the bits it gets
+    alone."""
+    from gantune.core import winograd
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 128, 16, 16, generator=g).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(128, 128, 3, 3, generator=g)
+    styles = torch.randn(3, 128, generator=g)
+    delta = 0.1 * torch.randn(*((3, 128, 128, 3, 3) if per_tap else (3, 128, 128)), generator=g)
+    assert winograd.tile_size(x[:1], 128, 3, per_call_weight=True)  # the layer runs as Winograd
+    calls = []
+    real = winograd.transform_weight
+    monkeypatch.setattr(winograd, "transform_weight", lambda *a: calls.append(1) or real(*a))
+    with torch.no_grad():
+        y = modulated_conv2d_folded(x, w, styles, delta=delta)
+        assert len(calls) == (3 if per_tap else 1)
+        for b in range(3):
+            yb = modulated_conv2d_folded(x[b:b + 1], w, styles[b:b + 1], delta=delta[b:b + 1])
+            assert torch.equal(y[b:b + 1], yb)
