@@ -236,6 +236,12 @@ REFUSED = {
     "weights import -o folder": (["weights", "import", "demo-faces", "-o", "dirs", "--force"], "is a folder"),
     "paste without transform file": (["paste", "in/good.png", "-t", "in/none.jsonl", "-o", "NEW"], "none.jsonl"),
     "adapt target missing": (["adapt", "rec/good.safetensors", "--target", "dirs/none.pt", "-o", "NEW"], "none.pt"),
+    "compile on cpu": (["invert", "in/good.png", *HS, "--compile", "-o", "NEW"], "for CUDA devices, not cpu"),
+    "compile on cpu, invert-hyper": (["invert-hyper", "in/good.png", "--weights", "demo-faces-hypernet", "--encoder",
+                                      "demo-faces-w-encoder", "--device", "cpu", "--compile", "-o", "NEW"],
+                                     "for CUDA devices, not cpu"),
+    "compile with optim": (["invert", "in/good.png", "--method", "optim", "--weights", "demo-faces", "--compile",
+                            "-o", "NEW"], "for --method hyperstyle, not optim"),
 }
 
 
@@ -252,3 +258,12 @@ def test_a_bad_command_is_refused_in_one_line(case, corpus, capsys, monkeypatch)
     assert not (corpus / "NEW").exists()  # nothing written
     assert not (corpus / "PWNED").exists()  # no pickle ran
     assert _snapshot(corpus) == before
+
+
+def test_compile_on_cpu_is_refused_even_when_every_input_is_done(corpus, tmp_path, capsys, monkeypatch):
+    """``--compile`` is checked before the resume check: a finished folder does not hide the error."""
+    monkeypatch.chdir(corpus)
+    out = tmp_path / "done"
+    assert run_cli(["invert", "in/good.png", *HS, "-o", str(out)], capsys)[0] == 0
+    code, lines = run_cli(["invert", "in/good.png", *HS, "--compile", "-o", str(out)], capsys)
+    assert code == 2 and len(lines) == 1 and "for CUDA devices, not cpu" in lines[0], lines

@@ -93,6 +93,14 @@ def run_invert(inputs: list[str], out: Path, setup: Callable[[], object], *, par
                      writers=writers)
 
 
+def _check_compile_device(compile: bool, device: str) -> None:
+    """``--compile`` off CUDA fails before anything else, even in a run whose inputs are all done."""
+    if compile:
+        from ..runtime import check_compile_device, resolve_device
+
+        check_compile_device(resolve_device(device))
+
+
 def _params(method: str, weights, encoder, iters, kv: dict, dtype, noise) -> dict:
     return {"method": method, "weights": weights, "encoder": encoder, "iters": iters, "param": kv, "dtype": dtype,
             "noise": noise}
@@ -145,6 +153,7 @@ def invert_command(
     method, dtype, noise = value(method), value(dtype), value(noise)
     if compile and method != "hyperstyle":
         raise InputError(f"--compile is for --method hyperstyle, not {method}", "drop --compile")
+    _check_compile_device(compile, device)
     kv = parse_params(param)
     opts = InvertOptions(weights=weights, encoder=encoder, iters=iters, device=device, dtype=dtype, noise=noise,
                          batch_size=batch_size, save_intermediate=save_intermediate, params=kv, compile=compile)
@@ -182,6 +191,7 @@ def invert_hyper_command(
     from ..methods.pipeline import InvertOptions
 
     dtype, noise = value(dtype), value(noise)
+    _check_compile_device(compile, device)
     opts = InvertOptions(weights=weights, encoder=encoder, iters=iters, device=device, dtype=dtype, noise=noise,
                          batch_size=batch_size, save_intermediate=save_intermediate, compile=compile)
     exit_with(run_invert(inputs, out, lambda: INVERT_METHODS["hyperstyle"](opts),
