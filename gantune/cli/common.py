@@ -152,16 +152,17 @@ def run_batch(batch, verb: str, *, load=None, process=None, write, batch_size: i
     return summary.exit_code
 
 
-def identity_metric(wanted: bool) -> tuple[bool, str | None]:
+def identity_metric(wanted: bool, *, load: bool = True) -> tuple[bool, str | None]:
     """``--identity`` (a side metric of edit and adapt): on only where dlib and its models are at hand. Returns
     (on, note): where it is wanted but unavailable, the job runs without it (instead of failing every record) and
-    ``note`` says why, for :func:`print_identity_note` once the job knows it has records to do. Ask before the
-    batch's params are fixed, so that its manifest records whether the metric was computed."""
+    ``note`` says why, for :func:`print_identity_note` once the job knows it has records to do. Asked before the
+    batch's params are fixed (``load=False``: the files are found, not loaded), its manifest records whether the
+    metric is computed."""
     if not wanted:
         return False, None
     from ..metrics.identity import unavailable
 
-    why = unavailable()
+    why = unavailable(load=load)
     return why is None, None if why is None else f"note: no identity distances ({why}); --no-identity hides this note"
 
 

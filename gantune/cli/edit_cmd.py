@@ -182,7 +182,7 @@ def edit_command(
             files += [f"{n}_photo.png" for _, _, n in edit_names(item.name)]
         return files + ([f"{item.name}_sheet.png"] if len(files) > 1 else [])
 
-    identity, identity_note = identity_metric(identity)
+    identity, identity_note = identity_metric(identity, load=False)
     params = {"direction": [[d.name, d.source] for d in dirs], "strength": strengths, "weights": weights,
               "noise": noise, "dtype": value(dtype), "resize": resize, "paste": paste,
               "onto": None if onto is None else str(onto), "identity": identity}
@@ -193,6 +193,8 @@ def edit_command(
                   shard=shard_of(shard), overwrite=overwrite, extra_inputs=[onto] if onto is not None else [])
     batch.prepare()
     cache = GeneratorCache(resolve_device(device), resolve_dtype(value(dtype)))
+    if identity and batch.todo:  # loads dlib's models (a file that is there but unreadable: the metric is skipped)
+        identity, identity_note = identity_metric(True)
     print_identity_note(identity_note, batch.todo)
     texts = None if text is None else TextEditor(text, neutral, beta, clip, styleclip_stats, cache.device)
     if texts is not None and batch.todo:
