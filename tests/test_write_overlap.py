@@ -135,6 +135,16 @@ def _same_files(a, b) -> list[str]:
     return names
 
 
+def _saver_threads(monkeypatch) -> list[int]:
+    """The thread counts of the ImageSavers the commands make, in order."""
+    from gantune.io import runner
+
+    made = []
+    real_init = runner.ImageSaver.__init__
+    monkeypatch.setattr(runner.ImageSaver, "__init__", lambda self, w: made.append(w) or real_init(self, w))
+    return made
+
+
 def _records(tmp_path, capsys):
     gen = tmp_path / "gen"
     _cli(["generate", "--weights", "demo-faces", "--seeds", "1-2", "-o", gen, "--no-grid", "--device", "cpu"], capsys)
@@ -219,11 +229,8 @@ def test_edit_with_saver_threads_writes_the_same_files(tmp_path, monkeypatch, ca
     import numpy as np
 
     from gantune.cli import edit_cmd
-    from gantune.io import runner
 
-    made = []
-    real_init = runner.ImageSaver.__init__
-    monkeypatch.setattr(runner.ImageSaver, "__init__", lambda self, w: made.append(w) or real_init(self, w))
+    made = _saver_threads(monkeypatch)
     np.save(tmp_path / "d.npy", np.random.default_rng(0).standard_normal(128).astype(np.float32))
     args = ["edit", *_records(tmp_path, capsys), "-d", tmp_path / "d.npy", "-s", "-2:2:5", "--no-identity",
             "--device", "cpu", "-o"]
@@ -238,13 +245,16 @@ def test_edit_with_saver_threads_writes_the_same_files(tmp_path, monkeypatch, ca
 
 
 def test_adapt_with_saver_threads_writes_the_same_files(tmp_path, monkeypatch, capsys):
-    """adapt saves its image and comparison in threads on CUDA (forced here on CPU): the same files as in turn."""
+    """adapt saves its image and comparison in threads on CUDA (forced here on CPU): the same files as in turn; on
+    CPU it asks for no threads."""
     from gantune.cli import adapt_cmd
 
+    made = _saver_threads(monkeypatch)
     args = ["adapt", *_records(tmp_path, capsys), "--target", "demo-faces", "--compare", "--no-identity",
             "--device", "cpu", "-o"]
     _cli(args + [tmp_path / "turn"], capsys)
     monkeypatch.setattr(adapt_cmd, "writers_for", lambda dev: 3)
     _cli(args + [tmp_path / "threads"], capsys)
+    assert made == [0, 3]
     assert _same_files(tmp_path / "turn", tmp_path / "threads") == [
         "seed0001.png", "seed0001_compare.png", "seed0002.png", "seed0002_compare.png"]
