@@ -249,6 +249,15 @@ def _describe_generator(G, ginfo: dict, path: Path, fmt: str, out: Console) -> N
     out.print(f"noise:         {'on' if cfg.use_noise else 'off'} ({noise_bufs} stored noise buffers)")
     if cfg.latent_rows:
         out.print(f"latent:        overparameterized, {cfg.latent_rows} x {cfg.z_dim} matrix")
+    out.print(f"c_dim:         {cfg.c_dim}" + (f" (class-conditional: classes 0 to {cfg.c_dim - 1}, embedded to "
+                                                f"{cfg.embed_dim}; give --class)" if cfg.conditional else
+                                                " (unconditional)"))
+    out.print("conv_clamp:    " + ("none" if cfg.conv_clamp is None else f"±{cfg.conv_clamp:g} on every layer's output"))
+    if cfg.num_fp16_res:
+        out.print(f"fp16:          the original runs its top {cfg.num_fp16_res} resolutions in float16 on GPUs; "
+                  "gantune renders float32")
+    if ginfo.get("note"):
+        out.print(f"note:          {ginfo['note']}")
     w_avg = _w_avg_state(ginfo, path, fmt)
     out.print(f"w_avg:         {w_avg}")
     n_params = sum(p.numel() for p in G.parameters())

@@ -33,22 +33,40 @@ def normalize_2nd_moment(x: torch.Tensor, dim: int = -1, eps: float = 1e-8) -> t
 
 
 class MappingNetwork(nn.Module):
-    """z -> w: PixelNorm then ``mapping_layers`` equalized-lr FC layers with leaky ReLU. Tracks ``w_avg``."""
+    """z (and, for a class-conditional generator, the label c) -> w: PixelNorm, then ``mapping_layers``
+    equalized-lr FC layers with leaky ReLU. Tracks ``w_avg``.
+
+    Conditional (stylegan2-ada ``c_dim > 0``): ``embed`` maps c (B, c_dim) linearly to ``embed_dim`` features; z and
+    the embedding are each normalised (2nd moment) and concatenated, so the first FC layer takes z_dim + embed_dim.
+    """
 
     def __init__(self, cfg: GeneratorConfig) -> None:
         super().__init__()
-        self.z_dim, self.w_dim = cfg.z_dim, cfg.w_dim
-        dims = [cfg.z_dim] + [cfg.w_dim] * cfg.mapping_layers
+        self.z_dim, self.w_dim, self.c_dim = cfg.z_dim, cfg.w_dim, cfg.c_dim
+        if cfg.c_dim:
+            self.embed = FullyConnected(cfg.c_dim, cfg.embed_dim)  # lr_mul 1, linear, bias 0 (as NVIDIA's)
+        dims = [cfg.z_dim + cfg.embed_dim] + [cfg.w_dim] * cfg.mapping_layers
         self.fcs = nn.ModuleList(
             FullyConnected(a, b, lr_mul=cfg.mapping_lr_mul, activation=True) for a, b in zip(dims[:-1], dims[1:])
         )
         self.register_buffer("w_avg", torch.zeros(cfg.w_dim))
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        """Maps any (..., z_dim) tensor row by row to (..., w_dim); the overparameterized matrix is just more rows."""
+    def forward(self, z: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
+        """Maps any (..., z_dim) tensor row by row to (..., w_dim); the overparameterized matrix is just more rows.
+        ``c`` (B, c_dim): the class labels of a conditional generator (required there, refused elsewhere)."""
         if z.shape[-1] != self.z_dim:
             raise ValueError(f"z must end in {self.z_dim}, got {tuple(z.shape)}")
         x = normalize_2nd_moment(z.float())
+        if self.c_dim:
+            if c is None:
+                raise ValueError(f"this generator is class-conditional ({self.c_dim} classes): give a class label c")
+            if c.ndim != 2 or c.shape[1] != self.c_dim or c.shape[0] not in (1, z.shape[0]) or z.ndim != 2:
+                raise ValueError(f"c must be (B, {self.c_dim}) for z (B, {self.z_dim}); got {tuple(c.shape)} "
+                                 f"and {tuple(z.shape)}")
+            y = normalize_2nd_moment(self.embed(c.float().to(z.device)))
+            x = torch.cat([x, y.expand(x.shape[0], -1)], dim=1)
+        elif c is not None:
+            raise ValueError("this generator is not class-conditional; give no class label")
         for fc in self.fcs:
             x = fc(x)
         return x
@@ -273,6 +291,7 @@ class Generator(nn.Module):
         self,
         z: torch.Tensor,  # (B, z_dim), or (B, rows, z_dim) for the overparameterized latent
         *,
+        c: torch.Tensor | None = None,  # (B or 1, c_dim) class labels of a conditional generator (see class_label)
         truncation: float = 1.0,  # psi
         truncation_cutoff: int | None = None,  # truncate only the first layers (standard latent only)
         mix_z: torch.Tensor | None = None,  # second latent for style mixing
@@ -283,13 +302,23 @@ class Generator(nn.Module):
         if z.ndim == 3:
             if mix_z is not None or truncation_cutoff is not None:
                 raise ValueError("style mixing and truncation cutoff are defined for the standard latent only")
-            return self.truncate(self.mapping(z), truncation)
-        ws = self.mapping(z)[:, None].repeat(1, self.num_ws, 1)
+            return self.truncate(self.mapping(z, c), truncation)
+        ws = self.mapping(z, c)[:, None].repeat(1, self.num_ws, 1)
         if mix_z is not None:
             if mix_index is None:
                 mix_index = int(torch.randint(1, self.num_ws, (1,), generator=generator))
-            ws[:, mix_index:] = self.mapping(mix_z)[:, None]
+            ws[:, mix_index:] = self.mapping(mix_z, c)[:, None]
         return self.truncate(ws, truncation, truncation_cutoff)
+
+    def class_label(self, index: int, batch: int = 1, *, device=None) -> torch.Tensor:
+        """The one-hot label (batch, c_dim) of class ``index``, as NVIDIA's generate.py builds it."""
+        if not self.cfg.conditional:
+            raise ValueError("this generator is not class-conditional; it takes no class")
+        if not 0 <= int(index) < self.cfg.c_dim:
+            raise ValueError(f"class {index} is out of range: this generator has classes 0 to {self.cfg.c_dim - 1}")
+        c = torch.zeros(batch, self.cfg.c_dim, device=device or self.w_avg.device)
+        c[:, int(index)] = 1.0
+        return c
 
     def sample_z(self, batch: int, *, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
         """Standard normal z (B, z_dim); for the overparameterized generator correlated rows (B, rows, z_dim):
@@ -302,15 +331,20 @@ class Generator(nn.Module):
         return (rows + shared) / 2**0.5
 
     @torch.no_grad()
-    def compute_w_avg(self, n: int = 10_000, *, seed: int = 123, batch: int = 1000) -> torch.Tensor:
-        """Mean of mapped standard-normal z (the projector's w_avg); does not modify the buffer."""
+    def compute_w_avg(self, n: int = 10_000, *, seed: int = 123, batch: int = 1000,
+                      c: torch.Tensor | None = None) -> torch.Tensor:
+        """Mean of mapped standard-normal z (the projector's w_avg); does not modify the buffer. A conditional
+        generator maps with ``c`` (1, c_dim), or with classes drawn uniformly when ``c`` is None."""
         g = torch.Generator(device="cpu").manual_seed(seed)
         acc = torch.zeros(self.cfg.w_dim, dtype=torch.float64)
         done = 0
         while done < n:
             b = min(batch, n - done)
             z = torch.randn(b, self.cfg.z_dim, generator=g).to(self.w_avg.device)
-            acc += self.mapping(z).double().sum(0).cpu()
+            cb = c
+            if self.cfg.conditional and c is None:
+                cb = torch.nn.functional.one_hot(torch.randint(self.cfg.c_dim, (b,), generator=g), self.cfg.c_dim)
+            acc += self.mapping(z, None if cb is None else cb.to(z.device)).double().sum(0).cpu()
             done += b
         return (acc / n).float()
 
@@ -318,12 +352,13 @@ class Generator(nn.Module):
     def forward(
         self,
         z: torch.Tensor,
+        c: torch.Tensor | None = None,
         *,
         truncation: float = 1.0,
         noise_mode: str = "const",
         deltas: Mapping[str, torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        lat = self.map(z, truncation=truncation)
+        lat = self.map(z, c=c, truncation=truncation)
         if self.cfg.overparam:
             return self.synthesis(wmat=lat, deltas=deltas, noise_mode=noise_mode)
         return self.synthesis(lat, deltas=deltas, noise_mode=noise_mode)

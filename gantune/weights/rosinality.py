@@ -238,9 +238,13 @@ def from_rosinality_state_dict(
 
 def to_rosinality_state_dict(G) -> dict[str, torch.Tensor]:
     """The exact inverse of :func:`from_rosinality_state_dict`: a rosinality ``g_ema`` dict in the official order
-    (``w_avg`` goes to the checkpoint's top-level ``latent_avg``, see :func:`save_rosinality`)."""
+    (``w_avg`` goes to the checkpoint's top-level ``latent_avg``, see :func:`save_rosinality`). rosinality's layers
+    do not clamp: a ``conv_clamp`` is dropped, as in the published ADA-to-rosinality conversions."""
     if not G.cfg.use_noise:
         raise WeightsError("a generator without noise inputs has no rosinality equivalent (rosinality always has noise)")
+    if G.cfg.conditional:
+        raise WeightsError(f"a class-conditional generator ({G.cfg.c_dim} classes) has no rosinality equivalent",
+                           hint="keep it as a gantune .safetensors file or the original .pkl")
     return export_state(G.state_dict(), rosinality_rules(G.cfg))
 
 
