@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from .io.record import class_label
 from .methods.result import InversionResult
 
 # method name -> function(images (B,3,H,W) in [-1,1] on CPU, names, **kwargs) -> list[InversionResult]
@@ -76,7 +77,7 @@ def _optimization(method: str):
     """``optim`` (W/W+ projector, ``tune=True`` for PTI) and ``overparam`` (latent-matrix inversion)."""
 
     def run(images, *, weights, device="auto", seed: int = 0, distance=None, tune: bool = False, tune_settings=None,
-            **settings):
+            class_index: int | None = None, **settings):
         from .methods.optim import ProjectorSettings, TuneSettings, project_and_tune
         from .methods.overparam import OverparamSettings, invert_overparam
         from .metrics.lpips import get_lpips
@@ -86,12 +87,13 @@ def _optimization(method: str):
         dev = resolve_device(device)
         G = weights if not isinstance(weights, (str, os.PathLike)) else load_generator(weights, device=dev)[0]
         G = G.eval().to(dev)
+        c = class_label(G.cfg.c_dim, class_index, what="the generator")
         x, names = _to_batch(images, G.cfg.resolution)
         dist = distance or get_lpips("vgg", device=dev)
         if method == "optim":
             ts = tune_settings or (TuneSettings() if tune else None)
             out = project_and_tune(G, x.to(dev), ProjectorSettings(**settings), ts, names=names, distance=dist,
-                                   device=dev, seed=seed)
+                                   device=dev, seed=seed, c=c)
         else:
             out = invert_overparam(G, x.to(dev), OverparamSettings(**settings), names=names, distance=dist,
                                    device=dev, seed=seed)
@@ -107,7 +109,8 @@ API_METHODS["overparam"] = _optimization("overparam")
 def invert(images, method: str = "hyperstyle", **kwargs) -> list[InversionResult]:
     """Invert images (paths, PIL images, or tensors in [-1, 1]) with ``method``. For hyperstyle: ``weights``,
     ``encoder``, ``iters`` (5), ``device``, ``dtype``, ``batch_size``, ``noise``, ``keep_intermediates``, or a ready
-    ``inverter`` (:class:`gantune.methods.hyper.method.HyperStyle`) to skip loading."""
+    ``inverter`` (:class:`gantune.methods.hyper.method.HyperStyle`) to skip loading. For optim with a class-conditional
+    generator: ``class_index`` (each result carries its one-hot label ``c``)."""
     if method not in API_METHODS:
         raise ValueError(f"unknown method {method!r}; available: {', '.join(sorted(API_METHODS))}")
     return API_METHODS[method](images, **kwargs)

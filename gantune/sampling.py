@@ -40,6 +40,7 @@ class Sample:
     image: torch.Tensor  # (3, H, W) in [-1, 1]
     latent: torch.Tensor  # W+ (num_ws, w_dim), or the matrix W (rows, w_dim) for an overparameterized generator
     latent_kind: str  # "w+" or "W"
+    c: torch.Tensor | None = None  # (1, c_dim) class label of a class-conditional generator
 
 
 def seed_z(G: Generator, seed: int) -> torch.Tensor:
@@ -57,14 +58,15 @@ def generate(
     noise_mode: str = "const",  # const / random / none
     batch_size: int = 4,  # images per forward pass
     device: torch.device | str = "cpu",
+    c: torch.Tensor | None = None,  # (1, c_dim) class label for a class-conditional generator
 ) -> Iterator[Sample]:
     for i in range(0, len(seeds), batch_size):
         chunk = seeds[i : i + batch_size]
         z = torch.cat([seed_z(G, s) for s in chunk]).to(device)
-        lat = G.map(z, truncation=truncation)
+        lat = G.map(z, c=None if c is None else c.to(device), truncation=truncation)
         if G.cfg.overparam:
             imgs, kind = G.synthesis(wmat=lat, noise_mode=noise_mode), "W"
         else:
             imgs, kind = G.synthesis(lat, noise_mode=noise_mode), "w+"
         for s, img, l in zip(chunk, imgs, lat):
-            yield Sample(seed=s, image=img.cpu(), latent=l.cpu(), latent_kind=kind)
+            yield Sample(seed=s, image=img.cpu(), latent=l.cpu(), latent_kind=kind, c=c)

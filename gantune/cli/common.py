@@ -52,6 +52,7 @@ ChannelsLastOpt = Annotated[Optional[bool], typer.Option("--channels-last/--no-c
 WeightsOpt = Annotated[Optional[str], typer.Option("--weights", "-w", help="The checkpoint to use: a registry name (gantune weights list), a path (.pt, .pkl, .safetensors) or a URL. The default is in the command's help.", show_default=False)]
 OutDirOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder (created if missing).")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed.")]
+ClassOpt = Annotated[Optional[int], typer.Option("--class", min=0, help="Class-conditional generators (stylegan2-ada c_dim > 0): the class index K (one-hot label); stored in each record. Refused for unconditional generators.", show_default=False)]
 BatchOpt = Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Images per batch.")]
 NoiseOpt = Annotated[Optional[Noise], typer.Option("--noise", help="Noise inputs: const (the generator's stored maps, reproducible), random or none; edit and adapt default to the record's own.", show_default=False)]
 ShardOpt = Annotated[Optional[str], typer.Option("--shard", help="Process only shard i of n (i/n, 0-based); default from torchrun's RANK/WORLD_SIZE.", show_default=False)]

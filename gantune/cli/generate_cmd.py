@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from .common import (BatchOpt, ChannelsLastOpt, DeviceOpt, DtypeOpt, Noise, NoiseOpt, OverwriteOpt, ShardOpt,
+from ..io.record import class_label
+from .common import (BatchOpt, ChannelsLastOpt, ClassOpt, DeviceOpt, DtypeOpt, Noise, NoiseOpt, OverwriteOpt, ShardOpt,
                      WeightsOpt, console, exit_with, OutDirOpt, run_batch, shard_of, value,
                      writers_for)
 from .validate import finite
@@ -27,6 +28,7 @@ def generate_command(
     channels_last: ChannelsLastOpt = None,
     grid: Annotated[bool, typer.Option("--grid/--no-grid", help="Also write grid.png with the samples of this run (at most 64).")] = True,
     shard: ShardOpt = None,
+    class_index: ClassOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Sample images by seed. Writes seedNNNN.png and seedNNNN.safetensors (the latent, as an inversion record
@@ -45,7 +47,8 @@ def generate_command(
     items = [Item(name=f"seed{s:04d}", label=f"seed {s}", data=s) for s in seed_list]
     seed_of = {it.name: s for it, s in zip(items, seed_list)}
     batch = Batch("generate", items, out, params={"weights": weights, "truncation": truncation, "noise": noise,
-                                                  "dtype": dtype},
+                                                  "dtype": dtype,
+                                                  **({"class": class_index} if class_index is not None else {})},
                   planned=lambda it: [f"{it.name}.png", f"{it.name}.safetensors"], shard=shard_of(shard),
                   overwrite=overwrite)
     if not batch.prepare():
@@ -56,6 +59,7 @@ def generate_command(
     dev = resolve_device(device)
     G, info = load_generator(weights, device=dev)
     G.eval().set_precision(resolve_dtype(dtype), channels_last=channels_last)
+    c = class_label(G.cfg.c_dim, class_index, what=f"{info.get('name') or weights}")
     console.print(f"{info.get('name') or weights}: {G.cfg.describe()} on {dev}")
     gen_meta = {"spec": weights, "name": info.get("name"), "sha256": info.get("sha256"), "config": G.cfg.to_dict()}
     thumbs = {}  # item name -> thumbnail, for the grid (writes may run in threads, finishing in any order)
@@ -63,13 +67,14 @@ def generate_command(
 
     def process(chunk):
         return list(generate(G, [seed_of[it.name] for it in chunk], truncation=truncation, noise_mode=noise,
-                             batch_size=len(chunk), device=dev))
+                             batch_size=len(chunk), device=dev, c=c))
 
     def write(item, sample, outs) -> None:
         img = tensor_to_pil(sample.image)
         record = InversionRecord(latent=sample.latent, latent_kind=sample.latent_kind, method="generate",
                                  meta={"seed": sample.seed, "truncation": truncation, "noise_mode": noise,
-                                       "generator": gen_meta})
+                                       "generator": gen_meta, **({"class": class_index} if c is not None else {})},
+                                 c=sample.c)
         outs.image("image", f"{item.name}.png", img)
         record.save(outs.path("record", f"{item.name}.safetensors"))
         if grid and item.name in grid_names:

@@ -16,7 +16,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import (AlignOpt, BatchOpt, DeviceOpt, DtypeOpt, Fit, FitOpt, InputsArg, IntermediateOpt, Noise, NoiseOpt,
+from .common import (AlignOpt, BatchOpt, ClassOpt, DeviceOpt, DtypeOpt, Fit, FitOpt, InputsArg, IntermediateOpt, Noise, NoiseOpt,
                      OverwriteOpt, ResizeOpt, ShardOpt, WeightsOpt, console, exit_with, input_items, OutDirOpt,
                      run_batch, shard_of, value, writers_for)
 
@@ -58,7 +58,8 @@ CompileOpt = Annotated[bool, typer.Option("--compile", help="HyperStyle on CUDA:
 
 def run_invert(inputs: list[str], out: Path, setup: Callable[[], object], *, params: dict, batch_size: int,
                shard: str | None, overwrite: bool, resize: int | None, save_intermediate: bool, align: bool,
-               fit: str, fp16_deltas: bool = False, gif: bool = False, device: str = "auto") -> int:
+               fit: str, fp16_deltas: bool = False, gif: bool = False, device: str = "auto",
+               class_index: int | None = None) -> int:
     """The body of every invert command: plan and check the outputs, skip what is done, then load the method
     (``setup()`` -> MethodRun) and run the batch. Returns the exit code."""
     import torch
@@ -70,7 +71,7 @@ def run_invert(inputs: list[str], out: Path, setup: Callable[[], object], *, par
     job = InvertJob(resize=resize, save_intermediate=save_intermediate,
                     delta_dtype=torch.float16 if fp16_deltas else torch.float32, fit=fit, gif=gif)
     params = {**params, "resize": resize, "align": align, "fit": None if align else fit, "fp16_deltas": fp16_deltas,
-              "save_intermediate": save_intermediate}
+              "save_intermediate": save_intermediate, **({"class": class_index} if class_index is not None else {})}
     batch = Batch("invert", input_items(inputs, suffixes=IMAGE_SUFFIXES), out, params=params, planned=job.planned,
                   shard=shard_of(shard), overwrite=overwrite)
     if not batch.prepare() and not batch.missing:
@@ -78,7 +79,7 @@ def run_invert(inputs: list[str], out: Path, setup: Callable[[], object], *, par
                       f"manifest: {batch.manifest_path}")
         return 0
     if batch.todo:
-        job.method = setup()
+        job.use(setup(), class_index)
     if align and batch.todo:
         from ..align import FaceAligner
 
@@ -137,6 +138,7 @@ def invert_command(
     fit: FitOpt = Fit.crop,
     fp16_deltas: HalfDeltasOpt = False,
     compile: CompileOpt = False,
+    class_index: ClassOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Invert photos into the generator. Per image: OUT/<stem>.png, OUT/<stem>.safetensors (record for `gantune edit`
@@ -156,12 +158,13 @@ def invert_command(
     _check_compile_device(compile, device)
     kv = parse_params(param)
     opts = InvertOptions(weights=weights, encoder=encoder, iters=iters, device=device, dtype=dtype, noise=noise,
-                         batch_size=batch_size, save_intermediate=save_intermediate, params=kv, compile=compile)
+                         batch_size=batch_size, save_intermediate=save_intermediate, params=kv, compile=compile,
+                         class_index=class_index)
     exit_with(run_invert(inputs, out, lambda: INVERT_METHODS[method](opts),
                          params=_params(method, weights, encoder, iters, kv, dtype, noise),
                          batch_size=batch_size, shard=shard, overwrite=overwrite, resize=resize,
                          save_intermediate=save_intermediate, align=align, fit=value(fit), fp16_deltas=fp16_deltas,
-                         device=device))
+                         device=device, class_index=class_index))
 
 
 def invert_hyper_command(

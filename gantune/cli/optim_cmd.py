@@ -17,7 +17,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import (AlignOpt, BatchOpt, DeviceOpt, Fit, FitOpt, InputsArg, IntermediateOpt, Loss, Noise, NoiseOpt,
+from ..io.record import class_label
+from .common import (AlignOpt, BatchOpt, ClassOpt, DeviceOpt, Fit, FitOpt, InputsArg, IntermediateOpt, Loss, Noise, NoiseOpt,
                      OverwriteOpt,
                      ResizeOpt, SeedOpt, ShardOpt, WeightsOpt, exit_with, OutDirOpt, value)
 from .validate import finite
@@ -81,6 +82,7 @@ class OptimMethod:
     tune_settings: object = None  # TuneSettings for PTI, or None
     device: object = "cpu"  # torch.device
     seed: int = 0  # base seed; each image's seed is derived from it and the image name
+    c: object = None  # (1, c_dim) class label of a class-conditional generator, or None
     progress_every: int = 0  # keep a frame every K steps (0 = none)
     info: dict = dataclasses.field(default_factory=dict)  # generator provenance
     _nets: tuple | None = dataclasses.field(default=None, repr=False)  # (main distance, tuning distance), once built
@@ -106,7 +108,7 @@ class OptimMethod:
         dist, tdist = self.distances()
         if self.method == "optim":
             out = project_and_tune(self.G, images, self.settings, self.tune_settings, names=list(names), distance=dist,
-                                   tune_distance=tdist, device=self.device, seed=seeds, callback=frames)
+                                   tune_distance=tdist, device=self.device, seed=seeds, callback=frames, c=self.c)
         else:
             out = invert_overparam(self.G, images, self.settings, names=list(names), distance=dist, device=self.device,
                                    seed=seeds, callback=frames)
@@ -218,18 +220,20 @@ def _setup(method: str, opts):
     if not opts.weights:
         raise InputError(f"--method {method} needs the generator", "give --weights (e.g. ffhq-1024 or a .pt/.pkl path)")
     return build_method(method, opts.weights, settings, tune_settings, device=resolve_device(opts.device), seed=seed,
-                        progress_every=every if opts.save_intermediate else 0, run_cls=MethodRun)
+                        progress_every=every if opts.save_intermediate else 0, run_cls=MethodRun,
+                        class_index=opts.class_index)
 
 
 def build_method(method, weights, settings, tune_settings=None, *, device, seed=0, progress_every=0,
-                 run_cls=None):
+                 run_cls=None, class_index: int | None = None):
     """Load the generator and every network the run needs (so a missing LPIPS backbone fails now, before any image)
     and wrap them as a ``MethodRun``."""
     from ..methods.pipeline import MethodRun
 
     G, info = _load_generator(weights, device)
+    c = class_label(G.cfg.c_dim, class_index, what="the generator")
     m = OptimMethod(G=G, method=method, settings=settings, tune_settings=tune_settings, device=device, seed=seed,
-                    progress_every=progress_every, info=info)
+                    progress_every=progress_every, info=info, c=c)
     m.distances()
     if method == "optim":
         desc = f"projector: {settings.space}, {settings.num_steps} steps"
@@ -256,7 +260,7 @@ GifOpt = Annotated[bool, typer.Option("--gif", help="With --save-intermediate: a
 
 
 def _run(method, inputs, out, settings, tune_settings, *, weights, device, seed, batch_size, shard, resize, align,
-         fit, save_intermediate, every, gif, overwrite) -> int:
+         fit, save_intermediate, every, gif, overwrite, class_index=None) -> int:
     from ..runtime import resolve_device
     from .invert_cmd import run_invert
 
@@ -266,10 +270,11 @@ def _run(method, inputs, out, settings, tune_settings, *, weights, device, seed,
 
     def setup():
         return build_method(method, weights, settings, tune_settings, device=resolve_device(device), seed=seed,
-                            progress_every=every if save_intermediate else 0)
+                            progress_every=every if save_intermediate else 0, class_index=class_index)
 
     return run_invert(inputs, Path(out), setup, params=params, batch_size=batch_size, shard=shard, overwrite=overwrite,
-                      resize=resize, save_intermediate=save_intermediate, align=align, fit=fit, gif=gif, device=device)
+                      resize=resize, save_intermediate=save_intermediate, align=align, fit=fit, gif=gif, device=device,
+                      class_index=class_index)
 
 
 def invert_optim_command(
@@ -309,6 +314,7 @@ def invert_optim_command(
     resize: ResizeOpt = None,
     align: AlignOpt = False,
     fit: FitOpt = Fit.crop,
+    class_index: ClassOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """StyleGAN2 projector (W or W+), optionally followed by pivotal tuning. Per image: OUT/<stem>.png,
@@ -328,7 +334,8 @@ def invert_optim_command(
                                  rank=tune_rank, locality=tune_locality) if tune else None
     exit_with(_run("optim", inputs, out, settings, tune_settings, weights=weights, device=device, seed=seed,
                   batch_size=batch_size, shard=shard, resize=resize, align=align, fit=value(fit),
-                  save_intermediate=save_intermediate, every=every, gif=gif, overwrite=overwrite))
+                  save_intermediate=save_intermediate, every=every, gif=gif, overwrite=overwrite,
+                  class_index=class_index))
 
 
 def invert_overparam_command(

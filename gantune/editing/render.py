@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torch.func import functional_call
 
-from ..io.record import InversionRecord, RecordError
+from ..io.record import InversionRecord, RecordError, check_record_class
 
 
 def load_record(rec) -> InversionRecord:
@@ -54,6 +54,7 @@ def record_noise_mode(record: InversionRecord) -> str:
 def record_latent(G, record: InversionRecord) -> torch.Tensor:
     """The record's latent with a batch axis, checked against ``G``: (1, num_ws, w_dim) for w / w+ (w repeated),
     (1, rows, w_dim) for W, (1, num_ws, rows, w_dim) for W+."""
+    check_record_class(record, G.cfg.c_dim)
     lat = record.latent.float()
     kind, n, wd = record.latent_kind, G.num_ws, G.cfg.w_dim
     if lat.shape[-1] != wd:

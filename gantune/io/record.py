@@ -9,6 +9,7 @@ One safetensors file per image. Tensors:
   exact compact form (see :class:`SharedOffsets`): Δ = (h @ w1 + T·b1) read as (out, in, k, k), where h (in, z) is the
   sum over the T passes of the block's hidden code and w1, b1 are the hypernetwork's shared output layer (once per
   record). 6 MB for the six 512×512 layers of a 1024 px model instead of 57 MB of full offsets;
+* ``c``: the class label (1, c_dim) of a record made with a class-conditional generator (one-hot for ``--class K``);
 * ``tuned.<param>``: PTI generator-weight differences θ̂ − θ (fp16), or ``tuned.<param>.u`` / ``.v`` low-rank
   factors (the difference is u @ v reshaped to the parameter's shape).
 
@@ -109,8 +110,11 @@ class InversionRecord:
     tuned: dict[str, torch.Tensor] = field(default_factory=dict)  # raw tensors as stored ("<param>" or "<param>.u/.v")
     meta: dict = field(default_factory=dict)  # everything else: params, generator, source, align transform, timings
     shared: SharedOffsets | None = None  # offsets of HyperStyle's shared refinement blocks, compact and exact
+    c: torch.Tensor | None = None  # (1, c_dim) class label for a class-conditional generator
 
     def __post_init__(self) -> None:
+        if self.c is not None and (self.c.ndim != 2 or self.c.shape[0] != 1 or not self.c.is_floating_point()):
+            raise RecordError(f"the class label c must be a (1, c_dim) float tensor, got {tuple(self.c.shape)}")
         if self.latent_kind not in LATENT_KINDS:
             raise RecordError(f"latent kind must be one of {LATENT_KINDS}, got {self.latent_kind!r}")
         want_ndim = {"w": 2, "w+": 2, "W": 2, "W+": 3}[self.latent_kind]
@@ -166,6 +170,8 @@ class InversionRecord:
     # --- files --------------------------------------------------------------------------------------------------
     def to_tensors(self) -> dict[str, torch.Tensor]:
         t = {"latent": self.latent.contiguous()}
+        if self.c is not None:
+            t["c"] = self.c.float().contiguous()
         t.update({f"delta.{k}": v.contiguous() for k, v in self.deltas.items()})
         t.update({f"tuned.{k}": v.contiguous() for k, v in self.tuned.items()})
         if self.shared is not None:
@@ -229,7 +235,7 @@ class InversionRecord:
                 tuned[k[len("tuned.") :]] = v
             elif k.startswith("shared.h."):
                 shared_h[k[len("shared.h.") :]] = v
-            elif k not in ("latent", "shared.w1", "shared.b1"):
+            elif k not in ("latent", "c", "shared.w1", "shared.b1"):
                 raise RecordError(f"{p}: unexpected tensor {k!r} in record")
         method = header.pop("method", "unknown")
         kind = header.pop("latent_kind", None)
@@ -249,6 +255,33 @@ class InversionRecord:
                 raise RecordError(f"{p}: malformed {SHARED_META_KEY} metadata ({e})") from None
         try:
             return cls(latent=tensors["latent"], latent_kind=kind, method=method, deltas=deltas, tuned=tuned,
-                       meta=header, shared=shared)
+                       meta=header, shared=shared, c=tensors.get("c"))
         except RecordError as e:
             raise RecordError(f"{p}: {e}") from None
+
+
+def class_label(c_dim: int, index: int | None, *, what: str = "this generator") -> torch.Tensor | None:
+    """The one-hot class label (1, c_dim) for ``--class index``, or None for an unconditional generator; a missing,
+    needless or out-of-range class is a one-line :class:`RecordError`."""
+    if not c_dim:
+        if index is not None:
+            raise RecordError(f"--class {index}: {what} is not class-conditional", "drop --class")
+        return None
+    if index is None:
+        raise RecordError(f"{what} is class-conditional ({c_dim} classes)", f"give --class K with K from 0 to {c_dim - 1}")
+    if not 0 <= int(index) < c_dim:
+        raise RecordError(f"--class {index} is out of range: {what} has classes 0 to {c_dim - 1}")
+    c = torch.zeros(1, c_dim)
+    c[0, int(index)] = 1.0
+    return c
+
+
+def check_record_class(record: InversionRecord, c_dim: int) -> None:
+    """A record fits a generator's conditioning: a class label of the right width for a conditional generator, none
+    for an unconditional one."""
+    if c_dim and record.c is None:
+        raise RecordError(f"the record has no class label, but the generator is class-conditional ({c_dim} classes)",
+                          "invert the image again with --class K")
+    if record.c is not None and record.c.shape[1] != c_dim:
+        raise RecordError(f"the record's class label has {record.c.shape[1]} entries; the generator takes "
+                          f"{c_dim or 'none (it is unconditional)'}", "render it with the generator it was made with")

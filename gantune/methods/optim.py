@@ -137,8 +137,10 @@ class TuneSettings:
 
 # --- helpers shared with overparam.py ------------------------------------------------------------------------------
 @torch.no_grad()
-def latent_stats(G, n: int = 10_000, *, seed: int = 123, batch: int = 1000) -> tuple[torch.Tensor, float]:
-    """Mean w (w_dim,) and the RMS distance of samples from it (a scalar, the projector's ``w_std``)."""
+def latent_stats(G, n: int = 10_000, *, seed: int = 123, batch: int = 1000,
+                 c: torch.Tensor | None = None) -> tuple[torch.Tensor, float]:
+    """Mean w (w_dim,) and the RMS distance of samples from it (a scalar, the projector's ``w_std``); for a
+    class-conditional generator, of the samples of class label ``c`` (1, c_dim)."""
     g = torch.Generator(device="cpu").manual_seed(seed)
     dev = G.w_avg.device
     chunks = []
@@ -146,7 +148,7 @@ def latent_stats(G, n: int = 10_000, *, seed: int = 123, batch: int = 1000) -> t
     while done < n:
         b = min(batch, n - done)
         z = torch.randn(b, G.cfg.z_dim, generator=g).to(dev)
-        chunks.append(G.mapping(z).double().cpu())
+        chunks.append(G.mapping(z, None if c is None else c.to(dev)).double().cpu())
         done += b
     w = torch.cat(chunks)
     mean = w.mean(0)
@@ -262,6 +264,7 @@ def _results_from_records(G, records, targets, names, distance, *, seconds, step
                 tuned=dict(rec.tuned),
                 meta={"params": copy.deepcopy(params), "metrics": metrics, "noise_mode": noise_mode},
                 timings={"seconds": seconds[i]},
+                c=rec.c,
             )
         )
     return out
@@ -294,6 +297,7 @@ def project(
     device=None,  # default: the generator's device
     seed: int | list[int] = 0,  # latent noise and noise-map start; a list gives each image its own (batch-independent)
     callback: ProgressFn | None = None,
+    c: torch.Tensor | None = None,  # (1, c_dim) class label of a class-conditional generator (start point, w std)
     **overrides,  # any ProjectorSettings field
 ) -> OptimOutput:
     s = dataclasses.replace(settings or ProjectorSettings(), **overrides)
@@ -305,7 +309,7 @@ def project(
     G = G.eval().requires_grad_(False)
     t_start = time.perf_counter()
 
-    w_avg, w_std = latent_stats(G, s.w_avg_samples, seed=s.w_avg_seed)
+    w_avg, w_std = latent_stats(G, s.w_avg_samples, seed=s.w_avg_seed, c=c)
     seeds = _seeds(seed, B)
     gens = [torch.Generator(device="cpu").manual_seed(sd) for sd in seeds]
 
@@ -354,7 +358,7 @@ def project(
         lat = w_opt[i].detach().float().cpu()
         lat = lat[None] if s.space == "w" else lat
         tuned = {f"{p}.noise_const": (maps[p][i, 0].detach() - base[p + ".noise_const"]).half().cpu() for p in maps}
-        records.append(InversionRecord(latent=lat, latent_kind=s.space, method="optim", tuned=tuned, meta={}))
+        records.append(InversionRecord(latent=lat, latent_kind=s.space, method="optim", tuned=tuned, meta={}, c=c))
     seconds = (time.perf_counter() - t_start) / B
     results = _results_from_records(
         G, records, targets, names, distance, seconds=[seconds] * B, steps=[s.num_steps] * B, method="optim",
@@ -383,6 +387,7 @@ def tune(
     seed: int = 0,  # locality-regulariser samples
     index: int = 0,  # position of this image in its batch (reported to the callback)
     callback: ProgressFn | None = None,
+    c: torch.Tensor | None = None,  # (1, c_dim) class label of a class-conditional generator (locality samples)
     **overrides,  # any TuneSettings field
 ) -> tuple[InversionResult, list[float]]:
     """PTI for one image: returns the pivot's result with tuned weights added (and re-rendered), and the loss curve.
@@ -437,7 +442,7 @@ def tune(
         if s.locality and pivot_w is not None:
             z = torch.randn(1, G.cfg.z_dim, generator=gen).to(device)
             with torch.no_grad():
-                w_rand = G.truncate(G.mapping(z), s.locality_psi)
+                w_rand = G.truncate(G.mapping(z, None if c is None else c.to(device)), s.locality_psi)
                 if pivot_w.ndim == 3:
                     w_rand = w_rand[:, None].expand_as(pivot_w)
                 direction = w_rand - pivot_w
@@ -463,7 +468,8 @@ def tune(
             continue
         for suffix, t in compact_difference(diff, s.rank).items():
             tuned[name + suffix] = t.cpu()
-    rec = InversionRecord(latent=pivot_rec.latent, latent_kind=pivot_rec.latent_kind, method="optim", tuned=tuned)
+    rec = InversionRecord(latent=pivot_rec.latent, latent_kind=pivot_rec.latent_kind, method="optim", tuned=tuned,
+                          c=pivot_rec.c)
     seconds = time.perf_counter() - t_start
     tune_params = {**dataclasses.asdict(s), "stop_at": stop_at, "seed": seed}
     params_meta = {**pivot.meta.get("params", {}), "tune": tune_params}
@@ -497,9 +503,12 @@ def project_and_tune(
     device=None,
     seed: int | list[int] = 0,  # one per image, or a base (image i gets seed + i)
     callback: ProgressFn | None = None,
+    c: torch.Tensor | None = None,  # (1, c_dim) class label of a class-conditional generator
 ) -> OptimOutput:
-    """The projector on the whole batch, then (with ``tune_settings``) PTI image by image from each pivot."""
-    out = project(G, targets, settings, names=names, distance=distance, device=device, seed=seed, callback=callback)
+    """The projector on the whole batch, then (with ``tune_settings``) PTI image by image from each pivot. Results
+    carry the class label ``c``."""
+    out = project(G, targets, settings, names=names, distance=distance, device=device, seed=seed, callback=callback,
+                  c=c)
     if tune_settings is None:
         return out
     device = torch.device(device) if device is not None else G.w_avg.device
@@ -510,7 +519,7 @@ def project_and_tune(
     for i, pivot in enumerate(out.results):
         res, curve = tune(
             G, targets[i : i + 1].to(device), pivot, tune_settings, distance=tune_distance, metric=metric,
-            device=device, seed=seeds[i], index=i, callback=callback,
+            device=device, seed=seeds[i], index=i, callback=callback, c=c,
         )
         results.append(res)
         curves.append(curve)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from .. import progress
+from ..errors import InputError
 from ..io.record import InversionRecord
 from ..metrics.l2 import l2_distance
 from .optim import (
@@ -87,6 +88,9 @@ def invert_overparam(
 ) -> OptimOutput:
     s = dataclasses.replace(settings or OverparamSettings(), **overrides)
     device = torch.device(device) if device is not None else G.w_avg.device
+    if G.cfg.conditional:
+        raise InputError(f"overparameterized inversion of a class-conditional generator ({G.cfg.c_dim} classes) is "
+                         "not supported", "use --method optim with --class K")
     targets = _check_targets(G, targets).to(device)
     B = targets.shape[0]
     names = _names(names, B)

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..io.record import class_label
 from .result import InversionResult
 
 InvertBatch = Callable[[torch.Tensor, list[str]], list[InversionResult]]
@@ -45,6 +46,7 @@ class InvertOptions:
     save_intermediate: bool = False  # keep every iteration's image
     params: dict = field(default_factory=dict)  # method-specific KEY=VALUE options (strings)
     compile: bool = False  # torch.compile the synthesis (hyperstyle on CUDA; runtime.compile_synthesis)
+    class_index: int | None = None  # class of a class-conditional generator (the record stores its one-hot label)
 
 
 @dataclass
@@ -94,6 +96,13 @@ class InvertJob:
         self.method: MethodRun | None = None  # set once the model is loaded (after the runner's checks)
         self.resize, self.save_intermediate, self.delta_dtype = resize, save_intermediate, delta_dtype
         self.aligner, self.fit, self.gif = aligner, fit, gif
+        self.c: torch.Tensor | None = None  # the class label every record gets (see use)
+
+    def use(self, method: MethodRun, class_index: int | None) -> None:
+        """Run ``method``; ``class_index`` is checked against its generator (conditional or not, in range)."""
+        c_dim = int(((method.record_meta.get("generator") or {}).get("config") or {}).get("c_dim", 0))
+        self.c = class_label(c_dim, class_index, what="the generator")
+        self.method = method
 
     @staticmethod
     def planned(item) -> list[str]:
@@ -133,6 +142,8 @@ class InvertJob:
             meta[RECORD_META_KEY] = item.info["align"]
         if "fit" in item.info:
             meta["fit"] = item.info["fit"]
+        if self.c is not None:
+            res.c = self.c
         record = res.to_record(delta_dtype=self.delta_dtype, extra_meta=meta)
         outs.image("image", f"{item.name}.png", img)
         record.save(outs.path("record", f"{item.name}.safetensors"))

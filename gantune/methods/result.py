@@ -30,6 +30,7 @@ class InversionResult:
     meta: dict = field(default_factory=dict)  # method parameters and anything else that goes into the record
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage for this image (batch time shared)
     shared: SharedOffsets | None = None  # offsets of the shared refinement blocks, compact (per layer (in, z) codes)
+    c: torch.Tensor | None = None  # (1, c_dim) class label the image was inverted with (class-conditional generators)
 
     def to_record(self, *, delta_dtype: torch.dtype = torch.float32, extra_meta: dict | None = None) -> InversionRecord:
         """The on-disk record: offsets as stored (out, in) or (out, in, k, k) tensors in ``delta_dtype``; shared
@@ -51,6 +52,7 @@ class InversionResult:
             tuned={k: v.detach().cpu() for k, v in self.tuned.items()},
             meta=meta,
             shared=shared.to(delta_dtype) if shared is not None else None,
+            c=None if self.c is None else self.c.detach().to("cpu", torch.float32),
         )
 
 

@@ -308,7 +308,9 @@ def describe_unknown(path: Path) -> str:
         return f"{path.name} is a damaged or truncated zip file (a PyTorch checkpoint whose end is missing?)"
     kind = _peek_plain_pickle(path) if not is_zip else "zip"
     if kind == "tf-pkl":
-        return f"{path.name} is an old TensorFlow StyleGAN2 pickle (dnnlib.tflib), which needs TensorFlow to read"
+        return (f"{path.name} is a TensorFlow StyleGAN2 / StyleGAN2-ADA pickle (dnnlib.tflib), which gantune does not "
+                "read; convert it with stylegan2-ada-pytorch's legacy.py (python legacy.py --source=FILE.pkl "
+                "--dest=converted.pkl) and give gantune the converted file")
     if kind in ("zip", "legacy-torch"):
         try:
             top = skeleton(path)
