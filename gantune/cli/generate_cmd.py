@@ -7,7 +7,6 @@ from typing import Annotated
 
 import typer
 
-from ..io.record import class_label
 from .common import (BatchOpt, ChannelsLastOpt, ClassOpt, DeviceOpt, DtypeOpt, Noise, NoiseOpt, OverwriteOpt, ShardOpt,
                      WeightsOpt, console, exit_with, OutDirOpt, run_batch, shard_of, value,
                      writers_for)
@@ -37,6 +36,7 @@ def generate_command(
     Example: gantune generate --weights ffhq-1024 --seeds 0-7 --truncation 0.7 -o samples/
     """
     from ..io import InversionRecord, image_grid, save_image, tensor_to_pil
+    from ..io.record import class_label
     from ..io.runner import Batch, Item
     from ..runtime import resolve_device, resolve_dtype
     from ..sampling import generate, parse_seeds

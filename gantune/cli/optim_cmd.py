@@ -17,7 +17,6 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..io.record import class_label
 from .common import (AlignOpt, BatchOpt, ClassOpt, DeviceOpt, Fit, FitOpt, InputsArg, IntermediateOpt, Loss, Noise, NoiseOpt,
                      OverwriteOpt,
                      ResizeOpt, SeedOpt, ShardOpt, WeightsOpt, exit_with, OutDirOpt, value)
@@ -229,6 +228,8 @@ def build_method(method, weights, settings, tune_settings=None, *, device, seed=
     """Load the generator and every network the run needs (so a missing LPIPS backbone fails now, before any image)
     and wrap them as a ``MethodRun``."""
     from ..methods.pipeline import MethodRun
+
+    from ..io.record import class_label
 
     G, info = _load_generator(weights, device)
     c = class_label(G.cfg.c_dim, class_index, what="the generator")

@@ -24,6 +24,18 @@ def load_record(rec) -> InversionRecord:
     raise TypeError(f"expected a record, a record path or an InversionResult, got {type(rec).__name__}")
 
 
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".pkl", ".safetensors", ".ckpt")
+
+
+def record_path_is_usable(spec: str) -> bool:
+    """A generator named by a record (an untrusted file) is opened only if it is a registry name (no path
+    separator, no suffix) or a regular file with a checkpoint suffix: never /etc/passwd, a FIFO or a device."""
+    p = Path(spec)
+    if "/" not in spec and "\\" not in spec and not p.suffix:
+        return True
+    return p.suffix.lower() in CHECKPOINT_SUFFIXES and p.is_file()
+
+
 def record_generator_spec(record: InversionRecord) -> str | None:
     """The generator the record was made with (registry name or local path), as written by ``invert``; None when
     the record names none.
@@ -38,8 +50,13 @@ def record_generator_spec(record: InversionRecord) -> str | None:
         return None
     named = [v for v in (gen.get("spec"), gen.get("name"), gen.get("path")) if isinstance(v, str) and v.strip()]
     local = [v for v in named if not is_url(v) and "://" not in v]
+    usable = [v for v in local if record_path_is_usable(v)]
+    if usable:
+        return usable[0]
     if local:
-        return local[0]
+        raise InputError(f"the record names its generator as {local[0][:120]!r}, which is not a registry name or a "
+                         f"checkpoint file ({', '.join(CHECKPOINT_SUFFIXES)}); it was not opened",
+                         "pass the generator yourself with --weights")
     if named:
         raise InputError(f"the record names its generator only by URL ({named[0][:120]}); a URL from a record is "
                          "never fetched", "pass the generator yourself with --weights (a registry name, path or URL)")

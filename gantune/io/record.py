@@ -31,8 +31,14 @@ from ..errors import GantuneError
 from .atomic import atomic_path
 
 FORMAT_VERSION = 1
+MAX_META_BYTES = 4 << 20  # a record's metadata is a few kB; anything near this is not a record gantune wrote
+MAX_META_DEPTH = 32
 LATENT_KINDS = ("w", "w+", "W", "W+")
 SHARED_META_KEY = "shared_offsets"
+# metadata keys gantune reads back, and the JSON type each must have (other keys are kept as they are)
+META_TYPES = {"format_version": int, "method": str, "latent_kind": str, "generator": dict, "params": dict,
+              "source": dict, "metrics": dict, "timings": dict, "noise_mode": str, "seed": int, "delta_taps": dict,
+              "align": dict, "fit": dict, SHARED_META_KEY: dict, "class": int}
 
 
 class RecordError(GantuneError, ValueError):
@@ -91,6 +97,63 @@ class SharedOffsets:
 
         return SharedOffsets({k: conv(v) for k, v in self.h.items()}, conv(self.w1), conv(self.b1),
                              int(self.count), int(self.kernel))
+
+
+def _json_depth(obj) -> int:
+    """Nesting depth of parsed JSON, without recursion."""
+    deepest, stack = 0, [(obj, 1)]
+    while stack:
+        o, d = stack.pop()
+        deepest = max(deepest, d)
+        if isinstance(o, dict):
+            stack.extend((v, d + 1) for v in o.values())
+        elif isinstance(o, list):
+            stack.extend((v, d + 1) for v in o)
+    return deepest
+
+
+def parse_record_meta(p, text: str) -> dict:
+    """A record's ``gantune`` metadata, checked once where records are read: a JSON object of bounded size and
+    depth whose known keys (:data:`META_TYPES`) have the right types. Anything else is a one-line RecordError."""
+    if len(text) > MAX_META_BYTES:
+        raise RecordError(f"{p}: record metadata of {len(text):,} characters (at most {MAX_META_BYTES:,})",
+                          "this is not a record gantune wrote")
+    if text.count("[") + text.count("{") > 2 * MAX_META_DEPTH and _bracket_depth(text) > MAX_META_DEPTH:
+        raise RecordError(f"{p}: record metadata nested deeper than {MAX_META_DEPTH} levels",
+                          "this is not a record gantune wrote")
+    try:
+        header = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as e:
+        raise RecordError(f"{p}: corrupt record metadata ({str(e)[:120]})") from None
+    if not isinstance(header, dict):
+        raise RecordError(f"{p}: record metadata is a JSON {type(header).__name__}, not an object",
+                          "this is not a record gantune wrote")
+    if _json_depth(header) > MAX_META_DEPTH:
+        raise RecordError(f"{p}: record metadata nested deeper than {MAX_META_DEPTH} levels")
+    for key, kind in META_TYPES.items():
+        v = header.get(key)
+        if v is not None and (not isinstance(v, kind) or (kind is int and isinstance(v, bool))):
+            raise RecordError(f"{p}: record metadata {key!r} is a {type(v).__name__}, expected "
+                              f"{'an object' if kind is dict else kind.__name__}", "this record is damaged")
+    return header
+
+
+def _bracket_depth(text: str) -> int:
+    """Deepest bracket nesting of a JSON text (strings skipped), found without parsing it."""
+    depth = deepest = 0
+    in_str = esc = False
+    for ch in text:
+        if in_str:
+            esc, in_str = (not esc and ch == "\\"), in_str and not (ch == '"' and not esc)
+            continue
+        if ch == '"':
+            in_str = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
 
 
 def _check_finite(p, tensors: dict[str, torch.Tensor]) -> None:
@@ -218,10 +281,7 @@ class InversionRecord:
             raise RecordError(f"{p}: not a safetensors file ({e})") from None
         if "gantune" not in meta:
             raise RecordError(f"{p}: not a gantune inversion record (no 'gantune' metadata)")
-        try:
-            header = json.loads(meta["gantune"])
-        except json.JSONDecodeError as e:
-            raise RecordError(f"{p}: corrupt record metadata ({e})") from None
+        header = parse_record_meta(p, meta["gantune"])
         if header.get("format_version", 0) > FORMAT_VERSION:
             raise RecordError(f"{p}: record format {header['format_version']} is newer than this gantune; upgrade gantune")
         if "latent" not in tensors:

@@ -62,10 +62,17 @@ def read_native_header(path: str | os.PathLike) -> tuple[dict, dict]:
             f"{path.name} is a safetensors file without a gantune generator config",
             hint="native files are written by `gantune weights import` / gantune.weights.native.save_native",
         )
+    version = md.get(VERSION_KEY, FORMAT_VERSION)
+    if version != FORMAT_VERSION:
+        raise WeightsError(f"{path.name} is gantune generator format {version[:20]!r}; this gantune reads format "
+                           f"{FORMAT_VERSION}", hint="it may be written by a newer gantune; upgrade gantune")
     try:
-        return json.loads(md[CONFIG_KEY]), json.loads(md.get(META_KEY, "{}"))
-    except json.JSONDecodeError as e:
-        raise WeightsError(f"{path.name}: damaged gantune header ({e})") from None
+        cfg, meta = json.loads(md[CONFIG_KEY]), json.loads(md.get(META_KEY, "{}"))
+    except (json.JSONDecodeError, RecursionError) as e:
+        raise WeightsError(f"{path.name}: damaged gantune header ({str(e)[:120]})") from None
+    if not isinstance(cfg, dict) or not isinstance(meta, dict):
+        raise WeightsError(f"{path.name}: damaged gantune header (the config and meta must be JSON objects)")
+    return cfg, meta
 
 
 _DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64,
