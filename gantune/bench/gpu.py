@@ -30,7 +30,7 @@ def _set_tf32(on: bool) -> None:
 
 def _time(fn, device: torch.device, reps: int) -> float:
     """Best of ``reps`` calls after one warm-up, seconds."""
-    from . import sync
+    from .generator import sync
 
     fn()
     best = float("inf")
@@ -204,7 +204,7 @@ def _compiled(G, hn, enc, la, x_all, ws_all, dev, reps: int, iters: int) -> list
     HyperStyle inversion with the synthesis compiled in place, the compile time apart; compiled mode is undone after."""
     from ..methods.hyper.inference import refine
     from ..runtime import compile_synthesis, uncompile_synthesis
-    from . import sync
+    from .generator import sync
 
     G.set_precision(torch.bfloat16)
     b = ws_all.shape[0]

@@ -145,7 +145,7 @@ def bench_hyper(
                 lines.append(line)
     G.set_precision(torch.float32)
     if (max(iters), "float32") in finals and dev.type == "cpu":
-        from . import conv_rate, generator_flops
+        from .generator import conv_rate, generator_flops
 
         rate = conv_rate(torch.float32, dev)
         t5 = seconds[max(iters), min(batches), "float32"]

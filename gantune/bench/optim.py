@@ -17,7 +17,7 @@ import time
 import torch
 
 from ..core import Generator, GeneratorConfig
-from . import conv_rate, generator_flops
+from .generator import conv_rate, generator_flops
 from ..metrics.lpips import LPIPSDistance
 from ..methods.optim import TuneSettings, project, tune
 from ..methods.overparam import invert_overparam

@@ -9,6 +9,7 @@ import typer
 from rich.markup import escape
 
 from ..errors import debug_enabled, known_error_message
+from ..process import configure_process
 from .common import console
 
 app = typer.Typer(
@@ -57,6 +58,8 @@ def _notes_to_console() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     import warnings
+
+    configure_process()  # this process's threads, OpenMP waiting and allocator (before torch loads)
 
     if not debug_enabled():
         warnings.showwarning = _warning_as_note

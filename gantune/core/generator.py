@@ -19,7 +19,6 @@ import torch
 import torch.nn as nn
 
 from .config import GeneratorConfig
-from .cpualloc import keep_freed_memory
 from .layers import FullyConnected, ModulatedLayer, init_normal
 from .resample import make_kernel, upsample2x
 from .specs import LayerSpec, layer_specs
@@ -206,8 +205,6 @@ class SynthesisNetwork(nn.Module):
     def _run(self, latents, deltas, noise_mode, fused, start, x, img, stop=None, offsets=None):
         batch = latents[0].shape[0]
         dtype = self.compute_dtype
-        if self.const.device.type == "cpu":
-            keep_freed_memory()
         if start == 0:
             x = self.const.to(dtype)[None].expand(batch, -1, -1, -1)
             if self.channels_last or (self.channels_last is None and _channels_last_default(x.device)

@@ -29,11 +29,12 @@ CHECKPOINT_SUFFIXES = (".pt", ".pth", ".pkl", ".safetensors", ".ckpt")
 
 def record_path_is_usable(spec: str) -> bool:
     """A generator named by a record (an untrusted file) is opened only if it is a registry name (no path
-    separator, no suffix) or a regular file with a checkpoint suffix: never /etc/passwd, a FIFO or a device."""
+    separator, no suffix) or a path with a checkpoint suffix that is a regular file (a missing one is reported as
+    missing when loaded): never /etc/passwd, a FIFO or a device."""
     p = Path(spec)
     if "/" not in spec and "\\" not in spec and not p.suffix:
         return True
-    return p.suffix.lower() in CHECKPOINT_SUFFIXES and p.is_file()
+    return p.suffix.lower() in CHECKPOINT_SUFFIXES and (p.is_file() or not os.path.lexists(p))
 
 
 def record_generator_spec(record: InversionRecord) -> str | None:

@@ -1,0 +1,102 @@
+"""Process-wide settings for CPU work, made only when the process's owner asks: the ``gantune`` command calls
+:func:`configure_process` for its own process, and so does ``make bench``; a Python user who wants the same calls it
+once, before importing torch. The library itself never changes its host process.
+
+What it sets, each only where the user has not set it already:
+
+* ``OMP_NUM_THREADS``: the CPUs this process may actually use: its affinity mask (``os.sched_getaffinity``), cut to
+  the cgroup CPU quota of a container (``cpu.max`` / ``cpu.cfs_quota_us``), at least 1;
+* ``OMP_WAIT_POLICY``: how OpenMP threads wait at a barrier. The default (spinning for a while) costs a job that
+  shares the machine with another one a multiple of its time, because the spinning threads compete with the other
+  job for the cores; ``passive`` threads sleep at once (see docs/performance.md for the measurements);
+* glibc's allocator keeps freed memory in the process (:func:`gantune.core.cpualloc.keep_freed_memory`), which spares
+  the kernel zeroing every large activation map again.
+
+OpenMP reads its variables once, when torch loads it: set them before ``import torch``. Afterwards only the thread
+count can still change (``torch.set_num_threads``), and this function does that instead.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import math
+import os
+import sys
+from pathlib import Path
+
+WAIT_POLICY = "passive"  # see docs/performance.md: "Beside other work"
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_MAX = -4
+TRIM_THRESHOLD = 1 << 30  # bytes of free memory at the top of the heap kept before it is returned
+_kept: bool | None = None
+
+
+def keep_freed_memory() -> bool:
+    """Keep freed memory in the process (Linux, glibc) instead of handing it back to the kernel; once per process.
+    Returns whether it is in effect.
+
+    glibc serves every allocation above 32 MiB with a fresh ``mmap`` and returns it with ``munmap`` when freed, so
+    each large activation map (128 MiB for 32 channels at 1024²) is page-faulted and zeroed by the kernel again on
+    every operation: on CPU that system time was about a third of a 1024 px render. Turning the ``mmap`` path off and
+    raising the trim threshold lets freed maps be reused as they are. Peak memory is unchanged (what is freed is
+    reused); memory freed at the top of the heap above the trim threshold still goes back."""
+    global _kept
+    if _kept is None:
+        _kept = False
+        if sys.platform.startswith("linux"):
+            try:
+                libc = ctypes.CDLL("libc.so.6")
+                _kept = bool(libc.mallopt(_M_MMAP_MAX, 0)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+            except (OSError, AttributeError):  # not glibc
+                _kept = False
+    return _kept
+
+
+def _cgroup_quota() -> float | None:
+    """CPUs allowed by the cgroup's quota (v2 ``cpu.max``, v1 ``cpu.cfs_quota_us``), or None without a quota."""
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        quota = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text())
+        period = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text())
+        return None if quota <= 0 or period <= 0 else quota / period
+    except (OSError, ValueError):
+        return None
+
+
+def available_cpus() -> int:
+    """The CPUs this process can use: its affinity mask, cut to the cgroup quota (rounded up), at least 1."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        n = os.cpu_count() or 1
+    quota = _cgroup_quota()
+    if quota is not None:
+        n = min(n, max(1, math.ceil(quota)))
+    return max(1, n)
+
+
+def configure_process(*, threads: int | None = None, wait_policy: str | None = WAIT_POLICY,
+                      keep_memory: bool = True) -> dict:
+    """Apply the settings above to this process (see the module docstring); returns what is in effect. ``threads``
+    overrides the CPU count; ``wait_policy=None`` leaves OpenMP's waiting alone; ``keep_memory=False`` leaves the
+    allocator alone."""
+    applied = {}
+    n = threads or available_cpus()
+    torch_loaded = "torch" in sys.modules
+    if not torch_loaded:
+        if "OMP_NUM_THREADS" not in os.environ:
+            os.environ["OMP_NUM_THREADS"] = str(n)
+        if wait_policy and "OMP_WAIT_POLICY" not in os.environ:
+            os.environ["OMP_WAIT_POLICY"] = wait_policy
+        applied.update(omp_num_threads=os.environ["OMP_NUM_THREADS"],
+                       omp_wait_policy=os.environ.get("OMP_WAIT_POLICY", "(OpenMP default)"))
+    elif threads is not None:
+        sys.modules["torch"].set_num_threads(threads)
+        applied["threads"] = threads
+    if keep_memory:
+        applied["keep_freed_memory"] = keep_freed_memory()
+    return applied
