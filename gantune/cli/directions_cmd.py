@@ -11,13 +11,28 @@ import typer
 
 from ..errors import InputError
 from .common import BatchOpt, DeviceOpt, WeightsOpt, console
-from .validate import finite
+from .validate import finite_float
 
 directions_app = typer.Typer(help="Compute editing directions for a generator.", no_args_is_help=True)
 
 SEED_MAX = 2**63 - 1  # seeds and seed ranges stay within what torch.Generator.manual_seed takes
 SeedOpt = Annotated[int, typer.Option("--seed", min=0, max=SEED_MAX, help="Random seed.")]
 ForceOpt = Annotated[bool, typer.Option("--force", "-f", help="Overwrite the output file.")]
+
+
+def finite_in(option: str, lo: float, hi: float):
+    """A Typer option callback: a finite number from ``lo`` to ``hi`` (``None`` passes through), refused in one line
+    naming ``option`` (a NaN is said to be one, not to be out of range)."""
+
+    def check(value: float | None) -> float | None:
+        if value is None:
+            return None
+        v = finite_float(value, option)
+        if not lo <= v <= hi:
+            raise InputError(f"{option} {v:g} is out of range", f"give a number from {lo:g} to {hi:g}")
+        return v
+
+    return check
 
 
 def check_output_file(out: Path | None, *, force: bool | None = None, inputs=(), what: str = ".pt file") -> None:
@@ -93,11 +108,12 @@ def fit_command(
     keep: Annotated[Optional[list[str]], typer.Option("--keep", help="Directions to keep unchanged (conditional "
                                                       "manipulation): the new direction is made orthogonal to them; a "
                                                       "file or a registry name; repeatable.", show_default=False)] = None,
-    fraction: Annotated[float, typer.Option("--fraction", min=0.01, max=0.5, callback=finite("--fraction"),
-                                            help="Top and bottom share of the samples used as the two classes.")] = 0.25,
-    truncation: Annotated[Optional[float], typer.Option("--truncation", min=0.0, max=2.0, callback=finite("--truncation"),
-                                                        help="Truncation psi of the samples (default 1; not with "
-                                                        "--labels).", show_default=False)] = None,
+    fraction: Annotated[float, typer.Option("--fraction", callback=finite_in("--fraction", 0.01, 0.5),
+                                            help="Top and bottom share of the samples used as the two classes (0.01 to "
+                                            "0.5).")] = 0.25,
+    truncation: Annotated[Optional[float], typer.Option("--truncation", callback=finite_in("--truncation", 0.0, 2.0),
+                                                        help="Truncation psi of the samples, 0 to 2 (default 1; "
+                                                        "not with --labels).", show_default=False)] = None,
     seed: Annotated[Optional[int], typer.Option("--seed", min=0, max=SEED_MAX, help="First sample seed (default 0; not "
                                                 "with --labels).", show_default=False)] = None,
     batch_size: BatchOpt = 16,
@@ -248,9 +264,9 @@ def styleclip_stats_command(
                                         "(StyleCLIP: 100).")] = 100,
     samples: Annotated[int, typer.Option("--samples", min=2, help="Latents for the style means and standard "
                                          "deviations.")] = 100_000,
-    truncation: Annotated[float, typer.Option("--truncation", min=0.0, max=2.0, callback=finite("--truncation"),
-                                              help="Truncation psi of the samples (on the first 8 W+ rows, as "
-                                              "StyleCLIP).")] = 0.7,
+    truncation: Annotated[float, typer.Option("--truncation", callback=finite_in("--truncation", 0.0, 2.0),
+                                              help="Truncation psi of the samples, 0 to 2 (on the first 8 W+ "
+                                              "rows, as StyleCLIP).")] = 0.7,
     max_res: Annotated[Optional[int], typer.Option("--max-res", min=4, help="Cover conv layers up to this resolution "
                                                    "only (StyleCLIP's PyTorch port: 128); default all.",
                                                    show_default=False)] = None,
