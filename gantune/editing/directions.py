@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
+from ..io.hashing import sha256_file
 
 MAX_DIRECTION_NORM = 1e4  # the longest W+ row (L2 norm) a direction file may have
 SHORT_NAMES = {"age": "interfacegan-age", "smile": "interfacegan-smile", "pose": "interfacegan-pose"}
@@ -195,3 +196,13 @@ def parse_strengths(text: str | float, option: str = "--strength") -> list[float
     if bad:
         raise InputError(f"{option} {text!r}: {bad[0]} is not a finite number", hint)
     return values
+
+
+def input_identity(spec: str | os.PathLike | None) -> str | dict | None:
+    """How a re-run recognises an input named on the command line (a direction, a generator, a photo), whatever the
+    folder it runs from: a file by its content, ``{"sha256": …}``; anything else (a registry name, a URL) by its text.
+    Batch params hold this instead of the path, so a resume check compares contents, not spellings of paths."""
+    if spec is None:
+        return None
+    p = Path(spec)
+    return {"sha256": sha256_file(p)} if p.is_file() else str(spec)
