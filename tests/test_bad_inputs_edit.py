@@ -145,22 +145,23 @@ REFUSED = {
 }
 
 
-@pytest.mark.parametrize("case", list(REFUSED))
-def test_a_bad_command_is_refused_in_one_line(case, corpus, capsys, monkeypatch):
-    argv, words, absent = REFUSED[case]
+@pytest.fixture
+def in_corpus(corpus, monkeypatch):
+    """The corpus as the current folder, offline: a missing default checkpoint is named, never downloaded here."""
     monkeypatch.chdir(corpus)
-    monkeypatch.setenv("GANTUNE_OFFLINE", "1")  # a missing default checkpoint is named, never downloaded here
-    before = _snapshot(corpus)
+    monkeypatch.setenv("GANTUNE_OFFLINE", "1")
+    return corpus
+
+
+@pytest.mark.parametrize("case", list(REFUSED))
+def test_a_bad_command_is_refused_in_one_line(case, in_corpus, capsys):
+    argv, words, absent = REFUSED[case]
+    before = _snapshot(in_corpus)
     code, lines = run_cli(argv, capsys)
-    assert code == 2, lines
-    assert len(lines) == 1 and lines[0].startswith("error:"), lines
-    assert "Traceback" not in lines[0]
-    for w in words:
-        assert w in lines[0], lines[0]
-    for w in absent:
-        assert w not in lines[0], lines[0]
-    assert not any((corpus / n).exists() for n in ("NEW", "NEW.pt", "NEW.json"))  # nothing written
-    assert _snapshot(corpus) == before  # inputs byte-identical, no file (temporary or not) left behind
+    assert (code, len(lines)) == (2, 1) and lines[0].startswith("error:") and "Traceback" not in lines[0], lines
+    assert all(w in lines[0] for w in words) and not any(w in lines[0] for w in absent), lines[0]
+    assert not any((in_corpus / n).exists() for n in ("NEW", "NEW.pt", "NEW.json"))  # nothing written
+    assert _snapshot(in_corpus) == before  # inputs byte-identical, no file (temporary or not) left behind
 
 
 def test_check_applies_a_w_direction_to_an_overparameterized_generator(corpus, tmp_path, capsys, monkeypatch):

@@ -58,10 +58,7 @@ def adapt_command(
     from ..io.runner import Batch, ImageSaver
     from ..runtime import resolve_device, resolve_dtype
 
-    if codes == "record" and codes_iters is not None:
-        raise InputError("--codes-iters is for re-encoding (--codes restyle-e4e, e4e or a file); --codes record "
-                         "renders the record's own latent", "drop --codes-iters, or give --codes")
-    codes_iters = 2 if codes_iters is None else codes_iters
+    codes_iters = _codes_iters(codes, codes_iters)
     noise = value(noise)
     params = {"target": target, "layers": layers, "offset_scale": offset_scale, "compare": compare, "noise": noise,
               "dtype": value(dtype), **({"codes": codes, "codes_iters": codes_iters} if codes != "record" else {})}
@@ -108,6 +105,14 @@ def adapt_command(
     with ImageSaver(writers_for(cache.device)) as saver:
         code = run_batch(batch, "adapted", load=lambda it: load_record(it.input), write=saver.wrap(write))
     exit_with(code)
+
+
+def _codes_iters(codes: str, iters: int | None) -> int:
+    """--codes-iters (default 2), refused where --codes record re-encodes nothing."""
+    if codes == "record" and iters is not None:
+        raise InputError("--codes-iters is for re-encoding (--codes restyle-e4e, e4e or a file); --codes record "
+                         "renders the record's own latent", "drop --codes-iters, or give --codes")
+    return 2 if iters is None else iters
 
 
 def _identity_to_reconstruction(cache, rec, adapted) -> float | None:

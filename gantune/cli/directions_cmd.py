@@ -136,18 +136,8 @@ def fit_command(
     if labels is None and attribute not in ATTRIBUTES:
         raise InputError(f"--attribute {attribute!r} is not measured by gantune",
                          f"use one of {', '.join(ATTRIBUTES)}, or give your own values with --labels")
-    given = [o for o, v in (("--samples", samples), ("--seed", seed), ("--truncation", truncation)) if v is not None]
-    if labels is not None and given:
-        raise InputError(f"{given[0]} is for sampling the generator; with --labels the rows name the samples",
-                         f"drop {given[0]}, or drop --labels")
-    if out.suffix.lower() == ".json":
-        raise InputError(f"-o {out}: the direction is a .pt file (its facts go to a .json beside it)", "give -o NAME.pt")
-    for o in (out, out.with_suffix(".json")):
-        check_output_file(o, force=force, inputs=[weights, labels, *(keep or [])])
-    if labels is not None and not labels.is_file():
-        raise InputError(f"{labels}: no such file", "give a CSV of SEED_OR_RECORD,VALUE rows")
-    if not weights:
-        raise InputError("directions fit needs the generator", "give --weights (a registry name, path or URL)")
+    _check_fit_options(out, weights=weights, labels=labels, keep=keep or [], force=force,
+                       sampling={"--samples": samples, "--seed": seed, "--truncation": truncation})
     keep_dirs = [load_direction(k) for k in keep or []]
     for k, d in zip(keep or [], keep_dirs):
         if not float(d.vector.norm()) > 0:
@@ -182,6 +172,24 @@ def fit_command(
     if fit.warning():
         console.print(fit.warning())
     console.print(f"wrote {out}; edit with: gantune edit RECORD --direction {out} --strength -3:3:7")
+
+
+def _check_fit_options(out: Path, *, weights, labels: Path | None, keep: list[str], force: bool,
+                       sampling: dict) -> None:
+    """directions fit's options, checked before anything loads: the outputs (the .pt and the .json beside it), the
+    labels file, the generator, and no sampling option (``sampling``: option -> value or None) with --labels."""
+    given = [o for o, v in sampling.items() if v is not None]
+    if labels is not None and given:
+        raise InputError(f"{given[0]} is for sampling the generator; with --labels the rows name the samples",
+                         f"drop {given[0]}, or drop --labels")
+    if out.suffix.lower() == ".json":
+        raise InputError(f"-o {out}: the direction is a .pt file (its facts go to a .json beside it)", "give -o NAME.pt")
+    for o in (out, out.with_suffix(".json")):
+        check_output_file(o, force=force, inputs=[weights, labels, *keep])
+    if labels is not None and not labels.is_file():
+        raise InputError(f"{labels}: no such file", "give a CSV of SEED_OR_RECORD,VALUE rows")
+    if not weights:
+        raise InputError("directions fit needs the generator", "give --weights (a registry name, path or URL)")
 
 
 def _correlation(ws, normal, values) -> float:
