@@ -178,8 +178,10 @@ def edit_command(
 
     _check_edit_kind(direction, text, strength=strength, alpha=alpha, neutral=neutral, beta=beta, clip=clip,
                      styleclip_stats=styleclip_stats, paste=paste, onto=onto)
-    option, given = ("--strength", strength or "2") if text is None else ("--alpha", alpha or "3")
-    neutral, beta, clip = neutral or "a face", 0.15 if beta is None else beta, clip or "clip-vit-b-32"
+    option, given = ("--strength", "2" if strength is None else strength) if text is None else \
+        ("--alpha", "3" if alpha is None else alpha)
+    neutral = "a face" if neutral is None else neutral
+    beta, clip = 0.15 if beta is None else beta, "clip-vit-b-32" if clip is None else clip
     strengths = parse_strengths(given, option)
     labels = [strength_label(s) for s in strengths]
     if len(set(labels)) != len(labels):
