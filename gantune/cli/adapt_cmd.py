@@ -8,9 +8,11 @@ from typing import Annotated, Optional
 
 import typer
 
+from ..errors import GantuneError, InputError
 from .common import (DeviceOpt, DtypeOpt, IdentityOpt, NoiseOpt, OverwriteOpt, RecordsArg, ShardOpt, console,
                      exit_with, identity_metric, input_items, OutDirOpt, print_identity_note, run_batch, shard_of,
                      value, writers_for)
+from .directions_cmd import finite_in
 
 
 def adapt_command(
@@ -21,15 +23,17 @@ def adapt_command(
     layers: Annotated[Optional[str], typer.Option("--layers", help="Offsets to apply: default (convs 128 px and up, as the "
                                                   "reference), all, levels (fine,medium) or layer names (b128.conv0 / "
                                                   "convs.8, comma separated).", show_default=False)] = None,
-    offset_scale: Annotated[float, typer.Option("--offset-scale", help="Blend: 0 = plain target, 1 = full offsets.")] = 1.0,
+    offset_scale: Annotated[float, typer.Option("--offset-scale", callback=finite_in("--offset-scale", -10.0, 10.0),
+                                                help="Blend: 0 = plain target, 1 = full offsets (-10 to 10).")] = 1.0,
     compare: Annotated[bool, typer.Option("--compare/--no-compare", help="Also write OUT/<stem>_compare.png: "
                                           "[target without offsets | with offsets].")] = False,
     codes: Annotated[str, typer.Option("--codes", help="Latent to render: record (the record's own, default), "
                                        "restyle-e4e (the official recipe: ReStyle-e4e W+ codes of the record's source "
                                        "photo, re-encoded here, with the record's HyperStyle offsets), e4e, or an e4e / "
                                        "ReStyle-e4e file (path or registry name).")] = "record",
-    codes_iters: Annotated[int, typer.Option("--codes-iters", min=1, help="ReStyle-e4e iterations for --codes (2, as "
-                                             "the official domain-adaptation script).")] = 2,
+    codes_iters: Annotated[Optional[int], typer.Option("--codes-iters", min=1, help="ReStyle-e4e iterations for "
+                                                       "--codes other than record (default 2, as the official "
+                                                       "domain-adaptation script).", show_default=False)] = None,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "float32",
     noise: NoiseOpt = None,
@@ -53,9 +57,8 @@ def adapt_command(
     from ..io.images import image_grid, tensor_to_pil
     from ..io.runner import Batch, ImageSaver
     from ..runtime import resolve_device, resolve_dtype
-    from .validate import finite_float
 
-    offset_scale = finite_float(offset_scale, "--offset-scale")
+    codes_iters = _codes_iters(codes, codes_iters)
     noise = value(noise)
     params = {"target": target, "layers": layers, "offset_scale": offset_scale, "compare": compare, "noise": noise,
               "dtype": value(dtype), **({"codes": codes, "codes_iters": codes_iters} if codes != "record" else {})}
@@ -104,11 +107,18 @@ def adapt_command(
     exit_with(code)
 
 
+def _codes_iters(codes: str, iters: int | None) -> int:
+    """--codes-iters (default 2), refused where --codes record re-encodes nothing."""
+    if codes == "record" and iters is not None:
+        raise InputError("--codes-iters is for re-encoding (--codes restyle-e4e, e4e or a file); --codes record "
+                         "renders the record's own latent", "drop --codes-iters, or give --codes")
+    return 2 if iters is None else iters
+
+
 def _identity_to_reconstruction(cache, rec, adapted) -> float | None:
     """dlib identity distance of the adapted image to the record rendered with its own generator (None, with a
     note, when that generator cannot be had)."""
     from ..editing import render_record
-    from ..errors import GantuneError
     from ..io.images import tensor_to_pil
     from ..metrics.identity import identity_distance
     from ..editing.generators import generator_for

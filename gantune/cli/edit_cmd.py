@@ -13,7 +13,8 @@ import typer
 from .common import (BatchOpt, DeviceOpt, DtypeOpt, IdentityOpt, NoiseOpt, OverwriteOpt, RecordsArg, ResizeOpt, ShardOpt,
                      WeightsOpt, exit_with, identity_metric, input_items, OutDirOpt, print_identity_note, run_batch,
                      shard_of, value, writers_for)
-from .validate import finite
+from ..errors import InputError
+from .directions_cmd import finite_in
 
 MAX_IMAGES = 256  # edits per record (directions x strengths): beyond this a strip is a video, not a sheet
 SHEET_MAX_WIDTH = 8192  # the contact sheet's tiles shrink to keep it under this width
@@ -31,7 +32,6 @@ def strength_label(s: float) -> str:
 def paste_source(rec, onto: Path | None) -> Path:
     """The original photo to paste an edit of ``rec`` into (one-line errors when the record cannot be pasted)."""
     from ..align import RECORD_META_KEY
-    from ..errors import InputError
 
     transform = rec.meta.get(RECORD_META_KEY)
     if not transform:
@@ -92,15 +92,36 @@ class TextEditor:
         return self._dirs[id(G)]
 
 
+def _check_edit_kind(direction, text, *, paste: bool, onto, **given) -> None:
+    """One edit kind per run, and no option that the kind would ignore: refused in one line before any work.
+    ``given``: the options that belong to one kind (None when not given)."""
+    if (text is None) == (not direction):
+        raise InputError("give --direction or --text" if text is None else "--direction and --text go separately",
+                         "one edit kind per run: latent directions (--direction) or a text (--text)")
+    if text is not None and not text.strip():
+        raise InputError("--text is empty", "give the target description, e.g. --text \"a smiling face\"")
+    text_only = ("alpha", "neutral", "beta", "clip", "styleclip_stats")
+    wrong = [k for k in (text_only if text is None else ("strength",)) if given.get(k) is not None]
+    if wrong:
+        opt = "--" + wrong[0].replace("_", "-")
+        raise InputError(f"{opt} is for {'--text' if text is None else '--direction'} edits; this run edits "
+                         f"{'along --direction' if text is None else 'towards --text'}",
+                         "use --strength with --direction, --alpha with --text" if opt in ("--alpha", "--strength")
+                         else f"drop {opt}")
+    if onto is not None and not paste:
+        raise InputError("--onto names the photo for --paste, which is not given", "add --paste, or drop --onto")
+
+
 def edit_command(
     records: RecordsArg,
     direction: Annotated[Optional[list[str]], typer.Option("--direction", "-d", help="age, smile, pose (InterFaceGAN), a "
                                                            "registry name (interfacegan-age, …), a .pt / .npy file, or a "
                                                            "GANSpace component FILE.pt:K; repeatable.",
                                                            show_default=False)] = None,
-    strength: Annotated[str, typer.Option("--strength", "-s", help="Strength: 2, a list -2,0,2, or START:STOP:COUNT "
-                                          f"(-3:3:7 gives a strip of 7 and a side-by-side sheet; at most {MAX_IMAGES} "
-                                          "images per record).")] = "2",
+    strength: Annotated[Optional[str], typer.Option("--strength", "-s", help="With --direction: strength: 2 (the "
+                                                    "default), a list -2,0,2, or START:STOP:COUNT (-3:3:7 gives a strip "
+                                                    f"of 7 and a side-by-side sheet; at most {MAX_IMAGES} images per "
+                                                    "record).", show_default=False)] = None,
     out: OutDirOpt = Path("out/edit"),
     weights: WeightsOpt = None,
     device: DeviceOpt = "auto",
@@ -116,14 +137,17 @@ def edit_command(
     text: Annotated[Optional[str], typer.Option("--text", "-t", help="StyleCLIP global direction towards this text "
                                                 "(instead of --direction), e.g. \"a smiling face\".",
                                                 show_default=False)] = None,
-    neutral: Annotated[str, typer.Option("--neutral", help="With --text: the neutral text the edit starts from.")] = "a face",
-    alpha: Annotated[str, typer.Option("--alpha", help="With --text: manipulation strength(s) in style standard "
-                                       "deviations, as --strength: 3, -3,0,3 or -5:5:11.")] = "3",
-    beta: Annotated[float, typer.Option("--beta", min=0.0, max=1.0, callback=finite("--beta"),
-                                        help="With --text: disentanglement threshold; channels whose relevance to "
-                                        "the text is below it stay unchanged.")] = 0.15,
-    clip: Annotated[str, typer.Option("--clip", help="With --text: the CLIP model (registry name or file; OpenAI "
-                                      "layout).")] = "clip-vit-b-32",
+    neutral: Annotated[Optional[str], typer.Option("--neutral", help="With --text: the neutral text the edit starts "
+                                                   "from (default: a face).", show_default=False)] = None,
+    alpha: Annotated[Optional[str], typer.Option("--alpha", help="With --text: manipulation strength(s) in style "
+                                                 "standard deviations, as --strength: 3 (the default), -3,0,3 or "
+                                                 "-5:5:11.", show_default=False)] = None,
+    beta: Annotated[Optional[float], typer.Option("--beta", callback=finite_in("--beta", 0.0, 1.0),
+                                                  help="With --text: disentanglement threshold, 0 to 1 (default 0.15); "
+                                                  "channels whose relevance to the text is below it stay unchanged.",
+                                                  show_default=False)] = None,
+    clip: Annotated[Optional[str], typer.Option("--clip", help="With --text: the CLIP model (registry name or file; "
+                                                "OpenAI layout; default clip-vit-b-32).", show_default=False)] = None,
     styleclip_stats: Annotated[Optional[str], typer.Option("--styleclip-stats", help="With --text: the generator's "
                                                            "channel statistics (from gantune directions styleclip-stats); "
                                                            "default: StyleCLIP's published FFHQ 1024 files.",
@@ -144,25 +168,25 @@ def edit_command(
 
     from .. import progress
     from ..editing import load_direction, load_record, parse_strengths, render_record
+    from ..editing.directions import input_identity
     from ..editing.generators import GeneratorCache, generator_for
     from ..editing.render import edited_latents, record_latent
-    from ..errors import InputError
     from ..io.images import image_grid, tensor_to_pil, to_width
     from ..io.runner import Batch, ImageSaver
     from ..metrics.identity import descriptor, identity_distance
     from ..runtime import resolve_device, resolve_dtype
 
-    if (text is None) == (not direction):
-        raise InputError("give --direction or --text" if text is None else "--direction and --text go separately",
-                         "one edit kind per run: latent directions (--direction) or a text (--text)")
-    if text is not None and not text.strip():
-        raise InputError("--text is empty", "give the target description, e.g. --text \"a smiling face\"")
-    strengths = parse_strengths(strength if text is None else alpha)
+    _check_edit_kind(direction, text, strength=strength, alpha=alpha, neutral=neutral, beta=beta, clip=clip,
+                     styleclip_stats=styleclip_stats, paste=paste, onto=onto)
+    option, given = ("--strength", "2" if strength is None else strength) if text is None else \
+        ("--alpha", "3" if alpha is None else alpha)
+    neutral = "a face" if neutral is None else neutral
+    beta, clip = 0.15 if beta is None else beta, "clip-vit-b-32" if clip is None else clip
+    strengths = parse_strengths(given, option)
     labels = [strength_label(s) for s in strengths]
     if len(set(labels)) != len(labels):
         dup = next(lb for lb in labels if labels.count(lb) > 1)
-        opt = f"--strength {strength}" if text is None else f"--alpha {alpha}"
-        raise InputError(f"{opt}: the strength {dup} appears twice", "give each strength once")
+        raise InputError(f"{option} {given}: the strength {dup} appears twice", "give each strength once")
     dirs = [load_direction(d) for d in direction or []]
     names = [d.name for d in dirs] if text is None else [text_slug(text)]
     if len(set(names)) != len(names):
@@ -183,12 +207,13 @@ def edit_command(
         return files + ([f"{item.name}_sheet.png"] if len(files) > 1 else [])
 
     identity, identity_note = identity_metric(identity, load=False)
-    params = {"direction": [[d.name, d.source] for d in dirs], "strength": strengths, "weights": weights,
-              "noise": noise, "dtype": value(dtype), "resize": resize, "paste": paste,
-              "onto": None if onto is None else str(onto), "identity": identity}
+    # inputs by content (input_identity): a re-run from another folder, or with another spelling of a path, resumes
+    params = {"direction": [[d.name, input_identity(d.source)] for d in dirs], "strength": strengths,
+              "weights": input_identity(weights), "noise": noise, "dtype": value(dtype), "resize": resize,
+              "paste": paste, "onto": input_identity(onto), "identity": identity}
     if text is not None:
         params = dict(params, direction=None, strength=None, text=text, neutral=neutral, alpha=strengths, beta=beta,
-                      clip=clip, styleclip_stats=styleclip_stats)
+                      clip=input_identity(clip), styleclip_stats=input_identity(styleclip_stats))
     batch = Batch("edit", input_items(records, suffixes=(".safetensors",)), out, params=params, planned=planned,
                   shard=shard_of(shard), overwrite=overwrite, extra_inputs=[onto] if onto is not None else [])
     batch.prepare()

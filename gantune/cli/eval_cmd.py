@@ -12,7 +12,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import BatchOpt, DeviceOpt, SeedOpt, console
+from ..errors import InputError
+from .common import BatchOpt, DeviceOpt, console
+from .directions_cmd import SEED_MAX, check_output_file, finite_in
 
 eval_app = typer.Typer(help="Measure the inversion methods (L2, LPIPS, MS-SSIM, time) and face-detection rates.",
                        no_args_is_help=True)
@@ -57,7 +59,7 @@ def reconstruction_command(
     data: Annotated[str, typer.Option("--data", help="synthetic-faces (held-out DCGAN faces) or a folder of images "
                                       "(its first --count files, sorted).")] = "synthetic-faces",
     count: Annotated[int, typer.Option("--count", "-n", min=1, help="Held-out images.")] = 16,
-    seed: Annotated[int, typer.Option("--seed", help="Held-out seed S: synthetic faces are drawn with torch seed "
+    seed: Annotated[int, typer.Option("--seed", min=0, max=SEED_MAX - 10_000_000, help="Held-out seed S: synthetic faces are drawn with torch seed "
                                       "10_000_000 + S, which training (torch seed = gantune train --seed, and seed + 1) "
                                       "never uses.")] = 0,
     steps: Annotated[Optional[int], typer.Option("--steps", min=1, help="Optimization steps K for W+ optim and "
@@ -79,6 +81,7 @@ def reconstruction_command(
     from ..evaluation.reconstruction import (caption, evaluate_reconstruction, ordering_lines, reconstruction_cells,
                             reconstruction_columns, reconstruction_markdown)
 
+    check_output_file(out, inputs=[weights, overparam_weights, encoder, hypernet], what=".json file")
     report = evaluate_reconstruction(weights=weights, overparam_weights=overparam_weights, encoder=encoder,
                                      hypernet=hypernet, data=data, count=count, seed=seed, steps=steps, device=device,
                                      batch_size=batch_size, log=console.print)
@@ -106,8 +109,10 @@ def detection_command(
     count: Annotated[int, typer.Option("--count", "-n", min=1, help="Samples per generator (seeds S … S+N−1).")] = 100,
     upscale: Annotated[int, typer.Option("--upscale", min=16, help="Resize every image (LANCZOS) to this side "
                                          "before detection.")] = 256,
-    seed: SeedOpt = 0,
-    truncation: Annotated[float, typer.Option("--truncation", help="Truncation psi of the generator samples.")] = 1.0,
+    seed: Annotated[int, typer.Option("--seed", min=0, max=SEED_MAX - 10_000_000, help="First seed S (the source "
+                                      "faces: held-out torch seed 10_000_000 + S).")] = 0,
+    truncation: Annotated[float, typer.Option("--truncation", callback=finite_in("--truncation", 0.0, 2.0),
+                                              help="Truncation psi of the generator samples, 0 to 2.")] = 1.0,
     source_too: Annotated[bool, typer.Option("--source-too", help="Also the DCGAN synthetic-faces source (held-out "
                                              "torch seed 10_000_000 + S), resized the same way.")] = False,
     device: DeviceOpt = "auto",
@@ -120,6 +125,7 @@ def detection_command(
     """
     from ..evaluation.reconstruction import detection_cells, detection_columns, detection_markdown, evaluate_detection
 
+    check_output_file(out, inputs=weights or [], what=".json file")
     report = evaluate_detection(weights or [], count=count, upscale=upscale, seed=seed, truncation=truncation,
                                 source_too=source_too, device=device, log=console.print)
     console.print(_rich_table("Face detection", detection_columns(), detection_cells(report)))
@@ -145,7 +151,6 @@ def interpolation_command(
 
     Example: gantune eval interpolation inv-wplus/ inv-overparam-W/ inv-overparam-Wplus/ -o interp.json
     """
-    from ..errors import InputError
     from ..evaluation.interpolation import interpolation_cells, interpolation_columns, interpolation_markdown, \
         evaluate_interpolation
     from ..runtime import resolve_device
@@ -156,6 +161,7 @@ def interpolation_command(
         if len(recs) < 2:
             raise InputError(f"{f}: needs a folder with at least two records", "give folders written by gantune invert")
         groups[f.name] = recs
+    check_output_file(out, inputs=[weights, *(r for recs in groups.values() for r in recs)], what=".json file")
     report = evaluate_interpolation(groups, weights=weights, device=resolve_device(device), log=console.print)
     console.print(_rich_table("Interpolation", interpolation_columns(report), interpolation_cells(report)))
     typer.echo(interpolation_markdown(report))

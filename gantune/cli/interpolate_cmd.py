@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from ..errors import InputError
 from .common import (DeviceOpt, DtypeOpt, NoiseOpt, OverwriteOpt, RecordsArg, ResizeOpt, WeightsOpt, console, exit_with,
                      OutDirOpt, run_batch, value)
 
@@ -34,8 +36,8 @@ def interpolate_command(
     Example: gantune interpolate inv/anna.safetensors inv/ben.safetensors --steps 9 --loop -o paths/
     """
     from ..editing import load_record
+    from ..editing.directions import input_identity
     from ..editing.interpolate import check_compatible, interpolation_frames
-    from ..errors import InputError
     from ..io.hashing import sha256_file
     from ..io.images import image_grid, tensor_to_pil, to_width
     from ..io.inputs import expand_inputs
@@ -56,8 +58,10 @@ def interpolate_command(
     items = [Item(name=f"{stems[a]}_to_{stems[b]}", input=paths[a], label=f"{paths[a].name} to {paths[b].name}",
                   data=(a, b)) for a, b in pairs]
     pair_of = {it.name: it.data for it in items}
-    params = {"steps": steps, "weights": weights, "noise": value(noise), "dtype": value(dtype), "resize": resize,
-              "gif_ms": gif_ms, "records": {str(p): sha256_file(p) for p in paths}}
+    hashes = [sha256_file(p) for p in paths]
+    # the records by content, in order: a re-run from another folder (other spellings of the same paths) resumes
+    params = {"steps": steps, "weights": input_identity(weights), "noise": value(noise), "dtype": value(dtype),
+              "resize": resize, "gif_ms": gif_ms, "records": hashes}
     batch = Batch("interpolate", items, out, params=params, extra_inputs=paths[1:], overwrite=overwrite,
                   planned=lambda it: [f"{it.name}.gif", f"{it.name}_sheet.png"]
                   + [f"{it.name}/{i:03d}.png" for i in range(steps)])
@@ -83,8 +87,8 @@ def interpolate_command(
         write_gif(frames, outs.path("gif", f"{item.name}.gif"), ms=gif_ms)
         outs.image("sheet", f"{item.name}_sheet.png",
                    image_grid([f if f.width <= tile else to_width(f, tile) for f in frames], cols=steps))
-        item.info.update({"to": {"path": str(paths[b]), "sha256": params["records"][str(paths[b])]},
-                          "kind": recs[a].latent_kind})
+        to = os.path.relpath(os.path.abspath(paths[b]), os.path.abspath(out))  # from the manifest's folder
+        item.info.update({"to": {"path": to, "sha256": hashes[b]}, "kind": recs[a].latent_kind})
 
     exit_with(run_batch(batch, "interpolated", write=write))
 

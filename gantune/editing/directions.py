@@ -4,7 +4,12 @@ arrays, applied as ``w + s · n`` (HyperStyle's face editor: ``latents + f * dir
 GANSpace files (``{'mean','std','comp'}``, see :mod:`.ganspace`) are read with a component selector:
 ``FILE.pt:K`` (component K, all W+ rows), ``FILE.pt:K:START-END`` (rows START..END-1) or ``FILE.pt:K:LEVEL``
 (coarse / medium / fine, from the file's layer ranges). The direction is std_K · comp_K, so ``w + s · n`` is GANSpace's
-additive form with s in standard deviations; the e4e "absolute" form is :meth:`.ganspace.GANSpace.apply`."""
+additive form with s in standard deviations; the e4e "absolute" form is :meth:`.ganspace.GANSpace.apply`.
+
+Every direction is checked when it is read: real numbers (integer or floating point; complex, boolean and text arrays
+are refused), all finite, and no W+ row longer than :data:`MAX_DIRECTION_NORM` (1e4; InterFaceGAN normals have norm 1
+and GANSpace components a few standard deviations of w, so a longer row is a broken file: it renders a white or NaN
+image)."""
 
 from __future__ import annotations
 
@@ -18,7 +23,9 @@ import numpy as np
 import torch
 
 from ..errors import InputError
+from ..io.hashing import sha256_file
 
+MAX_DIRECTION_NORM = 1e4  # the longest W+ row (L2 norm) a direction file may have
 SHORT_NAMES = {"age": "interfacegan-age", "smile": "interfacegan-smile", "pose": "interfacegan-pose"}
 
 
@@ -52,8 +59,22 @@ class Direction:
         return v
 
 
+def _real_tensor(arr, source: str) -> torch.Tensor:
+    """``arr`` (numpy array or tensor) as a float tensor, or an :class:`InputError` for complex, boolean or
+    non-numeric values (a complex array would silently lose its imaginary part)."""
+    if isinstance(arr, torch.Tensor):
+        ok, kind = not (arr.is_complex() or arr.dtype == torch.bool), str(arr.dtype).removeprefix("torch.")
+    else:
+        arr = np.asarray(arr)
+        ok, kind = arr.dtype.kind in "iuf", str(arr.dtype)
+    if not ok:
+        raise InputError(f"{source}: the direction holds {kind} values, not real numbers",
+                         "save the direction as a float array, e.g. np.save(path, v.astype(np.float32))")
+    return torch.as_tensor(arr).detach().float().cpu()
+
+
 def _as_vector(arr, name: str, source: str) -> torch.Tensor:
-    t = torch.as_tensor(np.asarray(arr) if not isinstance(arr, torch.Tensor) else arr).detach().float().cpu()
+    t = _real_tensor(arr, source)
     if t.ndim == 3 and t.shape[0] == 1:
         t = t[0]  # (1, L, w) -> (L, w)
     if t.ndim == 2 and t.shape[0] == 1:
@@ -64,6 +85,11 @@ def _as_vector(arr, name: str, source: str) -> torch.Tensor:
         bad = int((~torch.isfinite(t)).sum())
         raise InputError(f"{source}: the direction contains NaN or infinite values ({bad} of {t.numel()})",
                          "use a direction file with finite numbers")
+    longest = float(t.double().reshape(-1, t.shape[-1]).norm(dim=-1).max())
+    if longest > MAX_DIRECTION_NORM:
+        raise InputError(f"{source}: the direction has norm {longest:.3g}; more than {MAX_DIRECTION_NORM:g} is not an "
+                         "editing direction", "use a unit direction (InterFaceGAN) or a GANSpace component; scale with "
+                         "--strength")
     return t
 
 
@@ -136,19 +162,19 @@ def apply_direction(latent: torch.Tensor, direction: torch.Tensor, strength: flo
     return latent + strength * direction.to(latent.device, latent.dtype)
 
 
-def parse_strengths(text: str | float) -> list[float]:
+def parse_strengths(text: str | float, option: str = "--strength") -> list[float]:
     """``2`` -> [2.0]; ``-1,0,2`` -> list; ``-3:3:7`` -> 7 evenly spaced values from -3 to 3 (both included).
 
     Every value must be a finite number: ``nan``, ``inf``, ``1e400`` (overflows to inf) and an empty text are refused
-    with an :class:`InputError`."""
+    with an :class:`InputError` that names ``option`` (the option the text came from: --strength, --alpha)."""
     hint = "give a number (2), a list (-1,0,1) or a range START:STOP:COUNT (-3:3:7)"
     if isinstance(text, (int, float)):
         if not math.isfinite(float(text)):
-            raise InputError(f"--strength {text!r}: not a finite number", hint)
+            raise InputError(f"{option} {text!r}: not a finite number", hint)
         return [float(text)]
     s = str(text).strip()
     if not s:
-        raise InputError("--strength is empty", hint)
+        raise InputError(f"{option} is empty", hint)
     try:
         if ":" in s:
             a, b, n = s.split(":")
@@ -162,11 +188,21 @@ def parse_strengths(text: str | float) -> list[float]:
                 raise ValueError
             values = [float(v) for v in parts]
     except ValueError:
-        raise InputError(f"--strength {text!r}: expected a number, a list or a range", hint) from None
+        raise InputError(f"{option} {text!r}: expected a number, a list or a range", hint) from None
     if ":" in s and all(math.isfinite(v) for v in values):
         with np.errstate(over="ignore", invalid="ignore"):  # an overflowing span gives inf/nan, refused below
             values = [float(v) for v in np.linspace(a, b, n)] if n > 1 else [a]
     bad = [v for v in values if not math.isfinite(v)]
     if bad:
-        raise InputError(f"--strength {text!r}: {bad[0]} is not a finite number", hint)
+        raise InputError(f"{option} {text!r}: {bad[0]} is not a finite number", hint)
     return values
+
+
+def input_identity(spec: str | os.PathLike | None) -> str | dict | None:
+    """How a re-run recognises an input named on the command line (a direction, a generator, a photo), whatever the
+    folder it runs from: a file by its content, ``{"sha256": …}``; anything else (a registry name, a URL) by its text.
+    Batch params hold this instead of the path, so a resume check compares contents, not spellings of paths."""
+    if spec is None:
+        return None
+    p = Path(spec)
+    return {"sha256": sha256_file(p)} if p.is_file() else str(spec)

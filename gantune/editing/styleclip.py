@@ -33,8 +33,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 
 from ..errors import InputError, WeightsError
+from ..weights import resolve, safe_torch_load
 
 STATS_FORMAT = "gantune-styleclip-stats"
 STATS_VERSION = 1
@@ -345,23 +348,34 @@ def load_clip(spec: str | os.PathLike = "clip-vit-b-32", device="cpu"):
         import open_clip
     except ImportError:
         raise InputError("text editing needs the open_clip package", "pip install open-clip-torch") from None
-    from ..weights import resolve, safe_torch_load
-
+    given = Path(spec).is_file()  # the user's own file, not one gantune downloaded into its cache
     p = Path(resolve(spec))
-    if p.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        state = load_file(str(p))
-    elif _is_torchscript(p):
-        state = read_jit_state_dict(p)
-    else:
-        state = safe_torch_load(p)
-        if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-            state = state["state_dict"]
-        if not isinstance(state, dict):
-            raise WeightsError(f"{p.name} holds a {type(state).__name__}, not a CLIP state dict")
-    model = clip_from_state_dict(state).to(device)
+    try:
+        model = clip_from_state_dict(_clip_state(p)).to(device)
+    except WeightsError as e:
+        if not given:
+            raise
+        # the cache's hint (delete the file to download it again) is wrong for a file of the user's
+        raise WeightsError(str(e), f"--clip {spec}: give the OpenAI CLIP ViT-B/32 .pt file, or a state dict (.pt, "
+                           ".safetensors) with OpenAI's key names") from None
     return model, open_clip.get_tokenizer(CLIP_MODEL)
+
+
+def _clip_state(p: Path) -> dict:
+    """The state dict of a CLIP file: safetensors, the OpenAI TorchScript archive, or a pickled state dict."""
+    if p.suffix == ".safetensors":
+        try:
+            return load_file(str(p))
+        except (SafetensorError, OSError) as e:
+            raise WeightsError(f"{p.name} is not a readable safetensors file ({str(e)[:120]})") from None
+    if _is_torchscript(p):
+        return read_jit_state_dict(p)
+    state = safe_torch_load(p)
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise WeightsError(f"{p.name} holds a {type(state).__name__}, not a CLIP state dict")
+    return state
 
 
 def imagenet_templates() -> list[str]:

@@ -607,6 +607,8 @@ def evaluate_detection(
         raise InputError(f"--upscale {upscale}: too small for the detector (use e.g. 256)")
     if not weights and not source_too:
         raise InputError("nothing to evaluate", "give --weights (repeatable) and/or --source-too")
+    if not (isinstance(truncation, (int, float)) and math.isfinite(truncation)):
+        raise InputError(f"--truncation {truncation!r}: not a finite number", "give a psi such as 0.7 or 1")
     dev = resolve_device(device)
     rows = []
     sides = {DCGAN_SIDE}  # the source at its own side and at every generator's (the side it was trained at)
