@@ -49,6 +49,25 @@ def seed_z(G: Generator, seed: int) -> torch.Tensor:
     return G.sample_z(1, generator=g, device="cpu")
 
 
+def seed_c(G: Generator, seed: int) -> torch.Tensor | None:
+    """The class label (1, c_dim) a statistic over seeds uses for a class-conditional generator: class
+    ``seed mod c_dim``, so consecutive seeds cover the classes evenly; None for an unconditional generator."""
+    return G.class_label(seed % G.cfg.c_dim, device="cpu") if G.cfg.conditional else None
+
+
+def random_c(G: Generator, n: int, generator: torch.Generator | None = None) -> torch.Tensor | None:
+    """``n`` class labels (n, c_dim) drawn uniformly for a class-conditional generator (statistics over random
+    samples: GANSpace, StyleCLIP's style statistics), from ``generator`` after the z it drew; None otherwise."""
+    if not G.cfg.conditional:
+        return None
+    return torch.nn.functional.one_hot(torch.randint(G.cfg.c_dim, (n,), generator=generator), G.cfg.c_dim).float()
+
+
+def seeds_c(G: Generator, seeds: list[int]) -> torch.Tensor | None:
+    """:func:`seed_c` of every seed, stacked (B, c_dim), or None."""
+    return torch.cat([seed_c(G, s) for s in seeds]) if G.cfg.conditional else None
+
+
 @torch.no_grad()
 def generate(
     G: Generator,
@@ -58,15 +77,17 @@ def generate(
     noise_mode: str = "const",  # const / random / none
     batch_size: int = 4,  # images per forward pass
     device: torch.device | str = "cpu",
-    c: torch.Tensor | None = None,  # (1, c_dim) class label for a class-conditional generator
+    c: torch.Tensor | None = None,  # (1, c_dim) class label; None on a conditional generator: seed_c of each seed
 ) -> Iterator[Sample]:
     for i in range(0, len(seeds), batch_size):
         chunk = seeds[i : i + batch_size]
         z = torch.cat([seed_z(G, s) for s in chunk]).to(device)
-        lat = G.map(z, c=None if c is None else c.to(device), truncation=truncation)
+        cc = seeds_c(G, chunk) if c is None else c
+        lat = G.map(z, c=None if cc is None else cc.to(device), truncation=truncation)
         if G.cfg.overparam:
             imgs, kind = G.synthesis(wmat=lat, noise_mode=noise_mode), "W"
         else:
             imgs, kind = G.synthesis(lat, noise_mode=noise_mode), "w+"
-        for s, img, l in zip(chunk, imgs, lat):
-            yield Sample(seed=s, image=img.cpu(), latent=l.cpu(), latent_kind=kind, c=c)
+        for k, (s, img, l) in enumerate(zip(chunk, imgs, lat)):
+            label = None if cc is None else cc[min(k, cc.shape[0] - 1)][None].cpu()
+            yield Sample(seed=s, image=img.cpu(), latent=l.cpu(), latent_kind=kind, c=label)

@@ -137,7 +137,7 @@ def write_ada_pickle(path, sd, *, z_dim, n_mlp, res, extra_state=None, c_dim=0, 
 
 
 def rosinality_to_ada(ros: dict, size: int, n_mlp: int, w_avg: torch.Tensor) -> OrderedDict:
-    """Test-side conversion following OFFICIAL_FORMATS.md §2.3 (independent of gantune's tables)."""
+    """Test-side conversion following stylegan2-ada-pytorch's published key names (independent of gantune's tables)."""
     filt = BLUR / 4
     ada = OrderedDict()
 
@@ -471,6 +471,9 @@ def test_conditional_pickle_end_to_end_through_the_cli(tmp_path, capsys, monkeyp
     code, _, err = _run(["interpolate", "noclass.safetensors", "gen/seed0000.safetensors", "-n", "3", "-w", path,
                          "-o", "lerp2", "--device", "cpu"], capsys)
     assert code != 0 and "no class label" in " ".join(err) and "Traceback" not in " ".join(err)
+    # statistics over samples draw the classes (GANSpace here; fit, StyleCLIP statistics and eval use seed mod c_dim)
+    code, _, err = _run(["directions", "ganspace", "-w", path, "--samples", "100", "-o", "gs.pt"], capsys)
+    assert code == 0, err
     code, _, err = _run(["invert", "face.png", "--method", "overparam", "-w", path, "--param", "loss=l2",
                          "--iters", "1", "-o", "op", "--device", "cpu"], capsys)
     assert code != 0 and "class-conditional" in " ".join(err) and "Traceback" not in " ".join(err)

@@ -25,7 +25,7 @@ BLUR = torch.outer(torch.tensor([1.0, 3, 3, 1]), torch.tensor([1.0, 3, 3, 1])) /
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# test-side model of the rosinality format (written from OFFICIAL_FORMATS.md §1, independent of gantune's tables)
+# test-side model of the rosinality format (written from rosinality's published model, independent of gantune's tables)
 # ---------------------------------------------------------------------------------------------------------------------
 def rosinality_layout(size: int, style_dim: int, n_mlp: int, ch: dict[int, int]) -> list[tuple[str, tuple]]:
     """(key, shape) of a rosinality g_ema in state_dict order."""
@@ -88,7 +88,7 @@ TINY = dict(size=32, style_dim=16, n_mlp=3, ch={4: 16, 8: 16, 16: 8, 32: 4})  # 
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# independent reference forward (rosinality semantics, §1.2-1.3; plain loops, no gantune code)
+# independent reference forward (rosinality semantics; plain loops, no gantune code)
 # ---------------------------------------------------------------------------------------------------------------------
 def ref_upfirdn(x, k, up, pad0, pad1):
     n, c, h, w = x.shape

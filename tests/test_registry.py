@@ -23,7 +23,7 @@ NAMES = [
     "dlib-face-recognition",
 ]
 DLIB = ["dlib-landmarks-68", "dlib-landmarks-5", "dlib-cnn-face", "dlib-face-recognition"]
-# Drive ids as published in the HyperStyle README (OFFICIAL_FORMATS.md section 8)
+# Drive ids as published in the HyperStyle README
 DRIVE_IDS = {
     "ffhq-1024": "1EM87UquaoQmk17Q8d5kYIAHqu0dkYqdT", "hyperstyle-ffhq": "1C3dEIIH1y8w1-zQMCyx7rDF0ndswSXh4",
     "w-encoder-ffhq": "1M-hsL3W_cJKs77xM1mwq2e9-J0_m7rHP", "toonify": "1r3XVCt_WYUKFZFxhNH-xO2dTtF6B5szu",

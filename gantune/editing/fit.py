@@ -46,7 +46,7 @@ from ..align.landmarks import detect_faces
 from ..errors import GantuneError, InputError
 from ..io.atomic import atomic_write
 from ..io.images import tensor_to_pil
-from ..sampling import seed_z
+from ..sampling import seed_c, seed_z, seeds_c
 from .render import load_record
 
 ATTRIBUTES = ("pose", "smile", "mouth-open", "eyes-open")
@@ -242,7 +242,8 @@ def sample_and_measure(G, *, attributes: tuple[str, ...], samples: int, seed: in
         for i in range(0, samples, batch_size):
             chunk = seeds[i: i + batch_size]
             z = torch.cat([seed_z(G, s) for s in chunk]).to(device)
-            lat = G.map(z, truncation=truncation)
+            c = seeds_c(G, chunk)
+            lat = G.map(z, c=None if c is None else c.to(device), truncation=truncation)
             imgs = G.synthesis(lat, noise_mode="const")
             for w, img in zip(lat[:, 0], tensor_to_pil(imgs)):
                 m = measure(img, attributes)
@@ -323,7 +324,8 @@ def _label_w(where: str, key: int | Path, G, device) -> torch.Tensor:
             raise InputError(f"{where}: a seed of an overparameterized generator has no single w",
                              "fit on the standard generator, or label w / w+ records")
         with torch.no_grad():
-            return G.map(seed_z(G, key).to(device))[0, 0].float().cpu()
+            c = seed_c(G, key)
+            return G.map(seed_z(G, key).to(device), c=None if c is None else c.to(device))[0, 0].float().cpu()
     try:
         rec = load_record(key)
     except (GantuneError, OSError) as e:
@@ -383,7 +385,8 @@ def check_direction(G, direction: torch.Tensor, *, strengths: list[float], count
     n = direction.float().reshape(-1).to(device)
     per_image = []  # [strength][attribute] values, or None
     for k, s in enumerate(range(seed, seed + count)):
-        w = G.map(seed_z(G, s).to(device))
+        c = seed_c(G, s)
+        w = G.map(seed_z(G, s).to(device), c=None if c is None else c.to(device))
         rows = []
         for st in strengths:
             lat = {"wmat" if G.cfg.overparam else "ws": w + st * n}

@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from ..errors import InputError
+from ..sampling import random_c
 
 CONVENTIONS = ("absolute", "additive")
 
@@ -172,7 +173,8 @@ def compute_ganspace(
     while done < samples:
         n = min(batch, samples - done)
         z = torch.randn(n, G.cfg.z_dim, generator=gen).to(device)
-        w = G.map(z)[:, 0]  # (n, w_dim), no truncation
+        c = random_c(G, n, gen)  # classes drawn uniformly for a class-conditional generator
+        w = G.map(z, c=None if c is None else c.to(device))[:, 0]  # (n, w_dim), no truncation
         w = w.double().cpu()
         s1 += w.sum(0)
         s2 += w.T @ w

@@ -37,6 +37,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from ..errors import InputError, WeightsError
+from ..sampling import random_c
 from ..weights import resolve, safe_torch_load
 
 STATS_FORMAT = "gantune-styleclip-stats"
@@ -462,16 +463,19 @@ def global_direction(stats: StyleStats, delta_t: torch.Tensor, beta: float) -> G
 
 
 # --- computing the statistics -------------------------------------------------------------------------------------
-def _latents(G, z: torch.Tensor, truncation: float, cutoff: int | None):
+def _latents(G, z: torch.Tensor, truncation: float, cutoff: int | None, c: torch.Tensor | None = None):
     if G.cfg.overparam:
         return {"wmat": G.map(z, truncation=truncation)}
     cut = None if cutoff is None or cutoff >= G.num_ws else cutoff
-    return {"ws": G.map(z, truncation=truncation, truncation_cutoff=cut if truncation != 1.0 else None)}
+    c = None if c is None else c.to(z.device)
+    return {"ws": G.map(z, c=c, truncation=truncation, truncation_cutoff=cut if truncation != 1.0 else None)}
 
 
-def _sample_z(G, n: int, seed: int, device) -> torch.Tensor:
+def _sample_z(G, n: int, seed: int, device) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``n`` latents and, for a class-conditional generator, uniformly drawn class labels (else None)."""
     g = torch.Generator(device="cpu").manual_seed(seed)
-    return G.sample_z(n, generator=g, device="cpu").to(device)
+    z = G.sample_z(n, generator=g, device="cpu").to(device)
+    return z, random_c(G, n, g)
 
 
 @torch.no_grad()
@@ -486,7 +490,7 @@ def style_mean_std(G, *, samples: int, seed: int, truncation: float, cutoff: int
     while done < samples:
         b = min(batch_size, samples - done)
         z = G.sample_z(b, generator=g, device="cpu").to(device)
-        S = G.synthesis.styles(**_latents(G, z, truncation, cutoff))
+        S = G.synthesis.styles(**_latents(G, z, truncation, cutoff, random_c(G, b, g)))
         for name, s in S.items():
             s = s.double().reshape(-1, s.shape[-1]).cpu()
             a = acc[name]
@@ -566,8 +570,8 @@ def compute_style_stats(
     mean = {s.name: part[f"s_mean.{s.name}"] for s in G.specs}
     std = {s.name: part[f"s_std.{s.name}"] for s in G.specs}
 
-    z = _sample_z(G, images, seed + 1, device)
-    lat_all = _latents(G, z, truncation, truncation_cutoff)
+    z, c = _sample_z(G, images, seed + 1, device)
+    lat_all = _latents(G, z, truncation, truncation_cutoff, c)
     lkey = next(iter(lat_all))
     per_chunk = max(1, batch_size // 2)  # base images per pass: each is rendered at -5 σ and +5 σ
     chunks = [(i, min(i + per_chunk, images)) for i in range(0, images, per_chunk)]

@@ -5,7 +5,7 @@ W-encoder (initial latent; HyperStyle App. G trained it with the e4e code, one w
     x ──resize 256──▶ E ──▶ w − w_avg ──+w_avg──▶ G.synthesis (stored noise) ──▶ ŷ
     loss = λ_l2·L2(ŷ, x) + λ_p·perceptual(ŷ, x) [+ λ_lat·‖w_pred − w_true‖² for generator samples]
 
-Hypernetwork (paper §3.4–3.5; reference training loop OFFICIAL_FORMATS.md §7): codes = E(x) + w_avg are fixed
+Hypernetwork (paper §3.4–3.5; the official training loop, coach_hyperstyle.py): codes = E(x) + w_avg are fixed
 (E frozen), ŷ₀ = G(codes); for t = 1…T: Δ_t = H(x, ŷ_{t−1}), Σ_t = sg(Σ_{t−1}) + Δ_t, y_t = G(codes; θ⊙(1+Σ_t)),
 loss_t is back-propagated at once, and ŷ_t = sg(y_t) feeds the next pass (sg = detach, as the reference: gradients
 never flow through earlier passes). One optimizer step per batch, Ranger (RAdam + Lookahead).

@@ -1,6 +1,6 @@
 """Ranger = RAdam + Lookahead (+ gradient centralization), the optimizer HyperStyle trains with.
 
-The reference (OFFICIAL_FORMATS.md §7) uses Ranger with alpha 0.5, k 6, betas (0.95, 0.999), eps 1e-5, no weight
+The official HyperStyle training (coach_hyperstyle.py) uses Ranger with alpha 0.5, k 6, betas (0.95, 0.999), eps 1e-5, no weight
 decay and gradient centralization. RAdam comes from ``torch.optim.RAdam`` (its variance rectification switches the
 adaptive step on once the SMA length exceeds 5, the same threshold as the reference); Lookahead is the small wrapper
 below (Zhang et al. 2019):

@@ -1,6 +1,6 @@
 """Reconstruction losses for encoder / hypernetwork training, with documented substitutes for missing networks.
 
-The reference HyperStyle loss is ``λ_l2·L2 + λ_lpips·LPIPS(alex) + λ_id·(1 − cos ArcFace)`` (OFFICIAL_FORMATS.md §7).
+The reference HyperStyle loss is ``λ_l2·L2 + λ_lpips·LPIPS(alex) + λ_id·(1 − cos ArcFace)`` (the official coach_hyperstyle.py).
 Two of those networks need weights that may not be on the machine:
 
 * **LPIPS** needs its ImageNet backbone (``lpips-alex-backbone`` / ``lpips-vgg-backbone`` in the weights registry).

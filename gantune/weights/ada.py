@@ -2,17 +2,19 @@
 
 A network pickle is a plain ``pickle`` of ``dict(training_set_kwargs, G, D, G_ema, augment_pipe)``; each network is a
 "persistent class" whose reduce function ``torch_utils.persistence._reconstruct_persistent_obj(meta)`` would ``exec``
-the network source stored in ``meta['module_src']`` (OFFICIAL_FORMATS.md §2.1). :class:`AdaUnpickler` resolves only an
-allow-list of globals (§2.4): the persistent-class constructor becomes :class:`PersistentStub`, which keeps the
+the network source stored in ``meta['module_src']``. :class:`AdaUnpickler` resolves only an
+allow-list of globals: the persistent-class constructor becomes :class:`PersistentStub`, which keeps the
 module ``__dict__`` (``_parameters``, ``_buffers``, ``_modules``, ``_init_kwargs``, …) and never looks at the source;
 ``dnnlib.util.EasyDict`` becomes a dict; tensors go through torch's rebuild functions, and each storage (a nested
 legacy ``torch.save`` blob) through ``torch.load(weights_only=True)``. Anything else raises a :class:`WeightsError`
 naming the global.
 
-Key mapping ``G_ema`` -> gantune (§2.2–2.3): ``mapping.fc{i}.*`` -> ``mapping.fcs.{i}.*``, ``mapping.w_avg`` ->
+Key mapping ``G_ema`` -> gantune: ``mapping.fc{i}.*`` -> ``mapping.fcs.{i}.*``, ``mapping.w_avg`` ->
 ``mapping.w_avg``, ``synthesis.b4.const`` -> ``synthesis.const``, ``synthesis.b{r}.{conv0,conv1,torgb}.*`` ->
 ``synthesis.layers.b{r}.{...}.*`` with the same field names (ADA and gantune store conv weights alike: no flip), and
-every ``resample_filter`` is checked == outer([1,3,3,1])/64 and dropped.
+every ``resample_filter`` is checked == outer([1,3,3,1])/64 and dropped; a class-conditional network's
+``mapping.embed.*`` keeps its name. ``conv_clamp`` (the layers' own attributes, else ``synthesis_kwargs``),
+``c_dim`` and ``num_fp16_res`` go into the config (see docs/formats.md).
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """rosinality/stylegan2-pytorch generators (``.pt``; also the decoders inside HyperStyle and e4e checkpoints).
 
-The architecture is inferred from the ``g_ema`` keys alone (OFFICIAL_FORMATS.md §1.1): the number of ``to_rgbs.*``
+The architecture is inferred from the ``g_ema`` keys alone: the number of ``to_rgbs.*``
 gives the resolution, ``style.N`` the mapping depth, the weight shapes the channels per resolution. One table, built
-from the core's layer specs, maps every key (§1.2–1.4):
+from the core's layer specs, maps every key:
 
 =====================================  ===============================  ==========================================
 rosinality                             gantune                          conversion
