@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+import os
+
 
 class GantuneError(Exception):
     """Base class of errors that are the user's input, not a bug. ``hint`` says what to do."""
@@ -35,8 +38,6 @@ class RenderError(GantuneError):
 
 def debug_enabled() -> bool:
     """``GANTUNE_DEBUG`` set: show tracebacks instead of one-line errors."""
-    import os
-
     return os.environ.get("GANTUNE_DEBUG", "") not in ("", "0", "false", "no")
 
 
@@ -51,8 +52,19 @@ def known_error_message(e: BaseException) -> str | None:
         return f"{e.filename or e}: no such file"
     if isinstance(e, PermissionError):
         return f"{e.filename or e}: permission denied"
-    if isinstance(e, OSError) and e.errno == 28:
-        return f"{e.filename or 'output'}: no space left on the device; free some space or choose another -o folder"
+    if is_disk_full(e):
+        where = getattr(e, "filename", None) or "output"
+        return f"{where}: no space left on the device; free some space or choose another -o folder"
+    if isinstance(e, OSError) and e.errno == errno.EROFS:
+        return f"{e.filename or e}: read-only file system; choose a folder on a writable file system"
     if isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError":
         return "out of memory; try a smaller --batch-size, --dtype bfloat16, or --device cpu"
     return None
+
+
+def is_disk_full(e: BaseException) -> bool:
+    """ENOSPC (or EDQUOT), also when a writer wraps it in its own error (safetensors: "No space left on device (os
+    error 28)")."""
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return not isinstance(e, OSError) and "No space left on device" in str(e)

@@ -133,7 +133,7 @@ class FaceAligner:
         """(1-based index, detection) pairs chosen by ``faces``; raises :class:`AlignError` when none fits."""
         if not detections:
             raise NoFaceError("no face found",
-                              "the detector needs a frontal face of at least ~40 px; try --detector cnn")
+                              "the detector needs a frontal face of at least ~40 px; try gantune align --detector cnn")
         if self.faces == "largest":
             return [(1, detections[0])]
         if self.faces == "all":

@@ -13,6 +13,8 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
+from ..errors import InputError
+
 
 console = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -50,7 +52,14 @@ DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA if availabl
 DtypeOpt = Annotated[Dtype, typer.Option("--dtype", help="Compute dtype (bfloat16 is fast on GPUs and on CPUs with AMX).")]
 ChannelsLastOpt = Annotated[Optional[bool], typer.Option("--channels-last/--no-channels-last", help="channels-last memory layout for the convolutions (default: on for CPU).", show_default=False)]
 WeightsOpt = Annotated[Optional[str], typer.Option("--weights", "-w", help="The checkpoint to use: a registry name (gantune weights list), a path (.pt, .pkl, .safetensors) or a URL. The default is in the command's help.", show_default=False)]
-OutDirOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder (created if missing).")]
+def out_folder(text: str) -> Path:
+    """``-o`` as given: an empty value is refused (``Path("")`` would be the current folder)."""
+    if not str(text).strip():
+        raise InputError("-o is empty", "give a folder for the outputs; it is created if missing")
+    return Path(text)
+
+
+OutDirOpt = Annotated[Path, typer.Option("--out", "-o", parser=out_folder, help="Output folder (created if missing).")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed.")]
 ClassOpt = Annotated[Optional[int], typer.Option("--class", min=0, help="Class-conditional generators (stylegan2-ada c_dim > 0): the class index K (one-hot label); stored in each record. Refused for unconditional generators.", show_default=False)]
 BatchOpt = Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Images per batch.")]

@@ -10,14 +10,28 @@ import typer
 from .common import (BatchOpt, ChannelsLastOpt, ClassOpt, DeviceOpt, DtypeOpt, Noise, NoiseOpt, OverwriteOpt, ShardOpt,
                      WeightsOpt, console, exit_with, OutDirOpt, run_batch, shard_of, value,
                      writers_for)
+from ..errors import InputError
 from .validate import finite
 
 DEFAULT_WEIGHTS = "ffhq-1024"
+MAX_SEEDS = 100_000  # seeds a run (--seeds): a bigger range is refused before it is expanded
+
+
+def _seed_list(text: str, parse) -> list[int]:
+    """``parse(text)`` with repeats dropped (first order kept), after refusing more than MAX_SEEDS seeds."""
+    count = 0
+    for part in text.split(","):
+        lo, dash, hi = part.strip().partition("-")
+        count += int(hi) - int(lo) + 1 if dash and lo.strip().isdigit() and hi.strip().isdigit() else 1
+    if count > MAX_SEEDS:
+        raise InputError(f"--seeds {text!r}: {count} seeds, more than {MAX_SEEDS} a run",
+                         "split it over several runs into the same -o; a re-run skips the seeds already done")
+    return list(dict.fromkeys(parse(text)))
 
 
 def generate_command(
     weights: WeightsOpt = None,
-    seeds: Annotated[str, typer.Option("--seeds", help="Seeds: 0-7, 1,5,9 or 0-3,10.")] = "0-7",
+    seeds: Annotated[str, typer.Option("--seeds", help="Seeds: 0-7, 1,5,9 or 0-3,10 (a repeated seed is drawn once, in the order first given; at most 100000 seeds a run).")] = "0-7",
     truncation: Annotated[float, typer.Option("--truncation", "--trunc", callback=finite("--truncation"), help="Truncation psi toward the average w (1 = none).")] = 1.0,
     out: OutDirOpt = Path("out/generate"),
     noise: NoiseOpt = Noise.const,
@@ -43,7 +57,7 @@ def generate_command(
 
     weights = weights or DEFAULT_WEIGHTS
     noise, dtype = value(noise), value(dtype)
-    seed_list = parse_seeds(seeds)
+    seed_list = _seed_list(seeds, parse_seeds)
     items = [Item(name=f"seed{s:04d}", label=f"seed {s}", data=s) for s in seed_list]
     seed_of = {it.name: s for it, s in zip(items, seed_list)}
     batch = Batch("generate", items, out, params={"weights": weights, "truncation": truncation, "noise": noise,

@@ -10,7 +10,9 @@ from typing import Annotated, Optional
 import typer
 
 from .common import DeviceOpt, SeedOpt, console, is_terminal
+from .validate import finite
 
+RUN_HINT = "give a run folder that can be written; it is created if missing"
 train_app = typer.Typer(help="Train generators and encoders.", no_args_is_help=True)
 
 
@@ -64,9 +66,9 @@ def generator_command(
     data: Annotated[str, typer.Option("--data", help="A folder of images, or 'synthetic-faces' (DCGAN faces; non-commercial licence).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder: snapshots, checkpoints, log (created if missing).")] = Path("runs/generator"),
     resolution: Annotated[int, typer.Option("--resolution", "-r", help="Image side (power of two; 32 and up for real use).")] = 64,
-    kimg: Annotated[float, typer.Option("--kimg", help="Train until this many thousand real images have been shown.")] = 1000.0,
+    kimg: Annotated[float, typer.Option("--kimg", callback=finite("--kimg", above=0), help="Train until this many thousand real images have been shown.")] = 1000.0,
     batch: Annotated[int, typer.Option("--batch", min=1, help="Global batch (split over torchrun processes).")] = 32,
-    snap: Annotated[float, typer.Option("--snap", help="Snapshot grid + checkpoint every N kimg.")] = 50.0,
+    snap: Annotated[float, typer.Option("--snap", callback=finite("--snap", above=0), help="Snapshot grid + checkpoint every N kimg.")] = 50.0,
     overparam: Annotated[bool, typer.Option("--overparam/--standard", help="Overparameterized latent matrix (Poirier-Ginter et al. 2022).")] = False,
     latent_rows: Annotated[Optional[int], typer.Option("--latent-rows", help="Rows of the latent matrix (default: the widest layer's channels).")] = None,
     z_dim: Annotated[int, typer.Option("--z-dim", help="Latent z size (and w size unless --w-dim).")] = 512,
@@ -75,24 +77,24 @@ def generator_command(
     noise: Annotated[Optional[bool], typer.Option("--noise/--no-noise", help="Noise inputs (default on; off with --overparam).")] = None,
     channel_base: Annotated[int, typer.Option("--channel-base", help="Channels at resolution r: min(base / r, max).")] = 16384,
     channel_max: Annotated[int, typer.Option("--channel-max", help="Cap on channels per layer.")] = 512,
-    lr: Annotated[float, typer.Option("--lr", help="Adam learning rate of G and D.")] = 0.0025,
-    gamma: Annotated[Optional[float], typer.Option("--gamma", help="R1 weight (default 0.0002·res²/batch).")] = None,
+    lr: Annotated[float, typer.Option("--lr", callback=finite("--lr", above=0), help="Adam learning rate of G and D.")] = 0.0025,
+    gamma: Annotated[Optional[float], typer.Option("--gamma", callback=finite("--gamma", minimum=0), help="R1 weight (default 0.0002·res²/batch).")] = None,
     r1_interval: Annotated[int, typer.Option("--r1-interval", help="Lazy R1 every N D steps; 0 = off.")] = 16,
     pl_weight: Annotated[float, typer.Option("--pl-weight", help="Path-length weight; 0 = off.")] = 2.0,
     pl_interval: Annotated[int, typer.Option("--pl-interval", help="Lazy path-length every N G steps.")] = 4,
-    style_mixing: Annotated[float, typer.Option("--style-mixing", help="Style-mixing probability (whole matrices per layer range with --overparam).")] = 0.9,
-    ema_kimg: Annotated[Optional[float], typer.Option("--ema-kimg", help="EMA half-life in kimg (default batch·10/32).")] = None,
+    style_mixing: Annotated[float, typer.Option("--style-mixing", callback=finite("--style-mixing", minimum=0, maximum=1), help="Style-mixing probability (whole matrices per layer range with --overparam).")] = 0.9,
+    ema_kimg: Annotated[Optional[float], typer.Option("--ema-kimg", callback=finite("--ema-kimg", minimum=0), help="EMA half-life in kimg (default batch·10/32).")] = None,
     mbstd_group: Annotated[int, typer.Option("--mbstd-group", help="Minibatch-stddev group size.")] = 4,
     xflip: Annotated[bool, typer.Option("--xflip/--no-xflip", help="Random horizontal flips of folder images.")] = False,
     resume: Annotated[str, typer.Option("--resume", help="auto (newest state in --out), none, or a training-state-*.pt file.")] = "auto",
-    d_warmup: Annotated[Optional[float], typer.Option("--d-warmup", help="Train D alone (G frozen) for the first N kimg; default 2 with --grow-from (a fresh D's first gradients would wreck the grown layers), else 0.")] = None,
-    freeze_grown: Annotated[Optional[float], typer.Option("--freeze-grown", help="With --grow-from: only the new top block trains until N kimg (default: the whole run; the grown layers stay as trained).")] = None,
+    d_warmup: Annotated[Optional[float], typer.Option("--d-warmup", callback=finite("--d-warmup", minimum=0), help="Train D alone (G frozen) for the first N kimg; default 2 with --grow-from (a fresh D's first gradients would wreck the grown layers), else 0.")] = None,
+    freeze_grown: Annotated[Optional[float], typer.Option("--freeze-grown", callback=finite("--freeze-grown", minimum=0), help="With --grow-from: only the new top block trains until N kimg (default: the whole run; the grown layers stay as trained).")] = None,
     grow_from: Annotated[Optional[str], typer.Option("--grow-from", help="When starting from scratch: a generator of half the resolution with the same options; its layers are copied and the new top block starts from its upsampled images.")] = None,
-    distill: Annotated[float, typer.Option("--distill", help="With --data synthetic-faces: weight of a teacher term, the mean |G(z) − DCGAN(z)| on the samples that do not mix styles (z's first 100 entries are the DCGAN's latent; the matrix's shared row with --overparam), added to the adversarial loss; 0 = off.")] = 0.0,
-    distill_only: Annotated[float, typer.Option("--distill-only", help="With --distill: the first N kimg train G on the teacher term alone (no discriminator, no style mixing; about 3× faster a step), then the adversarial loss joins.")] = 0.0,
-    distill_lr: Annotated[float, typer.Option("--distill-lr", help="G's Adam learning rate during --distill-only (momentum 0.9).")] = 0.01,
-    keep: Annotated[int, typer.Option("--keep", min=1, help="Training states to keep in --out.")] = 2,
-    log_every: Annotated[float, typer.Option("--log-every", help="Seconds between progress lines when not on a terminal.")] = 30.0,
+    distill: Annotated[float, typer.Option("--distill", callback=finite("--distill", minimum=0), help="With --data synthetic-faces: weight of a teacher term, the mean |G(z) − DCGAN(z)| on the samples that do not mix styles (z's first 100 entries are the DCGAN's latent; the matrix's shared row with --overparam), added to the adversarial loss; 0 = off.")] = 0.0,
+    distill_only: Annotated[float, typer.Option("--distill-only", callback=finite("--distill-only", minimum=0), help="With --distill: the first N kimg train G on the teacher term alone (no discriminator, no style mixing; about 3× faster a step), then the adversarial loss joins.")] = 0.0,
+    distill_lr: Annotated[float, typer.Option("--distill-lr", callback=finite("--distill-lr", above=0), help="G's Adam learning rate during --distill-only (momentum 0.9).")] = 0.01,
+    keep: Annotated[int, typer.Option("--keep", min=1, help="Training states to keep in --out, and network-*.safetensors snapshots to keep (the newest of each).")] = 2,
+    log_every: Annotated[float, typer.Option("--log-every", callback=finite("--log-every", minimum=0), help="Seconds between progress lines when not on a terminal.")] = 30.0,
     threads: Annotated[Optional[int], typer.Option("--threads", help="CPU threads for torch (default: torch's).")] = None,
     device: DeviceOpt = "auto",
     seed: SeedOpt = 0,
@@ -108,12 +110,14 @@ def generator_command(
 
     from ..core import GeneratorConfig
     from ..errors import InputError
+    from ..io.atomic import check_folder, exit_on_sigterm  # gantune.io loads torch: not at the CLI's start
     from ..runtime import resolve_device
     from ..train import ddp
     from ..train.checkpoint import load_state, resolve_resume
     from ..train.data import open_source
     from ..train.generator import GeneratorTrainer, TrainOptions, check_growable, train
 
+    check_folder(out, f"-o {out}", RUN_HINT)
     if threads:
         torch.set_num_threads(threads)
     w_dim = w_dim or z_dim
@@ -173,7 +177,7 @@ def generator_command(
         meta = {"data": source.describe(), "command": "gantune train generator", "world": dist.world}
         if hasattr(source, "license_note"):
             meta["license"] = "non-commercial (DigiFace-1M)"
-        with _Display(int(round(kimg * 1000)), trainer.nimg, log_every) as display:
+        with exit_on_sigterm(), _Display(int(round(kimg * 1000)), trainer.nimg, log_every) as display:
             last = train(trainer, run_dir=out, kimg=kimg, snap_kimg=snap, keep_states=keep, meta=meta, on_tick=display)
         if dist.is_main and last is not None:
             console.print(f"wrote {last}")

@@ -11,17 +11,19 @@ from typing import Annotated, Optional
 import typer
 
 from .common import DeviceOpt, SeedOpt, console
+from .train_cmd import RUN_HINT
+from .validate import finite
 
 GeneratorOpt = Annotated[str, typer.Option("--generator", "-g", help="Generator to invert: a registry name, path or URL.")]
 DataOpt = Annotated[str, typer.Option("--data", help="synthetic (images rendered by the generator, w known), "
                                       "synthetic-faces (DCGAN faces) or a folder of images.")]
 StepsOpt = Annotated[int, typer.Option("--steps", min=1, help="Optimizer steps (batches) in total, counting a resumed run's.")]
 BatchSizeOpt = Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Images per step.")]
-LrOpt = Annotated[float, typer.Option("--lr", help="Ranger learning rate (reference 1e-4).")]
-L2Opt = Annotated[float, typer.Option("--l2-lambda", help="Weight of the pixel L2 loss.")]
-PercOpt = Annotated[float, typer.Option("--lpips-lambda", help="Weight of LPIPS (or its MS-SSIM substitute when the "
+LrOpt = Annotated[float, typer.Option("--lr", callback=finite("--lr", above=0), help="Ranger learning rate (reference 1e-4).")]
+L2Opt = Annotated[float, typer.Option("--l2-lambda", callback=finite("--l2-lambda", minimum=0), help="Weight of the pixel L2 loss.")]
+PercOpt = Annotated[float, typer.Option("--lpips-lambda", callback=finite("--lpips-lambda", minimum=0), help="Weight of LPIPS (or its MS-SSIM substitute when the "
                                         "LPIPS backbone is not available).")]
-SimOpt = Annotated[float, typer.Option("--sim-lambda", "--id-lambda", help="Weight of the identity loss (reference "
+SimOpt = Annotated[float, typer.Option("--sim-lambda", "--id-lambda", callback=finite("--sim-lambda", minimum=0), help="Weight of the identity loss (reference "
                                        "id_lambda 0.1): dlib's face network where the target has a face, the "
                                        "discriminator-feature substitute elsewhere.")]
 IdentityOpt = Annotated[str, typer.Option("--identity", help="auto: dlib's face-recognition ResNet for targets in which "
@@ -36,20 +38,23 @@ SaveEveryOpt = Annotated[int, typer.Option("--save-every", min=1, help="Write th
 ResumeOpt = Annotated[bool, typer.Option("--resume/--no-resume", help="Continue from OUT/train_state.pt.")]
 ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", min=1, help="CPU threads for torch (default: torch's; "
                                                    "use 1 per process when other jobs share the cores).")]
-TruncOpt = Annotated[float, typer.Option("--truncation", help="ψ for --data synthetic.")]
+TruncOpt = Annotated[float, typer.Option("--truncation", callback=finite("--truncation"), help="ψ for --data synthetic.")]
 WidthOpt = Annotated[int, typer.Option("--width", min=16, help="Encoder stem channels, stages ×1,2,4,8 (official 64; "
                                        "16–32 for compact models of small generators).")]
 InputSizeOpt = Annotated[int, typer.Option("--input-size", min=64, help="Side of the encoder's input images (official "
                                            "256; 64 for a 32–64 px generator). Stored in the file's opts.")]
 
 
-def _setup(generator: str, data: str, device: str, truncation: float, discriminator: Optional[Path],
+def _setup(out: Path, generator: str, data: str, device: str, truncation: float, discriminator: Optional[Path],
            threads: Optional[int] = None):
+    """The run folder checked (before anything loads), then the generator, the data and the discriminator."""
+    from ..io.atomic import check_folder  # gantune.io loads torch: not at the CLI's start
     from ..runtime import resolve_device
     from ..train.encoders import open_data
     from ..train.substitutes import load_discriminator
     from ..weights import load_generator
 
+    check_folder(out, f"-o {out}", RUN_HINT)
     if threads:
         import torch
 
@@ -89,7 +94,7 @@ def w_encoder_command(
     lr: LrOpt = 1e-4,
     l2_lambda: L2Opt = 1.0,
     lpips_lambda: PercOpt = 0.8,
-    latent_lambda: Annotated[float, typer.Option("--latent-lambda", help="Weight of ‖w − w_true‖² (--data synthetic only).")] = 1.0,
+    latent_lambda: Annotated[float, typer.Option("--latent-lambda", callback=finite("--latent-lambda", minimum=0), help="Weight of ‖w − w_true‖² (--data synthetic only).")] = 1.0,
     sim_lambda: SimOpt = 0.1,
     identity: IdentityOpt = "auto",
     discriminator: DiscOpt = None,
@@ -112,6 +117,7 @@ def w_encoder_command(
     """
     from ..errors import InputError
     from ..methods.hyper.wencoder import IR_SE_50_UNITS
+    from ..io.atomic import exit_on_sigterm
     from ..train.encoders import train_w_encoder
 
     if depth.strip() == "50":
@@ -123,13 +129,15 @@ def w_encoder_command(
             units = ()
         if len(units) != 4 or min(units) < 1:
             raise InputError(f"--depth {depth!r}: 50, or four unit counts >= 1 like 1,1,1,1")
-    dev, G, info, src, D = _setup(generator, data, device, truncation, discriminator, threads)
+    dev, G, info, src, D = _setup(out, generator, data, device, truncation, discriminator, threads)
     opts = _options(steps=steps, batch_size=batch_size, lr=lr, l2_lambda=l2_lambda, perceptual_lambda=lpips_lambda,
                     sim_lambda=sim_lambda, identity=identity, latent_lambda=latent_lambda, lpips_net=lpips_net, seed=seed,
                     save_every=save_every, truncation=truncation, width=width, input_size=input_size)
     console.print(f"W-encoder IR-SE units {units}, width {width}, input {input_size} px for {generator} ({G.cfg.resolution}px, {G.num_ws} W+ rows) on {dev}")
-    res = train_w_encoder(G, src, out, opts=opts, units=units, device=dev, resume=resume, discriminator=D,
-                          on_step=_reporter(steps, log_every), on_notes=lambda n: console.print(f"note: {n}", soft_wrap=True))
+    with exit_on_sigterm():
+        res = train_w_encoder(G, src, out, opts=opts, units=units, device=dev, resume=resume, discriminator=D,
+                              on_step=_reporter(steps, log_every),
+                              on_notes=lambda n: console.print(f"note: {n}", soft_wrap=True))
     console.print(f"{res.step} steps; W-encoder: {res.model_path} (resume state {res.state_path})")
 
 
@@ -167,19 +175,21 @@ def hypernet_command(
 
     Example: gantune train hypernet -g runs/g/network-000100000.safetensors -e runs/enc/w_encoder.pt -o runs/hyper
     """
+    from ..io.atomic import exit_on_sigterm
     from ..methods.hyper.checkpoint import load_w_encoder
     from ..train.encoders import train_hypernet
 
-    dev, G, info, src, D = _setup(generator, data, device, truncation, discriminator, threads)
+    dev, G, info, src, D = _setup(out, generator, data, device, truncation, discriminator, threads)
     enc, _ = load_w_encoder(encoder, num_ws=G.num_ws, device=dev, hash_file=False)
     opts = _options(steps=steps, batch_size=batch_size, lr=lr, l2_lambda=l2_lambda, perceptual_lambda=lpips_lambda,
                     sim_lambda=sim_lambda, identity=identity, lpips_net=lpips_net, seed=seed, save_every=save_every, truncation=truncation,
                     width=width, input_size=input_size)
     names = [v.strip() for v in layers.split(",") if v.strip()] if layers else None
     lv = tuple(v.strip() for v in levels.split(",") if v.strip())
-    res = train_hypernet(G, enc, src, out, opts=opts, iters=iters, levels=lv, layers=names, include_torgb=torgb,
-                         device=dev, resume=resume, discriminator=D, on_step=_reporter(steps, log_every),
-                         on_notes=lambda n: console.print(f"note: {n}", soft_wrap=True))
+    with exit_on_sigterm():
+        res = train_hypernet(G, enc, src, out, opts=opts, iters=iters, levels=lv, layers=names, include_torgb=torgb,
+                             device=dev, resume=resume, discriminator=D, on_step=_reporter(steps, log_every),
+                             on_notes=lambda n: console.print(f"note: {n}", soft_wrap=True))
     console.print(f"{res.step} steps; hypernetwork: {res.model_path} (resume state {res.state_path})")
     console.print(f"invert with: gantune invert IMAGES --method hyperstyle --weights {res.model_path} --encoder {encoder}")
 

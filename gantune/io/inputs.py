@@ -12,36 +12,34 @@ from ..errors import InputError
 
 def expand_inputs(items: list[str], *, suffixes: tuple[str, ...], stdin=None) -> list[Path]:
     """Files as given (any suffix: a bad file is reported later, not dropped), folders listed non-recursively and
-    sorted (only ``suffixes``), globs expanded and sorted, ``-`` reads one path per line from stdin.
-    Duplicates are removed, order kept. An item that matches nothing is an error."""
+    sorted (only ``suffixes``), globs expanded and sorted, ``-`` reads one item per line from stdin (expanded the
+    same way: a folder there is listed too). Duplicates are removed, order kept. A path that does not exist and a
+    glob that matches nothing stay in the list as items: the batch reports each as failed, alone."""
     out: list[Path] = []
     for item in items:
         if item == "-":
             stream = stdin if stdin is not None else sys.stdin
             lines = [ln.strip() for ln in stream.read().splitlines()]
-            out.extend(Path(ln) for ln in lines if ln)
+            for ln in lines:
+                if ln and ln != "-":
+                    out.extend(_expand_one(ln, suffixes))
             continue
-        p = Path(item)
-        if p.is_dir():
-            out.extend(sorted(q for q in p.iterdir() if q.is_file() and q.suffix.lower() in suffixes))
-        elif p.exists():
-            out.append(p)
-        elif any(c in item for c in "*?["):
-            matches = sorted(Path(m) for m in glob.glob(item, recursive=True) if Path(m).is_file())
-            if not matches:
-                raise InputError(f"{item}: the pattern matches no file")
-            out.extend(matches)
-        else:
-            out.append(p)  # reported as a failed input (missing file) by the batch loop, so names never shift
-    seen: set[Path] = set()
-    uniq = []
-    for p in out:
-        if p not in seen:
-            seen.add(p)
-            uniq.append(p)
+        out.extend(_expand_one(item, suffixes))
+    uniq = list(dict.fromkeys(out))
     if not uniq:
         raise InputError("no input images", "give files, folders, globs, or - to read paths from stdin")
     return uniq
+
+
+def _expand_one(item: str, suffixes: tuple[str, ...]) -> list[Path]:
+    p = Path(item)
+    if p.is_dir():
+        return sorted(q for q in p.iterdir() if q.is_file() and q.suffix.lower() in suffixes)
+    if not os.path.lexists(p) and any(c in item for c in "*?["):
+        matches = sorted(Path(m) for m in glob.glob(item, recursive=True) if Path(m).is_file())
+        if matches:
+            return matches
+    return [p]  # a file, or reported as a failed input (no such file) by the batch, so names never shift
 
 
 def parse_shard(shard: str | None) -> tuple[int, int]:

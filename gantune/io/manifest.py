@@ -10,9 +10,11 @@ Each line::
      "params": what the outputs depend on (a re-run with other params redoes the item),
      "timings": {stage: seconds}, "metrics": {…}, "info": command-specific facts (faces found, fit, …)}
 
-While a batch runs, lines are appended and flushed one by one (a killed run keeps what it finished, and a later
-line for the same name replaces an earlier one); when a run ends the file is rewritten atomically with one line per
-name, in input order.
+While a batch runs, lines are appended and flushed one by one, whole lines only (a killed run keeps what it finished,
+a write that fails on a full disk is cut back to the last complete line, and a later line for the same name replaces
+an earlier one); when a run ends the file is rewritten atomically with one line per name, in input order. Appends and
+the rewrite hold an ``flock`` on the folder, and the rewrite merges what is on disk: two runs into one folder at once
+keep every line.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import os
 import threading
 from pathlib import Path
 
-from .atomic import atomic_write
+from .atomic import append_line, atomic_write, folder_lock
 
 SCHEMA_KEYS = ("status", "name", "input", "outputs", "error", "params", "timings", "metrics", "info")
 
@@ -38,39 +40,37 @@ class Manifest:
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
-        self.entries: dict[str, dict] = {}
-        if self.path.is_file():
-            for e in read_manifest(self.path):
-                if isinstance(e, dict) and isinstance(e.get("name"), str):
-                    self.entries[e["name"]] = e
+        self.entries: dict[str, dict] = _by_name(self.path)
+        self._mine: set[str] = set()  # names this run wrote
 
     def write(self, entry: dict) -> None:
         """Append one entry now (flushed and synced), replacing any earlier entry of the same name."""
         entry = {k: entry.get(k) for k in SCHEMA_KEYS}
         line = json.dumps(entry, default=str)
         with self._lock:
-            self.entries[entry["name"]] = json.loads(line)
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            new = not self.path.exists()
-            with open(self.path, "a", encoding="utf-8") as f:
-                f.write(line + "\n")
-                f.flush()
-                os.fsync(f.fileno())
-            if new:
-                from .atomic import _file_mode
-
-                os.chmod(self.path, _file_mode())
+            with folder_lock(self.path.parent):
+                append_line(self.path, line)
+            self.entries[entry["name"]] = json.loads(line)
+            self._mine.add(entry["name"])
 
     def compact(self, order: list[str] | None = None) -> None:
         """Rewrite the file with one line per name: ``order`` first, then names of earlier runs in their order."""
         with self._lock:
-            if not self.entries:
+            if not self.entries or not self.path.parent.is_dir():
                 return
-            names = [n for n in (order or []) if n in self.entries]
-            names += [n for n in self.entries if n not in set(names)]
-            with atomic_write(self.path) as f:
-                for n in names:
-                    f.write((json.dumps(self.entries[n]) + "\n").encode())
+            with folder_lock(self.path.parent):
+                # lines another run appended meanwhile are kept; this run's own entries win for its names
+                merged = _by_name(self.path)
+                merged.update({n: self.entries[n] for n in self._mine})
+                for n, e in self.entries.items():
+                    merged.setdefault(n, e)
+                self.entries = merged
+                names = [n for n in (order or []) if n in merged]
+                names += [n for n in merged if n not in set(names)]
+                with atomic_write(self.path) as f:
+                    for n in names:
+                        f.write((json.dumps(merged[n]) + "\n").encode())
 
 
 def append_jsonl(path: str | os.PathLike, entry: dict) -> None:
@@ -81,6 +81,16 @@ def append_jsonl(path: str | os.PathLike, entry: dict) -> None:
         f.write(json.dumps(entry, default=str) + "\n")
         f.flush()
         os.fsync(f.fileno())
+
+
+def _by_name(path: Path) -> dict[str, dict]:
+    """The entries of a manifest file by name (the last line of a name wins); empty when there is no file."""
+    out: dict[str, dict] = {}
+    if path.is_file():
+        for e in read_manifest(path):
+            if isinstance(e, dict) and isinstance(e.get("name"), str):
+                out[e["name"]] = e
+    return out
 
 
 def read_manifest(path: str | os.PathLike) -> list[dict]:

@@ -4,19 +4,23 @@ A command says what an item is and how to compute it; the runner does the rest, 
 
 * names: each item's output stem is fixed from the *whole* input list before sharding (:func:`output_stems`), so a
   failed item never shifts another's name and shards agree;
-* checks before any model loads (:meth:`Batch.prepare`): ``-o`` must be a folder, no planned output may be one of the
-  inputs, items whose outputs exist with the same input hash and parameters are skipped (``overwrite`` redoes them);
+* checks before any model loads (:meth:`Batch.prepare`): ``-o`` must be a folder that can be created and written, no
+  planned output may be one of the inputs, items whose outputs exist with the same input hash and parameters are
+  skipped (``overwrite`` redoes them); inputs that are missing or not regular files (a FIFO would hang the read) fail
+  alone, as items;
 * running (:meth:`Batch.run`): ``load`` per item, ``process`` per batch (a failed batch is retried item by item),
   ``write`` per item through :class:`Outputs` (atomic writes, never onto an input; a failed item leaves no file);
 * the manifest (:mod:`gantune.io.manifest`): one line per input with status, input path and sha256, outputs, error,
   params, timings, metrics, appended as items finish and compacted when the run ends;
 * errors: :func:`gantune.errors.known_error_message` gives each failed item its one line; anything else is a bug,
-  recorded as such (``GANTUNE_DEBUG=1`` re-raises it).
+  recorded as such (``GANTUNE_DEBUG=1`` re-raises it). A full disk stops the batch with one line ("no space left
+  on <folder>"); items are reported (console and manifest) in input order.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -24,12 +28,13 @@ from pathlib import Path
 from typing import Any
 
 from .. import progress as _progress
-from ..errors import InputError, debug_enabled, known_error_message
-from .atomic import temp_name
+from ..errors import GantuneError, InputError, debug_enabled, is_disk_full, known_error_message
+from .atomic import check_folder, kind_of, make_folder, temp_name
 from .hashing import sha256_file
 from .manifest import Manifest, normalize
 
 
+OUT_HINT = "give a folder for the outputs that can be written; it is created if missing"
 FILE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".safetensors", ".jsonl", ".json",
                  ".pt", ".pkl")
 
@@ -203,7 +208,8 @@ class Batch:
         self.manifest_path = self.out_dir / ("manifest.jsonl" if n == 1 else f"manifest.shard{i}of{n}.jsonl")
         self.todo: list[Item] = []
         self.skipped: list[Item] = []
-        self.missing: list[Item] = []
+        self.missing: list[Item] = []  # inputs that do not exist or are not regular files
+        self._refused: dict[str, Exception] = {}  # why each of those fails
         self.manifest: Manifest | None = None
 
     # --- before any model loads ---------------------------------------------------------------------------------
@@ -212,8 +218,7 @@ class Batch:
         Returns the items left to do (inputs that do not exist are not among them: run() reports them).
         Raises InputError (one line) before anything is written."""
         out = self.out_dir
-        if out.exists() and not out.is_dir():
-            raise InputError(f"-o {out} is a file", "give a folder for the outputs; it is created if missing")
+        check_folder(out, f"-o {out}", OUT_HINT)
         if not out.exists() and out.suffix.lower() in FILE_SUFFIXES:
             raise InputError(f"-o {out} looks like a file name; -o takes a folder",
                              f"e.g. -o {out.with_suffix('')}/; file names come from the inputs")
@@ -229,10 +234,12 @@ class Batch:
                                      "choose another -o folder; gantune never writes over its inputs")
         self.manifest = Manifest(self.manifest_path)
         for it in mine:
-            if it.input is not None and not it.input.exists():
+            bad = _unreadable(it.input) if it.input is not None else None
+            if bad is not None:
                 self.missing.append(it)  # reported as failed by run(); no model is loaded for it
+                self._refused[it.name] = bad
                 continue
-            if it.input is not None and it.input.is_file():
+            if it.input is not None:
                 try:
                     it.sha256 = sha256_file(it.input)
                 except OSError:
@@ -267,7 +274,7 @@ class Batch:
             self.prepare()
         t_start = time.perf_counter()
         summary = Summary(skipped=len(self.skipped), manifest=self.manifest_path)
-        self.out_dir.mkdir(parents=True, exist_ok=True)
+        make_folder(self.out_dir, f"-o {self.out_dir}", OUT_HINT)
         self._clean_temp_files()
 
         def report(it: Item, outputs: dict | None, error: str | None) -> None:
@@ -297,8 +304,8 @@ class Batch:
                 progress.advance(msg)
 
         def fail(it: Item, e: BaseException, stage: str) -> None:
-            if debug_enabled():
-                raise e
+            if debug_enabled() or is_disk_full(e):
+                raise e  # a full disk stops the batch (below): every further item would fail the same way
             it.info["stage"] = stage
             report(it, None, error_line(e))
 
@@ -383,10 +390,15 @@ class Batch:
                 do_write(it, res)
 
         try:
-            for it in self.missing:
-                fail(it, FileNotFoundError(2, "no such file", str(it.input)), "load")
             pending: list[Item] = []
-            for it in self.todo:
+            for it in self._in_order():
+                if it.name in self._refused:  # the items before it go first: reports keep the input order
+                    if pending:
+                        do_batch(pending)
+                        pending = []
+                    drain()
+                    fail(it, self._refused[it.name], "load")
+                    continue
                 if do_load(it):
                     pending.append(it)
                 if len(pending) >= batch_size:
@@ -395,12 +407,30 @@ class Batch:
             if pending:
                 do_batch(pending)
             drain()
+        except Exception as e:
+            if is_disk_full(e) and not debug_enabled():
+                raise GantuneError(f"no space left on {self.out_dir}", "free some space or choose another -o "
+                                   "folder; a re-run skips the items already done") from None
+            raise
         finally:
             if writer is not None:
                 writer.shutdown(wait=True)  # interrupted: what is being written still lands whole (atomic files)
-            self.manifest.compact([it.name for it in self.items])
+            self._compact()
             summary.seconds = time.perf_counter() - t_start
         return summary
+
+    def _in_order(self) -> list[Item]:
+        """The items to do and the missing ones, in input order."""
+        todo = {id(it) for it in self.todo} | {id(it) for it in self.missing}
+        return [it for it in self.items if id(it) in todo]
+
+    def _compact(self) -> None:
+        """The manifest's final rewrite; on a full disk the appended lines stay as they are (whole lines)."""
+        try:
+            self.manifest.compact([it.name for it in self.items])
+        except OSError as e:
+            if not is_disk_full(e):
+                raise
 
     def _clean_temp_files(self) -> None:
         """Temporary files a killed run left for this run's outputs."""
@@ -408,6 +438,23 @@ class Batch:
             for f in self.planned(it):
                 for tmp in self.out_dir.glob(temp_name(Path(f)) + "*.tmp"):
                     tmp.unlink(missing_ok=True)
+
+
+def _unreadable(path: Path) -> Exception | None:
+    """Why an input cannot be read as a file (missing, a FIFO, a device, a socket, a folder), or None."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        if any(c in str(path) for c in "*?["):
+            return InputError(f"{path}: no such file, and the pattern matches no file")
+        return FileNotFoundError(2, "no such file", str(path))
+    except OSError as e:
+        return e
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return IsADirectoryError(21, "is a folder", str(path))
+    return InputError(f"{path}: {kind_of(mode)}, not a regular file; only regular files are inputs")
 
 
 def _flat(outputs) -> list[str]:

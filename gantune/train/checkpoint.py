@@ -7,7 +7,11 @@
   ``torch.load(weights_only=True)``.
 
 ``<nimg>`` is the number of real images shown so far (9 digits), so names sort in training order. Both files are
-written atomically; the newest ``keep`` training states are kept, every network snapshot is kept.
+written atomically; the newest ``keep`` training states and the newest ``keep`` network snapshots are kept.
+
+A run killed mid-write leaves no half file (atomic writes), and :func:`gantune.io.atomic.exit_on_sigterm` turns SIGTERM into a normal
+exit so the temporary file being written is removed; :func:`remove_stale_temp_files` removes what a hard kill
+(SIGKILL, power loss) left, when a run starts or resumes.
 """
 
 from __future__ import annotations
@@ -22,6 +26,10 @@ from ..errors import InputError
 from ..io.atomic import atomic_write
 
 STATE_RE = re.compile(r"^training-state-(\d{9})\.pt$")
+NETWORK_RE = re.compile(r"^network-(\d{9})\.safetensors$")
+# temporary files of the atomic writes of a run folder's files (gantune.io.atomic: ".<name>.<random>.tmp")
+TEMP_RE = re.compile(r"^\.(training-state-\d{9}\.pt|network-\d{9}\.safetensors|fakes-\d{9}\.png|w_encoder\.pt|"
+                     r"hypernet\.pt|train_state\.pt)\..+\.tmp$")
 
 
 def network_path(run_dir: Path, nimg: int) -> Path:
@@ -55,10 +63,14 @@ def load_state(path: str | Path) -> dict:
 
 
 def list_states(run_dir: str | Path) -> list[Path]:
+    return _matching(run_dir, STATE_RE)
+
+
+def _matching(run_dir: str | Path, pattern: re.Pattern) -> list[Path]:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         return []
-    return sorted(p for p in run_dir.iterdir() if STATE_RE.match(p.name))
+    return sorted(p for p in run_dir.iterdir() if pattern.match(p.name))
 
 
 def latest_state(run_dir: str | Path) -> Path | None:
@@ -67,8 +79,18 @@ def latest_state(run_dir: str | Path) -> Path | None:
 
 
 def prune_states(run_dir: str | Path, keep: int) -> None:
-    for p in list_states(run_dir)[:-keep] if keep > 0 else []:
+    """Keep the newest ``keep`` training states and the newest ``keep`` network snapshots."""
+    for pattern in (STATE_RE, NETWORK_RE):
+        for p in _matching(run_dir, pattern)[:-keep] if keep > 0 else []:
+            p.unlink(missing_ok=True)
+
+
+def remove_stale_temp_files(run_dir: str | Path) -> list[Path]:
+    """Remove the temporary files that a killed run left in the run folder (returns them)."""
+    stale = _matching(run_dir, TEMP_RE)
+    for p in stale:
         p.unlink(missing_ok=True)
+    return stale
 
 
 def resolve_resume(resume: str, run_dir: str | Path) -> Path | None:

@@ -45,6 +45,7 @@ from ..errors import InputError, WeightsError
 from ..methods.hyper.hypernet import HyperNetwork, default_heads
 from ..methods.hyper.inference import face_pool, render, to_input_size
 from ..methods.hyper.wencoder import IR_SE_50_UNITS, WEncoder
+from .checkpoint import remove_stale_temp_files
 from .ranger import ranger
 from .substitutes import IdentityLoss, Term, identity_term, perceptual_term
 
@@ -259,6 +260,7 @@ def train_w_encoder(
     opts = opts or EncoderTrainOptions()
     device = torch.device(device)
     out_dir = Path(out_dir)
+    remove_stale_temp_files(out_dir)  # what a killed run was writing
     G, notes = hyperstyle_generator(G)
     G = G.to(device).eval().requires_grad_(False)
     perc, sim, loss_notes = _loss_terms(opts, device, discriminator, perceptual)
@@ -395,6 +397,7 @@ def train_hypernet(
         raise InputError(f"--iters {iters}: at least one refinement pass per batch")
     device = torch.device(device)
     out_dir = Path(out_dir)
+    remove_stale_temp_files(out_dir)  # what a killed run was writing
     G, notes = hyperstyle_generator(G)
     G = G.to(device).eval().requires_grad_(False)
     if encoder.w_dim != G.cfg.w_dim:

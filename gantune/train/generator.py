@@ -34,7 +34,7 @@ import torch
 
 from ..core import Generator, GeneratorConfig
 from . import ddp
-from .checkpoint import network_path, prune_states, save_state, state_path
+from .checkpoint import network_path, prune_states, remove_stale_temp_files, save_state, state_path
 from .discriminator import Discriminator
 from .losses import d_logistic, g_nonsaturating, path_length_penalty, path_lengths, r1_penalty
 
@@ -427,7 +427,7 @@ def train(
     run_dir: str | Path,  # run folder: checkpoints, snapshot grids, log
     kimg: float,  # stop once this many thousand real images have been shown in total (across resumes)
     snap_kimg: float = 50.0,  # snapshot grid + checkpoint every this many kimg (and at the end)
-    keep_states: int = 2,  # training states to keep (network snapshots are all kept)
+    keep_states: int = 2,  # training states to keep, and network snapshots to keep
     meta: dict | None = None,  # provenance stored in every network snapshot (data, licence, command)
     on_tick: ProgressFn | None = None,  # called after every iteration with {nimg, step, img/s, losses...}
     grid_size: int = 16,  # samples in each snapshot grid
@@ -440,6 +440,8 @@ def train(
     total = int(round(kimg * 1000))
     snap = max(1, int(round(snap_kimg * 1000)))
     last: Path | None = None
+    if trainer.dist.is_main:
+        remove_stale_temp_files(run_dir)  # what a killed run was writing
 
     def checkpoint() -> None:
         nonlocal last

@@ -23,6 +23,7 @@ import http.client
 import json
 import os
 import socket
+import stat
 import sys
 import time
 import urllib.error
@@ -31,6 +32,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlparse
 
 from ..errors import OfflineError, WeightsError
+from ..io.atomic import make_folder
 from ..io.hashing import cache_home, sha256_file
 from .registry import Entry, load_registry
 from .registry import get as registry_get
@@ -44,6 +46,12 @@ _DRIVE_HOSTS = ("drive.google.com", "docs.google.com", "drive.usercontent.google
 def home() -> Path:
     """The cache folder: $GANTUNE_HOME, else $XDG_CACHE_HOME/gantune, else ~/.cache/gantune."""
     return cache_home()
+
+
+def cache_folder(folder: Path) -> Path:
+    """Create a folder of the cache, or fail in one line naming it (GANTUNE_HOME a file, read-only, not ours)."""
+    return make_folder(folder, f"the cache folder {folder}",
+                       "set GANTUNE_HOME to a folder you can write; it is created if missing")
 
 
 def weights_dir() -> Path:
@@ -261,15 +269,16 @@ def _open_url_full(url: str):
 
 def _stream_to_part(url: str, part: Path, *, label: str, progress: bool, size_hint: int) -> tuple[str, bool]:
     """Download ``url`` into ``part`` (resuming it when possible). Returns (sha256 of the whole part, resumed?)."""
-    part.parent.mkdir(parents=True, exist_ok=True)
+    cache_folder(part.parent)
     offset = part.stat().st_size if part.exists() else 0
     scheme = urlparse(url).scheme
     h = hashlib.sha256()
+    src_mode = 0o777
     if scheme == "file":
         src = Path(unquote(urlparse(url).path))
         if not src.is_file():
             raise WeightsError(f"{url}: no such file", "check the path in the file:// URL")
-        total = src.stat().st_size
+        total, src_mode = src.stat().st_size, stat.S_IMODE(src.stat().st_mode)
         if offset > total:
             offset = 0
         resp, start = open(src, "rb"), offset  # noqa: SIM115 - closed below
@@ -296,6 +305,8 @@ def _stream_to_part(url: str, part: Path, *, label: str, progress: bool, size_hi
     ok = False
     try:
         with open(part, "r+b" if resumed else "wb") as out:
+            # a copy is never more open than its source (a 0600 file stays 0600 in the cache)
+            os.fchmod(out.fileno(), stat.S_IMODE(os.fstat(out.fileno()).st_mode) & src_mode)
             out.seek(start)
             out.truncate()
             first = True
@@ -351,7 +362,7 @@ def _drive_to_part(url: str, part: Path, *, label: str, progress: bool, size_hin
     from gdown.exceptions import DownloadError, FileURLRetrievalError
 
     fid = _drive_id(url)
-    part.parent.mkdir(parents=True, exist_ok=True)
+    cache_folder(part.parent)
     partials = sorted(part.parent.glob(part.name + "*.part"))
     done_before = max((p.stat().st_size for p in partials), default=0)
     bar = _Bar(progress, label, size_hint or None, done_before)
@@ -679,7 +690,7 @@ def load_generator(spec: str | os.PathLike, device="cpu", *, progress: bool = Tr
                     "w_avg_computed": bool(info.get("w_avg_computed", False)),
                     "w_avg_source": info.get("w_avg_source")}
             try:
-                conv.parent.mkdir(parents=True, exist_ok=True)
+                cache_folder(conv.parent)
                 save_native(G, conv, meta=meta)
                 info["converted"] = str(conv)
                 _say(progress, f"{path.name}: converted to gantune's format once; the copy is kept in the cache at "
