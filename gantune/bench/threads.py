@@ -14,7 +14,9 @@ import subprocess
 import sys
 import time
 
-POLICIES = {"spin (OpenMP default)": None, "passive": "passive"}
+# label -> OpenMP variables (libgomp, as torch's wheels use); "spin" is OpenMP's default: spin a while, then sleep
+POLICIES = {"spin (OpenMP default)": {}, "passive": {"OMP_WAIT_POLICY": "passive"},
+            "spin 10k, then sleep": {"GOMP_SPINCOUNT": "10000"}}
 BUSY = "while True: pass"  # one core's worth of other work (a second job, a browser tab)
 
 
@@ -54,9 +56,8 @@ def bench_threads(*, resolution: int = 256, reps: int = 2) -> list[str]:
              f"core; threads {os.environ.get('OMP_NUM_THREADS', '(default)')}"]
     base = None
     for label, policy in POLICIES.items():
-        env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-        if policy:
-            env["OMP_WAIT_POLICY"] = policy
+        env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+        env.update(policy)
         cmd = [sys.executable, "-m", "gantune.bench.threads", "--child", str(resolution), str(reps)]
         run = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
         if run.returncode != 0:
@@ -73,7 +74,7 @@ if __name__ == "__main__":
     if sys.argv[1:2] == ["--child"]:
         from ..process import configure_process
 
-        configure_process(wait_policy=os.environ.get("OMP_WAIT_POLICY"))
+        configure_process(wait_policy=None)  # as the parent set OpenMP's variables for this policy
         _child(int(sys.argv[2]), int(sys.argv[3]))
     else:
         for ln in bench_threads(resolution=int(sys.argv[1]) if len(sys.argv) > 1 else 256):

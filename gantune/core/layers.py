@@ -167,8 +167,9 @@ class ModulatedLayer(nn.Module):
             x.requires_grad or self.weight.requires_grad or any(t.requires_grad for t in mod.values())
             or (delta is not None and delta.requires_grad))
         if fused is None and folded_path_applies(x) and not frozen_rank1 and not batched_grad:
-            # CPU: bias, noise, activation and the skip sum inside the convolution's output pass
-            into = skip if self.conv_clamp is None else None
+            # CPU: bias, noise, activation and the skip sum inside the convolution's output pass (the float32 image
+            # sum only from a float32 convolution)
+            into = skip if self.conv_clamp is None and x.dtype == torch.float32 else None
             y = modulated_conv2d_folded(
                 x, self.weight, **mod, delta=delta, demodulate=not self.is_rgb, up=self.spec.up, kernel=kernel,
                 out_scale=gain, bias=self.bias * gain,
@@ -177,8 +178,8 @@ class ModulatedLayer(nn.Module):
             )
             if self.conv_clamp is not None:
                 y = y.clamp(-self.conv_clamp, self.conv_clamp)
-                if skip is not None:
-                    y = skip + y
+            if skip is not None and into is None:
+                y = skip + y.float()
             return y
         y = modulated_conv2d(
             x,

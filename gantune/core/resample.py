@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 BLUR_TAPS = (1.0, 3.0, 3.0, 1.0)
+_BINOMIAL = torch.outer(torch.tensor(BLUR_TAPS), torch.tensor(BLUR_TAPS)) / 64
 
 
 def make_kernel(taps=BLUR_TAPS, *, dtype=torch.float32) -> torch.Tensor:
@@ -53,8 +54,47 @@ def upfirdn2d(x: torch.Tensor, kernel: torch.Tensor, *, up: int = 1, down: int =
 
 
 def upsample2x(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
-    """2x FIR upsampling of an image/skip branch (rosinality ``Upsample``: kernel*4, pad (2, 1))."""
+    """2x FIR upsampling of an image/skip branch (rosinality ``Upsample``: kernel*4, pad (2, 1)). On CPU, for the
+    binomial kernel, computed separably by output phase (:func:`upsample2x_binomial`): oneDNN's depthwise
+    convolution of a 3-channel 1024² image took 45 ms, about 6 % of a 1024 px render on an AMX Xeon."""
+    if x.device.type == "cpu" and kernel.shape == (4, 4) and torch.equal(kernel, _BINOMIAL.to(kernel)):
+        return upsample2x_binomial(x)
     return upfirdn2d(x, kernel * 4, up=2, pad=(2, 1))
+
+
+def _up_pair(mid: torch.Tensor, before: torch.Tensor, after: torch.Tensor, dim: int) -> torch.Tensor:
+    """(mid + before / 4, mid + after / 4) interleaved along ``dim`` (2 or 3): written in place, or stacked under
+    autograd (the same bits: the quarter is exact)."""
+    if torch.is_grad_enabled() and (mid.requires_grad or before.requires_grad):
+        out = torch.stack([torch.add(mid, before, alpha=0.25), torch.add(mid, after, alpha=0.25)], dim=dim + 1)
+    else:
+        shape = list(mid.shape)
+        shape.insert(dim + 1, 2)
+        out = torch.empty(shape, dtype=mid.dtype, device=mid.device)
+        torch.add(mid, before, alpha=0.25, out=out.select(dim + 1, 0))
+        torch.add(mid, after, alpha=0.25, out=out.select(dim + 1, 1))
+    return out.flatten(dim, dim + 1)
+
+
+def _up_rows(x: torch.Tensor) -> torch.Tensor:
+    """Along dim 2, the 2x upsampling by [1, 3, 3, 1] / 4 with zero borders: out[2m] = (x[m-1] + 3 x[m]) / 4,
+    out[2m+1] = (3 x[m] + x[m+1]) / 4."""
+    h = x.shape[2]
+    xp = F.pad(x, (0, 0, 1, 1))
+    return _up_pair(xp[:, :, 1 : h + 1] * 0.75, xp[:, :, 0:h], xp[:, :, 2 : h + 2], 2)
+
+
+def _up_cols(x: torch.Tensor) -> torch.Tensor:
+    """:func:`_up_rows` along dim 3."""
+    w = x.shape[3]
+    xp = F.pad(x, (1, 1))
+    return _up_pair(xp[:, :, :, 1 : w + 1] * 0.75, xp[:, :, :, 0:w], xp[:, :, :, 2 : w + 2], 3)
+
+
+def upsample2x_binomial(x: torch.Tensor) -> torch.Tensor:
+    """``upfirdn2d(x, outer([1,3,3,1])/64 * 4, up=2, pad=(2, 1))`` as two 1-D passes (columns, then rows), each
+    writing both output phases: the same sums, in another order (float32 results within a few ulp)."""
+    return _up_rows(_up_cols(x.contiguous()))
 
 
 def blur_after_transposed_conv(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:

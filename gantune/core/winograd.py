@@ -162,7 +162,10 @@ class Conv2d(nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         m = 0
-        if self.winograd_shape() and not (torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad)):
+        low_precision = torch.is_autocast_enabled(x.device.type) and torch.get_autocast_dtype(x.device.type) in (
+            torch.bfloat16, torch.float16)  # the convolution runs in that dtype: oneDNN's direct one (AMX)
+        if (self.winograd_shape() and not low_precision
+                and not (torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad))):
             m = tile_size(x, self.in_channels, 3, per_call_weight=True)
         if not m:
             return super().forward(x)

@@ -226,17 +226,26 @@ class ChannelHead(nn.Module):
             h = self.output[0](h)
         w, b = conv.weight, conv.bias
         if release is None or w.numel() * w.element_size() <= RELEASE_SLICE_BYTES:
-            y = conv(h)
+            y = _pointwise(h, w, b)
             if release is not None:
                 release(w)
         else:
             rows = max(1, RELEASE_SLICE_BYTES // (w[0].numel() * w.element_size()))
             parts = []
             for i in range(0, w.shape[0], rows):
-                parts.append(F.conv2d(h, w[i : i + rows], None if b is None else b[i : i + rows]))
+                parts.append(_pointwise(h, w[i : i + rows], None if b is None else b[i : i + rows]))
                 release(w[i : i + rows])
             y = torch.cat(parts, 1)
         return y.view(feat.shape[0], self.out_ch, self.in_ch)
+
+
+def _pointwise(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+    """The heads' 1×1 output convolution; on a 1×1 map (every official head) as the matrix product it is: oneDNN's
+    convolution of a bf16 1×1 map by a (32768, 512) weight took 11.7 ms against 1.6 ms for the product (1.8 / 1.3 ms
+    in float32; AMX Xeon)."""
+    if h.shape[-2:] != (1, 1):
+        return F.conv2d(h, w, b)
+    return F.linear(h.flatten(1), w.flatten(1), b)[:, :, None, None]
 
 
 class HyperNetwork(nn.Module):

@@ -1,0 +1,65 @@
+"""CPU paths chosen for speed give the reference results: the separable 2x upsampling of the RGB skip, the folded
+path in bfloat16, the heads' output product, and Winograd stepping aside under bf16 autocast."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from conftest import tiny_config
+from gantune.core import Generator, layers, modconv
+from gantune.core.resample import make_kernel, upfirdn2d, upsample2x, upsample2x_binomial
+from gantune.core.winograd import Conv2d
+from gantune.methods.hyper.hypernet import _pointwise
+
+
+def test_separable_upsampling_is_the_fir_upsampling():
+    k = make_kernel()
+    for shape in ((1, 3, 8, 8), (2, 3, 33, 20)):
+        x = torch.randn(*shape, dtype=torch.float64)
+        ref = upfirdn2d(x, k.double() * 4, up=2, pad=(2, 1))
+        assert torch.allclose(upsample2x_binomial(x), ref, atol=1e-12, rtol=0)
+        assert torch.allclose(upsample2x(x.float(), k), ref.float(), atol=1e-6, rtol=0)
+    x = torch.randn(2, 3, 16, 16)
+    g = x.clone().requires_grad_()
+    y = upsample2x_binomial(g)
+    assert torch.equal(y.detach(), upsample2x_binomial(x))  # the same bits with and without autograd
+    y.square().sum().backward()
+    ref = x.clone().requires_grad_()
+    upfirdn2d(ref, k * 4, up=2, pad=(2, 1)).square().sum().backward()
+    assert torch.allclose(g.grad, ref.grad, atol=1e-5)
+
+
+def test_folded_bf16_render_is_close_to_float32(monkeypatch):
+    """The folded CPU path in bf16 (taken where the CPU has bf16 in hardware; forced here so that any CPU runs it):
+    offsets, a clamp and the RGB skip sum, against the float32 render."""
+    torch.manual_seed(0)
+    G = Generator(tiny_config(conv_clamp=2.0)).eval()
+    ws = G.map(torch.randn(2, 32))
+    deltas = {s.name: torch.randn(2, s.out_ch, s.in_ch) * 0.05 for s in G.specs if s.kind == "conv"}
+    with torch.no_grad():
+        ref = G.synthesis(ws, deltas=deltas)
+        monkeypatch.setattr(modconv, "native_bf16_cpu", lambda: True)
+        calls = []
+        real = modconv.modulated_conv2d_folded
+        monkeypatch.setattr(layers, "modulated_conv2d_folded", lambda *a, **k: calls.append(1) or real(*a, **k))
+        out = G.set_precision(torch.bfloat16).synthesis(ws, deltas=deltas)
+    assert calls and out.dtype == torch.float32
+    err = (out - ref).abs()
+    assert err.max() <= 0.05 * ref.abs().max() and err.mean() <= 0.01 * ref.abs().mean() + 1e-3
+
+
+def test_heads_output_product_equals_the_1x1_convolution():
+    h, w, b = torch.randn(3, 64, 1, 1), torch.randn(40, 64, 1, 1), torch.randn(40)
+    assert torch.allclose(_pointwise(h, w, b), F.conv2d(h, w, b), atol=1e-5)
+    h2 = torch.randn(3, 64, 2, 2)
+    assert torch.equal(_pointwise(h2, w, b), F.conv2d(h2, w, b))
+
+
+def test_winograd_steps_aside_under_bf16_autocast():
+    conv = Conv2d(128, 128, 3, padding=1).eval()
+    x = torch.randn(1, 128, 32, 32)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        y = conv(x)
+        ref = F.conv2d(x.bfloat16(), conv.weight.bfloat16(), conv.bias.bfloat16(), padding=1)
+    assert y.dtype == torch.bfloat16 and torch.equal(y, ref)  # oneDNN's direct bf16 convolution
