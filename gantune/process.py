@@ -6,9 +6,11 @@ What it sets, each only where the user has not set it already:
 
 * ``OMP_NUM_THREADS``: the CPUs this process may actually use: its affinity mask (``os.sched_getaffinity``), cut to
   the cgroup CPU quota of a container (``cpu.max`` / ``cpu.cfs_quota_us``), at least 1;
-* ``OMP_WAIT_POLICY``: how OpenMP threads wait at a barrier. The default (spinning for a while) costs a job that
-  shares the machine with another one a multiple of its time, because the spinning threads compete with the other
-  job for the cores; ``passive`` threads sleep at once (see docs/performance.md for the measurements);
+* ``GOMP_SPINCOUNT`` (libgomp, the OpenMP of torch's Linux wheels): how long an OpenMP thread spins at a barrier
+  before it sleeps. OpenMP's default spin costs a job that shares the machine with another one a multiple of its
+  time, because the spinning threads compete with the other job for the cores; 10,000 spins keep a quiet machine
+  as fast and a busy one within 2.1x of its quiet time (measured on a 2-core AMX Xeon: docs/performance.md,
+  "Beside other work"). Not set when the user set ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT``;
 * glibc's allocator keeps freed memory in the process (:func:`gantune.core.cpualloc.keep_freed_memory`), which spares
   the kernel zeroing every large activation map again.
 
@@ -24,7 +26,7 @@ import os
 import sys
 from pathlib import Path
 
-WAIT_POLICY = "passive"  # see docs/performance.md: "Beside other work"
+SPIN_COUNT = 10_000  # see docs/performance.md: "Beside other work"
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
 TRIM_THRESHOLD = 1 << 30  # bytes of free memory at the top of the heap kept before it is returned
@@ -79,10 +81,16 @@ def available_cpus() -> int:
     return max(1, n)
 
 
-def configure_process(*, threads: int | None = None, wait_policy: str | None = WAIT_POLICY,
+def wait_settings() -> str:
+    """OpenMP's waiting as set in this process's environment, in words."""
+    got = [f"{k}={os.environ[k]}" for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT") if k in os.environ]
+    return ", ".join(got) or "OpenMP default"
+
+
+def configure_process(*, threads: int | None = None, spin_count: int | None = SPIN_COUNT,
                       keep_memory: bool = True) -> dict:
     """Apply the settings above to this process (see the module docstring); returns what is in effect. ``threads``
-    overrides the CPU count; ``wait_policy=None`` leaves OpenMP's waiting alone; ``keep_memory=False`` leaves the
+    overrides the CPU count; ``spin_count=None`` leaves OpenMP's waiting alone; ``keep_memory=False`` leaves the
     allocator alone."""
     applied = {}
     n = threads or available_cpus()
@@ -90,10 +98,10 @@ def configure_process(*, threads: int | None = None, wait_policy: str | None = W
     if not torch_loaded:
         if "OMP_NUM_THREADS" not in os.environ:
             os.environ["OMP_NUM_THREADS"] = str(n)
-        if wait_policy and "OMP_WAIT_POLICY" not in os.environ:
-            os.environ["OMP_WAIT_POLICY"] = wait_policy
+        if spin_count is not None and not {"OMP_WAIT_POLICY", "GOMP_SPINCOUNT"} & set(os.environ):
+            os.environ["GOMP_SPINCOUNT"] = str(spin_count)
         applied.update(omp_num_threads=os.environ["OMP_NUM_THREADS"],
-                       omp_wait_policy=os.environ.get("OMP_WAIT_POLICY", "(OpenMP default)"))
+                       waiting=wait_settings())
     elif threads is not None:
         sys.modules["torch"].set_num_threads(threads)
         applied["threads"] = threads

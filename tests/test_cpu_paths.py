@@ -63,3 +63,32 @@ def test_winograd_steps_aside_under_bf16_autocast():
         y = conv(x)
         ref = F.conv2d(x.bfloat16(), conv.weight.bfloat16(), conv.bias.bfloat16(), padding=1)
     assert y.dtype == torch.bfloat16 and torch.equal(y, ref)  # oneDNN's direct bf16 convolution
+
+
+def test_hyperstyle_in_bf16_holds_bf16_weights_and_stays_close(monkeypatch):
+    """bf16 on a CPU with bf16 in hardware (forced here): the inverter's own hypernetwork and W-encoder hold bf16
+    weights; the inversion stays close to float32 and its record keeps the shared weights it expanded with."""
+    import copy
+
+    from gantune.methods.hyper import method as hyper_method
+    from gantune.methods.hyper.hypernet import HyperNetwork
+    from gantune.methods.hyper.method import HyperStyle
+    from gantune.methods.hyper.wencoder import WEncoder
+    from gantune.methods.result import record_deltas
+
+    torch.manual_seed(3)
+    G = Generator(tiny_config(resolution=64, channel_base=1024, channel_max=32)).eval()
+    hn = HyperNetwork.from_specs(G.specs, width=8, input_size=64).eval()
+    enc = WEncoder(num_ws=G.num_ws, w_dim=G.cfg.w_dim, units=(1, 1, 1, 1), width=16, input_size=64).eval()
+    la = torch.zeros(G.num_ws, G.cfg.w_dim)
+    x = torch.rand(1, 3, 64, 64) * 2 - 1
+    ref = HyperStyle(G, copy.deepcopy(hn), copy.deepcopy(enc), la, iters=2)(x, ["a"])[0]
+    monkeypatch.setattr(hyper_method, "native_bf16_cpu", lambda: True)
+    hs = HyperStyle(G, hn, enc, la, iters=2, dtype=torch.bfloat16)
+    assert all(p.dtype == torch.bfloat16 for p in [*hs.hypernet.parameters(), *hs.w_encoder.parameters()])
+    res = hs(x, ["a"])[0]
+    assert (res.image - ref.image).abs().max() <= 0.1 * ref.image.abs().max()
+    rec = res.to_record()
+    # the record keeps the shared weights the inversion expanded its offsets with (bf16 values, stored in float32)
+    assert rec.shared is not None and torch.equal(rec.shared.w1, hs.hypernet.shared_fc.w1.float().cpu())
+    assert set(record_deltas(rec, G.specs)) == set(hn.names)

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from ..core import Generator, GeneratorConfig, layer_specs
+from ..process import wait_settings
 
 
 def peak_rss_mb() -> float:
@@ -195,7 +196,7 @@ def main(argv=None) -> None:
     device = resolve_device(args.device)
     only = {s for s in args.only.split(",") if s}
     print(f"gantune bench: {cpu_description()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads (OMP_WAIT_POLICY {os.environ.get('OMP_WAIT_POLICY', 'default')}), "
+          f"{torch.get_num_threads()} threads (waiting: {wait_settings()}), "
           f"device {device}")
     if not only or "generator" in only:
         print("== generator forward")

@@ -16,7 +16,7 @@ import time
 
 # label -> OpenMP variables (libgomp, as torch's wheels use); "spin" is OpenMP's default: spin a while, then sleep
 POLICIES = {"spin (OpenMP default)": {}, "passive": {"OMP_WAIT_POLICY": "passive"},
-            "spin 10k, then sleep": {"GOMP_SPINCOUNT": "10000"}}
+            "spin 10k, then sleep (gantune)": {"GOMP_SPINCOUNT": "10000"}}
 BUSY = "while True: pass"  # one core's worth of other work (a second job, a browser tab)
 
 
@@ -74,7 +74,7 @@ if __name__ == "__main__":
     if sys.argv[1:2] == ["--child"]:
         from ..process import configure_process
 
-        configure_process(wait_policy=None)  # as the parent set OpenMP's variables for this policy
+        configure_process(spin_count=None)  # as the parent set OpenMP's variables for this policy
         _child(int(sys.argv[2]), int(sys.argv[3]))
     else:
         for ln in bench_threads(resolution=int(sys.argv[1]) if len(sys.argv) > 1 else 256):

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ...core import Generator
+from ...core.modconv import native_bf16_cpu
 from ..pipeline import InvertOptions, MethodRun
 from ...io.record import SharedOffsets
 from ..result import InversionResult
@@ -47,6 +48,15 @@ class HyperStyle:
     domain: str = SQUARE  # cars: 192×256 inputs, the official crops, 512×384 outputs (see .domain)
     compiled_batch: int = 0  # > 0: the synthesis is compiled (runtime.compile_synthesis) for batches of this size,
     # to which smaller batches are padded (a new batch size would compile again)
+
+    def __post_init__(self) -> None:
+        """bf16 on a CPU with bf16 in hardware: the hypernetwork and the W-encoder (this object's own modules) hold
+        bf16 weights, so that a pass reads 0.65 GB of head weights instead of converting 1.3 GB of float32 ones (AMX
+        Xeon, 1024 px, 5 passes: hypernetwork 1.37 -> 0.93 s). Offsets still accumulate in float32."""
+        if self.device.type == "cpu" and self.dtype == torch.bfloat16 and native_bf16_cpu():
+            self.hypernet.to(torch.bfloat16)
+            if self.w_encoder is not None:
+                self.w_encoder.to(torch.bfloat16)
 
     @classmethod
     def load(
