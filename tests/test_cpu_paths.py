@@ -92,3 +92,25 @@ def test_hyperstyle_in_bf16_holds_bf16_weights_and_stays_close(monkeypatch):
     # the record keeps the shared weights the inversion expanded its offsets with (bf16 values, stored in float32)
     assert rec.shared is not None and torch.equal(rec.shared.w1, hs.hypernet.shared_fc.w1.float().cpu())
     assert set(record_deltas(rec, G.specs)) == set(hn.names)
+
+
+def test_refine_leaves_the_callers_modules_alone_unless_handed_over():
+    """refine changes nothing in the networks it is given (no re-laid weights, no attributes); with
+    ``own_modules=True`` (the HyperStyle inverter) it re-lays them once (other oneDNN kernels: float rounding)."""
+    from gantune.methods.hyper.hypernet import HyperNetwork
+    from gantune.methods.hyper.inference import refine
+    from gantune.methods.hyper.wencoder import WEncoder
+
+    torch.manual_seed(5)
+    G = Generator(tiny_config(resolution=64, channel_base=1024, channel_max=32)).eval()
+    hn = HyperNetwork.from_specs(G.specs, width=8, input_size=64).eval()
+    enc = WEncoder(num_ws=G.num_ws, w_dim=G.cfg.w_dim, units=(1, 1, 1, 1), width=16, input_size=64).eval()
+    before = {k: (v.data_ptr(), v.stride()) for k, v in hn.state_dict().items()}
+    attrs = set(vars(hn))
+    x = torch.rand(1, 3, 64, 64) * 2 - 1
+    kw = dict(G=G, hypernet=hn, w_encoder=enc, latent_avg=torch.zeros(G.num_ws, G.cfg.w_dim), iters=2)
+    a = refine(x, **kw)
+    assert {k: (v.data_ptr(), v.stride()) for k, v in hn.state_dict().items()} == before and set(vars(hn)) == attrs
+    b = refine(x, **kw, own_modules=True)
+    assert {k: (v.data_ptr(), v.stride()) for k, v in hn.state_dict().items()} != before
+    assert torch.allclose(a.images, b.images, atol=1e-5, rtol=0)

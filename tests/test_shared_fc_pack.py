@@ -120,13 +120,17 @@ def test_refine_with_released_heads_matches_and_drops_their_pages(tmp_path, monk
     monkeypatch.setattr(H, "RELEASE_SLICE_BYTES", 4096 * 8)  # several slices per head even for tiny ones
     x = torch.rand(1, 3, 64, 64) * 2 - 1
     outs = []
+    import gantune.methods.hyper.inference as inference
+
+    real_releaser = inference._page_releaser
     for keep in ("0", "1"):
-        monkeypatch.setenv("GANTUNE_RELEASE_WEIGHT_PAGES", keep)
+        monkeypatch.setattr(inference, "_page_releaser", real_releaser if keep == "1" else lambda: None)
         m = load_hyperstyle(p_hs, hash_file=False)
         enc = load_w_encoder(p_enc, num_ws=m.G.num_ws)[0]
         heads = [h.output[-1].weight for h in m.hypernet.heads.values() if isinstance(h, H.ChannelHead)]
         assert heads
-        out = refine(x, G=m.G, hypernet=m.hypernet, w_encoder=enc, latent_avg=m.latent_avg, iters=2)
+        out = refine(x, G=m.G, hypernet=m.hypernet, w_encoder=enc, latent_avg=m.latent_avg, iters=2,
+                     own_modules=True)
         outs.append(out)
         if keep == "1":
             rss = _rss_file_kib()

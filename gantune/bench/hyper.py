@@ -133,7 +133,8 @@ def bench_hyper(
                 x = x_all[:b]
                 t0 = time.perf_counter()
                 h, e = nets.get(dtype, (hn, enc))
-                out = refine(x, G=G, hypernet=h, w_encoder=e, latent_avg=la, iters=n_it, dtype=dtype)
+                out = refine(x, G=G, hypernet=h, w_encoder=e, latent_avg=la, iters=n_it, dtype=dtype,
+                             own_modules=True)
                 if dev.type == "cuda":
                     torch.cuda.synchronize(dev)
                 dt_s = time.perf_counter() - t0
@@ -167,7 +168,8 @@ def bench_hyper(
             winograd.ENABLED = False
             try:
                 t0 = time.perf_counter()
-                out = refine(x_all[:b], G=G, hypernet=hn, w_encoder=enc, latent_avg=la, iters=max(iters))
+                out = refine(x_all[:b], G=G, hypernet=hn, w_encoder=enc, latent_avg=la, iters=max(iters),
+                             own_modules=True)
                 t_direct = (time.perf_counter() - t0) / b
             finally:
                 winograd.ENABLED = True

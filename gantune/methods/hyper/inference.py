@@ -14,7 +14,6 @@ which predict one offset per kernel tap.
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -117,11 +116,10 @@ def _page_releaser() -> Callable[[torch.nn.Module | torch.Tensor], None] | None:
     """On CPU, weights memory-mapped from a checkpoint count as resident once read. The per-layer heads' output
     convolutions (0.5 GB of 1×1 weights in the official network) and the W-encoder are each read once per pass, so
     their pages are dropped right after use (the heads slice by slice) and read back from the page cache next time;
-    peak memory then holds one slice, not every head. ``GANTUNE_RELEASE_WEIGHT_PAGES=0`` keeps them."""
+    peak memory then holds one slice, not every head. Only for modules handed over to :func:`refine`
+    (``own_modules``)."""
     from ...core.cpualloc import file_mapped, file_mapped_tensors, release_tensor_pages
 
-    if os.environ.get("GANTUNE_RELEASE_WEIGHT_PAGES", "1") == "0":
-        return None
     found: dict[tuple[int, int], list] = {}
 
     def release(obj: torch.nn.Module | torch.Tensor) -> None:
@@ -175,18 +173,22 @@ def refine(
     keep_intermediates: bool = False,  # return y_0 … y_T
     on_iter: Callable[[int, torch.Tensor], None] | None = None,  # called with (t, y_t) after every pass
     domain: str = SQUARE,  # cars: (192, 256) inputs and the official crops of the reconstructions (see .domain)
+    own_modules: bool = False,  # the modules are this run's to prepare (CPU: re-laid weights, released pages)
 ) -> HyperOutput:
     """HyperStyle's inference loop: the initial latent, a plain render, then ``iters`` passes of the hypernetwork,
     each adding its offsets and rendering again (the official ``run_inversion`` order).
 
-    On CPU the first call re-lays the hypernetwork's weights in place, once (:func:`cpu_layouts`: channels-last
-    convolution weights, a column-major shared ``w2``; values unchanged). A caller that saves the module with
-    safetensors afterwards needs ``.contiguous()`` tensors, as gantune's own exports make them."""
+    ``own_modules``: the caller hands the networks over for inference (the HyperStyle inverter does, for the ones it
+    loaded). On CPU the first call then re-lays the hypernetwork's weights in place, once (:func:`cpu_layouts`:
+    channels-last convolution weights, a column-major shared ``w2``; values unchanged; about 5 % faster), and drops
+    the pages of memory-mapped weights after each use (:func:`_page_releaser`: the 1024 px memory target). Without
+    it, refine changes nothing in the modules it is given; the results agree to float rounding (the re-laid weights
+    run other oneDNN kernels)."""
     if iters < 0:
         raise ValueError("iters must be >= 0")
     device = x.device
     release = None  # on CPU: drops memory-mapped weights' pages after use (see _page_releaser)
-    if device.type == "cpu":
+    if device.type == "cpu" and own_modules:
         cpu_layouts(hypernet)
         release = _page_releaser()
     timings = {"encode": 0.0, "hypernet": 0.0, "render": 0.0}

@@ -187,6 +187,7 @@ class HyperStyle:
             ch, cw = (w * 3 // 4, w) if w * 3 < h * 4 else (h, h * 4 // 3)
             x = x[..., (h - ch) // 2 : (h - ch) // 2 + ch, (w - cw) // 2 : (w - cw) // 2 + cw]
         out = refine(x, G=self.G, hypernet=self.hypernet, w_encoder=self.w_encoder, codes=self.initial_codes(x),
+                     own_modules=True,
                      latent_avg=self.latent_avg, iters=self.iters, noise_mode=self.noise_mode, dtype=self.dtype,
                      keep_intermediates=self.keep_intermediates, domain=self.domain)
         total = time.perf_counter() - t0
