@@ -59,7 +59,7 @@ def _hyperstyle(images, *, weights=None, encoder=None, iters: int = 5, device="a
 
     if inverter is None:
         inverter = HyperStyle.load(weights, encoder, device=resolve_device(device), iters=iters, noise_mode=noise,
-                                   dtype=resolve_dtype(dtype), keep_intermediates=keep_intermediates)
+                                   dtype=resolve_dtype(dtype, device), keep_intermediates=keep_intermediates)
     x, names = _to_batch(images, getattr(inverter, "input_size", INPUT_SIZE))
     meta = inverter.record_meta()
     out: list[InversionResult] = []

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+
 import torch
 
+from .core.modconv import native_bf16_cpu
 from .errors import InputError
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
@@ -25,13 +28,36 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
         raise InputError(f"unknown device {device!r}", "use auto, cpu, cuda or cuda:N") from None
 
 
-def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
+def bf16_in_hardware(device: torch.device) -> bool:
+    """bf16 computed in hardware: a CUDA GPU that supports it, or a CPU with AVX512-BF16 / AMX."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and native_bf16_cpu()
+
+
+_noted: set[str] = set()
+
+
+def resolve_dtype(dtype: str | torch.dtype, device: str | torch.device | None = None) -> torch.dtype:
+    """A compute dtype by name. ``auto``: bfloat16 where the hardware computes it (``device``; default the one
+    ``auto`` picks), float32 elsewhere. bfloat16 or float16 asked for on a CPU without bf16 in hardware is said once,
+    as a note: it runs there about 10x slower than float32."""
     if isinstance(dtype, torch.dtype):
         return dtype
+    dev = resolve_device(device if device is not None else "auto")
+    name = dtype.lower()
+    if name == "auto":
+        return torch.bfloat16 if bf16_in_hardware(dev) else torch.float32
     try:
-        return DTYPES[dtype.lower()]
+        out = DTYPES[name]
     except KeyError:
-        raise InputError(f"unknown dtype {dtype!r}", "use float32, bfloat16 or float16") from None
+        raise InputError(f"unknown dtype {dtype!r}", "use float32, bfloat16, float16 or auto") from None
+    if out != torch.float32 and dev.type == "cpu" and not native_bf16_cpu() and name not in _noted:
+        _noted.add(name)
+        logging.getLogger("gantune").warning(
+            f"note: this CPU computes no bf16 in hardware (no AVX512-BF16 / AMX): {name} runs about 10x slower than "
+            "float32 here; --dtype float32 is the fast choice")
+    return out
 
 
 def check_compile_device(device: torch.device) -> None:

@@ -114,3 +114,29 @@ def test_refine_leaves_the_callers_modules_alone_unless_handed_over():
     b = refine(x, **kw, own_modules=True)
     assert {k: (v.data_ptr(), v.stride()) for k, v in hn.state_dict().items()} != before
     assert torch.allclose(a.images, b.images, atol=1e-5, rtol=0)
+
+
+def test_dtype_auto_and_the_note_for_bf16_without_hardware(monkeypatch):
+    import logging
+
+    from gantune import runtime
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(runtime, "native_bf16_cpu", lambda: True)
+    assert runtime.resolve_dtype("auto", cpu) == torch.bfloat16
+    monkeypatch.setattr(runtime, "native_bf16_cpu", lambda: False)
+    monkeypatch.setattr(runtime, "_noted", set())
+    assert runtime.resolve_dtype("auto", cpu) == torch.float32
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    log = logging.getLogger("gantune")
+    log.addHandler(handler)
+    try:
+        assert runtime.resolve_dtype("bfloat16", cpu) == torch.bfloat16
+        assert runtime.resolve_dtype("bfloat16", cpu) == torch.bfloat16
+        assert runtime.resolve_dtype("float32", cpu) == torch.float32
+    finally:
+        log.removeHandler(handler)
+    notes = [r.getMessage() for r in records if "10x slower" in r.getMessage()]
+    assert len(notes) == 1 and "bfloat16" in notes[0]  # said once

@@ -68,7 +68,8 @@ def adapt_command(
     if not batch.prepare() and not batch.missing:
         console.print(f"nothing to do: all {len(batch.skipped)} records are done (--overwrite redoes them)")
         return
-    cache = GeneratorCache(resolve_device(device), resolve_dtype(value(dtype)))
+    dev = resolve_device(device)
+    cache = GeneratorCache(dev, resolve_dtype(value(dtype), dev))
     identity, identity_note = identity_metric(identity and bool(batch.todo))
     print_identity_note(identity_note, batch.todo)
     G, info = cache.get(target)

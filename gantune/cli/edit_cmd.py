@@ -217,7 +217,8 @@ def edit_command(
     batch = Batch("edit", input_items(records, suffixes=(".safetensors",)), out, params=params, planned=planned,
                   shard=shard_of(shard), overwrite=overwrite, extra_inputs=[onto] if onto is not None else [])
     batch.prepare()
-    cache = GeneratorCache(resolve_device(device), resolve_dtype(value(dtype)))
+    dev = resolve_device(device)
+    cache = GeneratorCache(dev, resolve_dtype(value(dtype), dev))
     if identity and batch.todo:  # loads dlib's models (a file that is there but unreadable: the metric is skipped)
         identity, identity_note = identity_metric(True)
     print_identity_note(identity_note, batch.todo)

@@ -72,7 +72,7 @@ def generate_command(
 
     dev = resolve_device(device)
     G, info = load_generator(weights, device=dev)
-    G.eval().set_precision(resolve_dtype(dtype), channels_last=channels_last)
+    G.eval().set_precision(resolve_dtype(dtype, dev), channels_last=channels_last)
     c = class_label(G.cfg.c_dim, class_index, what=f"{info.get('name') or weights}")
     console.print(f"{info.get('name') or weights}: {G.cfg.describe()} on {dev}")
     gen_meta = {"spec": weights, "name": info.get("name"), "sha256": info.get("sha256"), "config": G.cfg.to_dict()}

@@ -68,7 +68,8 @@ def interpolate_command(
     if not batch.prepare():
         console.print(f"nothing to do: all {len(batch.skipped)} paths are done (--overwrite redoes them)")
         return
-    cache = GeneratorCache(resolve_device(device), resolve_dtype(value(dtype)))
+    dev = resolve_device(device)
+    cache = GeneratorCache(dev, resolve_dtype(value(dtype), dev))
     tile = max(32, min(256, 8192 // steps))
 
     def write(item, _data, outs) -> None:

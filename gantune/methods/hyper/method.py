@@ -268,7 +268,8 @@ def setup_hyperstyle(opts: InvertOptions) -> MethodRun:
         raise InputError(f"--iters {iters}: HyperStyle needs at least one refinement pass")
     hs = HyperStyle.load(opts.weights, opts.encoder, device=resolve_device(opts.device), iters=iters,
                          initial=initial, initial_iters=initial_iters, domain=opts.params.get("domain") or None,
-                         noise_mode=opts.noise, dtype=resolve_dtype(opts.dtype), keep_intermediates=opts.save_intermediate)
+                         noise_mode=opts.noise, dtype=resolve_dtype(opts.dtype, opts.device),
+                         keep_intermediates=opts.save_intermediate)
     if opts.compile:
         compile_synthesis(hs.G, hs.device)
         hs.compiled_batch = opts.batch_size
