@@ -74,7 +74,7 @@ def test_hyperstyle_in_bf16_holds_bf16_weights_and_stays_close(monkeypatch):
     from gantune.methods.hyper.hypernet import HyperNetwork
     from gantune.methods.hyper.method import HyperStyle
     from gantune.methods.hyper.wencoder import WEncoder
-    from gantune.methods.result import record_deltas
+    from gantune.io.render import record_deltas
 
     torch.manual_seed(3)
     G = Generator(tiny_config(resolution=64, channel_base=1024, channel_max=32)).eval()

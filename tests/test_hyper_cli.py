@@ -137,7 +137,7 @@ def test_edit_strip_and_sheet(setup):
 
 
 def test_adapt_applies_fine_offsets_to_target(setup):
-    from gantune.methods.result import record_deltas
+    from gantune.io.render import record_deltas
     from gantune.weights.rosinality import save_rosinality
 
     out, tmp, G = setup["out"], setup["tmp"], setup["G"]

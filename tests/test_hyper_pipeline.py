@@ -13,7 +13,8 @@ from PIL import Image
 from gantune.io import InversionRecord
 from gantune.io.runner import Batch, Item, output_stems
 from gantune.methods.pipeline import InvertJob, MethodRun
-from gantune.methods.result import InversionResult, record_deltas
+from gantune.io.render import record_deltas
+from gantune.methods.result import InversionResult
 
 
 def make_images(folder, names):

@@ -13,6 +13,7 @@ import torch
 from ..core.specs import LayerSpec, select_layers
 from ..errors import InputError
 from ..io.record import InversionRecord, RecordError
+from ..io.render import record_deltas, render_record
 
 ADAPT_MIN_RES = 128  # the reference's convs.8 and up
 
@@ -49,9 +50,6 @@ def adapt_render(
     noise_mode: str = "const",  # the reference samples random noise here; const is reproducible
 ) -> tuple[torch.Tensor, list[str]]:
     """(image (1, 3, H, W), the layers whose offsets were applied)."""
-    from ..methods.result import record_deltas
-    from .render import render_record
-
     all_deltas = record_deltas(record, G_target.specs, G_target.w_avg.device)  # also checks the architecture
     chosen = select_adapt_layers(G_target.specs, layers)
     applied = [n for n in chosen if n in all_deltas]

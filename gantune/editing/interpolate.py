@@ -7,7 +7,7 @@ import torch
 
 from ..errors import InputError
 from ..io.record import InversionRecord
-from .render import record_generator_spec, record_latent, render_record
+from ..io.render import record_deltas, record_generator_spec, record_latent, render_record
 
 
 def check_compatible(records: list[InversionRecord], names: list[str]) -> None:
@@ -46,7 +46,6 @@ def interpolation_frames(G, a: InversionRecord, b: InversionRecord, steps: int |
                          noise_mode: str | None = None):
     """Yield (t, image (3, H, W) in [-1, 1]) for ``steps`` evenly spaced t from 0 (a) to 1 (b), both included, or
     for the given list of t."""
-    from ..methods.result import record_deltas
 
     if isinstance(steps, int):
         if steps < 2:

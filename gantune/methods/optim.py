@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import progress
-from ..editing.render import render_record, synthesize  # noqa: F401 - render_record re-exported
+from ..io.render import render_record, synthesize  # noqa: F401 - render_record re-exported
 from ..io.record import InversionRecord
 from ..metrics.l2 import l2_distance
 from .result import InversionResult

@@ -54,33 +54,3 @@ class InversionResult:
             shared=shared.to(delta_dtype) if shared is not None else None,
             c=None if self.c is None else self.c.detach().to("cpu", torch.float32),
         )
-
-
-def record_deltas(record: InversionRecord, specs=None, device=None) -> dict[str, torch.Tensor]:
-    """A record's offsets as float32 (out, in) or (out, in, k, k) tensors (compact shared offsets expanded on
-    ``device``, the device that renders, so that they are the very numbers the inversion rendered with).
-
-    With ``specs`` (the generator's layer specs), unknown layers and shapes that do not fit are reported. (Records
-    written before the core took per-tap offsets stored them flattened to (out, in·k·k) with ``meta["delta_taps"]``;
-    those are reshaped.)"""
-    from ..io.record import RecordError
-
-    taps = record.meta.get("delta_taps", {}) or {}
-    by_name = {s.name: s for s in specs} if specs is not None else None
-    out = {}
-    for name, d in record.offsets(device).items():
-        d = d.float()
-        if name in taps:
-            k = int(taps[name])
-            d = d.reshape(d.shape[0], -1, k, k)
-        if by_name is not None:
-            if name not in by_name:
-                raise RecordError(f"delta.{name}: the generator has no layer of that name (was it made for another generator?)")
-            s = by_name[name]
-            if tuple(d.shape[:2]) != (s.out_ch, s.in_ch) or (d.ndim == 4 and tuple(d.shape[2:]) != (s.kernel, s.kernel)):
-                raise RecordError(
-                    f"delta.{name}: shape {tuple(d.shape)} does not fit layer {name} ({s.out_ch} x {s.in_ch}); "
-                    "the record was made with a generator of another architecture"
-                )
-        out[name] = d
-    return out

@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+
 SQUARE, CARS = "square", "cars"
 DOMAINS = (SQUARE, CARS)
 
@@ -64,22 +65,3 @@ def pool_reconstruction(y: torch.Tensor, side: int, domain: str, *, first: bool)
     return F.adaptive_avg_pool2d(crop_output(y, domain), input_hw(side, domain))
 
 
-def crop_record_image(img: torch.Tensor, crop) -> torch.Tensor:
-    """Images (…, H, W) cut to a record's ``output_crop`` (scaled when rendered at another size). A record is an
-    untrusted file: a box that is not four finite numbers inside a positive ``size`` raises ValueError."""
-    import math
-
-    if not isinstance(crop, dict):
-        raise ValueError("expected {'box': [left, top, right, bottom], 'size': [W, H]}")
-    box, size = crop.get("box"), crop.get("size")
-    nums = [box, size]
-    if not all(isinstance(v, (list, tuple)) for v in nums) or len(box) != 4 or len(size) != 2:
-        raise ValueError("expected {'box': [left, top, right, bottom], 'size': [W, H]}")
-    vals = [*box, *size]
-    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in vals):
-        raise ValueError("box and size must be finite numbers")
-    left, top, right, bottom = box
-    if not (size[0] > 0 and size[1] > 0 and 0 <= left < right <= size[0] and 0 <= top < bottom <= size[1]):
-        raise ValueError("the box must lie inside the size")
-    sx, sy = img.shape[-1] / size[0], img.shape[-2] / size[1]
-    return img[..., round(top * sy) : round(bottom * sy), round(left * sx) : round(right * sx)]
