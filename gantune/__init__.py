@@ -4,8 +4,8 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name: str):
-    """``gantune.invert`` / ``gantune.edit`` / ``gantune.adapt`` (imported on first use; see :mod:`gantune.api`)."""
-    if name in ("invert", "edit", "adapt"):
+    """``gantune.invert`` / ``edit`` / ``adapt`` / ``interpolate`` (imported on first use; see :mod:`gantune.api`)."""
+    if name in ("invert", "edit", "adapt", "interpolate"):
         from . import api
 
         return getattr(api, name)

@@ -1,8 +1,11 @@
-"""Python API: ``gantune.invert``, ``gantune.edit``, ``gantune.adapt`` (the CLI commands without the files).
+"""Python API: ``gantune.invert``, ``gantune.edit``, ``gantune.adapt``, ``gantune.interpolate`` (the CLI commands
+without the files).
 
 >>> results = gantune.invert(["face.png"], method="hyperstyle", iters=5)          # list[InversionResult]
+>>> codes = gantune.invert(["face.png"], method="e4e")                            # every method of the registry
 >>> strip = gantune.edit(results[0], "age", strength=[-3, 0, 3])                   # (3, 3, H, W) images
 >>> toon = gantune.adapt(results[0], target="toonify")                             # (3, H, W)
+>>> path = gantune.interpolate(results[0], codes[0], steps=9)                      # (9, 3, H, W)
 """
 
 from __future__ import annotations
@@ -14,10 +17,12 @@ from pathlib import Path
 import torch
 
 from .io.record import class_label
+from .methods.pipeline import InvertOptions
+from .methods.registry import METHODS, setup
 from .methods.result import InversionResult
 
-# method name -> function(images (B,3,H,W) in [-1,1] on CPU, names, **kwargs) -> list[InversionResult]
-# (other methods register here the same way the CLI's INVERT_METHODS does)
+# method name -> function(images, **kwargs) -> list[InversionResult]: typed keyword arguments for hyperstyle, optim
+# and overparam; every other method of the registry (gantune.methods.registry) through its InvertOptions
 API_METHODS: dict = {}
 
 
@@ -106,6 +111,34 @@ API_METHODS["optim"] = _optimization("optim")
 API_METHODS["overparam"] = _optimization("overparam")
 
 
+def _registered(name: str):
+    """A registry method with the command line's options (``iters``, ``encoder``, … and method parameters as
+    keyword arguments, e.g. ``initial_iters=2``): the same setup and batch callable as ``gantune invert --method``."""
+
+    def run(images, *, weights=None, encoder=None, iters=None, device="auto", dtype="float32", noise="const",
+            batch_size: int = 1, keep_intermediates: bool = False, class_index: int | None = None, **params):
+        opts = InvertOptions(weights=weights, encoder=encoder, iters=iters, device=device, dtype=dtype, noise=noise,
+                             batch_size=batch_size, save_intermediate=keep_intermediates,
+                             params={k: str(v) for k, v in params.items()}, class_index=class_index)
+        method = setup(name, opts)
+        c_dim = int(((method.record_meta.get("generator") or {}).get("config") or {}).get("c_dim", 0))
+        c = class_label(c_dim, class_index, what="the generator")
+        x, names = _to_batch(images, method.input_size)
+        out: list[InversionResult] = []
+        for i in range(0, x.shape[0], batch_size):
+            for r in method.invert_batch(x[i : i + batch_size], names[i : i + batch_size]):
+                r.meta = {**method.record_meta, **r.meta}
+                r.c = c if c is not None else r.c
+                out.append(r)
+        return out
+
+    return run
+
+
+for _name in METHODS:
+    API_METHODS.setdefault(_name, _registered(_name))
+
+
 def invert(images, method: str = "hyperstyle", **kwargs) -> list[InversionResult]:
     """Invert images (paths, PIL images, or tensors in [-1, 1]) with ``method``. For hyperstyle: ``weights``,
     ``encoder``, ``iters`` (5), ``device``, ``dtype``, ``batch_size``, ``noise``, ``keep_intermediates``, or a ready
@@ -144,6 +177,22 @@ def edit(record, direction, strength=1.0, *, generator=None, device="cpu", noise
     n = d.fit(G.num_ws, G.cfg.w_dim)
     latents = edited_latents(G, rec, n, strengths)
     return render_record(G, rec, latents=latents, noise_mode=noise)
+
+
+def interpolate(a, b, steps: int | list[float] = 9, *, generator=None, device="cpu",
+                noise: str | None = None) -> torch.Tensor:
+    """Frames (S, 3, H, W) from record ``a`` (t = 0) to ``b`` (t = 1), both included: latents, HyperStyle offsets and
+    tuned weights lerped together, as ``gantune interpolate`` renders them. ``a``, ``b``: records, paths or
+    InversionResults made with the same generator; ``steps``: a frame count or a list of t; ``generator``: a
+    Generator (rendered in its own precision) or a spec, default the one the records name."""
+    from .editing import load_record
+    from .editing.interpolate import check_compatible, interpolation_frames
+    from .runtime import resolve_device
+
+    ra, rb = load_record(a), load_record(b)
+    check_compatible([ra, rb], ["a", "b"])
+    G = _generator(generator, ra, resolve_device(device))
+    return torch.stack([img for _, img in interpolation_frames(G, ra, rb, steps, noise_mode=noise)])
 
 
 def adapt(record, target, *, layers=None, offset_scale: float = 1.0, device="cpu", noise: str = "const") -> torch.Tensor:

@@ -156,3 +156,36 @@ def test_adapt_with_restyle_codes(setup):
         assert res.exit_code == 1 and entry["status"] == "failed" and "changed since the inversion" in entry["error"]
     finally:
         (s["tmp"] / "moved.png").replace(s["img"])
+
+
+@pytest.mark.parametrize("method", ["e4e", "restyle-e4e"])
+def test_python_api_gives_the_commands_results(setup, method):
+    """gantune.invert with method e4e / restyle-e4e runs the registry's method as `gantune invert --method` does:
+    the same latent and image, bit for bit; gantune.interpolate gives the command's frames."""
+    import gantune
+    from gantune.io.images import tensor_to_pil
+
+    s = setup
+    out = s["tmp"] / f"api_{method}"
+    enc = s["p_e4e"] if method == "e4e" else s["p_rs"]
+    extra = {"iters": 2} if method == "restyle-e4e" else {}
+    args = ["invert", str(s["img"]), "--method", method, "--encoder", str(enc), "--weights", str(s["p_gen"]),
+            "-o", str(out), "--device", "cpu"] + (["--iters", "2"] if extra else [])
+    assert runner.invoke(app, args).exit_code == 0
+    rec = InversionRecord.load(out / "face.safetensors")
+    [res] = gantune.invert(s["img"], method=method, encoder=str(enc), weights=str(s["p_gen"]), device="cpu", **extra)
+    assert torch.equal(res.latent, rec.latent) and res.method == rec.method
+    assert np.array_equal(np.asarray(tensor_to_pil(res.image)), np.asarray(Image.open(out / "face.png")))
+    # interpolation from the API and from the command line, between this record and itself moved
+    moved = InversionRecord(latent=rec.latent + 0.5, latent_kind=rec.latent_kind, method=rec.method, meta=rec.meta)
+    moved.save(out / "moved.safetensors")
+    lerp = out / "lerp"
+    r = runner.invoke(app, ["interpolate", str(out / "face.safetensors"), str(out / "moved.safetensors"), "-n", "3",
+                            "-w", str(s["p_gen"]), "-o", str(lerp), "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    frames = gantune.interpolate(out / "face.safetensors", out / "moved.safetensors", steps=3,
+                                 generator=str(s["p_gen"]))
+    assert frames.shape[0] == 3
+    for i, f in enumerate(frames):
+        png = next(lerp.glob(f"*/{i:03d}.png"))
+        assert np.array_equal(np.asarray(tensor_to_pil(f)), np.asarray(Image.open(png)))

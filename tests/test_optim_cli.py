@@ -16,7 +16,7 @@ from gantune.methods.optim import render_record
 
 @pytest.fixture
 def setup(tiny_G, tmp_path, monkeypatch):
-    from gantune.cli import optim_cmd
+    from gantune.methods import optim_run
     from gantune.metrics import LPIPSDistance
     from gantune.weights.native import save_native
 
@@ -29,7 +29,7 @@ def setup(tiny_G, tmp_path, monkeypatch):
         save_image(im, src / f"face{i}.png")
     (src / "broken.png").write_bytes(b"not a png")
     nets = {}
-    monkeypatch.setattr(optim_cmd, "_lpips", lambda net, device, resolution=256: nets.setdefault(
+    monkeypatch.setattr(optim_run, "lpips_network", lambda net, device, resolution=256: nets.setdefault(
         net, LPIPSDistance("alex", allow_random=True, resolution=resolution)))
     return tiny_G, gpath, src, tmp_path / "out"
 
@@ -116,12 +116,12 @@ def test_missing_lpips_backbone_is_one_line_with_the_fetch_command(tiny_G, tmp_p
 def test_l2_loss_needs_no_imagenet_backbone(setup, monkeypatch):
     """--loss l2 runs with no LPIPS backbone in the cache (users on a laptop with no download) and says l2 only."""
     G, gpath, src, out = setup
-    import gantune.cli.optim_cmd as oc
+    import gantune.methods.optim_run as oc
 
     def no_lpips(*a, **k):
         raise AssertionError("LPIPS must not be built with --loss l2")
 
-    monkeypatch.setattr(oc, "_lpips", no_lpips)
+    monkeypatch.setattr(oc, "lpips_network", no_lpips)
     r = CliRunner().invoke(app, ["invert-optim", str(src / "face1.png"), "--weights", str(gpath), "-o", str(out),
                                  "--space", "w+", "--steps", "3", "--w-avg-samples", "50", "--loss", "l2",
                                  "--device", "cpu"])

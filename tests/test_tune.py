@@ -98,12 +98,12 @@ def gpath(tiny_G, tmp_path):
 
 
 def test_invert_optim_setup_with_l2_tuning_needs_no_lpips(tiny_G, gpath, monkeypatch):
-    from gantune.cli import optim_cmd
+    from gantune.methods import optim_run as optim_cmd
 
     def refuse(*a, **k):
         raise AssertionError("LPIPS must not be built with --loss l2")
 
-    monkeypatch.setattr(optim_cmd, "_lpips", refuse)
+    monkeypatch.setattr(optim_cmd, "lpips_network", refuse)
     run = optim_cmd.setup_optim(_opts(gpath, tune="true", loss="l2", num_steps=2, w_avg_samples=50, tune_num_steps=3,
                                       tune_learning_rate=3e-3))
     assert "pixel MSE" in run.describe and "0.001" in run.describe
@@ -116,7 +116,7 @@ def test_invert_optim_setup_with_l2_tuning_needs_no_lpips(tiny_G, gpath, monkeyp
 
 
 def test_invert_optim_setup_fails_before_projecting_when_a_backbone_is_missing(gpath, monkeypatch):
-    from gantune.cli import optim_cmd
+    from gantune.methods import optim_run as optim_cmd
 
     monkeypatch.setenv("GANTUNE_OFFLINE", "1")
 
@@ -137,7 +137,7 @@ def test_invert_optim_setup_fails_before_projecting_when_a_backbone_is_missing(g
 def test_invert_optim_l2_tune_runs_offline_from_the_command_line(tiny_G, gpath, tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
-    from gantune.cli import optim_cmd
+    from gantune.methods import optim_run as optim_cmd
     from gantune.cli.app import app
     from gantune.io.images import save_image
     from gantune.io.record import InversionRecord
@@ -147,7 +147,7 @@ def test_invert_optim_l2_tune_runs_offline_from_the_command_line(tiny_G, gpath, 
     def refuse(*a, **k):
         raise AssertionError("LPIPS must not be built with --loss l2")
 
-    monkeypatch.setattr(optim_cmd, "_lpips", refuse)
+    monkeypatch.setattr(optim_cmd, "lpips_network", refuse)
     with torch.no_grad():
         img = tiny_G.synthesis(tiny_G.map(torch.randn(1, tiny_G.cfg.z_dim))).clamp(-1, 1)
     save_image(img[0], tmp_path / "in" / "face.png")

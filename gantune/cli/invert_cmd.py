@@ -1,10 +1,7 @@
 """``gantune invert`` (any method, chosen with ``--method``) and ``gantune invert-hyper`` (HyperStyle).
 
-Methods plug in through ``INVERT_METHODS``: name -> ``setup(InvertOptions) -> MethodRun`` (see
-:mod:`gantune.methods.pipeline`). Another command module adds its own entry when it registers, e.g.::
-
-    from .invert_cmd import INVERT_METHODS
-    INVERT_METHODS["optim"] = setup_optim
+Methods come from the one registry, :mod:`gantune.methods.registry` (name -> ``setup(InvertOptions) -> MethodRun``),
+which the Python API uses too; :class:`Method` lists the same names for the command line's choices.
 """
 
 from __future__ import annotations
@@ -21,25 +18,11 @@ from .common import (AlignOpt, BatchOpt, ClassOpt, DeviceOpt, DtypeOpt, Fit, Fit
                      run_batch, shard_of, value, writers_for)
 
 
-def _setup_hyperstyle(opts):
-    from ..methods.hyper.method import setup_hyperstyle
+def _setup(method: str, opts):
+    """The registry's method (imported here: the command line starts without torch)."""
+    from ..methods.registry import setup
 
-    return setup_hyperstyle(opts)
-
-
-def _setup_e4e(opts):
-    from ..methods.e4e import setup_e4e
-
-    return setup_e4e(opts)
-
-
-def _setup_restyle_e4e(opts):
-    from ..methods.e4e import setup_restyle_e4e
-
-    return setup_restyle_e4e(opts)
-
-
-INVERT_METHODS: dict = {"hyperstyle": _setup_hyperstyle, "e4e": _setup_e4e, "restyle-e4e": _setup_restyle_e4e}
+    return setup(method, opts)
 
 
 class Method(str, Enum):
@@ -160,7 +143,7 @@ def invert_command(
     opts = InvertOptions(weights=weights, encoder=encoder, iters=iters, device=device, dtype=dtype, noise=noise,
                          batch_size=batch_size, save_intermediate=save_intermediate, params=kv, compile=compile,
                          class_index=class_index)
-    exit_with(run_invert(inputs, out, lambda: INVERT_METHODS[method](opts),
+    exit_with(run_invert(inputs, out, lambda: _setup(method, opts),
                          params=_params(method, weights, encoder, iters, kv, dtype, noise),
                          batch_size=batch_size, shard=shard, overwrite=overwrite, resize=resize,
                          save_intermediate=save_intermediate, align=align, fit=value(fit), fp16_deltas=fp16_deltas,
@@ -197,7 +180,7 @@ def invert_hyper_command(
     _check_compile_device(compile, device)
     opts = InvertOptions(weights=weights, encoder=encoder, iters=iters, device=device, dtype=dtype, noise=noise,
                          batch_size=batch_size, save_intermediate=save_intermediate, compile=compile)
-    exit_with(run_invert(inputs, out, lambda: INVERT_METHODS["hyperstyle"](opts),
+    exit_with(run_invert(inputs, out, lambda: _setup("hyperstyle", opts),
                          params=_params("hyperstyle", weights, encoder, iters, {}, dtype, noise),
                          batch_size=batch_size, shard=shard, overwrite=overwrite, resize=resize,
                          save_intermediate=save_intermediate, align=align, fit=value(fit), fp16_deltas=fp16_deltas,

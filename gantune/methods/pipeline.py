@@ -11,8 +11,8 @@ edge padding (``fit``, said in the manifest), resize it to the method's input si
 asked, ``intermediate/<t>/<stem>.png``. Names, checks, resume, batching with retry, the manifest and errors are the
 runner's.
 
-Method authors: a method plugs into ``gantune invert --method NAME`` through ``INVERT_METHODS`` in
-:mod:`gantune.cli.invert_cmd` (NAME -> ``setup(InvertOptions) -> MethodRun``); :mod:`gantune.methods.hyper.method`
+Method authors: a method plugs into ``gantune invert --method NAME`` and ``gantune.invert`` through ``METHODS`` in
+:mod:`gantune.methods.registry` (NAME -> ``setup(InvertOptions) -> MethodRun``); :mod:`gantune.methods.hyper.method`
 is the worked example.
 """
 
@@ -34,7 +34,7 @@ InvertBatch = Callable[[torch.Tensor, list[str]], list[InversionResult]]
 
 @dataclass
 class InvertOptions:
-    """What the ``invert`` command hands to a method's setup function (see ``INVERT_METHODS``)."""
+    """What the ``invert`` command hands to a method's setup function (see :mod:`gantune.methods.registry`)."""
 
     weights: str | None = None  # generator / method checkpoint (registry name, path or URL); None = method default
     encoder: str | None = None  # encoder checkpoint for encoder-based methods; None = method default

@@ -167,10 +167,10 @@ def _setup(kind: str, opts: InvertOptions) -> MethodRun:
 
 
 def setup_e4e(opts: InvertOptions) -> MethodRun:
-    """``INVERT_METHODS["e4e"]``."""
+    """The registry's ``e4e`` method."""
     return _setup("e4e", opts)
 
 
 def setup_restyle_e4e(opts: InvertOptions) -> MethodRun:
-    """``INVERT_METHODS["restyle-e4e"]``."""
+    """The registry's ``restyle-e4e`` method."""
     return _setup("restyle-e4e", opts)

@@ -243,7 +243,7 @@ def _encoder_kind(path) -> str:
 
 
 def setup_hyperstyle(opts: InvertOptions) -> MethodRun:
-    """``INVERT_METHODS["hyperstyle"]``: load once, return the batch callable for :func:`run_pipeline`."""
+    """The registry's ``hyperstyle``: load once, return the batch callable for :func:`run_pipeline`."""
     from ...errors import InputError
     from ...runtime import compile_synthesis, resolve_device, resolve_dtype
 
