@@ -162,18 +162,30 @@ def _generator(G, record, device):
     return load_generator(spec, device=device)[0].eval()
 
 
-def edit(record, direction, strength=1.0, *, generator=None, device="cpu", noise: str = "const") -> torch.Tensor:
-    """Images (S, 3, H, W) for each strength s: G(w + s·n; θ ⊙ (1 + Δ)) with the record's offsets.
-    ``direction``: registry name (age/smile/pose), file, or a tensor (w,) / (num_ws, w)."""
+def edit(record, direction=None, strength=1.0, *, text: str | None = None, neutral: str = "a face",
+         beta: float = 0.15, clip: str = "clip-vit-b-32", styleclip_stats: str | None = None, generator=None,
+         device="cpu", noise: str = "const") -> torch.Tensor:
+    """Images (S, 3, H, W), one per strength s, with the record's offsets. A direction: G(w + s·n; θ ⊙ (1 + Δ)),
+    ``direction`` a registry name (age/smile/pose), file, or tensor (w,) / (num_ws, w). A text edit (``text``, as
+    ``gantune edit --text``): StyleCLIP's global direction of ``text`` against ``neutral`` with threshold ``beta``,
+    each strength an α; ``styleclip_stats`` for generators other than ffhq-1024."""
     from .editing import Direction, load_direction, load_record, parse_strengths, render_record
     from .editing.render import edited_latents
+    from .editing.text import TextEditor, render_text_edit
+    from .errors import InputError
     from .runtime import resolve_device
 
+    if (direction is None) == (text is None):
+        raise InputError("give either a direction or a text", "gantune.edit(record, 'age') or text='a smiling face'")
     rec = load_record(record)
-    G = _generator(generator, rec, resolve_device(device))
+    dev = resolve_device(device)
+    G = _generator(generator, rec, dev)
+    strengths = parse_strengths(strength) if isinstance(strength, (str, int, float)) else [float(s) for s in strength]
+    if text is not None:
+        editor = TextEditor(text, neutral, beta, clip, styleclip_stats, dev)
+        return render_text_edit(G, rec, editor.direction(G), strengths, noise_mode=noise)
     d = direction if isinstance(direction, Direction) else (
         Direction("direction", direction, "tensor") if isinstance(direction, torch.Tensor) else load_direction(direction))
-    strengths = parse_strengths(strength) if isinstance(strength, (str, int, float)) else [float(s) for s in strength]
     n = d.fit(G.num_ws, G.cfg.w_dim)
     latents = edited_latents(G, rec, n, strengths)
     return render_record(G, rec, latents=latents, noise_mode=noise)

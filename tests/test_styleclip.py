@@ -258,6 +258,14 @@ def test_edit_text_cli(tiny_G, tmp_path):
     got = np.asarray(Image.open(out / "face_a-smiling-face_p2.png")).astype(int)
     assert np.abs(got - np.asarray(tensor_to_pil(want)[0]).astype(int)).max() <= 1
     assert np.abs(got - plain.astype(int)).max() > 10
+    # the Python API's text edit gives the command's images, bit for bit
+    import gantune
+
+    api = gantune.edit(tmp_path / "face.safetensors", text="a smiling face", neutral="a face", strength=[0, 2],
+                       beta=0.1, clip=str(tmp_path / "clip.pt"), styleclip_stats=str(tmp_path / "stats.pt"),
+                       generator=tiny_G)
+    assert np.array_equal(np.asarray(tensor_to_pil(api)[1]), got.astype(np.uint8))
+    assert np.array_equal(np.asarray(tensor_to_pil(api)[0]), plain)
     # one edit kind per run
     with pytest.raises(SystemExit) as e:
         main(["edit", str(tmp_path / "face.safetensors"), "--text", "x", "--direction", "age", "-o", str(out)])

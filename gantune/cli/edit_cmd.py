@@ -49,49 +49,6 @@ def text_slug(text: str) -> str:
     return slug or "text"
 
 
-class TextEditor:
-    """StyleCLIP global direction of one text pair, made once per generator: CLIP and the text direction Δt once,
-    then the generator's statistics and Δs."""
-
-    def __init__(self, text: str, neutral: str, beta: float, clip: str, stats: str | None, device) -> None:
-        self.text, self.neutral, self.beta, self.clip, self.stats, self.device = text, neutral, beta, clip, stats, device
-        self._dt = None
-        self._given_stats = None  # the --styleclip-stats file, read once
-        self._dirs: dict[int, object] = {}
-
-    def _stats_for(self, G):
-        from ..editing.styleclip import import_styleclip_stats
-        from ..weights import resolve
-
-        if self.stats is None:
-            st = import_styleclip_stats(G, resolve("styleclip-ffhq-fs3"), resolve("styleclip-ffhq-s-mean-std"))
-        else:
-            st = self._given_stats
-        st.check(G)
-        return st
-
-    def prepare(self) -> None:
-        """Load CLIP and embed the texts (and read a given statistics file) before any record: a missing or broken
-        file stops the run with one message instead of failing every record."""
-        from ..editing.styleclip import load_clip, load_style_stats, text_direction
-        from ..weights import resolve
-
-        if self._dt is None:
-            model, tok = load_clip(self.clip, device=self.device)
-            self._dt = text_direction(model, tok, self.text, self.neutral)
-        if self.stats is not None and self._given_stats is None:
-            self._given_stats = load_style_stats(resolve(self.stats))
-
-    def direction(self, G):
-        from ..editing.styleclip import global_direction
-
-        if self._dt is None:
-            self.prepare()
-        if id(G) not in self._dirs:
-            self._dirs[id(G)] = global_direction(self._stats_for(G), self._dt, self.beta)
-        return self._dirs[id(G)]
-
-
 def _check_edit_kind(direction, text, *, paste: bool, onto, **given) -> None:
     """One edit kind per run, and no option that the kind would ignore: refused in one line before any work.
     ``given``: the options that belong to one kind (None when not given)."""
@@ -164,13 +121,12 @@ def edit_command(
     Example: gantune edit out/face.safetensors --direction age --strength -3:3:7 -o edits/
              gantune edit out/face.safetensors --text "a smiling face" --neutral "a face" --alpha 0:4:5 --beta 0.15
     """
-    import torch
-
     from .. import progress
     from ..editing import load_direction, load_record, parse_strengths, render_record
     from ..editing.directions import input_identity
     from ..editing.generators import GeneratorCache, generator_for
-    from ..editing.render import edited_latents, record_latent
+    from ..editing.render import edited_latents
+    from ..editing.text import DEFAULT_BETA, DEFAULT_CLIP, DEFAULT_NEUTRAL, TextEditor, render_text_edit
     from ..io.images import image_grid, tensor_to_pil, to_width
     from ..io.runner import Batch, ImageSaver
     from ..metrics.identity import descriptor, identity_distance
@@ -180,8 +136,8 @@ def edit_command(
                      styleclip_stats=styleclip_stats, paste=paste, onto=onto)
     option, given = ("--strength", "2" if strength is None else strength) if text is None else \
         ("--alpha", "3" if alpha is None else alpha)
-    neutral = "a face" if neutral is None else neutral
-    beta, clip = 0.15 if beta is None else beta, "clip-vit-b-32" if clip is None else clip
+    neutral = DEFAULT_NEUTRAL if neutral is None else neutral
+    beta, clip = DEFAULT_BETA if beta is None else beta, DEFAULT_CLIP if clip is None else clip
     strengths = parse_strengths(given, option)
     labels = [strength_label(s) for s in strengths]
     if len(set(labels)) != len(labels):
@@ -249,13 +205,9 @@ def edit_command(
         jobs = edit_names(item.name)
         if texts is not None:
             tdir = texts.direction(G)
-            lat0 = record_latent(G, rec)
 
             def render(chunk):
-                lat = lat0.expand(len(chunk), *lat0.shape[1:])
-                a = torch.tensor(chunk, dtype=torch.float32)[:, None]
-                so = {name: a * off[None] for name, off in tdir.offsets.items()}
-                return render_record(G, rec, latents=lat, style_offsets=so, noise_mode=noise)
+                return render_text_edit(G, rec, tdir, chunk, noise_mode=noise)
 
             renders = [render]
             item.info.update(text=text, neutral=neutral, beta=beta, channels=tdir.channels,
