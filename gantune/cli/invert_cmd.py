@@ -174,17 +174,10 @@ def invert_hyper_command(
 
     Example: gantune invert-hyper face.jpg -o out/ --weights hyperstyle-ffhq --encoder w-encoder-ffhq --resize 256
     """
-    from ..methods.pipeline import InvertOptions
-
-    dtype, noise = value(dtype), value(noise)
-    _check_compile_device(compile, device)
-    opts = InvertOptions(weights=weights, encoder=encoder, iters=iters, device=device, dtype=dtype, noise=noise,
-                         batch_size=batch_size, save_intermediate=save_intermediate, compile=compile)
-    exit_with(run_invert(inputs, out, lambda: _setup("hyperstyle", opts),
-                         params=_params("hyperstyle", weights, encoder, iters, {}, dtype, noise),
-                         batch_size=batch_size, shard=shard, overwrite=overwrite, resize=resize,
-                         save_intermediate=save_intermediate, align=align, fit=value(fit), fp16_deltas=fp16_deltas,
-                         device=device))
+    invert_command(inputs, out=out, method=Method.hyperstyle, weights=weights, encoder=encoder, iters=iters, param=None,
+                   batch_size=batch_size, device=device, dtype=dtype, noise=noise, save_intermediate=save_intermediate,
+                   resize=resize, shard=shard, align=align, fit=fit, fp16_deltas=fp16_deltas, compile=compile,
+                   class_index=None, overwrite=overwrite)
 
 
 def register(app: typer.Typer) -> None:
