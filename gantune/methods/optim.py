@@ -270,6 +270,16 @@ def _results_from_records(G, records, targets, names, distance, *, seconds, step
     return out
 
 
+def prepare_run(G, targets: torch.Tensor, names, distance, device, s):
+    """What the projector and the overparameterized inversion start from: (device, targets on it, one name per
+    image, the distance (default from the settings' loss), G frozen in eval mode)."""
+    device = torch.device(device) if device is not None else G.w_avg.device
+    targets = _check_targets(G, targets).to(device)
+    names = _names(names, targets.shape[0])
+    distance = _default_distance(distance, device, s.loss_resolution, loss=s.loss)
+    return device, targets, names, distance, G.eval().requires_grad_(False)
+
+
 def _seeds(seed, n: int) -> list[int]:
     if isinstance(seed, int):
         return [seed + i for i in range(n)]
@@ -301,12 +311,8 @@ def project(
     **overrides,  # any ProjectorSettings field
 ) -> OptimOutput:
     s = dataclasses.replace(settings or ProjectorSettings(), **overrides)
-    device = torch.device(device) if device is not None else G.w_avg.device
-    targets = _check_targets(G, targets).to(device)
+    device, targets, names, distance, G = prepare_run(G, targets, names, distance, device, s)
     B = targets.shape[0]
-    names = _names(names, B)
-    distance = _default_distance(distance, device, s.loss_resolution, loss=s.loss)
-    G = G.eval().requires_grad_(False)
     t_start = time.perf_counter()
 
     w_avg, w_std = latent_stats(G, s.w_avg_samples, seed=s.w_avg_seed, c=c)

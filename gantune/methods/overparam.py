@@ -24,17 +24,7 @@ from .. import progress
 from ..errors import InputError
 from ..io.record import InversionRecord
 from ..metrics.l2 import l2_distance
-from .optim import (
-    OptimOutput,
-    ProgressFn,
-    StepInfo,
-    _check_targets,
-    _default_distance,
-    _names,
-    _results_from_records,
-    latent_stats,
-    synthesize,
-)
+from .optim import OptimOutput, ProgressFn, StepInfo, _results_from_records, latent_stats, prepare_run, synthesize
 
 
 @dataclass(frozen=True)
@@ -87,15 +77,11 @@ def invert_overparam(
     **overrides,  # any OverparamSettings field
 ) -> OptimOutput:
     s = dataclasses.replace(settings or OverparamSettings(), **overrides)
-    device = torch.device(device) if device is not None else G.w_avg.device
     if G.cfg.conditional:
         raise InputError(f"overparameterized inversion of a class-conditional generator ({G.cfg.c_dim} classes) is "
                          "not supported", "use --method optim with --class K")
-    targets = _check_targets(G, targets).to(device)
+    device, targets, names, distance, G = prepare_run(G, targets, names, distance, device, s)
     B = targets.shape[0]
-    names = _names(names, B)
-    distance = _default_distance(distance, device, s.loss_resolution, loss=s.loss)
-    G = G.eval().requires_grad_(False)
     t_start = time.perf_counter()
 
     rows = latent_rows(G, s.rows)
