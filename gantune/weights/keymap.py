@@ -70,19 +70,23 @@ def _names(keys, limit: int = 8) -> str:
     return shown + (f" … and {len(keys) - limit} more" if len(keys) > limit else "")
 
 
+def key_mismatch(want, have) -> str | None:
+    """'N missing key(s): …; M unexpected key(s): …' for two key sets, or None when they are equal."""
+    missing, unexpected = set(want) - set(have), set(have) - set(want)
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing key(s): {_names(missing)}")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected key(s): {_names(unexpected)}")
+    return "; ".join(parts) or None
+
+
 def check_keys(sd: Mapping[str, torch.Tensor], rules: list[KeyRule], source: str, layout: str = "StyleGAN2") -> None:
     """Raise a WeightsError that names the missing and unexpected keys, if there are any."""
-    want = {r.foreign for r in rules}
-    have = set(sd)
-    missing, unexpected = want - have, have - want
-    if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing key(s): {_names(missing)}")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected key(s): {_names(unexpected)}")
+    mismatch = key_mismatch({r.foreign for r in rules}, sd)
+    if mismatch:
         raise WeightsError(
-            f"{source} state dict does not match the {layout} layout inferred from its keys: " + "; ".join(parts),
+            f"{source} state dict does not match the {layout} layout inferred from its keys: {mismatch}",
             hint="the file is damaged, or is a different architecture than its keys suggest",
         )
 

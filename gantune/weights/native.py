@@ -19,7 +19,7 @@ import torch
 
 from ..errors import WeightsError
 from ..io.atomic import atomic_path
-from .keymap import _names, generator_from_state, meta_generator
+from .keymap import generator_from_state, key_mismatch, meta_generator
 
 FORMAT_VERSION = "1"
 CONFIG_KEY = "gantune_config"
@@ -129,14 +129,9 @@ def load_native(path: str | os.PathLike, device: str | torch.device = "cpu"):
     tensors = read_tensors(path)
     G = meta_generator(cfg)
     want = G.state_dict()  # names and shapes only
-    missing, unexpected = set(want) - set(tensors), set(tensors) - set(want)
-    if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"missing key(s): {_names(missing)}")
-        if unexpected:
-            parts.append(f"unexpected key(s): {_names(unexpected)}")
-        raise WeightsError(f"{path.name} does not match its own config: " + "; ".join(parts))
+    mismatch = key_mismatch(want, tensors)
+    if mismatch:
+        raise WeightsError(f"{path.name} does not match its own config: {mismatch}")
     for k, v in want.items():
         if tuple(tensors[k].shape) != tuple(v.shape):
             raise WeightsError(f"{path.name}: {k} has shape {tuple(tensors[k].shape)}, config expects {tuple(v.shape)}")
