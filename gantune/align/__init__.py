@@ -24,6 +24,7 @@ from .aligner import (
     parse_faces,
 )
 from .ffhq import align_quad, canonical_eyes, ffhq_quad, from_aligned, to_aligned
+from .ffhq import paste_back as _paste
 
 
 def paste_back(face: Image.Image, original: Image.Image, transform: "dict | AlignedFace", feather: float = 0.1
@@ -34,8 +35,6 @@ def paste_back(face: Image.Image, original: Image.Image, transform: "dict | Alig
     or in an inversion record's ``meta["align"]``). ``feather``: soft-edge width as a fraction of the crop side.
     The photo must be the one that was aligned (EXIF-rotated the same way), or a resized copy of it.
     """
-    from .ffhq import paste_back as _paste
-
     if isinstance(transform, AlignedFace):
         transform = transform.transform_dict()
     if not isinstance(transform, dict) or "quad" not in transform:

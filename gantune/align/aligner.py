@@ -9,7 +9,8 @@ import numpy as np
 from PIL import Image
 
 from ..errors import GantuneError, InputError
-from .ffhq import align_quad, ffhq_quad
+from ..io.images import load_image, to_rgb
+from .ffhq import align_quad, ffhq_quad, to_aligned
 from .landmarks import DETECTORS, Detection, detect_faces, load_models
 
 MIN_SIDE = 32  # smaller photos cannot hold a face the detectors find
@@ -77,8 +78,6 @@ class AlignedFace:
 
     def landmarks_in_crop(self) -> np.ndarray:
         """The landmarks mapped into the crop's pixel coordinates."""
-        from .ffhq import to_aligned
-
         return to_aligned(self.landmarks, self.quad, self.size)
 
 
@@ -152,16 +151,12 @@ class FaceAligner:
         """Aligned crops of the selected faces (one for ``largest`` / a number). Raises :class:`NoFaceError` when
         there is no face and :class:`AlignError` when the asked-for face number does not exist."""
         if image.mode != "RGB":
-            from ..io.images import to_rgb
-
             image = to_rgb(image)
         dets = self.detect(image)
         return [self.align_detection(image, d, i, len(dets)) for i, d in self.select(dets)]
 
     def align_file(self, path: str | os.PathLike) -> tuple[Image.Image, list[AlignedFace]]:
         """Load a photo robustly (EXIF, modes, corrupt files -> ImageError) and align it."""
-        from ..io.images import load_image
-
         image = load_image(path, min_side=MIN_SIDE)
         faces = self.align(image)
         for f in faces:

@@ -8,6 +8,9 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import InputError
+from ..io.images import load_image
+from ..io.runner import error_line
 from .aligner import MIN_SIDE, FaceAligner
 
 
@@ -28,8 +31,6 @@ class AlignedPhoto:
 
 def align_photo(aligner: FaceAligner, path: Path) -> AlignedPhoto:
     """Detect, select and align the faces of one photo (raises a one-line error for a bad photo or no face)."""
-    from ..io.images import load_image
-
     image = load_image(path, min_side=MIN_SIDE)
     dets = aligner.detect(image)
     out = AlignedPhoto(info={"faces_found": len(dets), "image_size": list(image.size)})
@@ -54,9 +55,6 @@ def _init_worker(config: dict) -> None:
 
 def _work(path: Path):
     """In a worker: the result, or the error as a one-line InputError (exceptions cross processes as text)."""
-    from ..errors import InputError
-    from ..io.runner import error_line
-
     assert _worker is not None
     try:
         return align_photo(_worker, path)

@@ -8,6 +8,8 @@ import re
 from pathlib import Path
 
 from ..errors import InputError
+from ..io.manifest import read_manifest
+from ..io.record import InversionRecord
 from .aligner import RECORD_META_KEY
 
 _FACE_RE = re.compile(r"_face(\d+)")
@@ -44,8 +46,6 @@ def _plain_entry(e: dict, base: Path) -> dict:
 
 
 def _find_in_manifest(path: Path, *, crop: Path | None, original: Path | None, face: int | None) -> tuple[dict, dict]:
-    from ..io.manifest import read_manifest
-
     try:
         entries = [_plain_entry(e, path.parent) for e in read_manifest(path) if isinstance(e, dict)]
     except (OSError, json.JSONDecodeError) as e:
@@ -101,8 +101,6 @@ def load_transform(path: str | os.PathLike, *, crop: str | os.PathLike | None = 
     crop_p = Path(crop) if crop is not None else None
     orig_p = Path(original) if original is not None else None
     if p.suffix == ".safetensors":
-        from ..io.record import InversionRecord
-
         meta = InversionRecord.load(p).meta
         t = meta.get(RECORD_META_KEY)
         if not _is_transform(t):

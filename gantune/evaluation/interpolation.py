@@ -14,6 +14,13 @@ from pathlib import Path
 
 import torch
 
+from ..editing import load_record
+from ..editing.generators import GeneratorCache, generator_for
+from ..editing.interpolate import check_compatible, interpolation_frames
+from ..io.images import tensor_to_pil
+from ..metrics.identity import SAME_PERSON, descriptor
+from .reconstruction import fmt_stat, lpips_metric, markdown_table, summarize
+
 SEGMENTS = 5
 
 
@@ -24,10 +31,6 @@ def _pairs(paths: list[Path]) -> list[tuple[int, int]]:
 @torch.no_grad()
 def evaluate_path(G, a, b, lpips) -> dict:
     """The measures of one pair of records (see the module docstring)."""
-    from ..editing.interpolate import interpolation_frames
-    from ..io.images import tensor_to_pil
-    from ..metrics.identity import descriptor
-
     ts = [k / SEGMENTS for k in range(SEGMENTS + 1)] + [0.5]
     imgs = [img for _, img in interpolation_frames(G, a, b, ts)]
     path, mid = torch.stack(imgs[: SEGMENTS + 1]), imgs[-1]
@@ -41,12 +44,6 @@ def evaluate_path(G, a, b, lpips) -> dict:
 def evaluate_interpolation(groups: dict[str, list[Path]], *, weights: str | None = None, device="cpu",
                            log=None) -> dict:
     """{label: record paths} -> report: per group the summaries over its pairs, and every pair's numbers."""
-    from ..editing.generators import GeneratorCache, generator_for
-    from ..editing import load_record
-    from ..editing.interpolate import check_compatible
-    from .reconstruction import lpips_metric, summarize
-    from ..metrics.identity import SAME_PERSON
-
     lpips = lpips_metric(device)
     cache = GeneratorCache(torch.device(device))
     rows = []
@@ -87,15 +84,11 @@ def interpolation_columns(report: dict) -> list[str]:
 
 
 def interpolation_cells(report: dict) -> list[list[str]]:
-    from .reconstruction import fmt_stat
-
     return [[r["label"], r["kind"], str(r["pairs"]), fmt_stat(r["ppl"]), f"{r['mid_detected']:.0%}",
              f"{r['ends_detected']:.0%}", fmt_stat(r["id_mid_to_ends"], 3), fmt_stat(r["id_ends"], 3)]
             for r in report["rows"]]
 
 
 def interpolation_markdown(report: dict) -> str:
-    from .reconstruction import markdown_table
-
     return markdown_table(interpolation_columns(report), interpolation_cells(report)) + (
         f"\n\nLPIPS: {report['lpips']['note']}. Realism: {report['realism_note']}; {report['identity']}.")

@@ -40,8 +40,19 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from ..align.landmarks import hog_detector
 from ..errors import InputError, WeightsError
-from ..train.data import SYNTHETIC_FACES
+from ..io.images import IMAGE_SUFFIXES, ImageError, load_image, pil_to_tensor, tensor_to_pil, to_rgb
+from ..methods.hyper.method import HyperStyle
+from ..methods.optim import ProjectorSettings
+from ..metrics.identity import identity_distance
+from ..metrics.l2 import L2Distance, l2_distance
+from ..metrics.lpips import LPIPSDistance, backbone_name, get_lpips
+from ..metrics.msssim import ms_ssim
+from ..runtime import resolve_device
+from ..sampling import generate
+from ..train.data import SYNTHETIC_FACES, SyntheticFaces, dcgan_weights_path
+from ..weights import load_generator
 
 HELDOUT_SEED_OFFSET = 10_000_000  # held-out draws use torch seed 10_000_000 + S; training uses --seed (and seed + 1)
 LPIPS_MIN_SIDE = 64  # LPIPS inputs smaller than this are bilinearly upsampled to it
@@ -91,14 +102,10 @@ class HeldOutImages:
         self.notes: list[str] = []
         self._cache: dict[int, torch.Tensor] = {}
         if self.data == SYNTHETIC_FACES:
-            from ..train.data import dcgan_weights_path
-
             dcgan_weights_path()  # the one-line error now, if the package is missing
             self.files: list[Path] = []
             self.names = [f"heldout{i:04d}" for i in range(self.count)]
         else:
-            from ..io.images import IMAGE_SUFFIXES
-
             folder = Path(self.data)
             if not folder.is_dir():
                 raise InputError(f"--data {folder}: not a folder", f"give a folder of images or '{SYNTHETIC_FACES}'")
@@ -118,11 +125,8 @@ class HeldOutImages:
 
     def _load(self, resolution: int) -> torch.Tensor:
         if self.data == SYNTHETIC_FACES:
-            from ..train.data import SyntheticFaces
-
             g = torch.Generator().manual_seed(heldout_seed(self.seed))
             return SyntheticFaces(resolution).sample(self.count, g).float().cpu()
-        from ..io.images import ImageError, load_image, pil_to_tensor
 
         xs, names = [], []
         for p in self.files:
@@ -179,8 +183,6 @@ _SUBSTITUTES: dict[str, torch.nn.Module] = {}
 
 def lpips_metric(device="cpu", *, allow_substitute: bool = True) -> LPIPSMetric:
     """LPIPS-alex with the registry's ImageNet backbone, else the named random-trunk substitute (torch seed 0)."""
-    from ..metrics.lpips import LPIPSDistance, backbone_name, get_lpips
-
     try:
         d = get_lpips("alex", device=device, resolution=LPIPS_MAX_SIDE)
         return LPIPSMetric(d, LPIPS_LABEL, False, f"LPIPS-alex with the ImageNet backbone {backbone_name('alex')}")
@@ -205,9 +207,6 @@ def image_metrics(recon: torch.Tensor, target: torch.Tensor, lpips: Callable | N
     """Per-image L2, LPIPS, MS-SSIM and identity distance (dlib face-recognition ResNet, see
     :mod:`gantune.metrics.identity`) of (B, 3, H, W) reconstructions against targets, both in [-1, 1].
     Reconstructions are clamped to [-1, 1] first. ``lpips=None`` leaves LPIPS out."""
-    from ..metrics.l2 import l2_distance
-    from ..metrics.msssim import ms_ssim
-
     if recon.shape != target.shape:
         raise ValueError(f"reconstructions {tuple(recon.shape)} and targets {tuple(target.shape)} differ in shape")
     r, t = recon.detach().float().cpu().clamp(-1, 1), target.detach().float().cpu()
@@ -215,9 +214,6 @@ def image_metrics(recon: torch.Tensor, target: torch.Tensor, lpips: Callable | N
     if lpips is not None:
         out["lpips"] = [float(v) for v in lpips(r, t)]
     if identity:
-        from ..io.images import tensor_to_pil
-        from ..metrics.identity import identity_distance
-
         out["identity"] = [identity_distance(tensor_to_pil(a), tensor_to_pil(b)) for a, b in zip(r, t)]
     return out
 
@@ -288,16 +284,11 @@ def orderings(rows: list[dict]) -> list[dict]:
 # --- reconstruction ------------------------------------------------------------------------------------------------
 def default_steps() -> int:
     """The projector's own default step count (ProjectorSettings.num_steps)."""
-    from ..methods.optim import ProjectorSettings
-
     return ProjectorSettings().num_steps
 
 
 def _optim_distance(device):
     """The optimizations' loss: LPIPS-VGG (the projector's) if its backbone is available, else pixel L2."""
-    from ..metrics.l2 import L2Distance
-    from ..metrics.lpips import backbone_name, get_lpips
-
     try:
         return get_lpips("vgg", device=device, resolution=256), "lpips", "LPIPS-VGG (the projector's loss)"
     except WeightsError as e:
@@ -353,9 +344,6 @@ def evaluate_reconstruction(
     """Run every method whose inputs are given on the same held-out images; returns the report (a JSON-able dict)."""
     import gantune
 
-    from ..runtime import resolve_device
-    from ..weights import load_generator
-
     if batch_size < 1:
         raise InputError(f"--batch-size {batch_size}: must be at least 1")
     K = int(steps) if steps is not None else default_steps()
@@ -376,8 +364,6 @@ def evaluate_reconstruction(
     # HyperStyle: one loaded inverter, run with 0, 1 and 5 passes (each row timed on its own)
     hs = None
     if encoder and hypernet:
-        from ..methods.hyper.method import HyperStyle
-
         hs = HyperStyle.load(hypernet, encoder, device=dev, iters=0, hash_files=False)
         x = held.at(hs.G.cfg.resolution)
         gen = {"spec": f"{hypernet} (the generator inside the HyperStyle file)", "resolution": hs.G.cfg.resolution,
@@ -539,8 +525,6 @@ def _as_pil_list(images) -> list:
     import numpy as np
     from PIL import Image
 
-    from ..io.images import load_image, tensor_to_pil, to_rgb
-
     if isinstance(images, torch.Tensor):
         x = images[None] if images.ndim == 3 else images
         return list(tensor_to_pil(x.detach().float().cpu().clamp(-1, 1)))
@@ -572,8 +556,6 @@ def detection_rate(images, *, upscale: int = 256, upsample: int = DETECT_UPSAMPL
     ``upscale`` px. {"count", "found", "rate", "faces": per-image face counts}."""
     import numpy as np
 
-    from ..align.landmarks import hog_detector
-
     det = hog_detector()
     faces = []
     for im in _as_pil_list(images):
@@ -597,10 +579,6 @@ def evaluate_detection(
     log: Callable[[str], None] | None = None,
 ) -> dict:
     """Face-detection rates of generator samples (and the DCGAN source) under one detector and one resize."""
-    from ..runtime import resolve_device
-    from ..sampling import generate
-    from ..weights import load_generator
-
     if count < 1:
         raise InputError(f"--count {count}: need at least one image")
     if upscale < 16:

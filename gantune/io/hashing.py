@@ -14,6 +14,8 @@ import json
 import os
 from pathlib import Path
 
+from .atomic import atomic_write
+
 REMEMBER_MIN_BYTES = 16 << 20  # files at least this big have their hash remembered (smaller ones hash in ms)
 
 
@@ -53,8 +55,6 @@ def remembered_sha256(path: str | os.PathLike) -> str | None:
 def remember_sha256(path: str | os.PathLike, digest: str, st: os.stat_result | None = None) -> None:
     """Remember ``digest`` for ``path`` as it is now (or as ``st`` says it was). Best effort: a read-only cache
     folder only means the next load hashes again."""
-    from .atomic import atomic_write
-
     p = Path(path).absolute()
     with contextlib.suppress(OSError):
         st = st or p.stat()

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from .. import __version__
 from ..errors import GantuneError
 from .atomic import atomic_path
 
@@ -243,8 +244,6 @@ class InversionRecord:
         return t
 
     def header(self) -> dict:
-        from .. import __version__
-
         h = dict(self.meta)
         h.pop(SHARED_META_KEY, None)
         if self.shared is not None:

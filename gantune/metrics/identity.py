@@ -14,6 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from ..align import landmarks
+from ..errors import GantuneError
+
 SAME_PERSON = 0.6  # dlib's threshold on the descriptor distance
 MIN_SIDE = 256  # smaller images are upscaled to this before detection
 MAX_SIDE = 512  # larger ones are reduced to this (the descriptor reads a 150 px face chip)
@@ -36,25 +39,21 @@ def _detection_image(image: Image.Image) -> Image.Image:
 
 def face_found(image: Image.Image) -> bool:
     """dlib's HOG detector finds a face in the image (resized as :func:`descriptor` does before detecting)."""
-    from ..align.landmarks import hog_detector
-
-    return len(hog_detector()(np.asarray(_detection_image(image)), 1)) > 0
+    return len(landmarks.hog_detector()(np.asarray(_detection_image(image)), 1)) > 0
 
 
 def descriptor(image: Image.Image) -> Descriptor:
-    from ..align.landmarks import _dlib, face_recognizer, hog_detector, shape_predictor
-
-    dlib = _dlib()
+    dlib = landmarks._dlib()
     img = _detection_image(image)
     arr = np.asarray(img)
-    dets = hog_detector()(arr, 1)
+    dets = landmarks.hog_detector()(arr, 1)
     if len(dets):
         box, found = max(dets, key=lambda r: r.area()), True
     else:
         w, h = img.size
         box, found = dlib.rectangle(int(0.22 * w), int(0.28 * h), int(0.78 * w), int(0.88 * h)), False
-    shape = shape_predictor()(arr, box)
-    vec = np.asarray(face_recognizer().compute_face_descriptor(arr, shape), dtype=np.float64)
+    shape = landmarks.shape_predictor()(arr, box)
+    vec = np.asarray(landmarks.face_recognizer().compute_face_descriptor(arr, shape), dtype=np.float64)
     return Descriptor(vec, found)
 
 
@@ -63,17 +62,14 @@ def unavailable(*, load: bool = True) -> str | None:
     missing), as one line; None when they can. Commands that report the distance as a side metric skip it with a
     note instead of failing the job. ``load=False`` only finds dlib and the model files (milliseconds; loading the
     models takes about a second)."""
-    from ..align.landmarks import _dlib, face_recognizer, model_path, shape_predictor
-    from ..errors import GantuneError
-
     try:
         if load:
-            shape_predictor()
-            face_recognizer()
+            landmarks.shape_predictor()
+            landmarks.face_recognizer()
         else:
-            _dlib()
-            model_path("dlib-landmarks-68")
-            model_path("dlib-face-recognition")
+            landmarks._dlib()
+            landmarks.model_path("dlib-landmarks-68")
+            landmarks.model_path("dlib-face-recognition")
     except GantuneError as e:
         return e.one_line()
     return None

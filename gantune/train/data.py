@@ -15,6 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import InputError
+from ..io.images import ImageError, load_image, pil_to_tensor
 
 SYNTHETIC_FACES = "synthetic-faces"
 
@@ -126,8 +127,6 @@ class ImageFolder:
     batches are drawn uniformly with replacement; random horizontal flips optional."""
 
     def __init__(self, folder: str | Path, resolution: int, device: str | torch.device = "cpu", *, xflip: bool = False) -> None:
-        from ..io.images import ImageError, load_image, pil_to_tensor
-
         folder = Path(folder)
         if not folder.is_dir():
             raise InputError(f"--data {folder}: not a folder", hint=f"give a folder of images or '{SYNTHETIC_FACES}'")

@@ -41,11 +41,17 @@ from pathlib import Path
 import torch
 
 from ..core import Generator, GeneratorConfig
+from ..core.specs import select_layers
 from ..errors import InputError, WeightsError
+from ..io.atomic import atomic_path
+from ..io.manifest import append_jsonl
+from ..methods.hyper.checkpoint import hypernet_to_official
 from ..methods.hyper.hypernet import HyperNetwork, default_heads
 from ..methods.hyper.inference import face_pool, render, to_input_size
 from ..methods.hyper.wencoder import IR_SE_50_UNITS, WEncoder
+from ..weights.rosinality import to_rosinality_state_dict
 from .checkpoint import remove_stale_temp_files
+from .data import open_source
 from .ranger import ranger
 from .substitutes import IdentityLoss, Term, identity_term, perceptual_term
 
@@ -131,7 +137,6 @@ def open_data(spec: str, G: Generator, *, truncation: float = 1.0, device="cpu")
     """``synthetic`` (generator samples), ``synthetic-faces`` or a folder of images at the generator's resolution."""
     if spec == SYNTHETIC:
         return GeneratorSamples(G, truncation=truncation)
-    from .data import open_source
 
     return open_source(spec, G.cfg.resolution, device)
 
@@ -216,8 +221,6 @@ def _loss_terms(opts: EncoderTrainOptions, device, discriminator, perceptual):
 
 
 def _save(obj, path: Path) -> None:
-    from ..io.atomic import atomic_path
-
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
@@ -289,7 +292,6 @@ def train_w_encoder(
         step = int(st["step"])
         notes.append(f"resumed at step {step}")
     w_avg = G.mapping.w_avg.detach()
-    from ..io.manifest import append_jsonl
 
     log = out_dir / LOG_FILE
     model_path = out_dir / W_ENCODER_FILE
@@ -338,9 +340,6 @@ def save_hypernet(H: HyperNetwork, G: Generator, path: str | Path, *, step: int 
     """The official ``hyperstyle_*.pt`` layout (``hypernet.*`` + rosinality ``decoder.*``), loadable by
     ``load_hyperstyle`` and ``gantune invert --method hyperstyle``. ``G`` must be rosinality-expressible
     (see :func:`hyperstyle_generator`)."""
-    from ..methods.hyper.checkpoint import hypernet_to_official
-    from ..weights.rosinality import to_rosinality_state_dict
-
     sd = {f"decoder.{k}": v.detach().cpu().clone() for k, v in to_rosinality_state_dict(G).items()}
     hyp = hypernet_to_official(H)
     clones: dict[int, torch.Tensor] = {}  # keep aliases aliased (the shared FCs are stored once)
@@ -360,8 +359,6 @@ def save_hypernet(H: HyperNetwork, G: Generator, path: str | Path, *, step: int 
 def hypernet_layers(G: Generator, *, levels=("medium", "fine"), names: list[str] | None = None,
                     include_torgb: bool = False):
     """Tuned layers (default: HyperStyle's medium + fine non-toRGB convs) with their head kinds."""
-    from ..core.specs import select_layers
-
     kinds = ("conv", "torgb") if include_torgb else ("conv",)
     try:
         chosen = select_layers(G.specs, names=names) if names else select_layers(G.specs, levels=tuple(levels), kinds=kinds)
@@ -432,7 +429,6 @@ def train_hypernet(
     if isinstance(data, GeneratorSamples):
         data.G = G
     w_avg = G.mapping.w_avg.detach()
-    from ..io.manifest import append_jsonl
 
     log = out_dir / LOG_FILE
     model_path = out_dir / HYPERNET_FILE

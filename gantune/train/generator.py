@@ -33,6 +33,9 @@ from pathlib import Path
 import torch
 
 from ..core import Generator, GeneratorConfig
+from ..errors import InputError
+from ..io.images import image_grid, save_image, tensor_to_pil
+from ..weights.native import save_native
 from . import ddp
 from .checkpoint import network_path, prune_states, remove_stale_temp_files, save_state, state_path
 from .discriminator import Discriminator
@@ -386,8 +389,6 @@ class GeneratorTrainer:
         }
 
     def load_state_dict(self, state: dict) -> None:
-        from ..errors import InputError
-
         cfg = GeneratorConfig.from_dict(state["gen_config"])
         if cfg != self.cfg:
             raise InputError(
@@ -433,9 +434,6 @@ def train(
     grid_size: int = 16,  # samples in each snapshot grid
 ) -> Path | None:
     """Run ``trainer`` until ``kimg``; returns the last network snapshot written (rank 0) or None."""
-    from ..io.images import image_grid, save_image, tensor_to_pil
-    from ..weights.native import save_native
-
     run_dir = Path(run_dir)
     total = int(round(kimg * 1000))
     snap = max(1, int(round(snap_kimg * 1000)))

@@ -29,8 +29,16 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..errors import WeightsError
+from ..align.landmarks import _dlib
+from ..core import GeneratorConfig
+from ..errors import InputError, WeightsError
+from ..methods.hyper.inference import face_pool, to_input_size
+from ..metrics import identity
+from ..metrics.dlib_resnet import load_dlib_resnet
+from ..metrics.lpips import backbone_name, get_lpips
 from ..metrics.msssim import ms_ssim
+from .checkpoint import load_state
+from .discriminator import Discriminator
 
 
 @dataclass
@@ -44,22 +52,16 @@ class Term:
 
 def _at_256(x: torch.Tensor) -> torch.Tensor:
     """LPIPS compares at 256 px, as the reference (face-pooled 256 images; smaller images are upsampled)."""
-    from ..methods.hyper.inference import face_pool, to_input_size
-
     return face_pool(x) if x.shape[-1] > 256 else to_input_size(x)
 
 
 def _at_most_256(x: torch.Tensor) -> torch.Tensor:
     """MS-SSIM compares at the generator's resolution (pooled to 256 when larger): upsampling would only blur."""
-    from ..methods.hyper.inference import face_pool
-
     return face_pool(x) if x.shape[-1] > 256 else x.float()
 
 
 def perceptual_term(net: str = "alex", *, device="cpu", allow_substitute: bool = True) -> Term:
     """LPIPS with the registry's ImageNet backbone, or 1 − MS-SSIM when the backbone is not available."""
-    from ..metrics.lpips import backbone_name, get_lpips
-
     try:
         lp = get_lpips(net, device=device, resolution=256)
         return Term(f"lpips-{net}", lambda a, b: lp(_at_256(a), _at_256(b)), f"LPIPS-{net} at 256 px (ImageNet backbone {backbone_name(net)})")
@@ -121,10 +123,6 @@ def similarity_term(discriminator: nn.Module | None) -> Term | None:
 
 def load_discriminator(path, device="cpu") -> nn.Module:
     """The trained discriminator from a ``gantune train generator`` training state (``training-state-*.pt``)."""
-    from ..core import GeneratorConfig
-    from .checkpoint import load_state
-    from .discriminator import Discriminator
-
     state = load_state(path)
     D = Discriminator(GeneratorConfig.from_dict(state["gen_config"]))
     D.load_state_dict(state["D"])
@@ -167,8 +165,6 @@ class IdentityLoss(nn.Module):
     def _targets(self, y: torch.Tensor) -> list[torch.Tensor | None]:
         from PIL import Image
 
-        from ..metrics.identity import face_found
-
         out, todo = [], []
         pix = ((y.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
         for i, arr in enumerate(pix):
@@ -178,7 +174,7 @@ class IdentityLoss(nn.Module):
                 out.append(self._cache[key])
             else:
                 out.append(None)
-                todo.append((i, key, face_found(Image.fromarray(arr))))
+                todo.append((i, key, identity.face_found(Image.fromarray(arr))))
         faces = [i for i, _, found in todo if found]
         if faces:
             with torch.no_grad():
@@ -208,9 +204,6 @@ class IdentityLoss(nn.Module):
 
 def dlib_identity_network(device="cpu") -> nn.Module:
     """The torch port of dlib's face-recognition ResNet; WeightsError when dlib or the model file is missing."""
-    from ..align.landmarks import _dlib
-    from ..metrics.dlib_resnet import load_dlib_resnet
-
     _dlib()  # the HOG detector that decides where the term applies
     return load_dlib_resnet(device=device)
 
@@ -221,8 +214,6 @@ def identity_term(mode: str = "auto", discriminator: nn.Module | None = None, *,
     ``dlib``: dlib's network where the target has a face, the discriminator-feature substitute elsewhere (none without
     a discriminator); an error when dlib's network is missing. ``auto``: the same when the network is available, else
     the substitute alone. ``off``: the substitute alone (the behaviour before the identity loss existed)."""
-    from ..errors import InputError
-
     if mode not in IDENTITY_MODES:
         raise InputError(f"--identity {mode!r}: one of {', '.join(IDENTITY_MODES)}")
     sub = similarity_term(discriminator) if discriminator is not None else None

@@ -31,9 +31,12 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlparse
 
+from .. import __version__
 from ..errors import OfflineError, WeightsError
-from ..io.atomic import make_folder
+from ..io.atomic import atomic_write, make_folder
 from ..io.hashing import cache_home, sha256_file
+from . import formats
+from .native import save_native
 from .registry import Entry, load_registry
 from .registry import get as registry_get
 
@@ -103,8 +106,6 @@ def read_sidecar(path: Path) -> str | None:
 
 
 def write_sidecar(path: Path, digest: str) -> Path:
-    from ..io.atomic import atomic_write
-
     sc = sidecar(path)
     with atomic_write(sc, "w") as f:
         f.write(f"{digest}  {path.name}\n")
@@ -221,8 +222,6 @@ def _drive_id(url: str) -> str | None:
 
 
 def _user_agent() -> str:
-    from .. import __version__
-
     return f"gantune/{__version__} (python urllib)"
 
 
@@ -662,14 +661,11 @@ def load_generator(spec: str | os.PathLike, device="cpu", *, progress: bool = Tr
     beside the source. ``info`` holds at least ``name`` (registry name or None), ``sha256`` (of the source file),
     ``path``.
     """
-    from .formats import detect_format, load_generator_file
-    from .native import save_native
-
     path = resolve(spec, progress=progress)
     name = registry_name_for(spec) or registry_name_for(path)
-    fmt = detect_format(path)
+    fmt = formats.detect_format(path)
     if fmt == "native":
-        G, info = load_generator_file(path, device, hash_file=False)
+        G, info = formats.load_generator_file(path, device, hash_file=False)
         info = dict(info)
         sha = file_sha256(path)
     else:
@@ -679,12 +675,12 @@ def load_generator(spec: str | os.PathLike, device="cpu", *, progress: bool = Tr
         if conv.is_file():
             try:
                 if native_metadata(conv).get("source_sha256") == sha:
-                    G, info = load_generator_file(conv, device, hash_file=False)
+                    G, info = formats.load_generator_file(conv, device, hash_file=False)
                     info = dict(info, converted=str(conv), source_format=fmt)
             except WeightsError:  # an unreadable leftover: convert again
                 G = info = None
         if G is None:
-            G, info = load_generator_file(path, "cpu", hash_file=False)
+            G, info = formats.load_generator_file(path, "cpu", hash_file=False)
             info = dict(info)
             meta = {"source_sha256": sha, "source_format": fmt, "source_file": path.name, "registry_name": name,
                     "w_avg_computed": bool(info.get("w_avg_computed", False)),

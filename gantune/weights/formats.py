@@ -46,7 +46,11 @@ import torch
 
 from ..errors import WeightsError
 from ..io.hashing import sha256_file
+from . import rosinality
+from .ada import load_ada
 from .keymap import strip_prefix
+from .native import load_native
+from .safe_pickle import safe_torch_load
 
 DESCRIPTIONS = {  # format -> what it is, as said to users
     "native": "a gantune generator (safetensors with its architecture config)",
@@ -338,10 +342,6 @@ def load_generator_file(
 ):
     """(Generator on ``device``, info) from any supported file. ``info`` holds ``format``, ``part`` (which part of
     the file was taken), ``architecture``, ``config``, ``sha256``, ``w_avg_computed`` and format-specific details."""
-    from . import rosinality
-    from .ada import load_ada
-    from .native import load_native
-
     path = Path(path)
     fmt = detect_format(path)
     kw = {}
@@ -360,8 +360,6 @@ def load_generator_file(
     elif fmt == "ada-pkl":
         G, info = load_ada(path, device=device)
     elif fmt in WITH_DECODER:
-        from .safe_pickle import safe_torch_load
-
         top = safe_torch_load(path)
         dec = strip_prefix(top["state_dict"], "decoder.")
         if not dec:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from ..core import Generator, make_kernel
 from ..errors import WeightsError
 
 
@@ -166,8 +167,6 @@ def export_state(native: Mapping[str, torch.Tensor], rules: list[KeyRule], *,
 
 def meta_generator(cfg):
     """A :class:`gantune.core.Generator` for ``cfg`` on the meta device: names and shapes, no numbers."""
-    from ..core import Generator
-
     with torch.device("meta"):
         return Generator(cfg)
 
@@ -178,8 +177,6 @@ def generator_from_state(cfg, state: Mapping[str, torch.Tensor], *, skeleton=Non
     and the loaded tensors are assigned, so no weight is initialised only to be overwritten and no tensor is copied
     (memory-mapped tensors stay memory-mapped). The non-persistent buffers, constants of the architecture (the FIR
     kernel), are then made for real."""
-    from ..core import make_kernel
-
     G = skeleton if skeleton is not None else meta_generator(cfg)
     G.load_state_dict(dict(state), strict=True, assign=True)
     constants = {"resample_kernel": make_kernel}

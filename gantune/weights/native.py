@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from ..core import GeneratorConfig
 from ..errors import WeightsError
 from ..io.atomic import atomic_path
 from .keymap import generator_from_state, key_mismatch, meta_generator
@@ -116,8 +117,6 @@ def read_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 def load_native(path: str | os.PathLike, device: str | torch.device = "cpu"):
     """(Generator in eval mode on ``device``, meta dict). Keys must match the config exactly."""
-    from ..core import GeneratorConfig
-
     path = Path(path)
     cfg_dict, meta = read_native_header(path)
     try:

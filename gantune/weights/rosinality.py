@@ -29,8 +29,11 @@ from pathlib import Path
 
 import torch
 
+from ..core import GeneratorConfig, layer_specs, make_kernel
 from ..errors import WeightsError
+from ..io.atomic import atomic_path
 from .keymap import KeyRule, export_state, fit_channels, generator_from_state, import_state
+from .safe_pickle import safe_torch_load
 
 SOURCE = "rosinality"
 DEFAULT_W_AVG_SAMPLES = 100_000  # HyperStyle's coach uses mean_latent(1e5) when the file has no latent_avg
@@ -42,8 +45,6 @@ _TO_RGBS = re.compile(r"^to_rgbs\.(\d+)\.")
 
 def _fir4() -> torch.Tensor:
     """The blur / upsample kernel rosinality stores: outer([1,3,3,1]) / 64 · 4."""
-    from ..core import make_kernel
-
     return make_kernel() * 4
 
 
@@ -84,8 +85,6 @@ def _noise_from_4d(t: torch.Tensor) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------------------------------
 def infer_config(sd: Mapping[str, torch.Tensor], *, mapping_lr_mul: float = 0.01, extra: dict | None = None):
     """A :class:`GeneratorConfig` whose layers have exactly the shapes of this ``g_ema`` state dict."""
-    from ..core import GeneratorConfig
-
     styles = sorted(int(m.group(1)) for k in sd if (m := _STYLE.match(k)))
     rgbs = {int(m.group(1)) for k in sd if (m := _TO_RGBS.match(k))}
     if not styles or not rgbs or "style.1.weight" not in sd:
@@ -140,8 +139,6 @@ def infer_config(sd: Mapping[str, torch.Tensor], *, mapping_lr_mul: float = 0.01
 # --------------------------------------------------------------------------------------------------------------------
 def rosinality_rules(cfg) -> list[KeyRule]:
     """Every key of a rosinality ``g_ema`` for this config, in the official state_dict order."""
-    from ..core import layer_specs
-
     specs = layer_specs(cfg)
     fir = _fir4()
     rules: list[KeyRule] = []
@@ -250,8 +247,6 @@ def to_rosinality_state_dict(G) -> dict[str, torch.Tensor]:
 
 def save_rosinality(G, path: str | os.PathLike) -> Path:
     """Write ``{"g_ema": ..., "latent_avg": w_avg}`` (the layout of rosinality's convert_weight.py), atomically."""
-    from ..io.atomic import atomic_path
-
     ckpt = {"g_ema": to_rosinality_state_dict(G), "latent_avg": G.mapping.w_avg.detach().cpu().clone()}
     path = Path(path)
     with atomic_path(path) as tmp:
@@ -262,8 +257,6 @@ def save_rosinality(G, path: str | os.PathLike) -> Path:
 def read_rosinality_file(path: str | os.PathLike) -> dict:
     """The top-level dict of a rosinality ``.pt`` (``g_ema``, optional ``latent_avg``, ``g``, ``d``, ``args``, …),
     read without executing code. A bare ``g_ema`` state dict is returned as ``{"g_ema": sd}``."""
-    from .safe_pickle import safe_torch_load
-
     path = Path(path)
     obj = safe_torch_load(path)
     if isinstance(obj, Mapping) and "g_ema" in obj:
