@@ -24,6 +24,8 @@ import torch
 
 from ..errors import InputError
 from ..io.hashing import sha256_file
+from ..weights import registry, resolve, safe_torch_load
+from .ganspace import load_ganspace
 
 MAX_DIRECTION_NORM = 1e4  # the longest W+ row (L2 norm) a direction file may have
 SHORT_NAMES = {"age": "interfacegan-age", "smile": "interfacegan-smile", "pose": "interfacegan-pose"}
@@ -97,8 +99,6 @@ _GANSPACE_SELECTOR = re.compile(r"^(?P<path>.+):(?P<k>\d+)(?::(?P<rows>\d+-\d+|[
 
 
 def _ganspace_direction(path: Path, k: int, rows: str | None) -> Direction:
-    from .ganspace import load_ganspace
-
     gs = load_ganspace(path)
     layers = None
     if rows and "-" in rows:
@@ -121,15 +121,12 @@ def load_direction(spec: str | os.PathLike) -> Direction:
     if not p.is_file() and m and Path(m["path"]).is_file():
         return _ganspace_direction(Path(m["path"]), int(m["k"]), m["rows"])
     if not p.is_file() and m and not any(c in m["path"] for c in "/\\"):
-        from ..weights import registry, resolve
-
         if m["path"] in registry.names():  # a registry name of a GANSpace file: demo-faces-ganspace:0
             return _ganspace_direction(Path(resolve(m["path"])), int(m["k"]), m["rows"])
     if not p.is_file():
         name = SHORT_NAMES.get(str(spec), str(spec))
         if any(c in str(spec) for c in "/\\") or p.suffix in (".pt", ".npy", ".pth"):
             raise InputError(f"{spec}: no such direction file")
-        from ..weights import resolve
 
         p = Path(resolve(name))
         label = str(spec)
@@ -141,7 +138,6 @@ def load_direction(spec: str | os.PathLike) -> Direction:
         except ValueError as e:
             raise InputError(f"{p}: not a plain numeric .npy array ({e})") from None
         return Direction(label, _as_vector(arr, label, str(p)), str(p))
-    from ..weights import safe_torch_load
 
     obj = safe_torch_load(p)
     if isinstance(obj, dict):

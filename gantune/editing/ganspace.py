@@ -27,6 +27,8 @@ import torch
 
 from ..errors import InputError
 from ..sampling import random_c
+from ..io.atomic import atomic_path
+from ..weights import safe_torch_load
 
 CONVENTIONS = ("absolute", "additive")
 
@@ -93,8 +95,6 @@ class GANSpace:
                 "gantune": {"layer_ranges": {k: list(v) for k, v in self.layer_ranges.items()}, **self.meta}}
 
     def save(self, path: str | os.PathLike) -> Path:
-        from ..io.atomic import atomic_path
-
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp:
@@ -132,8 +132,6 @@ def ganspace_from_dict(obj: dict, source: str = "GANSpace file") -> GANSpace:
 
 def load_ganspace(path: str | os.PathLike) -> GANSpace:
     """A GANSpace ``.pt`` file, read without executing code."""
-    from ..weights import safe_torch_load
-
     p = Path(path)
     if not p.is_file():
         raise InputError(f"{p}: no such GANSpace file")

@@ -6,6 +6,7 @@ import logging
 
 from ..errors import InputError
 from .render import record_generator_spec
+from ..weights import load_generator
 
 log = logging.getLogger("gantune")
 
@@ -18,8 +19,6 @@ class GeneratorCache:
 
     def get(self, spec: str):
         """(Generator in eval mode, info) for a registry name, path or URL."""
-        from ..weights import load_generator
-
         if spec not in self._cache:
             G, info = load_generator(spec, device=self.device)
             if self.dtype is not None:

@@ -39,6 +39,8 @@ from safetensors.torch import load_file
 from ..errors import InputError, WeightsError
 from ..sampling import random_c
 from ..weights import resolve, safe_torch_load
+from ..io.atomic import atomic_write
+from ..weights.safe_pickle import AllowListUnpickler, _numpy_globals
 
 STATS_FORMAT = "gantune-styleclip-stats"
 STATS_VERSION = 1
@@ -87,8 +89,6 @@ class StyleStats:
         return {"header": json.dumps(head), "tensors": state}
 
     def save(self, path: str | os.PathLike) -> None:
-        from ..io.atomic import atomic_write
-
         with atomic_write(path) as f:
             torch.save(self.to_state(), f)
 
@@ -130,8 +130,6 @@ def load_style_stats(path: str | os.PathLike) -> StyleStats:
 
 # --- the published StyleCLIP files ----------------------------------------------------------------------------------
 def _numpy_unpickler_globals() -> dict:
-    from ..weights.safe_pickle import _numpy_globals
-
     allowed = {}
     for g in _numpy_globals():
         obj, name = g if isinstance(g, tuple) else (g, f"{g.__module__}.{g.__name__}")
@@ -150,8 +148,6 @@ def _numpy_unpickler_globals() -> dict:
 def read_s_mean_std(path: str | os.PathLike) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """StyleCLIP's ``S_mean_std``: a pickle of ``(means, stds)``, lists with one array per style layer in generator
     order (conv and toRGB); a ``(_, means, stds)`` triple is read as well. Only numpy data is resolved."""
-    from ..weights.safe_pickle import AllowListUnpickler
-
     p = Path(path)
     try:
         with open(p, "rb") as f:
@@ -523,8 +519,6 @@ def _load_partial(path: Path, key: dict) -> dict | None:
 
 
 def _save_partial(path: Path, state: dict) -> None:
-    from ..io.atomic import atomic_write
-
     with atomic_write(path) as f:
         torch.save(state, f)
 

@@ -32,6 +32,8 @@ from ..io.render import render_record, synthesize  # noqa: F401 - render_record 
 from ..io.record import InversionRecord
 from ..metrics.l2 import l2_distance
 from .result import InversionResult
+from ..metrics.l2 import L2Distance
+from ..metrics.lpips import get_lpips
 
 SPACES = ("w", "w+")
 
@@ -213,12 +215,9 @@ LOSSES = ("lpips", "l2")
 def make_distance(loss: str, device, resolution: int = 256, net: str = "vgg"):
     """The loss/metric network: ``lpips`` (LPIPS, ImageNet backbone from the registry) or ``l2`` (pixel MSE)."""
     if loss == "l2":
-        from ..metrics.l2 import L2Distance
-
         return L2Distance()
     if loss != "lpips":
         raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
-    from ..metrics.lpips import get_lpips
 
     return get_lpips(net, device=device, resolution=resolution)
 

@@ -28,6 +28,9 @@ from PIL import Image
 
 from ..io.record import class_label
 from .result import InversionResult
+from ..align import RECORD_META_KEY
+from ..io.atomic import atomic_write
+from ..io.images import load_image, pil_to_tensor, save_image, tensor_to_pil, to_width
 
 InvertBatch = Callable[[torch.Tensor, list[str]], list[InversionResult]]
 
@@ -109,8 +112,6 @@ class InvertJob:
         return [f"{item.name}.png", f"{item.name}.safetensors"]
 
     def load(self, item) -> torch.Tensor:
-        from ..io.images import load_image, pil_to_tensor
-
         img = load_image(item.input)
         if self.aligner is not None:
             face = self.aligner.align(img)[0]
@@ -128,8 +129,6 @@ class InvertJob:
         return self.method.invert_batch(x, [it.name for it in items])
 
     def write(self, item, res: InversionResult, outs) -> None:
-        from ..io.images import save_image, tensor_to_pil, to_width
-
         img = tensor_to_pil(res.image)
         if self.resize:  # the width; a non-square image (cars 512×384) keeps its aspect
             img = to_width(img, self.resize)
@@ -137,8 +136,6 @@ class InvertJob:
                 "timings": {**{k: round(v, 4) for k, v in item.timings.items()},
                             **{k: round(v, 4) for k, v in res.timings.items()}}}
         if "align" in item.info:
-            from ..align import RECORD_META_KEY
-
             meta[RECORD_META_KEY] = item.info["align"]
         if "fit" in item.info:
             meta["fit"] = item.info["fit"]
@@ -159,8 +156,6 @@ class InvertJob:
 
 def write_gif(frames: list[Image.Image], path, *, ms: int = 100):
     """An animated GIF of ``frames`` (written atomically), looping."""
-    from ..io.atomic import atomic_write
-
     with atomic_write(path) as f:
         frames[0].save(f, format="GIF", save_all=True, append_images=frames[1:], duration=ms, loop=0)
     return path

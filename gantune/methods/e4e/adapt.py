@@ -19,16 +19,15 @@ from ...errors import InputError
 from ...io.record import InversionRecord
 from .checkpoint import StyleEncoderModel
 from .method import check_pair, encode_e4e, encode_restyle
+from ...align import RECORD_META_KEY
+from ...align.ffhq import align_quad
+from ...io.hashing import sha256_file
+from ...io.images import load_image, pil_to_tensor
+from ..pipeline import make_square
 
 
 def record_source_image(record: InversionRecord, base: Path | None = None) -> Image.Image:
     """The image the record was inverted from (before resizing), rebuilt from its source photo and metadata."""
-    from ...align import RECORD_META_KEY
-    from ...align.ffhq import align_quad
-    from ...io.hashing import sha256_file
-    from ...io.images import load_image
-    from ..pipeline import make_square
-
     src = record.meta.get("source") if isinstance(record.meta.get("source"), dict) else {}
     path = src.get("path")
     if not path:
@@ -59,8 +58,6 @@ def recode_record(record: InversionRecord, model: StyleEncoderModel, G, *, iters
                   base: Path | None = None) -> InversionRecord:
     """The record with its latent replaced by the encoder's W+ codes of its source photo (offsets unchanged).
     ``G``: the record's own (source) generator, which ReStyle's iterations render with."""
-    from ...io.images import pil_to_tensor
-
     check_pair(model, G, f"the {model.kind} encoder")
     x = pil_to_tensor(record_source_image(record, base), model.encoder.input_size).to(G.w_avg.device)
     if model.kind == "e4e":

@@ -17,12 +17,15 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ...core import Generator
+from ...core import Generator, NOISE_MODES
 from ...errors import InputError, WeightsError
 from ..hyper.inference import encoder_layout, face_pool, render, to_input_size
 from ..pipeline import InvertOptions, MethodRun
 from ..result import InversionResult
-from .checkpoint import StyleEncoderModel, load_style_encoder
+from .checkpoint import DEFAULTS, StyleEncoderModel, load_style_encoder
+from ...runtime import resolve_device
+from ...weights import load_generator
+from ...weights.download import resolve_all
 
 DEFAULT_GENERATOR = "ffhq-1024"
 RESTYLE_ITERS = 5  # ReStyle's inference default (test_options n_iters_per_batch)
@@ -136,11 +139,6 @@ class EncoderInversion:
 
 
 def _setup(kind: str, opts: InvertOptions) -> MethodRun:
-    from ...core import NOISE_MODES
-    from ...runtime import resolve_device
-    from ...weights import load_generator
-    from ...weights.download import resolve_all
-
     if opts.params:
         raise InputError(f"{kind} takes no --param ({', '.join(sorted(opts.params))})", "see gantune invert --help")
     if opts.noise not in NOISE_MODES:
@@ -150,7 +148,6 @@ def _setup(kind: str, opts: InvertOptions) -> MethodRun:
     iters = 1 if kind == "e4e" else (RESTYLE_ITERS if opts.iters is None else opts.iters)
     if iters < 1:
         raise InputError(f"--iters {iters}: ReStyle-e4e needs at least one iteration")
-    from .checkpoint import DEFAULTS
 
     gen_spec, enc_spec = opts.weights or DEFAULT_GENERATOR, opts.encoder or DEFAULTS[kind]
     resolve_all({"--weights": gen_spec, "--encoder": enc_spec})

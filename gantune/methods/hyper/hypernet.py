@@ -31,6 +31,7 @@ from ...core.layers import FullyConnected
 from ...core.winograd import Conv2d  # nn.Conv2d; 3×3 stride-1 inference on CPU by Winograd where faster
 from ...core.specs import LayerSpec, select_layers
 from ...io.record import expand_shared
+from ...core.cpualloc import replace_data
 
 FEATURES = 512  # channels of the backbone's 16×16 feature map (ResNet34 layer4)
 FEATURE_RES = 16  # side of the feature map for a 256×256 input
@@ -180,7 +181,6 @@ class SharedFC(nn.Module):
         w2 = self.w2
         if w2.stride(0) == 1 or w2.device.type != "cpu":
             return self
-        from ...core.cpualloc import replace_data
 
         replace_data(w2, w2.detach().t().contiguous().t())
         return self

@@ -27,6 +27,7 @@ from ...io.record import expand_shared
 from .domain import SQUARE, input_hw, pool_reconstruction
 from .hypernet import INPUT_SIZE, HyperNetwork
 from .wencoder import WEncoder
+from ...core.cpualloc import file_mapped, file_mapped_tensors, release_tensor_pages, replace_data
 
 
 def face_pool(y: torch.Tensor, size: int = INPUT_SIZE) -> torch.Tensor:
@@ -95,8 +96,6 @@ def cpu_layouts(hypernet) -> None:
     memory-mapped from the checkpoint, its pages are released, so memory does not hold both. Values are unchanged;
     the official export writes the usual layout. (The W-encoder, used once per batch, keeps its memory-mapped
     weights, whose pages :func:`refine` drops after use: 0.1 GB less for 0.5 % of the time.)"""
-    from ...core.cpualloc import replace_data
-
     if isinstance(hypernet, torch.nn.Module) and not getattr(hypernet, "_gantune_cpu_layout", False):
         for conv in hypernet.modules():
             w = getattr(conv, "weight", None)
@@ -118,8 +117,6 @@ def _page_releaser() -> Callable[[torch.nn.Module | torch.Tensor], None] | None:
     their pages are dropped right after use (the heads slice by slice) and read back from the page cache next time;
     peak memory then holds one slice, not every head. Only for modules handed over to :func:`refine`
     (``own_modules``)."""
-    from ...core.cpualloc import file_mapped, file_mapped_tensors, release_tensor_pages
-
     found: dict[tuple[int, int], list] = {}
 
     def release(obj: torch.nn.Module | torch.Tensor) -> None:

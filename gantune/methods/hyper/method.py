@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ...core import Generator
+from ...core import Generator, NOISE_MODES
 from ...core.modconv import native_bf16_cpu
 from ..pipeline import InvertOptions, MethodRun
 from ...io.record import SharedOffsets
@@ -25,6 +25,13 @@ from .checkpoint import DEFAULT_HYPERSTYLE, DEFAULT_W_ENCODER, HyperStyleModel, 
 from .hypernet import INPUT_SIZE, HyperNetwork
 from .inference import refine
 from .wencoder import WEncoder
+from ...errors import InputError, WeightsError
+from ...runtime import compile_synthesis, resolve_device, resolve_dtype
+from ...weights import registry
+from ...weights.download import resolve_all
+from ...weights.formats import identify_file
+from ..e4e.checkpoint import DEFAULTS, load_style_encoder
+from ..e4e.method import check_pair, encode_e4e, encode_restyle
 
 DEFAULT_ITERS = 5
 INITIAL_KINDS = ("w-encoder", "e4e", "restyle-e4e")
@@ -75,39 +82,24 @@ class HyperStyle:
         domain: str | None = None,  # square | cars; None = the checkpoint's opts.dataset_type, else its registry entry
         **settings,  # iters, noise_mode, dtype, keep_intermediates, initial_iters
     ) -> "HyperStyle":
-        from ...weights.download import resolve_all
-
         if initial is not None and initial not in INITIAL_KINDS:
-            from ...errors import InputError
-
             raise InputError(f"initial={initial!r}: expected one of {', '.join(INITIAL_KINDS)}")
         if encoder is None:
-            from ..e4e.checkpoint import DEFAULTS
-
             encoder = DEFAULTS.get(initial or "", DEFAULT_W_ENCODER)
         weights = weights or DEFAULT_HYPERSTYLE
         paths = resolve_all({"--weights": weights, "--encoder": encoder})  # every missing file named in one message
         kind = _encoder_kind(paths["--encoder"])
         if initial is not None and kind != initial and not (initial == "w-encoder" and kind not in ("e4e", "restyle-e4e")):
-            from ...errors import InputError
-
             raise InputError(f"initial={initial} but --encoder {encoder} is a {kind} file",
                              f"give the {initial} file as --encoder, or drop --param initial")
         model: HyperStyleModel = load_hyperstyle(weights, device=device, hash_file=hash_files)
         if domain is not None and domain not in DOMAINS:
-            from ...errors import InputError
-
             raise InputError(f"domain={domain!r}: expected one of {', '.join(DOMAINS)}")
         settings["domain"] = domain or _detect_domain(model, weights)
         if settings["domain"] == CARS and kind in ("e4e", "restyle-e4e"):
-            from ...errors import InputError
-
             raise InputError(f"the cars domain takes its initial latent from the W-encoder, not a {kind} encoder",
                              "give the cars W-encoder (w-encoder-cars) as --encoder")
         if kind in ("e4e", "restyle-e4e"):
-            from ..e4e.checkpoint import load_style_encoder
-            from ..e4e.method import check_pair
-
             init = load_style_encoder(encoder, kind=kind, device=device, hash_file=hash_files)
             check_pair(init, model.G, f"the {kind} encoder")
             info = dict(model.info, encoder={**init.info, "kind": kind})
@@ -116,8 +108,6 @@ class HyperStyle:
         enc, enc_info = load_w_encoder(encoder, num_ws=model.G.num_ws, device=device,
                                        hash_file=hash_files)
         if enc.w_dim != model.G.cfg.w_dim:
-            from ...errors import WeightsError
-
             raise WeightsError(f"the W-encoder outputs w of size {enc.w_dim}, the generator needs {model.G.cfg.w_dim}",
                                "use the W-encoder published with the HyperStyle checkpoint")
         info = dict(model.info, encoder=enc_info)
@@ -169,7 +159,6 @@ class HyperStyle:
         """(B, num_ws, w_dim) codes of the e4e / ReStyle-e4e encoder, or None for the W-encoder (refine computes them)."""
         if self.initial is None:
             return None
-        from ..e4e.method import encode_e4e, encode_restyle
 
         if self.initial.kind == "e4e":
             return encode_e4e(self.initial, x, self.G)
@@ -229,7 +218,6 @@ def _detect_domain(model: HyperStyleModel, weights) -> str:
     found = domain_of(model.info.get("dataset_type"))
     if found is not None:
         return found
-    from ...weights import registry
 
     if str(weights) in registry.names() and "cars" in registry.get(str(weights)).file:
         return CARS
@@ -237,17 +225,11 @@ def _detect_domain(model: HyperStyleModel, weights) -> str:
 
 
 def _encoder_kind(path) -> str:
-    from ...weights.formats import identify_file
-
     return identify_file(path)[0]
 
 
 def setup_hyperstyle(opts: InvertOptions) -> MethodRun:
     """The registry's ``hyperstyle``: load once, return the batch callable for :func:`run_pipeline`."""
-    from ...errors import InputError
-    from ...runtime import compile_synthesis, resolve_device, resolve_dtype
-
-    from ...core import NOISE_MODES
 
     unknown = sorted(set(opts.params) - {"initial", "initial_iters", "domain"})
     if unknown:
