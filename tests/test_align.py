@@ -28,33 +28,11 @@ from gantune.align import (
 )
 from gantune.align.ffhq import eye_mouth_points, quad_side
 from gantune.errors import InputError
+from support import astronaut, lfw_face, two_faces
 from gantune.io.images import ImageError
 
 # --------------------------------------------------------------------------------------------------------------------
 # photos
-
-
-def astronaut() -> Image.Image:
-    from skimage import data
-
-    return Image.fromarray(data.astronaut())
-
-
-def lfw_face(i: int, scale: int) -> Image.Image:
-    """An LFW face (25x25 grey in skimage) upscaled with LANCZOS so the detector can see it."""
-    from skimage import data
-
-    arr = (data.lfw_subset()[i] * 255).round().astype(np.uint8)
-    return Image.fromarray(arr, "L").resize((25 * scale, 25 * scale), Image.LANCZOS)
-
-
-def two_faces() -> tuple[Image.Image, tuple[int, int], tuple[int, int]]:
-    """Grey canvas with a 200 px face at left and a 275 px face at right; returns the photo and both paste offsets."""
-    canvas = Image.new("L", (520, 320), 128)
-    small_at, big_at = (20, 60), (245, 20)
-    canvas.paste(lfw_face(0, 8), small_at)
-    canvas.paste(lfw_face(1, 11), big_at)
-    return canvas.convert("RGB"), small_at, big_at
 
 
 def with_exif_rotation(img: Image.Image) -> bytes:

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from gantune.cli import align_cmd
 from gantune.errors import InputError
 from gantune.io.manifest import read_manifest
-from test_align import astronaut, lfw_face, two_faces
+from support import astronaut, lfw_face, two_faces
 
 
 def cli_app() -> typer.Typer:

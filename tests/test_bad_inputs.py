@@ -19,8 +19,8 @@ import pytest
 import torch
 from PIL import Image
 
-from gantune.cli.app import main
 from gantune.io.record import InversionRecord
+from support import run_cli
 
 HS = ["--method", "hyperstyle", "--weights", "demo-faces-hypernet", "--encoder", "demo-faces-w-encoder",
       "--device", "cpu"]
@@ -112,13 +112,6 @@ def corpus(tmp_path_factory):
 def _snapshot(root: Path) -> dict[str, str]:
     return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(root.rglob("*")) if p.is_file() and "out" not in p.relative_to(root).parts[:1]}
-
-
-def run_cli(argv, capsys) -> tuple[int, list[str]]:
-    with pytest.raises(SystemExit) as e:
-        main([str(a) for a in argv])
-    err = capsys.readouterr().err
-    return (e.value.code or 0), [ln for ln in err.splitlines() if ln.strip()]
 
 
 def _error_lines(lines):

@@ -7,21 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gantune.core import Generator, GeneratorConfig, make_kernel, modulated_conv2d
+from gantune.core import Generator, make_kernel, modulated_conv2d
 from gantune.core.modconv import modulated_conv2d_folded
-
-
-def _generator(overparam: bool = False) -> Generator:
-    # 64 px with 32 channels: the large maps take oneDNN's fused ops, the small ones ATen's native convolution
-    cfg = GeneratorConfig(resolution=64, z_dim=32, w_dim=32, mapping_layers=2, channel_base=2048, channel_max=32,
-                          latent_rows=32 if overparam else 0, use_noise=not overparam)
-    torch.manual_seed(0)
-    G = Generator(cfg).eval()
-    with torch.no_grad():
-        for n, p in G.named_parameters():
-            if "noise_strength" in n or n.endswith("bias"):
-                p.uniform_(-0.5, 0.5)
-    return G
+from support import _generator
 
 
 def _deltas(G: Generator, batch: int) -> dict[str, torch.Tensor]:

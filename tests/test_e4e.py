@@ -14,67 +14,10 @@ from gantune.core import Generator
 from gantune.errors import WeightsError
 from gantune.methods.e4e import checkpoint as ck
 from gantune.methods.e4e.method import encode_e4e, encode_restyle
-from gantune.weights.rosinality import to_rosinality_state_dict
+from support import E4E_TINY, _tiny_file, official_encoder_state
 
 
 # --- an official-layout state dict, from the reference architecture's rules -----------------------------------------
-def official_encoder_state(*, fpn: bool, width=64, units=(3, 4, 14, 3), num_ws=18, w_dim=512, in_ch=None,
-                           input_size=256, device="meta", gen: torch.Generator | None = None) -> dict:
-    """``encoder.*`` keys (without the prefix) of Encoder4Editing (fpn) / ProgressiveBackboneEncoder, in order."""
-    in_ch = in_ch or (3 if fpn else 6)
-    shapes: list[tuple[str, tuple, torch.dtype]] = []
-
-    def bn(p, c):
-        shapes.extend([(f"{p}.weight", (c,), torch.float32), (f"{p}.bias", (c,), torch.float32),
-                       (f"{p}.running_mean", (c,), torch.float32), (f"{p}.running_var", (c,), torch.float32),
-                       (f"{p}.num_batches_tracked", (), torch.int64)])
-
-    shapes.append(("input_layer.0.weight", (width, in_ch, 3, 3), torch.float32))
-    bn("input_layer.1", width)
-    shapes.append(("input_layer.2.weight", (width,), torch.float32))
-    depths = [width * m for m in (1, 2, 4, 8)]
-    i, cin = 0, width
-    for d, n in zip(depths, units):
-        for _ in range(n):
-            if cin != d:
-                shapes.append((f"body.{i}.shortcut_layer.0.weight", (d, cin, 1, 1), torch.float32))
-                bn(f"body.{i}.shortcut_layer.1", d)
-            bn(f"body.{i}.res_layer.0", cin)
-            shapes.append((f"body.{i}.res_layer.1.weight", (d, cin, 3, 3), torch.float32))
-            shapes.append((f"body.{i}.res_layer.2.weight", (d,), torch.float32))
-            shapes.append((f"body.{i}.res_layer.3.weight", (d, d, 3, 3), torch.float32))
-            bn(f"body.{i}.res_layer.4", d)
-            shapes.append((f"body.{i}.res_layer.5.fc1.weight", (d // 16, d, 1, 1), torch.float32))
-            shapes.append((f"body.{i}.res_layer.5.fc2.weight", (d, d // 16, 1, 1), torch.float32))
-            i, cin = i + 1, d
-    base = int(math.log2(input_size // 16))
-    for s in range(num_ws):
-        n = base + ((0 if s < 3 else 1 if s < 7 else 2) if fpn else 0)
-        for c in range(n):
-            shapes.append((f"styles.{s}.convs.{2 * c}.weight", (w_dim, depths[3] if c == 0 else w_dim, 3, 3), torch.float32))
-            shapes.append((f"styles.{s}.convs.{2 * c}.bias", (w_dim,), torch.float32))
-        shapes.append((f"styles.{s}.linear.weight", (w_dim, w_dim), torch.float32))
-        shapes.append((f"styles.{s}.linear.bias", (w_dim,), torch.float32))
-    if fpn:
-        shapes += [("latlayer1.weight", (depths[3], depths[2], 1, 1), torch.float32),
-                   ("latlayer1.bias", (depths[3],), torch.float32),
-                   ("latlayer2.weight", (depths[3], depths[1], 1, 1), torch.float32),
-                   ("latlayer2.bias", (depths[3],), torch.float32)]
-    sd = {}
-    for k, s, dt in shapes:
-        if device == "meta":
-            sd[k] = torch.empty(s, dtype=dt, device="meta")
-        elif dt == torch.int64:
-            sd[k] = torch.tensor(7)
-        elif k.endswith("running_var"):
-            sd[k] = torch.rand(s, generator=gen) + 0.5
-        elif ".2.weight" in k and ("res_layer" in k or "input_layer" in k):  # PReLU slopes
-            sd[k] = torch.rand(s, generator=gen) * 0.5
-        elif k.endswith("weight") and len(s) == 4:
-            sd[k] = torch.randn(s, generator=gen) / math.sqrt(s[1] * s[2] * s[3])
-        else:
-            sd[k] = torch.randn(s, generator=gen) * (0.3 if len(s) == 1 else 1.0)
-    return sd
 
 
 @pytest.mark.parametrize("listing,fpn", [("keys_restyle_e4e.tsv", False), ("keys_e4e.tsv", True)])
@@ -170,7 +113,7 @@ def reference_forward(sd, x, *, units, fpn):
     return torch.stack(rows, 1)
 
 
-TINY = dict(width=16, units=(1, 2, 1, 1), input_size=64)
+TINY = E4E_TINY
 
 
 @pytest.fixture(scope="module")
@@ -178,20 +121,6 @@ def tiny_G():
     torch.manual_seed(5)
     G = Generator(tiny_config(resolution=32)).eval()  # 8 rows of 32
     return G
-
-
-def _tiny_file(tmp_path, G, *, fpn, seed=0, latent_avg=True, opts=None):
-    g = torch.Generator().manual_seed(seed)
-    enc = official_encoder_state(fpn=fpn, num_ws=G.num_ws, w_dim=G.cfg.w_dim, device="cpu", gen=g, **TINY)
-    dec = to_rosinality_state_dict(G)
-    obj = {"state_dict": {**{"encoder." + k: v for k, v in enc.items()}, **{"decoder." + k: v for k, v in dec.items()}},
-           "opts": {"input_size": TINY["input_size"], **(opts or {})}, "global_step": 3, "best_val_loss": None}
-    la = torch.randn(G.num_ws, G.cfg.w_dim, generator=g)
-    if latent_avg:
-        obj["latent_avg"] = la
-    p = tmp_path / ("e4e.pt" if fpn else "restyle.pt")
-    torch.save(obj, p)
-    return p, enc, la
 
 
 @pytest.mark.parametrize("fpn", [True, False])

@@ -20,8 +20,7 @@ from gantune.methods.e4e.method import encode_e4e, encode_restyle
 from gantune.methods.hyper.hypernet import HyperNetwork
 from gantune.methods.hyper.wencoder import WEncoder
 from gantune.weights.rosinality import save_rosinality
-from test_e4e import _tiny_file
-from test_hyper_model import write_tiny_official_files
+from support import _tiny_file, write_tiny_official_files
 
 runner = CliRunner()
 

@@ -131,7 +131,7 @@ def tiny_files(tmp_path_factory):
     from gantune.methods.hyper.hypernet import HyperNetwork
     from gantune.methods.hyper.wencoder import WEncoder
     from gantune.weights.native import save_native
-    from test_hyper_model import write_tiny_official_files
+    from support import write_tiny_official_files
 
     tmp = tmp_path_factory.mktemp("eval")
     torch.manual_seed(5)

@@ -88,8 +88,7 @@ def test_detect_each_kind(files, tmp_path):
     }
     for name, fmt in expected.items():
         assert detect_format(files[name]) == fmt, name
-    from test_import_ada import rosinality_to_ada, write_ada_pickle
-    from test_import_rosinality import TINY, random_rosinality, rosinality_layout
+    from support import TINY, random_rosinality, rosinality_layout, rosinality_to_ada, write_ada_pickle
 
     ada = rosinality_to_ada(random_rosinality(rosinality_layout(**TINY)), 32, 3, torch.zeros(16))
     write_ada_pickle(tmp_path / "net.pkl", ada, z_dim=16, n_mlp=3, res=32)

@@ -31,7 +31,7 @@ def _close(a: torch.Tensor, b: torch.Tensor, tol: float = 1e-4) -> None:
 
 
 def test_official_rosinality_1024_generator_matches_cpu(tmp_path):
-    from test_import_rosinality import random_rosinality
+    from support import random_rosinality
 
     from gantune.weights.rosinality import load_rosinality
 
@@ -86,7 +86,7 @@ def test_phase_upsampling_on_cuda_matches_cpu(tiny_G, monkeypatch):
 def test_hyperstyle_refine_with_shared_heads_matches_cpu():
     """A 5-pass inversion with shared and per-channel heads on CUDA (batched shared-offset GEMM, phase upsampling,
     in-place activations) gives the CPU's images and offsets."""
-    from test_hyper_model import shared_cfg
+    from support import shared_cfg
 
     from gantune.core import Generator
     from gantune.methods.hyper.hypernet import HyperNetwork

@@ -22,7 +22,7 @@ from gantune.methods.hyper.hypernet import ChannelHead, HyperNetwork, SharedHead
 from gantune.methods.hyper.inference import refine, render
 from gantune.methods.hyper.wencoder import WEncoder
 from gantune.methods.pipeline import fit_aspect, make_square
-from test_hyper_model import RecordingHypernet, write_tiny_official_files
+from support import RecordingHypernet, write_tiny_official_files
 
 runner = CliRunner()
 
@@ -244,7 +244,7 @@ def test_official_afhq_512_layout_loads_strictly():
     from conftest import read_keys
     from gantune.core import make_kernel
     from gantune.methods.hyper import checkpoint as ck
-    from test_hyper_model import DEFAULT17, official_meta_state
+    from support import DEFAULT17, official_meta_state
 
     gone = ("convs.14.", "convs.15.", "to_rgbs.7.", "noises.noise_15", "noises.noise_16")
     dec = {"decoder." + k: make_kernel() * 4 if k.endswith("kernel") else torch.zeros(s, dtype=getattr(torch, dt))

@@ -17,7 +17,7 @@ from gantune.io import InversionRecord, load_image, pil_to_tensor, tensor_to_pil
 from gantune.methods.hyper.hypernet import HyperNetwork
 from gantune.methods.hyper.inference import render
 from gantune.methods.hyper.wencoder import WEncoder
-from test_hyper_model import write_tiny_official_files
+from support import write_tiny_official_files
 
 runner = CliRunner()
 

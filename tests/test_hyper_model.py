@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import read_keys, tiny_config
+from conftest import read_keys
 from gantune.core import Generator, GeneratorConfig
 from gantune.errors import WeightsError
 from gantune.methods.hyper import checkpoint as ck
@@ -14,20 +14,7 @@ from gantune.methods.hyper.hypernet import HyperNetwork
 from gantune.methods.hyper.inference import face_pool, refine, render
 from gantune.methods.hyper.wencoder import WEncoder
 from gantune.weights.formats import identify
-
-CLAIMED14 = [5, 6, 8, 9, 11, 12, 14, 15, 17, 18, 20, 21, 23, 24]
-DEFAULT17 = [0, 2, 3] + CLAIMED14
-
-
-def official_meta_state(name: str) -> dict:
-    """The official key listing as meta tensors, aliases sharing the shared tensors (as torch.save writes them)."""
-    rows = read_keys(name)
-    sd = {k: torch.empty(s, dtype=getattr(torch, dt), device="meta") for k, s, dt in rows if ".hypernet." not in k}
-    for k, _, _ in rows:
-        if ".hypernet." in k:
-            sd[k] = sd["shared_weight_hypernet." + k.split(".hypernet.")[1]]
-    assert len(sd) == len(rows)
-    return sd
+from support import CLAIMED14, DEFAULT17, RecordingHypernet, official_meta_state, shared_cfg, write_tiny_official_files
 
 
 @pytest.fixture(scope="module")
@@ -113,9 +100,6 @@ def test_identify_wrong_files():
 
 
 # --- tiny models with numbers -------------------------------------------------------------------------------------
-def shared_cfg():
-    # 64 px; 4-32 px layers are 32x32 (shared heads), the 64 px layers 32->16 and 16->16 (per-channel heads)
-    return tiny_config(resolution=64, channel_base=1024, channel_max=32)
 
 
 @pytest.fixture(scope="module")
@@ -175,20 +159,6 @@ def test_render_per_tap_is_exact(tiny_models):
         assert (c - G.synthesis(ws)).abs().max() > 1e-3
 
 
-class RecordingHypernet(torch.nn.Module):
-    """Returns fixed offsets per call and records its inputs (to check the loop against the reference)."""
-
-    input_size = 256  # as the official hypernetwork
-
-    def __init__(self, offsets):
-        super().__init__()
-        self.offsets, self.inputs = offsets, []
-
-    def forward(self, x, y_hat):
-        self.inputs.append((x.clone(), y_hat.clone()))
-        return self.offsets[len(self.inputs) - 1]
-
-
 def test_zero_offsets_one_iteration_equals_plain_generator(tiny_models):
     G, hn, enc = tiny_models
     zero = RecordingHypernet([{lyr.name: torch.zeros(1, lyr.out_ch, lyr.in_ch, *((3, 3) if lyr.head == "shared" else ()))
@@ -228,22 +198,6 @@ def test_refinement_accumulates_offsets_eq6(tiny_models):
     torch.testing.assert_close(out.images, y)
     torch.testing.assert_close(out.codes, codes)  # the latent stays fixed
     assert (out.intermediates[-1] - out.intermediates[0]).abs().max() > 1e-3
-
-
-def write_tiny_official_files(tmp_path, G, hn, enc, latent_avg, *, legacy=False):
-    from gantune.weights.rosinality import to_rosinality_state_dict
-
-    dec = {"decoder." + k: v for k, v in to_rosinality_state_dict(G).items()}
-    hyp = {"hypernet." + k: v for k, v in ck.hypernet_to_official(hn).items()}
-    hs = {"state_dict": {**hyp, **dec}, "latent_avg": latent_avg, "global_step": 5000, "best_val_loss": None,
-          "opts": {"layers_to_tune": ",".join(str(lyr.hyperstyle_index) for lyr in hn.layers), "output_size": 64,
-                   "encoder_type": "SharedWeightsHyperNetResNet", "device": "cuda:0", "input_nc": 6}}
-    wenc = {"state_dict": {**{"encoder." + k: v for k, v in enc.state_dict().items()}, **dec},
-            "opts": {"encoder_type": "WEncoder"}, "latent_avg": latent_avg[0]}
-    p_hs, p_enc = tmp_path / "hyperstyle_tiny.pt", tmp_path / "w_encoder_tiny.pt"
-    torch.save(hs, p_hs)
-    torch.save(wenc, p_enc, _use_new_zipfile_serialization=not legacy)
-    return p_hs, p_enc
 
 
 def test_tiny_official_files_roundtrip(tmp_path, tiny_models):

@@ -3,11 +3,7 @@ fake ``torch_utils.persistence`` / ``dnnlib.util`` modules exist only while the 
 
 from __future__ import annotations
 
-import contextlib
 import pickle
-import sys
-import types
-from collections import OrderedDict
 
 import numpy as np
 import pytest
@@ -19,160 +15,18 @@ from gantune.errors import WeightsError
 from gantune.weights.ada import AdaUnpickler, from_ada_state_dict, load_ada, read_ada_pickle, to_ada_state_dict
 from gantune.weights.formats import load_generator_file
 from gantune.weights.rosinality import save_rosinality, to_rosinality_state_dict
-from test_import_rosinality import (
-    BLUR,
+from support import (
+    MODULE_SRC,
     TINY,
     assert_close,
+    build_network,
+    fake_nvidia_modules,
     random_rosinality,
     reference_forward,
     rosinality_layout,
+    rosinality_to_ada,
+    write_ada_pickle,
 )
-
-MODULE_SRC = 'raise RuntimeError("must never be executed")'
-FAKE_MODULES = ("torch_utils", "torch_utils.persistence", "dnnlib", "dnnlib.util")
-CLASS_OF = {"synthesis": "SynthesisNetwork", "mapping": "MappingNetwork", "torgb": "ToRGBLayer",
-            "conv0": "SynthesisLayer", "conv1": "SynthesisLayer"}
-
-
-@contextlib.contextmanager
-def fake_nvidia_modules():
-    """Register stand-ins for NVIDIA's modules (pickle needs them to write references); removed afterwards."""
-    assert not any(n in sys.modules for n in FAKE_MODULES)
-    persistence = types.ModuleType("torch_utils.persistence")
-
-    def _reconstruct_persistent_obj(meta):
-        raise RuntimeError("NVIDIA's reconstruct function must never be called by gantune")
-
-    _reconstruct_persistent_obj.__module__ = "torch_utils.persistence"
-    _reconstruct_persistent_obj.__qualname__ = "_reconstruct_persistent_obj"
-    persistence._reconstruct_persistent_obj = _reconstruct_persistent_obj
-    util = types.ModuleType("dnnlib.util")
-
-    class EasyDict(dict):
-        pass
-
-    EasyDict.__module__, EasyDict.__qualname__ = "dnnlib.util", "EasyDict"
-    util.EasyDict = EasyDict
-    tu, dn = types.ModuleType("torch_utils"), types.ModuleType("dnnlib")
-    tu.persistence, dn.util, dn.EasyDict = persistence, util, EasyDict
-    sys.modules.update({"torch_utils": tu, "torch_utils.persistence": persistence, "dnnlib": dn, "dnnlib.util": util})
-    try:
-        yield persistence, EasyDict
-    finally:
-        for n in FAKE_MODULES:
-            sys.modules.pop(n, None)
-
-
-class FakePersistent:
-    """Pickles like a ``@persistent_class`` network: ``_reconstruct_persistent_obj(meta)``."""
-
-    def __init__(self, reconstruct, class_name: str, state: dict) -> None:
-        self.reconstruct, self.class_name, self.state = reconstruct, class_name, state
-
-    def __reduce__(self):
-        meta = dict(type="class", version=6, module_src=MODULE_SRC, class_name=self.class_name, state=self.state)
-        return (self.reconstruct, (meta,))
-
-
-def build_network(sd: dict, reconstruct, EasyDict, init_kwargs: dict, extra_state: dict | None = None,
-                  layer_state: dict | None = None):
-    """Nest a flat G_ema state dict into module states (parameters, buffers, children) like nn.Module.__dict__."""
-
-    def node():
-        return {"params": OrderedDict(), "buffers": OrderedDict(), "children": OrderedDict()}
-
-    root = node()
-    for key, t in sd.items():
-        *path, leaf = key.split(".")
-        n = root
-        for p in path:
-            n = n["children"].setdefault(p, node())
-        kind = "buffers" if leaf in ("resample_filter", "noise_const", "w_avg") else "params"
-        n[kind][leaf] = t if kind == "buffers" else torch.nn.Parameter(t.clone(), requires_grad=False)
-
-    def make(name, n, class_name):
-        children = OrderedDict((c, make(c, v, CLASS_OF.get(c, "SynthesisBlock" if c.startswith("b") else
-                                                           "FullyConnectedLayer"))) for c, v in n["children"].items())
-        state = {
-            "training": False,
-            "_parameters": n["params"],
-            "_buffers": n["buffers"],
-            "_non_persistent_buffers_set": set(),
-            "_backward_hooks": OrderedDict(),
-            "_forward_hooks": OrderedDict(),
-            "_modules": children,
-            "_init_args": (),
-            "_init_kwargs": EasyDict(),
-        }
-        if class_name == "FullyConnectedLayer":
-            state["weight_gain"] = np.float64(0.01 / np.sqrt(n["params"]["weight"].shape[1]))  # a numpy scalar
-        state.update((layer_state or {}).get(class_name, {}))  # attributes like conv_clamp / use_fp16
-        return FakePersistent(reconstruct, class_name, state)
-
-    G = make("", root, "Generator")
-    G.state["_init_kwargs"] = EasyDict(init_kwargs)
-    # a non-persistent buffer must not appear in the state dict
-    G.state["_buffers"]["scratch"] = torch.zeros(3)
-    G.state["_non_persistent_buffers_set"] = {"scratch"}
-    G.state.update(extra_state or {})
-    return G
-
-
-def write_ada_pickle(path, sd, *, z_dim, n_mlp, res, extra_state=None, c_dim=0, synthesis=None, layer_state=None):
-    with fake_nvidia_modules() as (persistence, EasyDict):
-        kwargs = dict(
-            z_dim=z_dim, c_dim=c_dim, w_dim=z_dim, img_resolution=res, img_channels=3,
-            mapping_kwargs=EasyDict(num_layers=n_mlp), synthesis_kwargs=EasyDict(
-                channel_base=32768, channel_max=512, num_fp16_res=4, conv_clamp=256, architecture="skip",
-                **(synthesis or {})),
-        )
-        G_ema = build_network(sd, persistence._reconstruct_persistent_obj, EasyDict, kwargs, extra_state, layer_state)
-        data = dict(
-            training_set_kwargs=EasyDict(class_name="training.dataset.ImageFolderDataset", path="ffhq.zip"),
-            G=G_ema, D=None, G_ema=G_ema, augment_pipe=None,
-        )
-        with open(path, "wb") as f:
-            pickle.dump(data, f)
-    assert not any(n in sys.modules for n in FAKE_MODULES)
-
-
-def rosinality_to_ada(ros: dict, size: int, n_mlp: int, w_avg: torch.Tensor) -> OrderedDict:
-    """Test-side conversion following stylegan2-ada-pytorch's published key names (independent of gantune's tables)."""
-    filt = BLUR / 4
-    ada = OrderedDict()
-
-    def conv(prefix, R, j):
-        ada[f"{prefix}.weight"] = ros[f"{R}.conv.weight"][0]
-        ada[f"{prefix}.noise_strength"] = ros[f"{R}.noise.weight"][0]
-        ada[f"{prefix}.bias"] = ros[f"{R}.activate.bias"]
-        ada[f"{prefix}.resample_filter"] = filt.clone()
-        ada[f"{prefix}.noise_const"] = ros[f"noises.noise_{j}"][0, 0]
-        ada[f"{prefix}.affine.weight"] = ros[f"{R}.conv.modulation.weight"]
-        ada[f"{prefix}.affine.bias"] = ros[f"{R}.conv.modulation.bias"]
-
-    def torgb(prefix, R):
-        ada[f"{prefix}.weight"] = ros[f"{R}.conv.weight"][0]
-        ada[f"{prefix}.bias"] = ros[f"{R}.bias"].flatten()
-        ada[f"{prefix}.affine.weight"] = ros[f"{R}.conv.modulation.weight"]
-        ada[f"{prefix}.affine.bias"] = ros[f"{R}.conv.modulation.bias"]
-
-    ada["synthesis.b4.const"] = ros["input.input"][0]
-    ada["synthesis.b4.resample_filter"] = filt.clone()
-    conv("synthesis.b4.conv1", "conv1", 0)
-    torgb("synthesis.b4.torgb", "to_rgb1")
-    i = 0
-    while 2 ** (i + 3) <= size:
-        r = 2 ** (i + 3)
-        ada[f"synthesis.b{r}.resample_filter"] = filt.clone()
-        conv(f"synthesis.b{r}.conv0", f"convs.{2 * i}", 2 * i + 1)
-        conv(f"synthesis.b{r}.conv1", f"convs.{2 * i + 1}", 2 * i + 2)
-        torgb(f"synthesis.b{r}.torgb", f"to_rgbs.{i}")
-        i += 1
-    ada["mapping.w_avg"] = w_avg
-    for k in range(n_mlp):
-        ada[f"mapping.fc{k}.weight"] = ros[f"style.{k + 1}.weight"]
-        ada[f"mapping.fc{k}.bias"] = ros[f"style.{k + 1}.bias"]
-    return ada
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -4,12 +4,10 @@ imported generator renders what rosinality's own maths renders (an independent r
 from __future__ import annotations
 
 import argparse
-import math
 
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from conftest import read_keys
 from gantune.core import GeneratorConfig
@@ -20,145 +18,17 @@ from gantune.weights.rosinality import (
     read_rosinality_file,
     to_rosinality_state_dict,
 )
-
-BLUR = torch.outer(torch.tensor([1.0, 3, 3, 1]), torch.tensor([1.0, 3, 3, 1])) / 64 * 4
+from support import TINY, assert_close, random_rosinality, ref_mapping, reference_forward, rosinality_layout
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # test-side model of the rosinality format (written from rosinality's published model, independent of gantune's tables)
 # ---------------------------------------------------------------------------------------------------------------------
-def rosinality_layout(size: int, style_dim: int, n_mlp: int, ch: dict[int, int]) -> list[tuple[str, tuple]]:
-    """(key, shape) of a rosinality g_ema in state_dict order."""
-    log2 = int(math.log2(size))
-    rows = []
-    for i in range(1, n_mlp + 1):
-        rows += [(f"style.{i}.weight", (style_dim, style_dim)), (f"style.{i}.bias", (style_dim,))]
-    rows.append(("input.input", (1, ch[4], 4, 4)))
-
-    def styled(name, cin, cout, up):
-        r = [(f"{name}.conv.weight", (1, cout, cin, 3, 3))]
-        if up:
-            r.append((f"{name}.conv.blur.kernel", (4, 4)))
-        r += [(f"{name}.conv.modulation.weight", (cin, style_dim)), (f"{name}.conv.modulation.bias", (cin,))]
-        return r + [(f"{name}.noise.weight", (1,)), (f"{name}.activate.bias", (cout,))]
-
-    def torgb(name, cin, up):
-        r = [(f"{name}.bias", (1, 3, 1, 1))]
-        if up:
-            r.append((f"{name}.upsample.kernel", (4, 4)))
-        return r + [
-            (f"{name}.conv.weight", (1, 3, cin, 1, 1)),
-            (f"{name}.conv.modulation.weight", (cin, style_dim)),
-            (f"{name}.conv.modulation.bias", (cin,)),
-        ]
-
-    rows += styled("conv1", ch[4], ch[4], False) + torgb("to_rgb1", ch[4], False)
-    for i in range(log2 - 2):
-        r = 2 ** (i + 3)
-        rows += styled(f"convs.{2 * i}", ch[r // 2], ch[r], True) + styled(f"convs.{2 * i + 1}", ch[r], ch[r], False)
-    for i in range(log2 - 2):
-        rows += torgb(f"to_rgbs.{i}", ch[2 ** (i + 3)], True)
-    for j in range((log2 - 2) * 2 + 1):
-        s = 2 ** ((j + 5) // 2)
-        rows.append((f"noises.noise_{j}", (1, 1, s, s)))
-    return rows
-
-
-def random_rosinality(layout, seed: int = 0) -> dict[str, torch.Tensor]:
-    """Random values with plausible scales for every key; FIR kernels set to their required value."""
-    g = torch.Generator().manual_seed(seed)
-    sd = {}
-    for key, shape in layout:
-        if key.endswith(("blur.kernel", "upsample.kernel")):
-            sd[key] = BLUR.clone()
-        elif key.startswith("style.") and key.endswith("weight"):
-            sd[key] = torch.randn(shape, generator=g) / 0.01  # stored N(0,1)/lr_mul
-        elif key.startswith("style."):
-            sd[key] = torch.randn(shape, generator=g) * 10  # effective bias ×0.01
-        elif key.endswith("modulation.bias"):
-            sd[key] = 1 + 0.3 * torch.randn(shape, generator=g)  # includes the +1
-        elif key.endswith(("noise.weight", "activate.bias", "to_rgb1.bias")) or key.endswith(".bias"):
-            sd[key] = 0.5 * torch.randn(shape, generator=g)
-        else:
-            sd[key] = torch.randn(shape, generator=g)
-    return sd
-
-
-TINY = dict(size=32, style_dim=16, n_mlp=3, ch={4: 16, 8: 16, 16: 8, 32: 4})  # channel_base 128, channel_max 16
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # independent reference forward (rosinality semantics; plain loops, no gantune code)
 # ---------------------------------------------------------------------------------------------------------------------
-def ref_upfirdn(x, k, up, pad0, pad1):
-    n, c, h, w = x.shape
-    if up > 1:
-        y = x.new_zeros(n, c, h * up, w * up)
-        y[:, :, ::up, ::up] = x
-    else:
-        y = x
-    y = F.pad(y, (pad0, pad1, pad0, pad1))
-    kf = torch.flip(k, (0, 1))  # a true convolution
-    out = F.conv2d(y.reshape(n * c, 1, y.shape[2], y.shape[3]), kf[None, None])
-    return out.reshape(n, c, out.shape[2], out.shape[3])
-
-
-def ref_mapping(sd, z, n_mlp, lr_mul=0.01):
-    x = z * torch.rsqrt(torch.mean(z**2, dim=1, keepdim=True) + 1e-8)
-    for i in range(1, n_mlp + 1):
-        W, b = sd[f"style.{i}.weight"], sd[f"style.{i}.bias"]
-        x = F.linear(x, W * (lr_mul / math.sqrt(W.shape[1])), b * lr_mul)
-        x = F.leaky_relu(x, 0.2) * math.sqrt(2)
-    return x
-
-
-def ref_modconv(sd, name, x, w, demod, up):
-    weight = sd[f"{name}.conv.weight"][0]  # (out, in, k, k)
-    mw, mb = sd[f"{name}.conv.modulation.weight"], sd[f"{name}.conv.modulation.bias"]
-    s = F.linear(w, mw / math.sqrt(mw.shape[1]), mb)  # EqualLinear, lr_mul 1, bias stored with the +1
-    out_ch, in_ch, k, _ = weight.shape
-    outs = []
-    for b in range(x.shape[0]):
-        wb = weight / math.sqrt(in_ch * k * k) * s[b][None, :, None, None]
-        if demod:
-            wb = wb * torch.rsqrt((wb**2).sum(dim=(1, 2, 3), keepdim=True) + 1e-8)
-        xb = x[b : b + 1]
-        if up:
-            y = F.conv_transpose2d(xb, wb.transpose(0, 1), stride=2, padding=0)  # not flipped
-            y = ref_upfirdn(y, sd[f"{name}.conv.blur.kernel"], 1, 1, 1)
-        else:
-            y = F.conv2d(xb, wb, padding=k // 2)
-        outs.append(y)
-    return torch.cat(outs)
-
-
-def ref_styled(sd, name, x, w, noise, up):
-    y = ref_modconv(sd, name, x, w, True, up)
-    y = y + sd[f"{name}.noise.weight"] * noise
-    return F.leaky_relu(y + sd[f"{name}.activate.bias"][None, :, None, None], 0.2) * math.sqrt(2)
-
-
-def ref_torgb(sd, name, x, w, skip):
-    y = ref_modconv(sd, name, x, w, False, False) + sd[f"{name}.bias"]
-    if skip is not None:
-        y = y + ref_upfirdn(skip, sd[f"{name}.upsample.kernel"], 2, 2, 1)
-    return y
-
-
-def reference_forward(sd, latent):
-    """rosinality Generator([latent], input_is_latent=True, randomize_noise=False) for W+ latents (B, n, dim)."""
-    n_up = len({k.split(".")[1] for k in sd if k.startswith("to_rgbs.")})
-    noises = [sd[f"noises.noise_{j}"] for j in range(2 * n_up + 1)]
-    x = sd["input.input"].repeat(latent.shape[0], 1, 1, 1)
-    x = ref_styled(sd, "conv1", x, latent[:, 0], noises[0], False)
-    skip = ref_torgb(sd, "to_rgb1", x, latent[:, 1], None)
-    i = 1
-    for b in range(n_up):
-        x = ref_styled(sd, f"convs.{2 * b}", x, latent[:, i], noises[1 + 2 * b], True)
-        x = ref_styled(sd, f"convs.{2 * b + 1}", x, latent[:, i + 1], noises[2 + 2 * b], False)
-        skip = ref_torgb(sd, f"to_rgbs.{b}", x, latent[:, i + 2], skip)
-        i += 2
-    return skip
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -173,13 +43,6 @@ def official_sd():
     layout = [(k, s) for k, s, _ in rows]
     assert layout == rosinality_layout(1024, 512, 8, OFFICIAL_CH)  # the test-side model matches the listing
     return random_rosinality(layout, seed=1)
-
-
-def assert_close(a: torch.Tensor, b: torch.Tensor, tol: float = 1e-4):
-    """max |a - b| <= tol·(1 + max |b|) (torch.testing.assert_close imports torch.distributed: seconds)."""
-    assert a.shape == b.shape, (a.shape, b.shape)
-    err = (a - b).abs().max().item()
-    assert err <= tol * (1 + b.abs().max().item()), f"max |diff| {err:.3g}"
 
 
 def assert_same_state(a: dict, b: dict):

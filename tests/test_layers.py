@@ -68,3 +68,15 @@ def test_no_function_local_imports_of_gantune_modules_in_the_library():
              if _package(p) not in LAZY_OK for line, name, inside in _imports(p)
              if inside and (str(p.relative_to(ROOT)), name) not in ALLOWED_LOCAL]
     assert not local, "function-local imports of gantune modules (move them to the top):\n" + "\n".join(local)
+
+
+def test_no_test_module_imports_another():
+    """Shared helpers live in tests/support.py and tests/conftest.py, not in test modules."""
+    tests = Path(__file__).resolve().parent
+    found = []
+    for p in sorted(tests.glob("*.py")):
+        for node in ast.walk(ast.parse(p.read_text())):
+            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else (
+                [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+            found += [f"{p.name}:{node.lineno} imports {n}" for n in names if n.split(".")[0].startswith("test_")]
+    assert not found, "\n".join(found)

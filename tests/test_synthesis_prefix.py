@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from gantune.methods.hyper.inference import untuned_prefix
-from test_core_folded import _generator
+from support import _generator
 
 
 @pytest.fixture(scope="module")

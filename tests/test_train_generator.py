@@ -373,7 +373,7 @@ def test_freeze_below_top_trains_only_the_new_block():
 
 
 def test_cli_freeze_grown_without_grow_from_is_one_line_and_writes_nothing(tmp_path, capsys):
-    from test_bad_inputs import run_cli
+    from support import run_cli
 
     out = tmp_path / "g"
     code, lines = run_cli(["train", "generator", "--data", "synthetic-faces", "-r", "16", "--channel-base", "128",
@@ -464,7 +464,7 @@ def test_teacher_latent_is_the_normalised_z_or_the_shared_row_and_draws_stay_the
 
 
 def test_distill_needs_a_generator_source_and_a_weight(tmp_path, capsys):
-    from test_bad_inputs import run_cli
+    from support import run_cli
 
     from gantune.train import TrainOptions
 
@@ -483,7 +483,7 @@ def test_distill_needs_a_generator_source_and_a_weight(tmp_path, capsys):
 
 
 def test_cli_grow_from_other_options_fails_before_the_data_is_opened(tmp_path, capsys, monkeypatch):
-    from test_bad_inputs import run_cli
+    from support import run_cli
 
     from gantune.core import Generator
     from gantune.train import data as data_mod
