@@ -367,7 +367,8 @@ def load_note(cfg: GeneratorConfig) -> str:
     clamp = (f"clamps every layer's output to ±{cfg.conv_clamp:g} (conv_clamp), which gantune applies too"
              if cfg.conv_clamp is not None else "does not clamp its layers (no conv_clamp)")
     fp16 = (f"runs its top {cfg.num_fp16_res} resolutions in fp16 on a GPU, which gantune renders in float32 "
-            "(about 1e-2 apart at most on the [-1, 1] scale)" if cfg.num_fp16_res else "runs in float32")
+            "(reported about 1e-2 apart at most on the [-1, 1] scale at 256 px; not measured by gantune)"
+            if cfg.num_fp16_res else "runs in float32")
     cond = f"; class-conditional with {cfg.c_dim} classes (give --class)" if cfg.conditional else ""
     return f"the original {clamp} and {fp16}{cond}"
 
