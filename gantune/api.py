@@ -121,8 +121,7 @@ def _registered(name: str):
                              batch_size=batch_size, save_intermediate=keep_intermediates,
                              params={k: str(v) for k, v in params.items()}, class_index=class_index)
         method = setup(name, opts)
-        c_dim = int(((method.record_meta.get("generator") or {}).get("config") or {}).get("c_dim", 0))
-        c = class_label(c_dim, class_index, what="the generator")
+        c = method.class_label(class_index)
         x, names = _to_batch(images, method.input_size)
         out: list[InversionResult] = []
         for i in range(0, x.shape[0], batch_size):

@@ -22,21 +22,13 @@ from ..io.hashing import sha256_file
 from ..methods.hyper.checkpoint import hypernet_to_official, load_hyperstyle
 from ..methods.hyper.hypernet import HyperNetwork
 from ..methods.hyper.inference import refine
-from ..core.modconv import native_bf16_cpu
 from ..methods.hyper.method import bf16_weights
+from ..runtime import bf16_in_hardware, resolve_device, resolve_dtype
 from ..methods.hyper.wencoder import WEncoder
 
 
 def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
-
-
-def native_bf16(device: torch.device) -> bool:
-    """bf16 in hardware: any CUDA GPU that supports it, or a CPU with AVX512-BF16 / AMX (elsewhere oneDNN emulates
-    it, about 40x slower than fp32 on an AVX2 CPU)."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    return native_bf16_cpu()
 
 
 def _random_models(resolution: int, layers: str, seed: int):
@@ -78,8 +70,6 @@ def bench_hyper(
     compare_direct: bool = True,  # CPU: time the longest fp32 inversion again with Winograd off
     seed: int = 0,
 ) -> list[str]:
-    from ..runtime import resolve_device, resolve_dtype
-
     if threads:
         torch.set_num_threads(threads)
     dev = resolve_device(device)
@@ -91,7 +81,7 @@ def bench_hyper(
     lines.append(f"random models built in {time.perf_counter() - t0:.1f} s: hypernet {sum(p.numel() for p in hn.parameters()) / 1e6:.1f} M "
                  f"params ({len(hn.layers)} tuned layers), W-encoder {sum(p.numel() for p in enc.parameters()) / 1e6:.1f} M, "
                  f"generator {sum(p.numel() for p in G.parameters()) / 1e6:.1f} M")
-    if not emulated_bf16 and not native_bf16(dev) and any(resolve_dtype(d) == torch.bfloat16 for d in dtypes):
+    if not emulated_bf16 and not bf16_in_hardware(dev) and any(resolve_dtype(d) == torch.bfloat16 for d in dtypes):
         dtypes = tuple(d for d in dtypes if resolve_dtype(d) != torch.bfloat16)
         lines.append(f"bfloat16 skipped: no native bf16 on this {dev.type} (emulated it is ~40x slower than fp32; "
                      "pass emulated_bf16=True to time it anyway)")

@@ -256,8 +256,6 @@ def _describe_generator(G, ginfo: dict, path: Path, fmt: str, out: Console) -> N
     if cfg.num_fp16_res:
         out.print(f"fp16:          the original runs its top {cfg.num_fp16_res} resolutions in float16 on GPUs; "
                   "gantune renders float32")
-    if ginfo.get("note"):
-        out.print(f"note:          {ginfo['note']}")
     w_avg = _w_avg_state(ginfo, path, fmt)
     out.print(f"w_avg:         {w_avg}")
     n_params = sum(p.numel() for p in G.parameters())

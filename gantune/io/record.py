@@ -100,26 +100,13 @@ class SharedOffsets:
                              int(self.count), int(self.kernel))
 
 
-def _json_depth(obj) -> int:
-    """Nesting depth of parsed JSON, without recursion."""
-    deepest, stack = 0, [(obj, 1)]
-    while stack:
-        o, d = stack.pop()
-        deepest = max(deepest, d)
-        if isinstance(o, dict):
-            stack.extend((v, d + 1) for v in o.values())
-        elif isinstance(o, list):
-            stack.extend((v, d + 1) for v in o)
-    return deepest
-
-
 def parse_record_meta(p, text: str) -> dict:
     """A record's ``gantune`` metadata, checked once where records are read: a JSON object of bounded size and
     depth whose known keys (:data:`META_TYPES`) have the right types. Anything else is a one-line RecordError."""
     if len(text) > MAX_META_BYTES:
         raise RecordError(f"{p}: record metadata of {len(text):,} characters (at most {MAX_META_BYTES:,})",
                           "this is not a record gantune wrote")
-    if text.count("[") + text.count("{") > 2 * MAX_META_DEPTH and _bracket_depth(text) > MAX_META_DEPTH:
+    if text.count("[") + text.count("{") > MAX_META_DEPTH and _bracket_depth(text) > MAX_META_DEPTH:
         raise RecordError(f"{p}: record metadata nested deeper than {MAX_META_DEPTH} levels",
                           "this is not a record gantune wrote")
     try:
@@ -129,8 +116,6 @@ def parse_record_meta(p, text: str) -> dict:
     if not isinstance(header, dict):
         raise RecordError(f"{p}: record metadata is a JSON {type(header).__name__}, not an object",
                           "this is not a record gantune wrote")
-    if _json_depth(header) > MAX_META_DEPTH:
-        raise RecordError(f"{p}: record metadata nested deeper than {MAX_META_DEPTH} levels")
     for key, kind in META_TYPES.items():
         v = header.get(key)
         if v is not None and (not isinstance(v, kind) or (kind is int and isinstance(v, bool))):

@@ -61,6 +61,11 @@ class MethodRun:
     record_meta: dict = field(default_factory=dict)  # merged into every record (generator, method params, …)
     describe: str = ""  # one line for the console
 
+    def class_label(self, class_index: int | None) -> torch.Tensor | None:
+        """The one-hot label of ``class_index`` for this run's generator (None for an unconditional one), checked."""
+        c_dim = int(((self.record_meta.get("generator") or {}).get("config") or {}).get("c_dim", 0))
+        return class_label(c_dim, class_index, what="the generator")
+
 
 def make_square(img: Image.Image, fit: str) -> tuple[Image.Image, dict | None]:
     """A square image from ``img``: ``crop`` keeps the centre square, ``pad`` extends the short side with its edge
@@ -103,8 +108,7 @@ class InvertJob:
 
     def use(self, method: MethodRun, class_index: int | None) -> None:
         """Run ``method``; ``class_index`` is checked against its generator (conditional or not, in range)."""
-        c_dim = int(((method.record_meta.get("generator") or {}).get("config") or {}).get("c_dim", 0))
-        self.c = class_label(c_dim, class_index, what="the generator")
+        self.c = method.class_label(class_index)
         self.method = method
 
     @staticmethod

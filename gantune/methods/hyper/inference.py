@@ -155,6 +155,24 @@ def _autocast(device: torch.device, dtype: torch.dtype):
     return torch.autocast(device.type, dtype=dtype)
 
 
+def initial_codes(x, G, w_encoder, latent_avg, codes, *, dtype, domain, release) -> torch.Tensor:
+    """The initial latent (B, num_ws, w_dim) float32: ``codes`` as given, or the W-encoder's output plus
+    ``latent_avg`` (its memory-mapped pages released after use when ``release`` is given)."""
+    if codes is None:
+        if w_encoder is None:
+            raise ValueError("give a W-encoder or initial codes")
+        with _autocast(x.device, dtype):
+            codes = w_encoder(encoder_layout(to_input_size(x, input_hw(w_encoder.input_size, domain)))).float()
+        if release is not None:
+            release(w_encoder)
+        if latent_avg is not None:
+            codes = codes + latent_avg.to(x.device, torch.float32).reshape(1, -1, codes.shape[-1])
+    codes = codes.float()
+    if codes.ndim != 3 or codes.shape[1:] != (G.num_ws, G.cfg.w_dim):
+        raise ValueError(f"codes must be (B, {G.num_ws}, {G.cfg.w_dim}); got {tuple(codes.shape)}")
+    return codes
+
+
 @torch.no_grad()
 def refine(
     x: torch.Tensor,  # (B, 3, H, W) targets in [-1, 1]; resized to 256 for the networks
@@ -191,18 +209,7 @@ def refine(
     timings = {"encode": 0.0, "hypernet": 0.0, "render": 0.0}
     x_h = to_input_size(x, input_hw(hypernet.input_size, domain))  # 256 px (cars 192×256) for the official networks
     t0 = time.perf_counter()
-    if codes is None:
-        if w_encoder is None:
-            raise ValueError("give a W-encoder or initial codes")
-        with _autocast(device, dtype):
-            codes = w_encoder(encoder_layout(to_input_size(x, input_hw(w_encoder.input_size, domain)))).float()
-        if release is not None:
-            release(w_encoder)
-        if latent_avg is not None:
-            codes = codes + latent_avg.to(device, torch.float32).reshape(1, -1, codes.shape[-1])
-    codes = codes.float()
-    if codes.ndim != 3 or codes.shape[1:] != (G.num_ws, G.cfg.w_dim):
-        raise ValueError(f"codes must be (B, {G.num_ws}, {G.cfg.w_dim}); got {tuple(codes.shape)}")
+    codes = initial_codes(x, G, w_encoder, latent_avg, codes, dtype=dtype, domain=domain, release=release)
     timings["encode"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
