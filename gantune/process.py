@@ -11,7 +11,7 @@ What it sets, each only where the user has not set it already:
   time, because the spinning threads compete with the other job for the cores; 10,000 spins keep a quiet machine
   as fast and a busy one within 2.1x of its quiet time (measured on a 2-core AMX Xeon: docs/performance.md,
   "Beside other work"). Not set when the user set ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT``;
-* glibc's allocator keeps freed memory in the process (:func:`gantune.core.cpualloc.keep_freed_memory`), which spares
+* glibc's allocator keeps freed memory in the process (:func:`keep_freed_memory`), which spares
   the kernel zeroing every large activation map again.
 
 OpenMP reads its variables once, when torch loads it: set them before ``import torch``. Afterwards only the thread

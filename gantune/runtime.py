@@ -6,7 +6,7 @@ import logging
 
 import torch
 
-from .core.modconv import native_bf16_cpu
+from .accel import native_bf16_cpu
 from .errors import InputError
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
@@ -68,7 +68,7 @@ def check_compile_device(device: torch.device) -> None:
 
 def compile_synthesis(G, device: torch.device) -> None:
     """``torch.compile`` G's synthesis network in place (its state-dict keys unchanged), for inference on CUDA: the
-    per-image convolutions then run one image at a time on channels-last maps (``core.modconv.PER_IMAGE_CONV``) and
+    per-image convolutions then run one image at a time on channels-last maps (``gantune.accel.Settings.per_image_conv``) and
     the compiler fuses the element-wise passes around them (on an H200, bf16, batch 32: HyperStyle 5 iterations at
     1024 px 12.5 against 20 ms/img eager, the generator 1.05 against 2.6; the first call compiles for about a
     minute, and each new batch size compiles again). Opt-in (``--compile``): a one-photo run would not repay it."""

@@ -18,8 +18,9 @@ import torch.nn.functional as F
 from PIL import Image
 
 from conftest import read_keys, tiny_config
+from gantune.accel import accelerate
 from gantune.cli.app import main
-from gantune.core import Generator, GeneratorConfig
+from gantune.core import Generator, GeneratorConfig, upfirdn2d
 from gantune.methods.hyper import checkpoint as ck
 from gantune.weights.rosinality import to_rosinality_state_dict
 
@@ -459,7 +460,7 @@ def _generator(overparam: bool = False) -> Generator:
     cfg = GeneratorConfig(resolution=64, z_dim=32, w_dim=32, mapping_layers=2, channel_base=2048, channel_max=32,
                           latent_rows=32 if overparam else 0, use_noise=not overparam)
     torch.manual_seed(0)
-    G = Generator(cfg).eval()
+    G = accelerate(Generator(cfg).eval())  # the paths this machine's loaded generators take
     with torch.no_grad():
         for n, p in G.named_parameters():
             if "noise_strength" in n or n.endswith("bias"):
@@ -499,3 +500,21 @@ def two_faces() -> tuple[Image.Image, tuple[int, int], tuple[int, int]]:
     canvas.paste(lfw_face(0, 8), small_at)
     canvas.paste(lfw_face(1, 11), big_at)
     return canvas.convert("RGB"), small_at, big_at
+
+
+def reference_modconv(x, weight, mod, demod, up, kernel):
+    """Straightforward per-sample loop with an explicit (out, in) modulation matrix (independent of the fast code)."""
+    outs = []
+    out_ch, in_ch, k, _ = weight.shape
+    for b in range(x.shape[0]):
+        w = weight * mod[b][:, :, None, None] / math.sqrt(in_ch * k * k)
+        if demod:
+            w = w / torch.sqrt((w**2).sum(dim=(1, 2, 3), keepdim=True) + 1e-8)
+        xb = x[b : b + 1]
+        if up == 2:
+            y = F.conv_transpose2d(xb, w.transpose(0, 1), stride=2)
+            y = upfirdn2d(y, kernel * 4, pad=(1, 1))
+        else:
+            y = F.conv2d(xb, w, padding=k // 2)
+        outs.append(y)
+    return torch.cat(outs)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from conftest import tiny_config
+from support import reference_modconv
 from gantune.core import (
     Generator,
     GeneratorConfig,
@@ -18,24 +17,6 @@ from gantune.core import (
     select_layers,
     upfirdn2d,
 )
-
-
-def reference_modconv(x, weight, mod, demod, up, kernel):
-    """Straightforward per-sample loop with an explicit (out, in) modulation matrix (independent of the fast code)."""
-    outs = []
-    out_ch, in_ch, k, _ = weight.shape
-    for b in range(x.shape[0]):
-        w = weight * mod[b][:, :, None, None] / math.sqrt(in_ch * k * k)
-        if demod:
-            w = w / torch.sqrt((w**2).sum(dim=(1, 2, 3), keepdim=True) + 1e-8)
-        xb = x[b : b + 1]
-        if up == 2:
-            y = F.conv_transpose2d(xb, w.transpose(0, 1), stride=2)
-            y = upfirdn2d(y, kernel * 4, pad=(1, 1))
-        else:
-            y = F.conv2d(xb, w, padding=k // 2)
-        outs.append(y)
-    return torch.cat(outs)
 
 
 @pytest.mark.parametrize("up", [1, 2])
@@ -266,180 +247,6 @@ def test_per_tap_delta_matches_folded_weight():
         with torch.no_grad():  # θ̂ written straight in bf16 (no float32 copy): the float32 result to bf16 rounding
             half = modulated_conv2d(x.bfloat16(), w, s, delta=d, up=up, kernel=kern)
         assert half.dtype == torch.bfloat16 and (half.float() - got).abs().max() <= 0.03 * got.abs().max()
-
-
-@pytest.fixture
-def phases_on_cpu(monkeypatch):
-    """Run upsampling layers as four phase kernels + pixel_shuffle on the CPU (CUDA's default), counting the calls."""
-    from gantune.core import modconv, resample
-
-    calls = []
-    real = resample.upconv_phases
-
-    def spy(*a, **k):
-        calls.append(a[0].shape)
-        return real(*a, **k)
-
-    monkeypatch.setitem(resample.UPSAMPLE_IMPL, "cpu", "phases")
-    monkeypatch.setattr(modconv, "upconv_phases", spy)
-    return calls
-
-
-@pytest.mark.parametrize("fused", [True, False])
-def test_phase_upsampling_equals_transposed_conv_and_blur(phases_on_cpu, fused):
-    """The blur folded into four phase kernels gives the reference's transposed conv + blur, with per-channel and
-    per-tap offsets, on both modconv paths (the grouped one with its map-size rule: 8×8 ≥ 9·in for in = 6)."""
-    torch.manual_seed(3)
-    B, cin, cout = 3, 6, 5
-    x = torch.randn(B, cin, 8, 8)
-    w = torch.randn(cout, cin, 3, 3)
-    s = torch.randn(B, cin)
-    kern = make_kernel()
-    bias = torch.randn(cout)
-    d = 0.3 * torch.randn(1 if not fused else B, cout, cin)
-    dk = 0.3 * torch.randn(B, cout, cin, 3, 3)
-    mod = s[:, None, :].expand(B, cout, cin)
-
-    def offset_weight(delta, b):  # θ ⊙ (1 + Δ) of image b (a delta of batch 1 is shared)
-        if delta is None:
-            return w
-        d_b = delta[b if delta.shape[0] > 1 else 0]
-        return w * (1 + (d_b if d_b.ndim == 4 else d_b[..., None, None]))
-
-    for delta in (None, d) + ((dk,) if fused else ()):
-        ref = torch.cat([reference_modconv(x[b:b + 1], offset_weight(delta, b), mod[b:b + 1], True, 2, kern)
-                         for b in range(B)])
-        ref = ref + bias[None, :, None, None]
-        n = len(phases_on_cpu)
-        out = modulated_conv2d(x, w, s, delta=delta, up=2, kernel=kern, fused=fused, bias=bias)
-        assert len(phases_on_cpu) == n + 1
-        torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-4)
-
-
-def test_phase_upsampling_generator_matches_and_skips_small_maps(tiny_G, phases_on_cpu, monkeypatch):
-    """A whole render with per-image offsets in bf16 (the in-place, non-folded path) and fp32 (grouped): the same
-    image with phases as with the transposed conv; per-image weights switch to phases only on maps ≥ 9·in pixels."""
-    from gantune.core import resample
-
-    G = tiny_G
-    g = torch.Generator().manual_seed(4)
-    ws = G.map(torch.randn(2, G.cfg.z_dim, generator=g))
-    deltas = {s.name: 0.2 * torch.randn(2, s.out_ch, s.in_ch, generator=g) for s in G.specs if s.kind == "conv"}
-    for dtype, tol in ((torch.float32, 1e-4), (torch.bfloat16, 0.08)):
-        G.set_precision(dtype)
-        with torch.no_grad():
-            a = G.synthesis(ws, deltas=deltas, noise_mode="const", fused=True).float()
-            b_plain = G.synthesis(ws, noise_mode="const", fused=False).float()
-            monkeypatch.setitem(resample.UPSAMPLE_IMPL, "cpu", "transposed")
-            ref = G.synthesis(ws, deltas=deltas, noise_mode="const", fused=True).float()
-            ref_plain = G.synthesis(ws, noise_mode="const", fused=False).float()
-            monkeypatch.setitem(resample.UPSAMPLE_IMPL, "cpu", "phases")
-        assert (a - ref).abs().max() <= tol * ref.abs().max()
-        assert (b_plain - ref_plain).abs().max() <= tol * ref_plain.abs().max()
-    G.set_precision(torch.float32)
-    ups = [s for s in G.specs if s.up == 2]
-    # rank-1 calls: every upsampling layer; grouped: only those whose input map has ≥ 9·in pixels
-    grouped_ok = [s for s in ups if (s.res // 2) ** 2 >= 9 * s.in_ch]
-    assert grouped_ok and len(grouped_ok) < len(ups)
-    assert len(phases_on_cpu) == 2 * (len(grouped_ok) + len(ups))  # two dtypes
-
-
-@pytest.mark.parametrize("channels_last", [False, True])
-def test_noise_added_per_image_equals_broadcast_add(tiny_G, monkeypatch, channels_last):
-    """The multi-tensor noise add (CUDA's eager path, run here on the CPU) gives the broadcast add's render, bit for
-    bit, on NCHW maps and on channels-last ones (``--channels-last``: each image's (H, W, C) block gets the map
-    repeated over the channels)."""
-    from gantune.core import layers
-
-    # bf16 on the generic layers with their in-place ops, as on CUDA (not the folded CPU path, which bf16 takes on
-    # CPUs with bf16 in hardware)
-    monkeypatch.setattr(layers, "folded_path_applies", lambda x: False)
-    G = tiny_G.set_precision(torch.bfloat16, channels_last=channels_last)
-    ws = G.map(torch.randn(3, G.cfg.z_dim, generator=torch.Generator().manual_seed(6)))
-    try:
-        with torch.no_grad():
-            ref = G.synthesis(ws, noise_mode="const")
-            monkeypatch.setattr(layers, "NOISE_FOREACH_DEVICES", {"cpu"})
-            calls = []
-            real = torch._foreach_add_
-            monkeypatch.setattr(torch, "_foreach_add_", lambda *a: calls.append(1) or real(*a))
-            out = G.synthesis(ws, noise_mode="const")
-    finally:
-        G.set_precision(torch.float32)
-    assert len(calls) == sum(s.kind == "conv" for s in G.specs)
-    assert torch.equal(out, ref)
-    layout = torch.channels_last if channels_last else torch.contiguous_format
-    y = torch.randn(2, 5, 4, 6).contiguous(memory_format=layout)
-    n = torch.randn(1, 1, 4, 6)
-    assert torch.equal(layers.add_noise_(y.clone(), n), y + n)
-
-
-def test_auto_upsampling_rule(monkeypatch):
-    """The "auto" upsampling rule keeps float32 and small batches on the transposed convolution."""
-    from gantune.core import resample
-
-    x = torch.zeros(8, 16, 32, 32, dtype=torch.bfloat16)
-    monkeypatch.setitem(resample.UPSAMPLE_IMPL, "cpu", "auto")
-    k = make_kernel()
-    assert resample.use_phases(x, 16, 3, k, per_image_weight=True)
-    assert resample.use_phases(x[:4], 16, 3, k, per_image_weight=True)
-    assert not resample.use_phases(x[:2], 16, 3, k, per_image_weight=True)
-    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
-    assert resample.use_phases(x.float(), 16, 3, k, per_image_weight=True)
-    assert not resample.use_phases(x[:4].float(), 16, 3, k, per_image_weight=True)
-    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # strict float32: cuDNN's phase conv was slower
-    assert not resample.use_phases(x.float(), 16, 3, k, per_image_weight=True)
-    assert not resample.use_phases(x, 128, 3, k, per_image_weight=True)  # 32·32 < 9·128
-    assert resample.use_phases(x, 128, 3, k, per_image_weight=False)
-
-
-@pytest.mark.parametrize("phases", [False, True])
-def test_per_image_loop_equals_grouped_convolution(tiny_G, monkeypatch, phases):
-    """Per-image weights convolved one image at a time on channels-last maps (CUDA's path for maps ≥ 32², run here
-    on the CPU) give the grouped convolution's render: HyperStyle offsets on every layer, both upsampling forms."""
-    from gantune.core import modconv, resample
-
-    G = tiny_G.set_precision(torch.bfloat16, channels_last=False)
-    g = torch.Generator().manual_seed(9)
-    ws = G.map(torch.randn(3, G.cfg.z_dim, generator=g))
-    deltas = {s.name: 0.1 * torch.randn(3, s.out_ch, s.in_ch, generator=g) for s in G.specs}
-    monkeypatch.setitem(resample.UPSAMPLE_IMPL, "cpu", "phases" if phases else "transposed")
-    calls = []
-    real = modconv.conv_per_image
-    monkeypatch.setattr(modconv, "conv_per_image", lambda *a: calls.append(a[0].shape) or real(*a))
-    try:
-        with torch.no_grad():
-            ref = G.synthesis(ws, deltas=deltas, fused=True).float()
-            assert not calls
-            monkeypatch.setitem(modconv.PER_IMAGE_CONV, "cpu", "loop")
-            out = G.synthesis(ws, deltas=deltas, fused=True).float()
-            monkeypatch.setitem(modconv.PER_IMAGE_CONV, "cpu", "auto")
-            monkeypatch.setattr(modconv, "PER_IMAGE_LOOP_MIN_HW", 16 * 16)
-            calls.clear()
-            auto = G.synthesis(ws, deltas=deltas, fused=True).float()
-    finally:
-        G.set_precision(torch.float32)
-    assert torch.allclose(out, ref, atol=0.02), (out - ref).abs().max()  # bf16: a different summation order
-    assert (out - ref).abs().mean() < 2e-3
-    assert calls and all(s[2] * s[3] >= 16 * 16 for s in calls)
-    assert len(calls) < sum(s.kind == "conv" for s in G.specs)  # the small maps stay grouped
-    assert torch.allclose(auto, ref, atol=0.02)
-
-
-def test_cuda_paths_switch_only_under_the_compiler(monkeypatch):
-    """CUDA's defaults: per-image weights loop over images (maps ≥ 32², batch > 1) and the synthesis maps are
-    channels-last only under torch.compile (``--compile``); eager CUDA keeps the grouped NCHW path, as measured."""
-    from gantune.core import generator, modconv
-
-    x, w = torch.zeros(4, 8, 32, 32), torch.zeros(4, 8, 8, 3, 3)
-    monkeypatch.setitem(modconv.PER_IMAGE_CONV, "cpu", modconv.PER_IMAGE_CONV["cuda"])
-    cuda = torch.device("cuda")
-    assert not modconv.per_image_loop(x, w) and not generator._channels_last_default(cuda)
-    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
-    assert modconv.per_image_loop(x, w) and generator._channels_last_default(cuda)
-    assert not modconv.per_image_loop(x[:, :, :16, :16], w)  # small maps stay grouped
-    assert not modconv.per_image_loop(x[:1], w[:1])
-    assert generator._channels_last_default(torch.device("cpu"))
 
 
 def test_meta_skeleton_draws_nothing_and_real_init_keeps_its_draws():

@@ -8,8 +8,16 @@ import torch
 import torch.nn.functional as F
 
 from gantune.core import Generator, make_kernel, modulated_conv2d
-from gantune.core.modconv import modulated_conv2d_folded
+from gantune.accel import settings_for, winograd
+from gantune.accel.folded import modulated_conv2d_folded as _folded, transposed_conv_phases
 from support import _generator
+
+CPU = settings_for("cpu")
+
+
+def modulated_conv2d_folded(*args, **kw):
+    """The folded path with this CPU's settings (Winograd where it pays)."""
+    return _folded(*args, settings=CPU, **kw)
 
 
 def _deltas(G: Generator, batch: int) -> dict[str, torch.Tensor]:
@@ -111,8 +119,6 @@ def test_folded_conv_unit(up, k, size):
 def test_transposed_conv_as_four_phases(channels_last):
     """The per-phase form of the stride-2 transposed convolution equals ATen's, on a non-square map, and keeps
     gradients (the projector and PTI differentiate through it)."""
-    from gantune.core.modconv import transposed_conv_phases
-
     torch.manual_seed(1)
     x = torch.randn(2, 5, 7, 9)
     if channels_last:
@@ -193,14 +199,12 @@ def test_winograd_weight_transformed_once_per_batch(monkeypatch, per_tap):
     """A batch's Winograd layer transforms θ once and scales it per image (styles, per-channel offsets,
     demodulation); per-tap offsets make each image's weight its own. Either way each image gets the bits it gets
     alone."""
-    from gantune.core import winograd
-
     g = torch.Generator().manual_seed(0)
     x = torch.randn(3, 128, 16, 16, generator=g).contiguous(memory_format=torch.channels_last)
     w = torch.randn(128, 128, 3, 3, generator=g)
     styles = torch.randn(3, 128, generator=g)
     delta = 0.1 * torch.randn(*((3, 128, 128, 3, 3) if per_tap else (3, 128, 128)), generator=g)
-    assert winograd.tile_size(x[:1], 128, 3, per_call_weight=True)  # the layer runs as Winograd
+    assert winograd.tile_size(x[:1], 128, 3, CPU, per_call_weight=True)  # the layer runs as Winograd
     calls = []
     real = winograd.transform_weight
     monkeypatch.setattr(winograd, "transform_weight", lambda *a: calls.append(1) or real(*a))

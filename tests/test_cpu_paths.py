@@ -6,10 +6,14 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from dataclasses import replace
+
 from conftest import tiny_config
-from gantune.core import Generator, layers, modconv
-from gantune.core.resample import make_kernel, upfirdn2d, upsample2x, upsample2x_binomial
-from gantune.core.winograd import Conv2d
+from gantune.accel import AcceleratedOps, Conv2d, accelerate, settings_for
+from gantune.accel import ops as accel_ops
+from gantune.accel.upsample import upsample2x_binomial
+from gantune.core import Generator
+from gantune.core.resample import make_kernel, upfirdn2d, upsample2x
 from gantune.methods.hyper.hypernet import _pointwise
 
 
@@ -20,6 +24,8 @@ def test_separable_upsampling_is_the_fir_upsampling():
         ref = upfirdn2d(x, k.double() * 4, up=2, pad=(2, 1))
         assert torch.allclose(upsample2x_binomial(x), ref, atol=1e-12, rtol=0)
         assert torch.allclose(upsample2x(x.float(), k), ref.float(), atol=1e-6, rtol=0)
+        fast = AcceleratedOps(settings_for("cpu")).upsample2x(x.float(), k)
+        assert torch.allclose(fast, ref.float(), atol=1e-6, rtol=0) and not torch.equal(fast, upsample2x(x.float(), k))
     x = torch.randn(2, 3, 16, 16)
     g = x.clone().requires_grad_()
     y = upsample2x_binomial(g)
@@ -34,15 +40,14 @@ def test_folded_bf16_render_is_close_to_float32(monkeypatch):
     """The folded CPU path in bf16 (taken where the CPU has bf16 in hardware; forced here so that any CPU runs it):
     offsets, a clamp and the RGB skip sum, against the float32 render."""
     torch.manual_seed(0)
-    G = Generator(tiny_config(conv_clamp=2.0)).eval()
+    G = accelerate(Generator(tiny_config(conv_clamp=2.0)).eval(), replace(settings_for("cpu"), folded=True))
     ws = G.map(torch.randn(2, 32))
     deltas = {s.name: torch.randn(2, s.out_ch, s.in_ch) * 0.05 for s in G.specs if s.kind == "conv"}
     with torch.no_grad():
         ref = G.synthesis(ws, deltas=deltas)
-        monkeypatch.setattr(modconv, "native_bf16_cpu", lambda: True)
         calls = []
-        real = modconv.modulated_conv2d_folded
-        monkeypatch.setattr(layers, "modulated_conv2d_folded", lambda *a, **k: calls.append(1) or real(*a, **k))
+        real = accel_ops.modulated_conv2d_folded
+        monkeypatch.setattr(accel_ops, "modulated_conv2d_folded", lambda *a, **k: calls.append(1) or real(*a, **k))
         out = G.set_precision(torch.bfloat16).synthesis(ws, deltas=deltas)
     assert calls and out.dtype == torch.float32
     err = (out - ref).abs()

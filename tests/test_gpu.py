@@ -65,19 +65,20 @@ def test_hyperstyle_offsets_match_cpu(tiny_G):
 def test_phase_upsampling_on_cuda_matches_cpu(tiny_G, monkeypatch):
     """The phase-kernel upsampling (CUDA's path from batch 4 in half precision) forced on at float32, TF32 off: a
     batch-4 render with per-image offsets equals the CPU's transposed-conv render."""
-    from gantune.core import resample
+    from dataclasses import replace
 
-    G = tiny_G
+    from gantune.accel import accelerate, settings_for
+
+    G = accelerate(tiny_G)
     g = torch.Generator().manual_seed(8)
     ws = G.map(torch.randn(4, G.cfg.z_dim, generator=g))
     deltas = {s.name: 0.2 * torch.randn(4, s.out_ch, s.in_ch, generator=g) for s in G.specs if s.kind == "conv"}
     with torch.no_grad():
         a = G.synthesis(ws, deltas=deltas, noise_mode="const")
-        monkeypatch.setitem(resample.UPSAMPLE_IMPL, "cuda", "phases")
-        Gc = G.to("cuda")
+        Gc = accelerate(G.to("cuda"), replace(settings_for("cuda"), upsample="phases"))
         b = Gc.synthesis(ws.cuda(), deltas={k: v.cuda() for k, v in deltas.items()}, noise_mode="const")
         plain = Gc.synthesis(ws.cuda(), noise_mode="const")
-        G.to("cpu")
+        accelerate(G.to("cpu"))
         plain_ref = G.synthesis(ws, noise_mode="const")
     _close(b, a, 1e-4 * (1 + a.abs().max().item()))
     _close(plain, plain_ref, 1e-4 * (1 + plain_ref.abs().max().item()))

@@ -11,7 +11,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent / "gantune"
-LAYER = {"errors": 0, "progress": 0, "process": 0, "checks": 0, "core": 1, "io": 2, "weights": 2, "runtime": 2, "sampling": 2,
+LAYER = {"errors": 0, "progress": 0, "process": 0, "checks": 0, "core": 1, "io": 2, "weights": 2, "runtime": 2, "sampling": 2, "accel": 2,
          "align": 3, "metrics": 3, "methods": 4, "editing": 5, "evaluation": 6, "bench": 6, "train": 6,
          "cli": 7, "api": 7, "demo": 7, "demo_model": 7, "__main__": 8, "__init__": 8}
 # Packages whose function-local imports of gantune modules are allowed: the CLI's lazy command modules (the command

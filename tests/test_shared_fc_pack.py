@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from gantune.core.cpualloc import release_file_pages
+from gantune.accel.memory import release_file_pages
 from gantune.methods.hyper.hypernet import SharedFC
 
 
@@ -79,7 +79,7 @@ def _rss_file_kib() -> int:
 
 
 def test_file_mapped_tensors_skip_written_pages_and_release_keeps_values(tmp_path):
-    from gantune.core.cpualloc import file_mapped_tensors, release_tensor_pages
+    from gantune.accel.memory import file_mapped_tensors, release_tensor_pages
 
     a, b = torch.randn(1 << 20), torch.randn(1 << 20)  # 4 MiB each
     torch.save({"a": a, "b": b}, tmp_path / "ab.pt")

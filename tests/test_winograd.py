@@ -1,15 +1,18 @@
-"""Winograd F(2×2, 3×3) convolutions (gantune.core.winograd): the same results as direct convolutions to float
+"""Winograd F(2×2, 3×3) convolutions (gantune.accel.winograd): the same results as direct convolutions to float
 rounding, used only where they apply, and the same images through the modulated convolution."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from gantune.core import winograd
-from gantune.core.modconv import modulated_conv2d_folded
+from dataclasses import replace
+
+from gantune.accel import settings_for, winograd
+from gantune.accel.folded import modulated_conv2d_folded
 from gantune.core.resample import make_kernel
 
 CL = torch.channels_last
+CPU = settings_for("cpu")
 
 
 def _rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -48,20 +51,22 @@ def test_scaled_transform_is_the_transform_of_the_scaled_weight():
 
 def test_tile_size_only_where_it_pays():
     x = torch.randn(1, 256, 32, 32).contiguous(memory_format=CL)
-    assert winograd.tile_size(x, 256, 3) == 4
-    assert winograd.tile_size(torch.randn(1, 512, 32, 32).contiguous(memory_format=CL), 512, 3) == 4
+    assert winograd.tile_size(x, 256, 3, CPU) == 4
+    assert winograd.tile_size(torch.randn(1, 512, 32, 32).contiguous(memory_format=CL), 512, 3, CPU) == 4
     # a 512-wide weight transformed per call: F(2×2) below 64² (F(4×4)'s 36 planes cost more than they save)
-    assert winograd.tile_size(torch.randn(1, 512, 32, 32).contiguous(memory_format=CL), 512, 3,
+    assert winograd.tile_size(torch.randn(1, 512, 32, 32).contiguous(memory_format=CL), 512, 3, CPU,
                               per_call_weight=True) == 2
-    assert winograd.tile_size(torch.randn(1, 512, 64, 64).contiguous(memory_format=CL), 512, 3,
+    assert winograd.tile_size(torch.randn(1, 512, 64, 64).contiguous(memory_format=CL), 512, 3, CPU,
                               per_call_weight=True) == 4
-    assert winograd.tile_size(x[:, :, :30, :30].contiguous(memory_format=CL), 256, 3) == 2  # sides not /4
-    assert winograd.tile_size(x.contiguous(), 256, 3) == 4  # NCHW too (transposed in and out)
-    assert not winograd.tile_size(x, 256, 1)  # 1×1
-    assert not winograd.tile_size(x[:, :, :31, :31].contiguous(memory_format=CL), 256, 3)  # odd sides
-    assert not winograd.tile_size(x[:, :64].contiguous(memory_format=CL), 64, 3)  # narrow
-    assert not winograd.tile_size(torch.randn(1, 128, 256, 256).contiguous(memory_format=CL), 128, 3)  # large map
-    assert not winograd.tile_size(x.double(), 256, 3)
+    assert winograd.tile_size(x[:, :, :30, :30].contiguous(memory_format=CL), 256, 3, CPU) == 2  # sides not /4
+    assert winograd.tile_size(x.contiguous(), 256, 3, CPU) == 4  # NCHW too (transposed in and out)
+    assert not winograd.tile_size(x, 256, 1, CPU)  # 1×1
+    assert not winograd.tile_size(x[:, :, :31, :31].contiguous(memory_format=CL), 256, 3, CPU)  # odd sides
+    assert not winograd.tile_size(x[:, :64].contiguous(memory_format=CL), 64, 3, CPU)  # narrow
+    big = torch.randn(1, 128, 256, 256).contiguous(memory_format=CL)
+    assert not winograd.tile_size(big, 128, 3, CPU)  # large map
+    assert not winograd.tile_size(x, 256, 3, replace(CPU, winograd=False))  # turned off
+    assert not winograd.tile_size(x.double(), 256, 3, CPU)
 
 
 def test_conv2d_module_uses_winograd_without_gradients_only(monkeypatch):
@@ -92,7 +97,7 @@ def test_modulated_conv_with_winograd_matches_direct(monkeypatch, offsets, c, si
     offsets, demodulation, bias, noise and activation — the same image to float rounding."""
     g = torch.Generator().manual_seed(3)
     b = 2
-    assert winograd.tile_size(torch.empty(1, c, side, side).contiguous(memory_format=CL), c, 3,
+    assert winograd.tile_size(torch.empty(1, c, side, side).contiguous(memory_format=CL), c, 3, CPU,
                               per_call_weight=True) == (4 if side % 4 == 0 else 2)
     x = torch.randn(b, c, side, side, generator=g).contiguous(memory_format=CL)
     wt = torch.randn(c, c, 3, 3, generator=g)
@@ -102,9 +107,8 @@ def test_modulated_conv_with_winograd_matches_direct(monkeypatch, offsets, c, si
     kw = dict(delta=delta, bias=torch.randn(c, generator=g), noise=torch.randn(1, 1, side, side, generator=g),
               leaky_relu=True, out_scale=2**0.5, kernel=make_kernel())
     with torch.no_grad():
-        y = modulated_conv2d_folded(x, wt, styles, **kw)
-        monkeypatch.setattr(winograd, "ENABLED", False)
-        ref = modulated_conv2d_folded(x, wt, styles, **kw)
+        y = modulated_conv2d_folded(x, wt, styles, **kw, settings=CPU)
+        ref = modulated_conv2d_folded(x, wt, styles, **kw, settings=replace(CPU, winograd=False))
     assert not torch.equal(y, ref)  # a different algorithm ran
     assert _rel_err(y, ref) < 3e-5
 
@@ -136,9 +140,9 @@ def test_folded_layer_same_bits_with_and_without_gradients():
               out_scale=2**0.5, kernel=make_kernel())
     styles = torch.rand(1, c, generator=g) + 0.5
     with torch.no_grad():
-        ref = modulated_conv2d_folded(x, wt, styles, **kw)
+        ref = modulated_conv2d_folded(x, wt, styles, **kw, settings=CPU)
     w = wt.clone().requires_grad_(True)
-    y = modulated_conv2d_folded(x, w, styles, **kw)
+    y = modulated_conv2d_folded(x, w, styles, **kw, settings=CPU)
     assert y.requires_grad and torch.equal(y.detach(), ref)
     y.square().sum().backward()
     assert w.grad is not None and w.grad.abs().max() > 0

@@ -13,6 +13,7 @@ import time
 import torch
 import torch.nn.functional as F
 
+from ..accel import accelerate
 from ..core import Generator, GeneratorConfig, layer_specs
 from ..process import wait_settings
 
@@ -80,7 +81,7 @@ def bench_generator(device: torch.device, resolutions=(256, 1024), batches=(1, 4
         )
     for res in resolutions:
         cfg = GeneratorConfig(resolution=res)
-        G = Generator(cfg).eval().to(device)
+        G = accelerate(Generator(cfg).eval().to(device))
         for batch in batches:
             ws = G.map(torch.randn(batch, cfg.z_dim, device=device)).detach()
             ref = None

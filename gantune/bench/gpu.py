@@ -50,6 +50,7 @@ def _peak_mib(device: torch.device) -> str:
 
 
 def _models(resolution: int, tiny: bool, device: torch.device):
+    from ..accel import accelerate
     from ..core import Generator, GeneratorConfig
     from ..methods.hyper.hypernet import HyperNetwork
     from ..methods.hyper.wencoder import WEncoder
@@ -59,8 +60,8 @@ def _models(resolution: int, tiny: bool, device: torch.device):
         G, hn, enc = _random_models(resolution, "claimed14", 0)
     else:
         torch.manual_seed(0)
-        G = Generator(GeneratorConfig(resolution=resolution, z_dim=32, w_dim=32, mapping_layers=2, channel_base=512,
-                                      channel_max=32)).eval()
+        G = accelerate(Generator(GeneratorConfig(resolution=resolution, z_dim=32, w_dim=32, mapping_layers=2,
+                                                 channel_base=512, channel_max=32)).eval())
         hn = HyperNetwork.from_specs(G.specs, width=16, input_size=64).eval()
         enc = WEncoder(num_ws=G.num_ws, w_dim=32, units=(1, 1, 1, 1), width=16, input_size=64).eval()
     return G.to(device), hn.to(device), enc.to(device)
@@ -147,12 +148,14 @@ def _difference(prec: str, refs: dict, img: torch.Tensor, inv: torch.Tensor) -> 
 
 def _upsampling_paths(G, hn, enc, la, x_all, ws_all, dev, reps: int, iters: int) -> list[str]:
     """bf16 at batch 1, 4 and the largest: the upsampling layers as phase kernels against the transposed convolution
-    + depthwise blur (``resample.UPSAMPLE_IMPL``), generator and HyperStyle, so the "auto" rule can be checked."""
-    from ..core import resample
+    + depthwise blur (``gantune.accel.Settings.upsample``), generator and HyperStyle, so the "auto" rule can be
+    checked."""
+    from dataclasses import replace
+
+    from ..accel import accelerate, settings_for
     from ..methods.hyper.inference import refine
 
-    key = dev.type
-    before = resample.UPSAMPLE_IMPL.get(key)
+    before = G.synthesis.ops
     G.set_precision(torch.bfloat16)
     out = []
     try:
@@ -160,7 +163,7 @@ def _upsampling_paths(G, hn, enc, la, x_all, ws_all, dev, reps: int, iters: int)
             ws, x = ws_all[:b], x_all[:b]
             row = []
             for impl in ("phases", "transposed"):
-                resample.UPSAMPLE_IMPL[key] = impl
+                accelerate(G, replace(settings_for(dev.type, torch.bfloat16), upsample=impl))
                 with torch.no_grad():
                     t_g = _time(lambda: G.synthesis(ws), dev, reps)
                     t_h = _time(lambda: refine(x, G=G, hypernet=hn, w_encoder=enc, latent_avg=la, iters=iters,
@@ -168,10 +171,7 @@ def _upsampling_paths(G, hn, enc, la, x_all, ws_all, dev, reps: int, iters: int)
                 row.append(f"{impl} {t_g * 1000 / b:.2f} / {t_h * 1000 / b:.2f}")
             out.append(f"upsampling bf16 batch {b:>2} (generator / HyperStyle ms/img): " + ", ".join(row))
     finally:
-        if before is None:
-            resample.UPSAMPLE_IMPL.pop(key, None)
-        else:
-            resample.UPSAMPLE_IMPL[key] = before
+        G.synthesis.ops = before
         G.set_precision(torch.float32)
     return out
 

@@ -13,11 +13,13 @@ import os
 import resource
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-from ..core import Generator, GeneratorConfig, winograd
+from ..accel import accelerate, settings_for
+from ..core import Generator, GeneratorConfig
 from ..io.hashing import sha256_file
 from ..methods.hyper.checkpoint import hypernet_to_official, load_hyperstyle
 from ..methods.hyper.hypernet import HyperNetwork
@@ -33,7 +35,7 @@ def _peak_rss_mb() -> float:
 
 def _random_models(resolution: int, layers: str, seed: int):
     torch.manual_seed(seed)
-    G = Generator(GeneratorConfig(resolution=resolution)).eval()
+    G = accelerate(Generator(GeneratorConfig(resolution=resolution)).eval())
     with torch.no_grad():
         for lyr in G.synthesis.layers.values():
             for m in lyr.values():
@@ -152,19 +154,21 @@ def bench_hyper(
         renders = (max(iters) + 1) * generator_flops(G.cfg, 1) / rate
         lines.append(f"iters {max(iters)} batch {min(batches)} fp32: {t5:.2f} s/image = {t5 / renders:.2f} x the time of "
                      f"its {max(iters) + 1} renders at the conv rate ({rate / 1e9:.0f} GFLOP/s; target <= 1.6)")
-        if compare_direct and winograd.ENABLED:
+        if compare_direct:
             # the same inversion with every convolution direct (oneDNN), for the Winograd layers' share
             b = min(batches)
-            winograd.ENABLED = False
+            for m in (G, hn, enc):
+                accelerate(m, replace(settings_for(dev.type), winograd=False))
             try:
                 t0 = time.perf_counter()
                 out = refine(x_all[:b], G=G, hypernet=hn, w_encoder=enc, latent_avg=la, iters=max(iters),
                              own_modules=True)
                 t_direct = (time.perf_counter() - t0) / b
             finally:
-                winograd.ENABLED = True
+                for m in (G, hn, enc):
+                    accelerate(m)
             d = (out.images[:1].float().cpu() - finals[(max(iters), "float32")]).abs()
-            lines.append(f"  same with direct convolutions only (GANTUNE_WINOGRAD=0): {t_direct:.2f} s/image = "
+            lines.append(f"  same with direct convolutions only (Settings(winograd=False)): {t_direct:.2f} s/image = "
                          f"{t_direct / renders:.2f} x; Winograd against direct: images differ by max {d.max():.1e} "
                          f"(mean {d.mean():.1e})")
     if skipped:

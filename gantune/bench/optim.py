@@ -16,6 +16,7 @@ import time
 
 import torch
 
+from ..accel import accelerate
 from ..core import Generator, GeneratorConfig
 from .generator import conv_rate, generator_flops
 from ..metrics.lpips import LPIPSDistance
@@ -85,7 +86,7 @@ G_PASSES = {"projector w": 2, "projector w+": 2, "PTI": 3, "overparam W": 3}
 def _step_times(res: int, device: torch.device, steps: int | None = None) -> dict[str, float]:
     steps = steps or (1 if res >= 1024 else 2)  # one 1024 px step takes about a minute on two CPU cores
     torch.manual_seed(0)
-    G = Generator(_official(res)).to(device).eval()
+    G = accelerate(Generator(_official(res)).to(device).eval())
     dist = LPIPSDistance("vgg", allow_random=True).to(device)
     alex = LPIPSDistance("alex", allow_random=True).to(device)
     with torch.no_grad():
@@ -110,7 +111,7 @@ def _step_times(res: int, device: torch.device, steps: int | None = None) -> dic
 def _recovery(device: torch.device) -> list[str]:
     cfg = GeneratorConfig(resolution=32, z_dim=32, w_dim=32, mapping_layers=2, channel_base=256, channel_max=32)
     torch.manual_seed(0)
-    G = Generator(cfg).to(device).eval()
+    G = accelerate(Generator(cfg).to(device).eval())
     d = LPIPSDistance("alex", allow_random=True, resolution=None).to(device)
     g = torch.Generator().manual_seed(1)
     with torch.no_grad():

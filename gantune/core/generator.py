@@ -20,7 +20,8 @@ import torch.nn as nn
 
 from .config import GeneratorConfig
 from .layers import FullyConnected, ModulatedLayer, init_normal
-from .resample import make_kernel, upsample2x
+from .ops import REFERENCE_OPS, Ops
+from .resample import make_kernel
 from .specs import LayerSpec, layer_specs
 
 NOISE_MODES = ("const", "random", "none")
@@ -71,12 +72,6 @@ class MappingNetwork(nn.Module):
         return x
 
 
-def _channels_last_default(device: torch.device) -> bool:
-    """The layout of ``set_precision(channels_last=None)``: channels-last on CPU, and on CUDA under torch.compile only
-    (``runtime.compile_synthesis``; eager CUDA measured as fast NCHW)."""
-    return device.type == "cpu" or (device.type == "cuda" and torch.compiler.is_compiling())
-
-
 class SynthesisNetwork(nn.Module):
     """Constant input, modulated convs with noise, skip toRGB outputs with FIR upsampling."""
 
@@ -94,7 +89,9 @@ class SynthesisNetwork(nn.Module):
             block[s.attr] = ModulatedLayer(s, cfg.w_dim, use_noise=cfg.use_noise, conv_clamp=cfg.conv_clamp)
         self.register_buffer("resample_kernel", make_kernel(), persistent=False)
         self.compute_dtype = torch.float32
-        self.channels_last: bool | None = None  # None: _channels_last_default unless differentiated
+        self.channels_last: bool | None = None  # None: the ops' choice (ops.channels_last) unless differentiated
+        # the convolutions and fused forms every layer computes with: the reference, or gantune.accel's
+        self.ops: Ops = REFERENCE_OPS
 
     def layer(self, name: str) -> ModulatedLayer:
         block, attr = name.split(".")
@@ -207,7 +204,7 @@ class SynthesisNetwork(nn.Module):
         dtype = self.compute_dtype
         if start == 0:
             x = self.const.to(dtype)[None].expand(batch, -1, -1, -1)
-            if self.channels_last or (self.channels_last is None and _channels_last_default(x.device)
+            if self.channels_last or (self.channels_last is None and self.ops.channels_last(x.device)
                                       and not self._differentiated(latents, deltas)):
                 x = x.contiguous(memory_format=torch.channels_last)
             img = None
@@ -218,10 +215,11 @@ class SynthesisNetwork(nn.Module):
             so = offsets.get(s.name) if offsets else None
             if s.kind == "conv":
                 x = layer(x, lat, kernel=k, delta=deltas.get(s.name), noise_mode=noise_mode, fused=fused,
-                          style_offset=so)
+                          style_offset=so, ops=self.ops)
             else:
-                skip = None if img is None else upsample2x(img, k)
-                img = layer(x, lat, delta=deltas.get(s.name), fused=fused, skip=skip, style_offset=so).float()
+                skip = None if img is None else self.ops.upsample2x(img, k)
+                img = layer(x, lat, delta=deltas.get(s.name), fused=fused, skip=skip, style_offset=so,
+                            ops=self.ops).float()
         return img, x, img
 
 
@@ -259,10 +257,10 @@ class Generator(nn.Module):
         return self.mapping.w_avg
 
     def set_precision(self, dtype: torch.dtype = torch.float32, *, channels_last: bool | None = None) -> "Generator":
-        """Compute dtype and memory layout of the synthesis activations (``channels_last=None``: channels-last on CPU,
-        where it measured 1.25x faster, and on CUDA under ``torch.compile`` (:func:`compile_synthesis`), except in
-        passes that record gradients (projectors, PTI, training), whose weight gradients run twice as fast NCHW;
-        eager CUDA stays NCHW, measured as fast). Parameters stay float32."""
+        """Compute dtype and memory layout of the synthesis activations (``channels_last=None``: the layout the ops
+        choose — NCHW for the reference; gantune.accel: channels-last on CPU, where it measured 1.25x faster, and on
+        CUDA under ``torch.compile`` — except in passes that record gradients (projectors, PTI, training), whose
+        weight gradients run twice as fast NCHW). Parameters stay float32."""
         if dtype not in (torch.float32, torch.bfloat16, torch.float16):
             raise ValueError(f"dtype must be float32, bfloat16 or float16, got {dtype}")
         self.synthesis.compute_dtype = dtype

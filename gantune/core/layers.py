@@ -8,7 +8,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .modconv import folded_path_applies, modulated_conv2d, modulated_conv2d_folded
+from .modconv import modulated_conv2d
+from .ops import REFERENCE_OPS, Ops
 from .specs import LayerSpec
 
 SQRT2 = math.sqrt(2.0)
@@ -54,29 +55,6 @@ class FullyConnected(nn.Module):
 
     def extra_repr(self) -> str:
         return f"{self.in_features} -> {self.out_features}, lr_mul={self.lr_mul}, act={'lrelu' if self.activation else 'linear'}"
-
-
-# Devices where the noise is added per image with one multi-tensor launch (see add_noise_); tests add "cpu".
-NOISE_FOREACH_DEVICES = {"cuda"}
-
-
-def add_noise_(y: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
-    """y += n in place for n (1, 1, H, W). On CUDA a broadcast add runs ATen's unvectorised kernel, five times the
-    time of a plain pass over the map (18 % of a batch-32 HyperStyle inversion on an H200); there n is expanded over
-    the channels once and added to each image's contiguous (C, H, W) block — (H, W, C) for channels-last maps — by
-    one vectorised multi-tensor launch. Under ``torch.compile`` a plain add, which the compiler fuses."""
-    if (y.device.type not in NOISE_FOREACH_DEVICES or y.shape[0] == 1 or n.shape[0] != 1
-            or torch.compiler.is_compiling()):
-        return y.add_(n)
-    if y.is_contiguous():
-        full = n[0].expand(y.shape[1], -1, -1).contiguous()
-        torch._foreach_add_(list(y.unbind(0)), [full] * y.shape[0])
-    elif y.is_contiguous(memory_format=torch.channels_last):
-        full = n[0, 0][:, :, None].expand(-1, -1, y.shape[1]).contiguous()  # (H, W, C)
-        torch._foreach_add_([b.permute(1, 2, 0) for b in y.unbind(0)], [full] * y.shape[0])
-    else:
-        y.add_(n)
-    return y
 
 
 class ModulatedLayer(nn.Module):
@@ -138,6 +116,7 @@ class ModulatedLayer(nn.Module):
         fused: bool | None = None,
         skip: torch.Tensor | None = None,  # toRGB: the upsampled image so far; returns skip + this layer's output
         style_offset: torch.Tensor | None = None,  # (B or 1, in) added to the styles (S space)
+        ops: Ops = REFERENCE_OPS,  # the convolutions and fused forms (the synthesis network's)
     ) -> torch.Tensor:
         # lrelu(z)·√2 = lrelu(√2·z): the activation gain is folded into the conv weight, the bias and the noise
         # strength, so the layer makes two passes over its output (noise add, activation) besides the conv itself.
@@ -154,32 +133,8 @@ class ModulatedLayer(nn.Module):
                 noise = torch.randn(x.shape[0], 1, res, res, device=x.device, dtype=x.dtype)
             else:
                 raise ValueError(f"noise_mode must be const, random or none; got {noise_mode!r}")
-        strength = self.noise_strength if self.use_noise else None
-        # a frozen layer differentiated through its styles alone (the W / W+ projectors): the rank-1 form needs no
-        # weight gradient, the folded one a full one (measured 2x slower a step at 1024 px)
-        frozen_rank1 = (torch.is_grad_enabled() and not self.weight.requires_grad and "styles" in mod
-                        and mod["styles"].requires_grad
-                        and (delta is None or delta.shape[0] == 1 or delta.ndim in (2, 4)))
-        # under autograd with a batch (training), one batched convolution (rank-1, or grouped for per-image
-        # modulation) beats a convolution per image: measured 2x faster a G step at 64 px, batch 16 — the folded
-        # path's per-image slices cost a zero-filled gradient each in the backward pass
-        batched_grad = x.shape[0] > 1 and torch.is_grad_enabled() and (
-            x.requires_grad or self.weight.requires_grad or any(t.requires_grad for t in mod.values())
-            or (delta is not None and delta.requires_grad))
-        if fused is None and folded_path_applies(x) and not frozen_rank1 and not batched_grad:
-            # CPU: bias, noise, activation and the skip sum inside the convolution's output pass (the float32 image
-            # sum only from a float32 convolution)
-            into = skip if self.conv_clamp is None and x.dtype == torch.float32 else None
-            y = modulated_conv2d_folded(
-                x, self.weight, **mod, delta=delta, demodulate=not self.is_rgb, up=self.spec.up, kernel=kernel,
-                out_scale=gain, bias=self.bias * gain,
-                noise=None if noise is None else noise.to(x.dtype) * (strength * gain).to(x.dtype),
-                leaky_relu=not self.is_rgb, add_to=into,
-            )
-            if self.conv_clamp is not None:
-                y = y.clamp(-self.conv_clamp, self.conv_clamp)
-            if skip is not None and into is None:
-                y = skip + y.float()
+        if (y := ops.layer(self, x, mod, delta=delta, kernel=kernel, noise=noise, gain=gain, skip=skip,
+                           fused=fused)) is not None:
             return y
         y = modulated_conv2d(
             x,
@@ -192,12 +147,13 @@ class ModulatedLayer(nn.Module):
             fused=fused,
             out_scale=gain,
             bias=self.bias * gain,
+            ops=ops,
         )
         # without autograd, in place on the fresh conv output (no new map per operation)
         inplace = not (torch.is_grad_enabled() and y.requires_grad)
         if noise is not None:
-            n = noise.to(y.dtype) * (strength * gain).to(y.dtype)
-            y = add_noise_(y, n) if inplace else y + n
+            n = noise.to(y.dtype) * (self.noise_strength * gain).to(y.dtype)
+            y = ops.add_noise_(y, n) if inplace else y + n
         if not self.is_rgb:
             y = F.leaky_relu_(y, 0.2) if inplace else F.leaky_relu(y, 0.2)
         if self.conv_clamp is not None:

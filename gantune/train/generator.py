@@ -32,6 +32,7 @@ from pathlib import Path
 
 import torch
 
+from ..accel import accelerate
 from ..core import Generator, GeneratorConfig
 from ..errors import InputError
 from ..io.images import image_grid, save_image, tensor_to_pil
@@ -140,7 +141,7 @@ class GeneratorTrainer:
         if opts.distill > 0 and not callable(getattr(data, "teacher", None)):
             raise ValueError("distillation needs a data source that is itself a generator (synthetic-faces)")
         torch.manual_seed(opts.seed)  # identical initialization on every process
-        self.G = Generator(cfg).train().to(self.device)
+        self.G = accelerate(Generator(cfg).train().to(self.device))
         self.D = Discriminator(cfg, mbstd_group=opts.mbstd_group).train().to(self.device)
         ddp.broadcast_module(self.G)
         ddp.broadcast_module(self.D)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from ..accel import accelerate
 from ..core import Generator, make_kernel
 from ..errors import WeightsError
 
@@ -176,7 +177,7 @@ def generator_from_state(cfg, state: Mapping[str, torch.Tensor], *, skeleton=Non
     dict, checked strictly): the module is built on the meta device (or ``skeleton``, such a module already built)
     and the loaded tensors are assigned, so no weight is initialised only to be overwritten and no tensor is copied
     (memory-mapped tensors stay memory-mapped). The non-persistent buffers, constants of the architecture (the FIR
-    kernel), are then made for real."""
+    kernel), are then made for real. The generator computes with :mod:`gantune.accel`'s measured paths."""
     G = skeleton if skeleton is not None else meta_generator(cfg)
     G.load_state_dict(dict(state), strict=True, assign=True)
     constants = {"resample_kernel": make_kernel}
@@ -187,7 +188,7 @@ def generator_from_state(cfg, state: Mapping[str, torch.Tensor], *, skeleton=Non
                 raise RuntimeError(f"generator buffer {name} is neither in the state dict nor a known constant")
             G.get_submodule(owner).register_buffer(attr, constants[attr](), persistent=False) if owner else \
                 G.register_buffer(attr, constants[attr](), persistent=False)
-    return G.eval().requires_grad_(False)
+    return accelerate(G).eval().requires_grad_(False)
 
 
 def fit_channels(channels: Mapping[int, int], source: str) -> tuple[int, int]:

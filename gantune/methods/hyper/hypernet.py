@@ -28,10 +28,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ...core.layers import FullyConnected
-from ...core.winograd import Conv2d  # nn.Conv2d; 3×3 stride-1 inference on CPU by Winograd where faster
+from ...accel import Conv2d  # nn.Conv2d; 3×3 stride-1 inference on CPU by Winograd where faster
 from ...core.specs import LayerSpec, select_layers
 from ...io.record import expand_shared
-from ...core.cpualloc import replace_data
+from ...accel.memory import replace_data
 
 FEATURES = 512  # channels of the backbone's 16×16 feature map (ResNet34 layer4)
 FEATURE_RES = 16  # side of the feature map for a 256×256 input
@@ -80,7 +80,7 @@ def default_heads(specs: list[LayerSpec], names: list[str] | None = None, *, sha
 # --- backbone: ResNet34 on 6 channels, no max-pool, PReLU after the stem ---------------------------------------------
 class BasicBlock(nn.Module):
     """torchvision's ResNet BasicBlock (same parameter names), written out so nothing is downloaded. Its 3×3 convs are
-    :class:`gantune.core.winograd.Conv2d` (an ``nn.Conv2d``: same keys; Winograd inference on CPU where faster)."""
+    :class:`gantune.accel.Conv2d` (an ``nn.Conv2d``: same keys; Winograd inference on CPU where faster)."""
 
     def __init__(self, cin: int, cout: int, stride: int) -> None:
         super().__init__()

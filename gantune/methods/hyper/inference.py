@@ -22,12 +22,13 @@ import torch
 import torch.nn.functional as F
 
 from ... import progress
-from ...core import Generator, winograd
+from ...accel import Conv2d
+from ...accel.memory import file_mapped, file_mapped_tensors, release_tensor_pages, replace_data
+from ...core import Generator
 from ...io.record import expand_shared
 from .domain import SQUARE, input_hw, pool_reconstruction
 from .hypernet import INPUT_SIZE, HyperNetwork
 from .wencoder import WEncoder
-from ...core.cpualloc import file_mapped, file_mapped_tensors, release_tensor_pages, replace_data
 
 
 def face_pool(y: torch.Tensor, size: int = INPUT_SIZE) -> torch.Tensor:
@@ -47,7 +48,7 @@ def to_input_size(x: torch.Tensor, size: int | tuple[int, int] = INPUT_SIZE) -> 
 
 def encoder_layout(x: torch.Tensor) -> torch.Tensor:
     """Encoder inputs channels-last on CPU: the maps then stay channels-last through the network (oneDNN's layout,
-    whatever the weights'), which the Winograd convolutions of its wide layers need (``gantune.core.winograd``).
+    whatever the weights'), which the Winograd convolutions of its wide layers need (``gantune.accel.winograd``).
     (On an H200, channels-last hypernetwork inputs measured the same as NCHW: 0.32 ms/img a pass at batch 32.)"""
     return x.contiguous(memory_format=torch.channels_last) if x.device.type == "cpu" else x
 
@@ -101,7 +102,7 @@ def cpu_layouts(hypernet) -> None:
             w = getattr(conv, "weight", None)
             if not isinstance(conv, torch.nn.Conv2d) or w is None or w.shape[-1] * w.shape[-2] == 1:
                 continue
-            if isinstance(conv, winograd.Conv2d) and conv.winograd_shape():
+            if isinstance(conv, Conv2d) and conv.winograd_shape():
                 continue  # runs as Winograd, which reads the weight once per call in any layout
             if w.device.type != "cpu" or w.is_contiguous(memory_format=torch.channels_last):
                 continue

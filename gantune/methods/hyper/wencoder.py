@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 
 from ...core.layers import FullyConnected
-from ...core.winograd import Conv2d
+from ...accel import Conv2d
 
 IR_SE_50_UNITS = (3, 4, 14, 3)  # bottleneck units per stage (IR-SE-50)
 STAGE_DEPTHS = (64, 128, 256, 512)  # channels per stage

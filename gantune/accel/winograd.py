@@ -27,11 +27,11 @@ bits as one without.
 
 from __future__ import annotations
 
-import os
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from .settings import Settings, settings_for
 
 # Bᵀ (α×α) on the input tile, G (α×3) on the kernel, Aᵀ (m×α) on the product (Lavin & Gray's points 0, ±1, ±2, ∞)
 _MATRICES = {
@@ -44,11 +44,6 @@ _MATRICES = {
          (1 / 24, -1 / 12, 1 / 6), (0, 0, 1)),
         ((1, 1, 1, 1, 1, 0), (0, 1, -1, 2, -2, 0), (0, 1, 1, 4, 4, 0), (0, 1, -1, 8, -8, 1))),
 }
-
-MIN_CHANNELS = 128  # input channels below which the direct convolution wins at every map size measured
-MAX_MAP = 256 * 128 * 128  # input elements (C·H·W) above which the transformed maps make it memory-bound
-# ``GANTUNE_WINOGRAD=0`` turns the path off (direct oneDNN convolutions everywhere).
-ENABLED = os.environ.get("GANTUNE_WINOGRAD", "1") != "0"
 
 _MATS: dict = {}
 
@@ -67,7 +62,7 @@ def _mats(m: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return _MATS[key]
 
 
-def tile_size(x: torch.Tensor, in_ch: int, kernel: int, *, per_call_weight: bool = False) -> int:
+def tile_size(x: torch.Tensor, in_ch: int, kernel: int, settings: Settings, *, per_call_weight: bool = False) -> int:
     """The output tile m (4 or 2) with which a 3×3 stride-1 convolution of ``x`` (B, in, H, W) runs faster than
     directly here, or 0: float32 CPU, sides divisible by m, at least 16×16, and a layer wide against its map (NCHW
     maps, as passes with gradients use on CPU, cost a transposing copy in and out: a few ms at these sizes).
@@ -75,11 +70,12 @@ def tile_size(x: torch.Tensor, in_ch: int, kernel: int, *, per_call_weight: bool
     234/151/99; 256 at 32² 14/10.5/7.6, 128² 223/214/130; 128 at 64² 15.7/14.2/9.9, 128² 63/72/43, 256² 230/–/211;
     64 at 128² 13.7/–/17.3; 32 at 1024² 255/–/674. ``per_call_weight``: the weight is transformed for this call
     alone (modulated weights): F(4×4)'s 36 planes of a 512² weight cost 10-18 ms, so wide layers on maps under 64²
-    take F(2×2) (4 ms)."""
-    if not ENABLED or kernel != 3 or x.device.type != "cpu" or x.dtype != torch.float32 or x.ndim != 4:
+    take F(2×2) (4 ms). ``settings``: whether Winograd is on, and its channel and map limits."""
+    if not settings.winograd or kernel != 3 or x.device.type != "cpu" or x.dtype != torch.float32 or x.ndim != 4:
         return 0
     h, w = x.shape[2], x.shape[3]
-    if h % 2 or w % 2 or h * w < 16 * 16 or in_ch < MIN_CHANNELS or in_ch * h * w > MAX_MAP:
+    if (h % 2 or w % 2 or h * w < 16 * 16 or in_ch < settings.winograd_min_channels
+            or in_ch * h * w > settings.winograd_max_map):
         return 0
     if h % 4 or w % 4 or (per_call_weight and in_ch > 256 and h * w < 64 * 64):
         return 2
@@ -151,14 +147,23 @@ class Conv2d(nn.Conv2d):
     without gradients run as Winograd convolutions where :func:`tile_size` says they are faster: the hypernetwork's
     backbone and heads and the IR-SE encoders. The weight is transformed on each call (1-5 ms for 256-512 channels):
     keeping the hypernetwork's transformed weights measured 0.07 s faster a pass (0.48 against 0.55 s) but holds
-    366 MB, more than the 1024 px HyperStyle memory target leaves."""
+    366 MB, more than the 1024 px HyperStyle memory target leaves.
+
+    ``settings``: the :class:`Settings` it follows (set by :func:`gantune.accel.accelerate`); None takes
+    :func:`settings_for` its device and dtype."""
+
+    settings: Settings | None = None
+
+    def accel_settings(self) -> Settings:
+        return self.settings or settings_for(self.weight.device.type, self.weight.dtype)
 
     def winograd_shape(self) -> bool:
         """A 3×3, stride-1, padding-1 float32 convolution wide enough for :func:`tile_size` (the map decides the
         rest)."""
         return (self.kernel_size == (3, 3) and self.stride == (1, 1) and self.padding == (1, 1)
                 and self.dilation == (1, 1) and self.groups == 1 and self.padding_mode == "zeros"
-                and self.weight.dtype == torch.float32 and self.in_channels >= MIN_CHANNELS)
+                and self.weight.dtype == torch.float32
+                and self.in_channels >= self.accel_settings().winograd_min_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         m = 0
@@ -166,7 +171,7 @@ class Conv2d(nn.Conv2d):
             torch.bfloat16, torch.float16)  # the convolution runs in that dtype: oneDNN's direct one (AMX)
         if (self.winograd_shape() and not low_precision
                 and not (torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad))):
-            m = tile_size(x, self.in_channels, 3, per_call_weight=True)
+            m = tile_size(x, self.in_channels, 3, self.accel_settings(), per_call_weight=True)
         if not m:
             return super().forward(x)
         u = transform_weight(self.weight.detach(), m)

@@ -1,0 +1,95 @@
+"""Which accelerated form each operation of the generator takes: one explicit :class:`Settings` object, chosen per
+device and dtype in one place (:func:`settings_for`).
+
+Every choice here changes only speed and rounding: each accelerated form computes the reference arithmetic of
+:mod:`gantune.core` (tests compare every path with it). The figures behind the defaults are in docs/performance.md
+and docs/gpu.md.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import torch
+
+PER_IMAGE_MODES = ("grouped", "loop", "auto", "compiled")
+UPSAMPLE_MODES = ("transposed", "phases", "auto")
+LAYOUT_MODES = ("nchw", "channels_last", "compiled")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The accelerated paths a generator (and :class:`gantune.accel.Conv2d`) may take. The defaults are the
+    reference paths; :func:`settings_for` gives the measured choice for a device and dtype."""
+
+    # CPU without autograd over a batch: the modulation folded into one weight per image, one oneDNN convolution per
+    # image with the bias, noise, activation and skip sum in its output pass (:mod:`gantune.accel.folded`)
+    folded: bool = False
+    # CPU float32 3x3 stride-1 convolutions by Winograd F(2x2)/F(4x4) where :func:`winograd.tile_size` says faster
+    winograd: bool = False
+    winograd_min_channels: int = 128  # input channels below which the direct convolution won at every map size
+    winograd_max_map: int = 256 * 128 * 128  # input elements (C·H·W) above which the transformed maps are memory-bound
+    # the skip branch's 2x binomial upsampling as two 1-D passes (CPU: the depthwise 4x4 convolution is slow there)
+    separable_upsample: bool = False
+    # layout of the synthesis maps when the generator's own setting is None and the pass records no gradients:
+    # "nchw", "channels_last", or "compiled" (channels-last under torch.compile only)
+    layout: str = "nchw"
+    # per-image weights without autograd: "grouped" (one grouped convolution, groups = B), "loop" (one batch-1
+    # convolution per image on channels-last maps), "auto" (loop on maps of per_image_loop_min_hw pixels or more),
+    # "compiled" ("auto" under torch.compile, else "grouped")
+    per_image_conv: str = "grouped"
+    per_image_loop_min_hw: int = 32 * 32
+    # an upsampling layer's transposed 3x3 convolution + 4x4 blur: "transposed" (the reference), "phases" (the blur
+    # folded into four phase kernels of one ordinary convolution, interleaved by pixel_shuffle), "auto" (phases at
+    # batch >= phases_min_batch_half in bf16/fp16, >= phases_min_batch_tf32 in float32 with TF32 on)
+    upsample: str = "transposed"
+    phases_min_batch_half: int = 4
+    phases_min_batch_tf32: int = 8
+    # noise added per image by one multi-tensor launch (CUDA: the broadcast add runs an unvectorised kernel)
+    noise_foreach: bool = False
+
+    def __post_init__(self) -> None:
+        for name, value, allowed in (("per_image_conv", self.per_image_conv, PER_IMAGE_MODES),
+                                     ("upsample", self.upsample, UPSAMPLE_MODES), ("layout", self.layout, LAYOUT_MODES)):
+            if value not in allowed:
+                raise ValueError(f"Settings.{name} must be one of {', '.join(allowed)}; got {value!r}")
+
+
+REFERENCE = Settings()
+
+
+@functools.cache
+def native_bf16_cpu() -> bool:
+    """Whether this CPU computes bf16 in hardware (AVX512-BF16 or AMX); elsewhere oneDNN emulates it."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+@functools.cache
+def onednn_pointwise_available() -> bool:
+    """Whether oneDNN's convolution with a fused output pass (the folded path's kernel) is in this torch build."""
+    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise_")
+
+
+@functools.cache
+def settings_for(device_type: str, dtype: torch.dtype = torch.float32) -> Settings:
+    """The measured choice for a device type ("cpu", "cuda", ...) and compute dtype: the one place where gantune
+    decides how a generator computes.
+
+    * CPU: the folded path in float32, and in bfloat16 where the CPU has it in hardware (an AMX Xeon, 1024 px render
+      with offsets: 466 ms against 721 ms unfolded, and closer to float32); Winograd for wide 3x3 layers;
+      channels-last maps; the separable skip upsampling.
+    * CUDA: per-image convolutions looped under torch.compile, phase upsampling at larger batches, the multi-tensor
+      noise add, channels-last maps under torch.compile only (eager measured as fast NCHW).
+    * Anything else: the reference paths.
+    """
+    if device_type == "cpu":
+        folded = onednn_pointwise_available() and (
+            dtype == torch.float32 or (dtype == torch.bfloat16 and native_bf16_cpu()))
+        return Settings(folded=folded, winograd=True, separable_upsample=True, layout="channels_last")
+    if device_type == "cuda":
+        return Settings(layout="compiled", per_image_conv="compiled", upsample="auto", noise_foreach=True)
+    return REFERENCE
