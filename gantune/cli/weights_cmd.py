@@ -386,7 +386,7 @@ def import_command(
 
     Example: gantune weights import stylegan2-ffhq-config-f.pt -o ffhq-1024.safetensors
     """
-    from ..weights import detect_format, load_generator_file, save_native
+    from ..weights import identify_file, load_generator_file, save_native
     from ..weights.download import file_sha256, registry_name_for, resolve
 
     from ..errors import InputError
@@ -398,7 +398,7 @@ def import_command(
     src = resolve(file)
     if out_path.exists() and out_path.resolve() == Path(src).resolve():
         raise InputError(f"-o {out_path} is the input file", "gantune never writes over its input; choose another -o")
-    fmt = detect_format(src)
+    fmt = identify_file(src)[0]
     G, ginfo = load_generator_file(src, "cpu")  # raises a one-line WeightsError for files without a generator
     meta = {"source_file": src.name, "source_format": fmt, "source_sha256": ginfo.get("sha256") or file_sha256(src),
             "registry_name": registry_name_for(file) or registry_name_for(src),

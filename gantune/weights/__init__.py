@@ -6,8 +6,9 @@ Public API::
     resolve(spec) -> Path                 spec = registry name, local path, or http(s)/file URL
     fetch(entry_or_url, sha256=None, progress=True) -> Path
     load_generator(spec, device="cpu") -> (Generator, info)   info: name, sha256, path, format, ...
-    detect_format(path), load_generator_file(path, device), save_native(G, path, meta=), load_native(path),
-    safe_torch_load(path), from_rosinality_state_dict(sd, latent_avg=None), to_rosinality_state_dict(G)
+    identify_file(path) -> (format, description)   load_generator_file(path, device)
+    save_native(G, path, meta=), load_native(path), safe_torch_load(path),
+    from_rosinality_state_dict(sd, latent_avg=None), to_rosinality_state_dict(G)
 
 Nothing here touches the network on import. File hashes: :func:`gantune.io.hashing.sha256_file`.
 """
@@ -26,7 +27,7 @@ from .download import (
     url_cache_path,
     weights_dir,
 )
-from .formats import detect_format, load_generator_file
+from .formats import identify_file, load_generator_file
 from .native import load_native, save_native
 from .registry import KINDS, Entry, entries, get, load_registry
 from .rosinality import from_rosinality_state_dict, to_rosinality_state_dict
@@ -36,13 +37,13 @@ __all__ = [
     "KINDS",
     "Entry",
     "cache_path",
-    "detect_format",
     "entries",
     "fetch",
     "file_sha256",
     "from_rosinality_state_dict",
     "get",
     "home",
+    "identify_file",
     "is_offline",
     "load_ada",
     "load_generator",

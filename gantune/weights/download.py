@@ -663,7 +663,7 @@ def load_generator(spec: str | os.PathLike, device="cpu", *, progress: bool = Tr
     """
     path = resolve(spec, progress=progress)
     name = registry_name_for(spec) or registry_name_for(path)
-    fmt = formats.detect_format(path)
+    fmt = formats.identify_file(path)[0]
     if fmt == "native":
         G, info = formats.load_generator_file(path, device, hash_file=False)
         info = dict(info)
