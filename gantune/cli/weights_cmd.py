@@ -47,7 +47,7 @@ def _size(n: int) -> str:
 
 def _local_state(entry) -> tuple[str, Path | None]:
     """('package' | 'cached' | 'partial' | 'no', local path or None)."""
-    from ..weights.download import cache_path
+    from ..weights.cache import cache_path, part_path
 
     pkg = entry.package_path()
     if pkg is not None:
@@ -55,8 +55,7 @@ def _local_state(entry) -> tuple[str, Path | None]:
     p = cache_path(entry)
     if p.is_file():
         return "cached", p
-    part = p.with_name(p.name + (f".{entry.compression}" if entry.compression else "") + ".part")
-    if part.is_file():
+    if part_path(p, entry.compression).is_file():
         return "partial", None
     return "no", None
 
@@ -109,7 +108,7 @@ def fetch_command(
     Example: gantune weights fetch ffhq-1024 w-encoder-ffhq hyperstyle-ffhq
     """
     from ..weights import fetch, get
-    from ..weights.download import is_url
+    from ..weights.http import is_url
 
     failed = 0
     for name in names:
@@ -138,7 +137,7 @@ def verify_command(
     """
     from ..weights import entries, get
     from ..io.hashing import sha256_file
-    from ..weights.download import read_sidecar, write_sidecar
+    from ..weights.checksums import read_sidecar, write_sidecar
 
     out = _out()
     targets = []
@@ -311,7 +310,7 @@ def info_command(
             out.print(f"url:           {u}")
         out.print(f"sha256:        {e.sha256 or '(unknown) ' + e.sha256_note}")
         if path is None:
-            from ..weights.download import cache_path
+            from ..weights.cache import cache_path
 
             out.print(f"local:         not cached (gantune weights fetch {e.name}; or place it at {cache_path(e)})")
             return
@@ -387,7 +386,8 @@ def import_command(
     Example: gantune weights import stylegan2-ffhq-config-f.pt -o ffhq-1024.safetensors
     """
     from ..weights import identify_file, load_generator_file, save_native
-    from ..weights.download import file_sha256, registry_name_for, resolve
+    from ..weights.checksums import file_sha256
+    from ..weights.download import registry_name_for, resolve
 
     from ..errors import InputError
 

@@ -16,18 +16,11 @@ Nothing here touches the network on import. File hashes: :func:`gantune.io.hashi
 from __future__ import annotations
 
 from .ada import load_ada, read_ada_pickle
-from .download import (
-    cache_path,
-    fetch,
-    file_sha256,
-    home,
-    is_offline,
-    load_generator,
-    resolve,
-    url_cache_path,
-    weights_dir,
-)
+from .cache import cache_path, home, url_cache_path, weights_dir
+from .checksums import file_sha256
+from .download import fetch, load_generator, resolve
 from .formats import identify_file, load_generator_file
+from .http import is_offline
 from .native import load_native, save_native
 from .registry import KINDS, Entry, entries, get, load_registry
 from .rosinality import from_rosinality_state_dict, to_rosinality_state_dict
