@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from gantune.errors import OfflineError, WeightsError
+from gantune.weights import cache, checksums
 from gantune.weights import download as dl
 from gantune.weights.registry import Entry
 
@@ -111,10 +112,10 @@ def test_file_url_with_correct_sha_lands_in_cache(tmp_path, _isolated_home):
     src.write_bytes(PAYLOAD)
     url = src.as_uri()
     got = dl.fetch(url, sha256=SHA, progress=False)
-    assert got == dl.url_cache_path(url)
+    assert got == cache.url_cache_path(url)
     assert got.read_bytes() == PAYLOAD
     assert str(got).startswith(str(_isolated_home))
-    assert dl.sidecar(got).read_text().split()[0] == SHA
+    assert checksums.sidecar(got).read_text().split()[0] == SHA
     assert not list(got.parent.glob("*.part"))
     # resolve() of the same URL answers from the cache, even when the source is gone
     src.unlink()
@@ -135,8 +136,8 @@ def test_unknown_sha_is_recorded_and_said(tmp_path, capsys):
     src = tmp_path / "src.bin"
     src.write_bytes(PAYLOAD)
     got = dl.fetch(_entry([src.as_uri()]), progress=True)
-    assert got == dl.cache_path(_entry([src.as_uri()]))
-    assert dl.read_sidecar(got) == SHA
+    assert got == cache.cache_path(_entry([src.as_uri()]))
+    assert checksums.read_sidecar(got) == SHA
     assert SHA in capsys.readouterr().err
     # a second fetch trusts the record and does not touch the source
     src.unlink()
@@ -145,7 +146,7 @@ def test_unknown_sha_is_recorded_and_said(tmp_path, capsys):
 
 def test_file_placed_by_hand_is_checked_against_registry(tmp_path):
     e = _entry(["file:///nonexistent/x"], sha256=SHA)
-    target = dl.cache_path(e)
+    target = cache.cache_path(e)
     target.parent.mkdir(parents=True)
     target.write_bytes(b"not the file")
     with pytest.raises(WeightsError, match="sha256 mismatch"):
@@ -153,7 +154,7 @@ def test_file_placed_by_hand_is_checked_against_registry(tmp_path):
     target.write_bytes(PAYLOAD)
     os.utime(target)
     assert dl.fetch(e, progress=False) == target
-    assert dl.read_sidecar(target) == SHA
+    assert checksums.read_sidecar(target) == SHA
 
 
 def test_bz2_entry_is_unpacked_and_the_unpacked_sha_checked(tmp_path, _isolated_home):
@@ -193,9 +194,9 @@ def test_interrupted_download_is_resumed_with_range(_isolated_home):
         with pytest.raises(WeightsError) as ei:
             dl.fetch(e, progress=False)
         assert "resumes" in ei.value.one_line()
-        part = dl.cache_path(e).with_name("thing.bin.part")
+        part = cache.cache_path(e).with_name("thing.bin.part")
         assert part.stat().st_size == 100_000
-        assert not dl.cache_path(e).exists()  # a partial file is never in place
+        assert not cache.cache_path(e).exists()  # a partial file is never in place
         got = dl.fetch(e, progress=False)
     assert got.read_bytes() == PAYLOAD
     assert srv.log[1] == ("bytes=100000-", 206, len(PAYLOAD) - 100_000)
@@ -205,7 +206,7 @@ def test_interrupted_download_is_resumed_with_range(_isolated_home):
 def test_server_that_ignores_range_restarts_from_zero():
     with _Server(PAYLOAD, ranges=False) as srv:
         e = _entry([srv.url], sha256=SHA)
-        part = dl.cache_path(e).with_name("thing.bin.part")
+        part = cache.cache_path(e).with_name("thing.bin.part")
         part.parent.mkdir(parents=True)
         part.write_bytes(b"x" * 50_000)  # stale bytes that must not end up in the file
         got = dl.fetch(e, progress=False)
@@ -216,7 +217,7 @@ def test_server_that_ignores_range_restarts_from_zero():
 def test_stale_part_with_honoured_range_fails_hash_then_restarts():
     with _Server(PAYLOAD) as srv:
         e = _entry([srv.url], sha256=SHA)
-        part = dl.cache_path(e).with_name("thing.bin.part")
+        part = cache.cache_path(e).with_name("thing.bin.part")
         part.parent.mkdir(parents=True)
         part.write_bytes(b"y" * 50_000)  # same length as a real prefix, wrong content
         got = dl.fetch(e, progress=False)
@@ -253,7 +254,7 @@ def test_offline_env_names_file_url_and_place(monkeypatch):
     with pytest.raises(OfflineError) as ei:
         dl.fetch(e, progress=False)
     msg = ei.value.one_line()
-    assert "thing.bin" in msg and "https://example.org/w/thing.bin" in msg and str(dl.cache_path(e)) in msg
+    assert "thing.bin" in msg and "https://example.org/w/thing.bin" in msg and str(cache.cache_path(e)) in msg
     assert "\n" not in msg
 
 
@@ -265,7 +266,7 @@ def test_unreachable_host_is_offline_error():
     e = _entry([f"http://127.0.0.1:{port}/thing.bin"])
     with pytest.raises(OfflineError) as ei:
         dl.fetch(e, progress=False)
-    assert str(dl.cache_path(e)) in ei.value.one_line()
+    assert str(cache.cache_path(e)) in ei.value.one_line()
 
 
 # --- resolve ---------------------------------------------------------------------------------------------------------
@@ -284,10 +285,10 @@ def test_resolve_paths_and_names(tmp_path):
 def test_cache_dir_defaults(monkeypatch, tmp_path):
     monkeypatch.delenv("GANTUNE_HOME")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert dl.home() == tmp_path / "xdg" / "gantune"
+    assert cache.home() == tmp_path / "xdg" / "gantune"
     monkeypatch.delenv("XDG_CACHE_HOME")
     monkeypatch.setenv("HOME", str(tmp_path / "h"))
-    assert dl.home() == tmp_path / "h" / ".cache" / "gantune"
+    assert cache.home() == tmp_path / "h" / ".cache" / "gantune"
 
 
 # --- load_generator ------------------------------------------------------------------------------------------------
@@ -301,7 +302,7 @@ def test_load_generator_converts_once_and_reports_sha(tiny_G, tmp_path, monkeypa
     G, info = dl.load_generator(str(src))
     assert info["sha256"] == hashlib.sha256(src.read_bytes()).hexdigest()
     assert info["name"] is None
-    conv = dl.converted_path(info["sha256"], src)
+    conv = cache.converted_path(info["sha256"], src)
     assert conv.is_file()
     for k, v in tiny_G.state_dict().items():
         torch.testing.assert_close(G.state_dict()[k], v, rtol=0, atol=0)

@@ -20,6 +20,7 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from gantune.errors import OfflineError, WeightsError
+from gantune.weights import checksums, gdrive
 from gantune.weights import download as dl
 from gantune.weights.registry import Entry
 
@@ -163,16 +164,16 @@ def test_virus_scan_form_is_confirmed_and_file_verified(drive, _isolated_home):
     assert paths[0] == f"/uc?id={FID}" and paths[-1].startswith("/download?")
     assert f"uuid={sim.uuid}" in paths[-1] and "confirm=t" in paths[-1]
     assert _cache_files(_isolated_home) == ["hyperstyle_ffhq.pt", "hyperstyle_ffhq.pt.sha256"]  # no .part left
-    assert dl.read_sidecar(path) == SHA
+    assert checksums.read_sidecar(path) == SHA
 
 
 def test_unknown_sha_is_recorded_on_first_download_and_checked_after(drive, _isolated_home, capsys):
     drive()
     path = dl.fetch(_entry(sha256=""), progress=True)
-    assert dl.read_sidecar(path) == SHA and "recorded" in capsys.readouterr().err
+    assert checksums.read_sidecar(path) == SHA and "recorded" in capsys.readouterr().err
     # later: a file changed behind the cache's back no longer matches what was recorded
     path.write_bytes(b"x" + PAYLOAD[1:])
-    os.utime(dl.sidecar(path), ns=(0, 0))  # the record is now older than the file
+    os.utime(checksums.sidecar(path), ns=(0, 0))  # the record is now older than the file
     with pytest.raises(WeightsError):
         dl.fetch(_entry(sha256=SHA), progress=False)
 
@@ -203,7 +204,7 @@ def test_interrupted_transfer_is_resumed_within_the_call(drive, _isolated_home):
 
 
 def test_interrupted_transfer_resumes_on_the_next_run(drive, _isolated_home, monkeypatch):
-    monkeypatch.setattr(dl, "DRIVE_RETRIES", 0)
+    monkeypatch.setattr(gdrive, "DRIVE_RETRIES", 0)
     sim = drive(cut=1)
     with pytest.raises(WeightsError) as e:
         dl.fetch(_entry(), progress=False)
@@ -231,7 +232,7 @@ def test_no_network_is_an_offline_error(monkeypatch, _isolated_home, retries):
         return sess
 
     monkeypatch.setattr(gd.requests, "session", session)
-    monkeypatch.setattr(dl, "DRIVE_RETRIES", retries)
+    monkeypatch.setattr(gdrive, "DRIVE_RETRIES", retries)
     with pytest.raises(OfflineError) as e:
         dl.fetch(_entry(), progress=False)
     assert "hyperstyle_ffhq.pt" in e.value.one_line()

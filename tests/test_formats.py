@@ -13,7 +13,7 @@ from safetensors.torch import save_file
 
 from conftest import read_keys
 from gantune.errors import WeightsError
-from gantune.weights.formats import detect_format, load_generator_file
+from gantune.weights.formats import identify_file, load_generator_file
 from gantune.weights.native import save_native
 from gantune.weights.rosinality import to_rosinality_state_dict
 from gantune.weights.safe_pickle import safe_torch_load
@@ -87,18 +87,18 @@ def test_detect_each_kind(files, tmp_path):
         "w-encoder": "w-encoder", "e4e": "e4e", "restyle-e4e": "restyle-e4e",
     }
     for name, fmt in expected.items():
-        assert detect_format(files[name]) == fmt, name
+        assert identify_file(files[name])[0] == fmt, name
     from support import TINY, random_rosinality, rosinality_layout, rosinality_to_ada, write_ada_pickle
 
     ada = rosinality_to_ada(random_rosinality(rosinality_layout(**TINY)), 32, 3, torch.zeros(16))
     write_ada_pickle(tmp_path / "net.pkl", ada, z_dim=16, n_mlp=3, res=32)
-    assert detect_format(tmp_path / "net.pkl") == "ada-pkl"
+    assert identify_file(tmp_path / "net.pkl")[0] == "ada-pkl"
     (tmp_path / "junk.bin").write_bytes(bytes(range(256)) * 10)
     save_file({"x": torch.zeros(2)}, str(tmp_path / "plain.safetensors"))
     torch.save({"model": {"w": torch.zeros(2)}}, tmp_path / "other.pt")
     (tmp_path / "text.txt").write_text("hello")
     for name in ("junk.bin", "plain.safetensors", "other.pt", "text.txt"):
-        assert detect_format(tmp_path / name) == "unknown", name
+        assert identify_file(tmp_path / name)[0] == "unknown", name
 
 
 def test_detection_does_not_need_tensor_data(files, tmp_path):
@@ -119,7 +119,7 @@ def test_detection_does_not_need_tensor_data(files, tmp_path):
         _Skip(bio).load()
     cut = tmp_path / "cut.pt"
     cut.write_bytes(src[: bio.tell()])
-    assert detect_format(cut) == "rosinality"
+    assert identify_file(cut)[0] == "rosinality"
     with pytest.raises(WeightsError, match="not a readable"):
         safe_torch_load(cut)
 
@@ -128,7 +128,7 @@ def test_detection_does_not_need_tensor_data(files, tmp_path):
 def test_load_generator_file_with_w_avg(files, tiny_G, name):
     G, info = load_generator_file(files[name])
     assert _same_params(G, tiny_G, skip=())
-    assert info["format"] == detect_format(files[name])
+    assert info["format"] == identify_file(files[name])[0]
     assert info["sha256"] == hashlib.sha256(files[name].read_bytes()).hexdigest()
     assert info["architecture"] == tiny_G.cfg.describe() and info["w_avg_computed"] is False
     if name == "hyperstyle":

@@ -64,7 +64,7 @@ def test_checkpoint_formats_are_the_detected_names():
     shipped = [e for e in reg.values() if e.format in formats.FORMATS and e.package_path() is not None]
     assert {e.format for e in shipped} >= {"native", "hyperstyle", "w-encoder"}
     for e in shipped:
-        assert formats.detect_format(e.package_path()) == e.format, e.name
+        assert formats.identify_file(e.package_path())[0] == e.format, e.name
 
 
 def test_published_urls_are_written_as_published():

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from gantune.io import hashing
+from gantune.weights import cache
 from gantune.weights import download as dl
 
 def test_hash_is_remembered_by_path_size_mtime(tmp_path, _isolated_home):
@@ -58,7 +59,7 @@ def test_user_checkpoint_is_converted_into_the_cache_not_beside_it(tiny_G, tmp_p
     sha = hashlib.sha256(src.read_bytes()).hexdigest()
     conv = Path(info["converted"])
     assert conv.parent == _isolated_home / "converted" and conv.name.startswith(sha[:32])
-    assert conv == dl.converted_path(sha, src)
+    assert conv == cache.converted_path(sha, src)
     err = capsys.readouterr().err
     assert err.count(str(conv)) == 1 and "converted" in err  # said once, with the place
     for k, v in tiny_G.state_dict().items():

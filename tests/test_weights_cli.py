@@ -10,7 +10,7 @@ import torch
 from typer.testing import CliRunner
 
 from gantune.cli.app import app, main
-from gantune.weights import download as dl
+from gantune.weights import cache
 
 runner = CliRunner()
 
@@ -113,7 +113,7 @@ def test_fetch_and_verify(tmp_path, monkeypatch):
     _private_registry(tmp_path, monkeypatch, payload, sha)
     r = _run("weights", "fetch", "-q", "blob")
     assert r.exit_code == 0, r.output
-    cached = dl.weights_dir() / "blob.pt"
+    cached = cache.weights_dir() / "blob.pt"
     assert r.output.strip() == f"blob\t{cached}"
     r = _run("weights", "verify", "blob")
     assert r.exit_code == 0 and f"ok        blob  {sha}" in r.output

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -47,7 +46,7 @@ def _size(n: int) -> str:
 
 def _local_state(entry) -> tuple[str, Path | None]:
     """('package' | 'cached' | 'partial' | 'no', local path or None)."""
-    from ..weights.download import cache_path
+    from ..weights.cache import cache_path, part_path
 
     pkg = entry.package_path()
     if pkg is not None:
@@ -55,8 +54,7 @@ def _local_state(entry) -> tuple[str, Path | None]:
     p = cache_path(entry)
     if p.is_file():
         return "cached", p
-    part = p.with_name(p.name + (f".{entry.compression}" if entry.compression else "") + ".part")
-    if part.is_file():
+    if part_path(p, entry.compression).is_file():
         return "partial", None
     return "no", None
 
@@ -109,7 +107,7 @@ def fetch_command(
     Example: gantune weights fetch ffhq-1024 w-encoder-ffhq hyperstyle-ffhq
     """
     from ..weights import fetch, get
-    from ..weights.download import is_url
+    from ..weights.http import is_url
 
     failed = 0
     for name in names:
@@ -138,7 +136,7 @@ def verify_command(
     """
     from ..weights import entries, get
     from ..io.hashing import sha256_file
-    from ..weights.download import read_sidecar, write_sidecar
+    from ..weights.checksums import read_sidecar, write_sidecar
 
     out = _out()
     targets = []
@@ -189,98 +187,10 @@ def verify_command(
 
 
 # --- info -------------------------------------------------------------------------------------------------------------
-def _scan_torch(path: Path) -> tuple[object, dict]:
-    """(top-level object, flat {dotted key: shape (tensors) or type name}) of a torch checkpoint, read without its
-    tensor data and without executing code. Nested dicts are followed two levels deep (``state_dict.<key>``,
-    ``opts.<field>``)."""
-    from ..weights.formats import TensorInfo, skeleton
-
-    top = skeleton(path)
-    flat: dict = {}
-
-    def walk(prefix: str, o, depth: int) -> None:
-        if isinstance(o, TensorInfo):
-            flat[prefix] = o.shape
-        elif isinstance(o, Mapping) and depth < 2:
-            for k, v in o.items():
-                walk(f"{prefix}.{k}" if prefix else str(k), v, depth + 1)
-        else:
-            flat[prefix] = type(o).__name__
-
-    walk("", top, 0)
-    return top, flat
-
-
-def _top_keys(top) -> list[str]:
-    return [str(k) for k in top] if isinstance(top, Mapping) else [type(top).__name__]
-
-
-def _hyperstyle_layers(top) -> list[tuple[int, str, str]]:
-    """(official index, gantune layer name or '?', head kind) of each refinement block, from the keys. The layer
-    names come from the decoder's keys (the resolution), or from ``opts.output_size`` without a decoder."""
-    from ..core import GeneratorConfig, layer_specs
-    from ..weights.formats import hypernet_heads
-    from ..weights.keymap import strip_prefix
-    from ..weights.rosinality import infer_config
-
-    sd = top.get("state_dict") if isinstance(top, Mapping) else None
-    if not isinstance(sd, Mapping):
-        return []
-    heads = hypernet_heads(sd, "hypernet.")
-    names: dict[int, str] = {}
-    try:
-        cfg = infer_config(strip_prefix(sd, "decoder."))
-    except WeightsError:
-        opts = top.get("opts")
-        res = opts.get("output_size") if isinstance(opts, Mapping) else None
-        cfg = GeneratorConfig(resolution=res) if isinstance(res, int) and res >= 4 and not res & (res - 1) else None
-    if cfg is not None:
-        names = {s.hyperstyle_index: s.name for s in layer_specs(cfg)}
-    return [(j, names.get(j, "?"), kind) for j, kind in heads.items()]
-
-
-def _describe_generator(G, ginfo: dict, path: Path, fmt: str, out: Console) -> None:
-    cfg = G.cfg
-    out.print(f"architecture:  {cfg.describe()}")
-    out.print(f"resolution:    {cfg.resolution} px, {cfg.num_ws} w vectors")
-    out.print("channels:      " + ", ".join(f"{r}: {cfg.channels(r)}" for r in cfg.block_resolutions))
-    out.print(f"mapping:       {cfg.mapping_layers} layers, lr multiplier {cfg.mapping_lr_mul}, z {cfg.z_dim}, w {cfg.w_dim}")
-    noise_bufs = sum(1 for n, _ in G.named_buffers() if n.endswith("noise_const"))
-    out.print(f"noise:         {'on' if cfg.use_noise else 'off'} ({noise_bufs} stored noise buffers)")
-    if cfg.latent_rows:
-        out.print(f"latent:        overparameterized, {cfg.latent_rows} x {cfg.z_dim} matrix")
-    out.print(f"c_dim:         {cfg.c_dim}" + (f" (class-conditional: classes 0 to {cfg.c_dim - 1}, embedded to "
-                                                f"{cfg.embed_dim}; give --class)" if cfg.conditional else
-                                                " (unconditional)"))
-    out.print("conv_clamp:    " + ("none" if cfg.conv_clamp is None else f"±{cfg.conv_clamp:g} on every layer's output"))
-    if cfg.num_fp16_res:
-        out.print(f"fp16:          the original runs its top {cfg.num_fp16_res} resolutions in float16 on GPUs; "
-                  "gantune renders float32")
-    w_avg = _w_avg_state(ginfo, path, fmt)
-    out.print(f"w_avg:         {w_avg}")
-    n_params = sum(p.numel() for p in G.parameters())
-    out.print(f"parameters:    {n_params:,}")
-
-
-def _w_avg_state(ginfo: dict, path: Path, fmt: str) -> str:
-    """Whether the average w came with the file or had to be computed at import."""
-    meta = dict(ginfo)
-    if fmt == "native":
-        from ..weights.native import read_native_header
-
-        meta.update(read_native_header(path)[1])
-    for k in ("w_avg_computed", "latent_avg_computed"):
-        if k in meta:
-            return "computed at import (the source file had none)" if meta[k] else "from the source file"
-    if fmt in ("rosinality", "rosinality-train"):
-        try:
-            return "present in the file (latent_avg)" if "latent_avg" in _top_keys(_scan_torch(path)[0]) else \
-                "absent from the file (computed at import)"
-        except Exception:  # noqa: BLE001 - informational only
-            return "unknown"
-    if fmt == "ada-pkl":
-        return "present in the file (mapping.w_avg)"
-    return "stored" if fmt == "native" else "unknown"
+def _print_fields(out: Console, fields) -> None:
+    """``field:`` then its value, values aligned in one column."""
+    for name, value in fields:
+        out.print(f"{name}:".ljust(14) + f" {value}")
 
 
 @weights_app.command("info")
@@ -311,7 +221,7 @@ def info_command(
             out.print(f"url:           {u}")
         out.print(f"sha256:        {e.sha256 or '(unknown) ' + e.sha256_note}")
         if path is None:
-            from ..weights.download import cache_path
+            from ..weights.cache import cache_path
 
             out.print(f"local:         not cached (gantune weights fetch {e.name}; or place it at {cache_path(e)})")
             return
@@ -329,50 +239,38 @@ def info_command(
 
 
 def _describe_file(path: Path, out: Console) -> None:
-    from ..weights.formats import ACCEPTED, GENERATOR_FORMATS, WITH_DECODER, identify_file
+    from ..weights import load_generator_file
+    from ..weights.formats import ACCEPTED, GENERATOR_FORMATS, identify_file
+    from ..weights.inspect import checkpoint_contents, generator_summary
 
     fmt, desc = identify_file(path)
     if fmt == "unknown":
         raise WeightsError(desc, ACCEPTED)
     if fmt in GENERATOR_FORMATS:
-        from ..weights import load_generator_file
-
         G, ginfo = load_generator_file(path, "cpu")  # a damaged file fails here, before anything is printed
-        out.print(f"path:          {path}")
-        out.print(f"detected:      {fmt}")
-        _describe_generator(G, dict(ginfo), path, fmt, out)
+        _print_fields(out, [("path", path), ("detected", fmt)])
+        _print_fields(out, generator_summary(G, dict(ginfo), path, fmt))
         return
-    out.print(f"path:          {path}")
-    out.print(f"detected:      {fmt}")
-    out.print(f"checkpoint:    {desc}")
-    try:
-        top, flat = _scan_torch(path)
-    except Exception:  # noqa: BLE001 - informational only
+    _print_fields(out, [("path", path), ("detected", fmt), ("checkpoint", desc)])
+    contents = checkpoint_contents(path, fmt)
+    if contents is None:
         return
-    out.print(f"top level:     {', '.join(_top_keys(top))}")
-    if fmt not in WITH_DECODER:
-        n = sum(1 for v in flat.values() if isinstance(v, tuple))
-        out.print(f"tensors:       {n}")
+    _print_fields(out, [("top level", ", ".join(contents.top_level))])
+    if contents.tensors is not None:
+        _print_fields(out, [("tensors", contents.tensors)])
         return
-    opts = top.get("opts") if isinstance(top, Mapping) else None
-    if isinstance(opts, Mapping):
-        for k in ("dataset_type", "encoder_type", "output_size", "layers_to_tune"):
-            if k in opts:
-                out.print(f"opts.{k}:".ljust(14) + f" {opts[k]}")
-    layers = _hyperstyle_layers(top)
-    if fmt == "hyperstyle" or layers:
-        out.print(f"tuned layers:  {len(layers)} (from the keys)")
-        for j, name, kind in layers:
+    _print_fields(out, [(f"opts.{k}", v) for k, v in contents.opts.items()])
+    if contents.tuned_layers is not None:
+        _print_fields(out, [("tuned layers", f"{len(contents.tuned_layers)} (from the keys)")])
+        for j, name, kind in contents.tuned_layers:
             out.print(f"  {j:>3}  {name:<12} {kind}")
-    from ..weights import load_generator_file
-
     try:
         G, ginfo = load_generator_file(path, "cpu")
     except GantuneError as e:
-        out.print(f"decoder:       not readable ({e.one_line()})")
+        _print_fields(out, [("decoder", f"not readable ({e.one_line()})")])
         return
     out.print("decoder (generator stored in the checkpoint):")
-    _describe_generator(G, dict(ginfo), path, fmt, out)
+    _print_fields(out, generator_summary(G, dict(ginfo), path, fmt))
 
 
 # --- import -----------------------------------------------------------------------------------------------------------
@@ -386,8 +284,9 @@ def import_command(
 
     Example: gantune weights import stylegan2-ffhq-config-f.pt -o ffhq-1024.safetensors
     """
-    from ..weights import detect_format, load_generator_file, save_native
-    from ..weights.download import file_sha256, registry_name_for, resolve
+    from ..weights import identify_file, load_generator_file, save_native
+    from ..weights.checksums import file_sha256
+    from ..weights.download import registry_name_for, resolve
 
     from ..errors import InputError
 
@@ -398,7 +297,7 @@ def import_command(
     src = resolve(file)
     if out_path.exists() and out_path.resolve() == Path(src).resolve():
         raise InputError(f"-o {out_path} is the input file", "gantune never writes over its input; choose another -o")
-    fmt = detect_format(src)
+    fmt = identify_file(src)[0]
     G, ginfo = load_generator_file(src, "cpu")  # raises a one-line WeightsError for files without a generator
     meta = {"source_file": src.name, "source_format": fmt, "source_sha256": ginfo.get("sha256") or file_sha256(src),
             "registry_name": registry_name_for(file) or registry_name_for(src),

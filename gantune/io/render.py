@@ -12,7 +12,7 @@ import torch
 from torch.func import functional_call
 
 from ..errors import InputError
-from ..weights.download import is_url
+from ..weights.http import is_url
 from .record import InversionRecord, RecordError, check_record_class
 
 

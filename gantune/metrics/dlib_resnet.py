@@ -141,6 +141,26 @@ def read_dat(path: str | Path) -> DlibNet:
         raise WeightsError(f"{path}: cannot read ({e.strerror})") from None
     r = _Reader(data, path)
     ops = architecture()
+    means, input_version = _read_stack(r, ops)
+    params: list[dict] = []
+    channels = 3
+    for op in ops:
+        if op[0] in ("tag", "skip"):
+            params.append({})
+            continue
+        p, channels = _read_layer(r, op, channels)
+        r.bookkeeping()  # three bools, x_grad, cached_output, params_grad (grad_final for the first layer)
+        if not params and input_version == 3:
+            r.int()  # sample expansion factor
+        params.append(p)
+    if r.i != len(data):
+        r.fail(f"{len(data) - r.i} bytes left over")
+    return DlibNet(means, ops, params)
+
+
+def _read_stack(r: _Reader, ops: list[tuple]) -> tuple[tuple[float, float, float], int]:
+    """The loss layer, the wrapper versions and the input layer, checked against ``ops``: (input means, the input
+    add_layer's version)."""
     if r.int() != 1 or r.string() not in ("loss_metric_", "loss_metric_2"):
         r.fail("no loss_metric layer at the top")
     r.float(), r.float()  # margin, distance threshold: training settings, unused here
@@ -156,75 +176,83 @@ def read_dat(path: str | Path) -> DlibNet:
     means = (r.float(), r.float(), r.float())
     if (r.int(), r.int()) != (CHIP_SIZE, CHIP_SIZE):
         r.fail("input size is not 150×150")
-    params: list[dict] = []
-    channels = 3
-    for op in ops:
-        kind = op[0]
-        if kind in ("tag", "skip"):
-            params.append({})
-            continue
-        name = r.string()
-        p: dict = {}
-        if kind == "con":
-            if name not in ("con_4", "con_5"):
-                r.fail(f"expected a con layer, found {name!r}")
-            flat = r.tensor().reshape(-1)
-            n, nr, nc, sy, sx, py, px = (r.int() for _ in range(7))
-            filt, bias = r.alias(), r.alias()
-            for _ in range(4):
-                r.float()  # learning-rate and weight-decay multipliers
-            use_bias = r.bool() if name == "con_5" else True
-            want_pad = 0 if op[3] != 1 else op[2] // 2
-            if (n, nr, nc, sy, sx, py, px) != (op[1], op[2], op[2], op[3], op[3], want_pad, want_pad) \
-                    or filt != (n, channels, nr, nc) or bias not in ((1, n, 1, 1), (0, 0, 0, 0)) \
-                    or flat.size != int(np.prod(filt)) + (n if use_bias else 0):
-                r.fail(f"con layer shape {(n, nr, nc, sy, sx, py, px)}, filters {filt}")
-            size = int(np.prod(filt))
-            p = {"weight": flat[:size].reshape(filt), "bias": flat[size:size + n] if use_bias else np.zeros(n, np.float32),
-                 "stride": sy, "padding": py}
-            channels = n
-        elif kind == "affine":
-            if name != "affine_":
-                r.fail(f"expected an affine layer, found {name!r}")
-            flat = r.tensor().reshape(-1)
-            g, b = r.alias(), r.alias()
-            mode = r.int()
-            if mode != 0 or g != (1, channels, 1, 1) or b != g or flat.size != 2 * channels:
-                r.fail(f"affine layer mode {mode}, gamma {g}")
-            p = {"gamma": flat[:channels], "beta": flat[channels:]}
-        elif kind in ("max_pool", "avg_pool"):
-            if name != f"{kind}_2":
-                r.fail(f"expected a {kind} layer, found {name!r}")
-            nr, nc, sy, sx, py, px = (r.int() for _ in range(6))
-            if (nr, nc, sy, sx, py, px) != (op[1], op[1], op[2], op[2], 0, 0):
-                r.fail(f"{kind} window {(nr, nc)}, stride {(sy, sx)}, padding {(py, px)}")
-            p = {"window": nr, "stride": sy}
-        elif kind == "relu":
-            if name != "relu_":
-                r.fail(f"expected a relu layer, found {name!r}")
-        elif kind == "add_prev":
-            if name != "add_prev_":
-                r.fail(f"expected an add_prev layer, found {name!r}")
-        elif kind == "fc":
-            if name != "fc_2":
-                r.fail(f"expected an fc layer, found {name!r}")
-            n_out, n_in = r.int(), r.int()
-            flat = r.tensor().reshape(-1)
-            w, b = r.alias(), r.alias()
-            bias_mode = r.int()
-            for _ in range(4):
-                r.float()
-            if (n_out, n_in) != (op[1], channels) or w != (n_in, n_out, 1, 1) or bias_mode != 1 or flat.size != n_in * n_out:
-                r.fail(f"fc layer {n_in}→{n_out}, weights {w}, bias mode {bias_mode}")
-            p = {"weight": flat.reshape(n_in, n_out)}  # output = input · W (dlib's fc_)
-            channels = n_out
-        r.bookkeeping()  # three bools, x_grad, cached_output, params_grad (grad_final for the first layer)
-        if not params and input_version == 3:
-            r.int()  # sample expansion factor
-        params.append(p)
-    if r.i != len(data):
-        r.fail(f"{len(data) - r.i} bytes left over")
-    return DlibNet(means, ops, params)
+    return means, input_version
+
+
+_LAYER_NAMES = {  # op kind -> (dlib's names for the layer, how an error calls it)
+    "con": (("con_4", "con_5"), "a con"),
+    "affine": (("affine_",), "an affine"),
+    "max_pool": (("max_pool_2",), "a max_pool"),
+    "avg_pool": (("avg_pool_2",), "a avg_pool"),
+    "relu": (("relu_",), "a relu"),
+    "add_prev": (("add_prev_",), "an add_prev"),
+    "fc": (("fc_2",), "an fc"),
+}
+
+
+def _read_layer(r: _Reader, op: tuple, channels: int) -> tuple[dict, int]:
+    """One layer's details, checked against its op: (its parameters, the channels after it)."""
+    kind = op[0]
+    name = r.string()
+    names, what = _LAYER_NAMES[kind]
+    if name not in names:
+        r.fail(f"expected {what} layer, found {name!r}")
+    if kind == "con":
+        return _read_con(r, op, name, channels)
+    if kind == "affine":
+        return _read_affine(r, channels), channels
+    if kind in ("max_pool", "avg_pool"):
+        return _read_pool(r, op), channels
+    if kind == "fc":
+        return _read_fc(r, op, channels)
+    return {}, channels  # relu, add_prev: no parameters
+
+
+def _read_con(r: _Reader, op: tuple, name: str, channels: int) -> tuple[dict, int]:
+    flat = r.tensor().reshape(-1)
+    n, nr, nc, sy, sx, py, px = (r.int() for _ in range(7))
+    filt, bias = r.alias(), r.alias()
+    for _ in range(4):
+        r.float()  # learning-rate and weight-decay multipliers
+    use_bias = r.bool() if name == "con_5" else True
+    want_pad = 0 if op[3] != 1 else op[2] // 2
+    if (n, nr, nc, sy, sx, py, px) != (op[1], op[2], op[2], op[3], op[3], want_pad, want_pad) \
+            or filt != (n, channels, nr, nc) or bias not in ((1, n, 1, 1), (0, 0, 0, 0)) \
+            or flat.size != int(np.prod(filt)) + (n if use_bias else 0):
+        r.fail(f"con layer shape {(n, nr, nc, sy, sx, py, px)}, filters {filt}")
+    size = int(np.prod(filt))
+    p = {"weight": flat[:size].reshape(filt), "bias": flat[size:size + n] if use_bias else np.zeros(n, np.float32),
+         "stride": sy, "padding": py}
+    return p, n
+
+
+def _read_affine(r: _Reader, channels: int) -> dict:
+    flat = r.tensor().reshape(-1)
+    g, b = r.alias(), r.alias()
+    mode = r.int()
+    if mode != 0 or g != (1, channels, 1, 1) or b != g or flat.size != 2 * channels:
+        r.fail(f"affine layer mode {mode}, gamma {g}")
+    return {"gamma": flat[:channels], "beta": flat[channels:]}
+
+
+def _read_pool(r: _Reader, op: tuple) -> dict:
+    kind = op[0]
+    nr, nc, sy, sx, py, px = (r.int() for _ in range(6))
+    if (nr, nc, sy, sx, py, px) != (op[1], op[1], op[2], op[2], 0, 0):
+        r.fail(f"{kind} window {(nr, nc)}, stride {(sy, sx)}, padding {(py, px)}")
+    return {"window": nr, "stride": sy}
+
+
+def _read_fc(r: _Reader, op: tuple, channels: int) -> tuple[dict, int]:
+    n_out, n_in = r.int(), r.int()
+    flat = r.tensor().reshape(-1)
+    w, _ = r.alias(), r.alias()  # weights, bias (fc_no_bias: the bias is not used)
+    bias_mode = r.int()
+    for _ in range(4):
+        r.float()
+    if (n_out, n_in) != (op[1], channels) or w != (n_in, n_out, 1, 1) or bias_mode != 1 or flat.size != n_in * n_out:
+        r.fail(f"fc layer {n_in}→{n_out}, weights {w}, bias mode {bias_mode}")
+    return {"weight": flat.reshape(n_in, n_out)}, n_out  # output = input · W (dlib's fc_)
 
 
 # --- the torch network ---------------------------------------------------------------------------------------------------

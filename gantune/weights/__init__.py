@@ -6,8 +6,9 @@ Public API::
     resolve(spec) -> Path                 spec = registry name, local path, or http(s)/file URL
     fetch(entry_or_url, sha256=None, progress=True) -> Path
     load_generator(spec, device="cpu") -> (Generator, info)   info: name, sha256, path, format, ...
-    detect_format(path), load_generator_file(path, device), save_native(G, path, meta=), load_native(path),
-    safe_torch_load(path), from_rosinality_state_dict(sd, latent_avg=None), to_rosinality_state_dict(G)
+    identify_file(path) -> (format, description)   load_generator_file(path, device)
+    save_native(G, path, meta=), load_native(path), safe_torch_load(path),
+    from_rosinality_state_dict(sd, latent_avg=None), to_rosinality_state_dict(G)
 
 Nothing here touches the network on import. File hashes: :func:`gantune.io.hashing.sha256_file`.
 """
@@ -15,18 +16,11 @@ Nothing here touches the network on import. File hashes: :func:`gantune.io.hashi
 from __future__ import annotations
 
 from .ada import load_ada, read_ada_pickle
-from .download import (
-    cache_path,
-    fetch,
-    file_sha256,
-    home,
-    is_offline,
-    load_generator,
-    resolve,
-    url_cache_path,
-    weights_dir,
-)
-from .formats import detect_format, load_generator_file
+from .cache import cache_path, home, url_cache_path, weights_dir
+from .checksums import file_sha256
+from .download import fetch, load_generator, resolve
+from .formats import identify_file, load_generator_file
+from .http import is_offline
 from .native import load_native, save_native
 from .registry import KINDS, Entry, entries, get, load_registry
 from .rosinality import from_rosinality_state_dict, to_rosinality_state_dict
@@ -36,13 +30,13 @@ __all__ = [
     "KINDS",
     "Entry",
     "cache_path",
-    "detect_format",
     "entries",
     "fetch",
     "file_sha256",
     "from_rosinality_state_dict",
     "get",
     "home",
+    "identify_file",
     "is_offline",
     "load_ada",
     "load_generator",

@@ -1,8 +1,7 @@
 """Recognise a weights file by its contents and load the generator it holds.
 
 This module is the one classifier of checkpoint kinds: :func:`identify` (a loaded or skeleton top-level object),
-:func:`identify_file` / :func:`detect_format` (a file) and :func:`hypernet_heads` (the refinement blocks of a
-HyperStyle hypernetwork). Their names are the ones used everywhere: the registry's ``format`` field, ``gantune weights
+:func:`identify_file` (a file) and :func:`hypernet_heads` (the refinement blocks of a HyperStyle hypernetwork). Their names are the ones used everywhere: the registry's ``format`` field, ``gantune weights
 info``, error messages and the importers.
 
 Detection reads as little as it can: the safetensors JSON header, the small ``data.pkl`` of a torch zip archive,
@@ -240,14 +239,9 @@ def identify(top) -> tuple[str, str]:
     return "unknown", f"a checkpoint with top-level keys {', '.join(map(str, list(top)[:6]))}"
 
 
-def classify(top) -> str:
-    """Format name of an already-parsed top-level checkpoint object (real or skeleton)."""
-    return identify(top)[0]
-
-
 def identify_file(path: str | os.PathLike) -> tuple[str, str]:
-    """(format, one-line description) of a file, decided from its contents (not its name) without reading tensor
-    data."""
+    """(format, one-line description) of a file; the format is one of :data:`FORMATS`, decided from the file's
+    contents (not its name) without reading tensor data."""
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"no such file: {path}")
@@ -266,11 +260,6 @@ def identify_file(path: str | os.PathLike) -> tuple[str, str]:
         if fmt != "unknown":
             return fmt, desc
     return "unknown", describe_unknown(path)
-
-
-def detect_format(path: str | os.PathLike) -> str:
-    """One of :data:`FORMATS`, decided from the file's contents (not its name)."""
-    return identify_file(path)[0]
 
 
 def hypernet_heads(keys, prefix: str = "") -> dict[int, str]:
@@ -343,7 +332,7 @@ def load_generator_file(
     """(Generator on ``device``, info) from any supported file. ``info`` holds ``format``, ``part`` (which part of
     the file was taken), ``architecture``, ``config``, ``sha256``, ``w_avg_computed`` and format-specific details."""
     path = Path(path)
-    fmt = detect_format(path)
+    fmt = identify_file(path)[0]
     kw = {}
     if w_avg_samples is not None:
         kw["w_avg_samples"] = w_avg_samples

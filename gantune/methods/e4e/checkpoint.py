@@ -21,7 +21,8 @@ from pathlib import Path
 import torch
 
 from ...errors import WeightsError
-from ...weights.download import file_sha256, resolve
+from ...weights.checksums import file_sha256
+from ...weights.download import resolve
 from ...weights.formats import DESCRIPTIONS, identify
 from ...weights.keymap import dropped, import_state, module_rules, prefixed, strip_prefix
 from ...weights.rosinality import infer_config, rosinality_rules

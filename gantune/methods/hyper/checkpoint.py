@@ -35,7 +35,8 @@ import torch
 from ...core import Generator, layer_specs
 from ...core.specs import LayerSpec
 from ...errors import WeightsError
-from ...weights.download import file_sha256, resolve
+from ...weights.checksums import file_sha256
+from ...weights.download import resolve
 from ...weights.formats import hypernet_heads, identify
 from ...weights.keymap import (
     KeyRule,
