@@ -153,7 +153,7 @@ HELDOUT = 3  # in-domain faces shown beside the photo
 def write_heldout_faces(folder: Path, count: int) -> list[Path]:
     """The first ``count`` held-out synthetic faces of ``gantune eval`` (DCGAN source, torch seed 10 000 000 + S, a
     stream training never draws), written as PNGs at the source's own 64 px."""
-    from .evaluation.reconstruction import HeldOutImages
+    from .evaluation.data import HeldOutImages
     from .io.images import save_image
 
     print(f"\n# {count} held-out synthetic faces (never seen in training) -> {folder}")

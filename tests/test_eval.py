@@ -13,7 +13,13 @@ import torch
 from typer.testing import CliRunner
 
 from conftest import tiny_config
+from gantune.evaluation import data as ev_data
+from gantune.evaluation import detection as ev_detection
+from gantune.evaluation import lpips as ev_lpips
 from gantune.evaluation import reconstruction as ev
+from gantune.evaluation import report as ev_report
+from gantune.evaluation import stats as ev_stats
+from gantune.evaluation import verdicts as ev_verdicts
 from gantune.cli.app import app
 
 runner = CliRunner()
@@ -52,31 +58,31 @@ def offline(monkeypatch):
 def random_lpips():
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("GANTUNE_OFFLINE", "1")
-        return ev.lpips_metric("cpu")
+        return ev_lpips.lpips_metric("cpu")
 
 
 # --- metrics -----------------------------------------------------------------------------------------------------------
 def test_perfect_reconstruction_scores_and_aggregation(random_lpips):
     g = torch.Generator().manual_seed(0)
     x = torch.rand(3, 3, 32, 32, generator=g) * 2 - 1
-    per = ev.image_metrics(x, x, random_lpips)
-    agg = ev.aggregate(per)
+    per = ev_stats.image_metrics(x, x, random_lpips)
+    agg = ev_stats.aggregate(per)
     assert agg["l2"]["mean"] == 0 and agg["l2"]["std"] == 0 and agg["l2"]["n"] == 3
     assert agg["ms_ssim"]["mean"] == pytest.approx(1.0, abs=1e-5)
     assert agg["lpips"]["mean"] == pytest.approx(0.0, abs=1e-6)
     y = (x + 0.3 * torch.randn(x.shape, generator=g)).clamp(-1, 1)
-    worse = ev.aggregate(ev.image_metrics(y, x, random_lpips))
+    worse = ev_stats.aggregate(ev_stats.image_metrics(y, x, random_lpips))
     assert worse["l2"]["mean"] > 0.01 and worse["ms_ssim"]["mean"] < 0.99 and worse["lpips"]["mean"] > 0
     # reconstructions are clamped to [-1, 1] before scoring
-    assert ev.image_metrics(x.sign() * 3, x.sign(), None)["l2"] == [0.0] * 3
-    s = ev.summarize([1.0, 2.0, 3.0])
+    assert ev_stats.image_metrics(x.sign() * 3, x.sign(), None)["l2"] == [0.0] * 3
+    s = ev_stats.summarize([1.0, 2.0, 3.0])
     assert (s["mean"], s["std"], s["n"]) == (2.0, 1.0, 3)  # sample std (n - 1)
-    assert ev.summarize([5.0])["std"] == 0.0 and math.isnan(ev.summarize([])["mean"])
+    assert ev_stats.summarize([5.0])["std"] == 0.0 and math.isnan(ev_stats.summarize([])["mean"])
 
 
 def test_lpips_substitute_is_named_deterministic_and_upsampled(offline, random_lpips):
-    m = ev.lpips_metric("cpu")
-    assert m.substitute and m.label == ev.LPIPS_SUBSTITUTE_LABEL and "SUBSTITUTE" in m.note
+    m = ev_lpips.lpips_metric("cpu")
+    assert m.substitute and m.label == ev_lpips.LPIPS_SUBSTITUTE_LABEL and "SUBSTITUTE" in m.note
     assert m.label.startswith("LPIPS*") and "seed 0" in m.label
     g = torch.Generator().manual_seed(1)
     a, b = (torch.rand(2, 3, 32, 32, generator=g) * 2 - 1 for _ in range(2))
@@ -92,17 +98,19 @@ def test_lpips_substitute_is_named_deterministic_and_upsampled(offline, random_l
 def test_ordering_verdict_is_computed_from_the_numbers():
     good = {"l2": 0.01, "lpips": 0.1, "ms_ssim": 0.9}
     bad = {"l2": {"mean": 0.05}, "lpips": {"mean": 0.3}, "ms_ssim": {"mean": 0.5}}
-    v = ev.ordering_verdict(good, bad)
+    v = ev_verdicts.ordering_verdict(good, bad)
     assert v["holds"] is True and v["verdict"].startswith("holds") and all(v["per_metric"].values())
-    v = ev.ordering_verdict({k: x["mean"] for k, x in bad.items()}, good)
+    v = ev_verdicts.ordering_verdict({k: x["mean"] for k, x in bad.items()}, good)
     assert v["holds"] is False and v["verdict"].startswith("does not hold") and not any(v["per_metric"].values())
-    v = ev.ordering_verdict({"l2": 0.01, "lpips": 0.5, "ms_ssim": 0.95}, good)
+    v = ev_verdicts.ordering_verdict({"l2": 0.01, "lpips": 0.5, "ms_ssim": 0.95}, good)
     assert v["holds"] is None and v["verdict"].startswith("mixed") and v["per_metric"] == {"l2": False, "lpips": False,
                                                                                           "ms_ssim": True}
-    assert ev.ordering_verdict({}, good)["verdict"] == "not measured"
-    rows = [{"method": "W-encoder", "metrics": ev.aggregate({"l2": [0.2, 0.4], "lpips": [0.5], "ms_ssim": [0.3]})},
-            {"method": "HyperStyle 5 iters", "metrics": ev.aggregate({"l2": [0.1], "lpips": [0.4], "ms_ssim": [0.6]})}]
-    o = ev.orderings(rows)
+    assert ev_verdicts.ordering_verdict({}, good)["verdict"] == "not measured"
+    rows = [{"method": "W-encoder",
+             "metrics": ev_stats.aggregate({"l2": [0.2, 0.4], "lpips": [0.5], "ms_ssim": [0.3]})},
+            {"method": "HyperStyle 5 iters",
+             "metrics": ev_stats.aggregate({"l2": [0.1], "lpips": [0.4], "ms_ssim": [0.6]})}]
+    o = ev_verdicts.orderings(rows)
     assert o[0]["better"] == "HyperStyle 5 iters" and o[0]["holds"] is True
     assert o[1]["holds"] is None and o[1]["verdict"].startswith("not measured")
 
@@ -112,10 +120,10 @@ def test_heldout_faces_are_not_the_training_draws():
     pytest.importorskip("gan_face_generate")
     from gantune.train.data import SyntheticFaces
 
-    assert ev.heldout_seed(3) == 10_000_003
-    held = ev.HeldOutImages("synthetic-faces", 3, seed=0)
+    assert ev_data.heldout_seed(3) == 10_000_003
+    held = ev_data.HeldOutImages("synthetic-faces", 3, seed=0)
     x = held.at(32)
-    assert x.shape == (3, 3, 32, 32) and torch.equal(x, ev.HeldOutImages("synthetic-faces", 3, seed=0).at(32))
+    assert x.shape == (3, 3, 32, 32) and torch.equal(x, ev_data.HeldOutImages("synthetic-faces", 3, seed=0).at(32))
     src = SyntheticFaces(32)
     for train_seed in (0, 1):  # the trainers' data streams for --seed 0: torch seed 0 (encoders) and 1 (generator)
         t = src.sample(3, torch.Generator().manual_seed(train_seed))
@@ -178,7 +186,7 @@ def test_reconstruction_report_rows_metrics_and_orderings(recon):
     assert [r["method"] for r in rep["rows"]] == list(ev.ROWS) and rep["skipped"] == []
     for r in rep["rows"]:
         assert r["n"] == 2 and r["resolution"] == 32 and math.isfinite(r["seconds_per_image"])
-        for m in ev.METRICS:
+        for m in ev_stats.METRICS:
             s = r["metrics"][m]
             assert s["n"] == 2 and math.isfinite(s["mean"]) and math.isfinite(s["std"])
             assert len(r["per_image"][m]) == 2
@@ -189,12 +197,12 @@ def test_reconstruction_report_rows_metrics_and_orderings(recon):
     assert by["overparam optim"]["generator"]["kind"] == "overparameterized"
     assert rep["data"]["heldout_torch_seed"] == 10_000_001 and rep["data"]["source"] == "synthetic-faces"
     lp = rep["metrics"]["lpips"]
-    assert lp["substitute"] is True and lp["label"] == ev.LPIPS_SUBSTITUTE_LABEL
+    assert lp["substitute"] is True and lp["label"] == ev_lpips.LPIPS_SUBSTITUTE_LABEL
     assert "pixel L2" in rep["optim_loss"]
     assert any("renders the same images as --weights" in n for n in rep["notes"])
     # the verdicts are the ones the numbers give
     for o in rep["orderings"]:
-        want = ev.ordering_verdict(by[o["better"]]["metrics"], by[o["worse"]]["metrics"])
+        want = ev_verdicts.ordering_verdict(by[o["better"]]["metrics"], by[o["worse"]]["metrics"])
         assert o["verdict"] == want["verdict"] and o["holds"] == want["holds"]
     # terminal: the markdown table (pasteable) with the substitute named, and the ordering lines
     assert "| method | generator | px | L2 ↓ | LPIPS* (random AlexNet trunk" in res.output
@@ -218,7 +226,7 @@ def test_reconstruction_skips_missing_rows_and_reads_folders(tiny_files, offline
     assert rep["images"] == ["0", "1"] and any("has 2 images" in n for n in rep["notes"])
     assert any("is a standard generator" in n for n in rep["notes"])
     assert all(o["holds"] is None and "not measured" in o["verdict"] for o in rep["orderings"])
-    md = ev.reconstruction_markdown(rep)
+    md = ev_report.reconstruction_markdown(rep)
     assert "- W+ optim: not run (needs --weights)." in md
     assert "nothing to evaluate" in _main_fails(["eval", "reconstruction", "--count", "2"], capsys)
 
@@ -227,10 +235,10 @@ def test_reconstruction_skips_missing_rows_and_reads_folders(tiny_files, offline
 def test_detection_rate_real_faces_and_noise():
     pytest.importorskip("dlib")
     skdata = pytest.importorskip("skimage.data")
-    real = ev.detection_rate([ASTRONAUT, skdata.astronaut()], upscale=256)
+    real = ev_detection.detection_rate([ASTRONAUT, skdata.astronaut()], upscale=256)
     assert real["count"] == 2 and real["rate"] > 0 and real["found"] >= 1
     g = torch.Generator().manual_seed(0)
-    noise = ev.detection_rate(torch.rand(3, 3, 64, 64, generator=g) * 2 - 1, upscale=256)
+    noise = ev_detection.detection_rate(torch.rand(3, 3, 64, 64, generator=g) * 2 - 1, upscale=256)
     assert noise == {"count": 3, "found": 0, "rate": 0.0, "faces": [0, 0, 0]}
 
 

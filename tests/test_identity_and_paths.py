@@ -23,7 +23,7 @@ def test_identity_distance_separates_people():
 
 
 def test_path_measures(tiny_G):
-    from gantune.evaluation.reconstruction import lpips_metric
+    from gantune.evaluation.lpips import lpips_metric
     from gantune.evaluation.interpolation import SEGMENTS, evaluate_path
     from gantune.io.record import InversionRecord
 

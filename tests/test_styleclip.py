@@ -9,7 +9,11 @@ import numpy as np
 import pytest
 import torch
 
+from gantune.editing import clip as sclip
 from gantune.editing import styleclip as sc
+from gantune.editing import styleclip_compute as scc
+from gantune.editing import styleclip_stats as ss
+from gantune.weights import torchscript as ts
 from gantune.errors import InputError, WeightsError
 
 
@@ -35,11 +39,11 @@ def _jit_archive(model, path):
 def test_clip_archive_is_read_without_running_it(tmp_path):
     m = tiny_clip()
     _jit_archive(m, tmp_path / "clip.pt")
-    state = sc.read_jit_state_dict(tmp_path / "clip.pt")
+    state = ts.read_jit_state_dict(tmp_path / "clip.pt")
     ref = m.state_dict()
     assert set(ref) <= set(state) and all(k.endswith("attn_mask") for k in set(state) - set(ref))  # buffers kept
     assert all(torch.equal(state[k], ref[k]) for k in ref)
-    model, tok = sc.load_clip(tmp_path / "clip.pt")
+    model, tok = sclip.load_clip(tmp_path / "clip.pt")
     img = torch.randn(2, 3, 32, 32)
     tokens = tok(["a face", "a smiling face"])
     with torch.no_grad():
@@ -47,7 +51,7 @@ def test_clip_archive_is_read_without_running_it(tmp_path):
         assert torch.equal(model.encode_text(tokens), m.encode_text(tokens))
     # a plain state dict works too
     torch.save(ref, tmp_path / "sd.pt")
-    model2, _ = sc.load_clip(tmp_path / "sd.pt")
+    model2, _ = sclip.load_clip(tmp_path / "sd.pt")
     with torch.no_grad():
         assert torch.equal(model2.encode_image(img), m.encode_image(img))
 
@@ -63,17 +67,17 @@ def test_clip_archive_with_a_foreign_global_is_refused(tmp_path):
         zf.writestr("evil/data.pkl", pickle.dumps({"x": Evil()}, protocol=2))
         zf.writestr("evil/constants.pkl", pickle.dumps(()))
     with pytest.raises(WeightsError, match=r"builtin\w*\.print"):
-        sc.read_jit_state_dict(tmp_path / "evil.pt")
+        ts.read_jit_state_dict(tmp_path / "evil.pt")
 
 
 def test_official_vit_b_32_layout_is_built_from_its_keys():
     import open_clip
 
     official = open_clip.create_model("ViT-B-32", pretrained=None)  # random weights, the published layout
-    model = sc.clip_from_state_dict(official.state_dict())
+    model = sclip.clip_from_state_dict(official.state_dict())
     assert model.visual.conv1.weight.shape == (768, 3, 32, 32)
     assert len(model.visual.transformer.resblocks) == 12 and len(model.transformer.resblocks) == 12
-    assert model.text_projection.shape == (512, 512) and sc.clip_image_size(model) == 224
+    assert model.text_projection.shape == (512, 512) and sclip.clip_image_size(model) == 224
     assert torch.equal(model.visual.proj, official.visual.proj)
 
 
@@ -105,7 +109,7 @@ def _stats(G, clip_dim=16, seed=0):
     rel = rel / rel.norm(dim=-1, keepdim=True)
     mean = {s.name: torch.randn(s.in_ch, generator=g) for s in G.specs}
     std = {s.name: torch.rand(s.in_ch, generator=g) + 0.5 for s in G.specs}
-    return sc.StyleStats(layers, rel, mean, std, {"test": True})
+    return ss.StyleStats(layers, rel, mean, std, {"test": True})
 
 
 def test_global_direction_is_styleclips_formula(tiny_G):
@@ -141,17 +145,17 @@ def test_published_files_are_mapped_onto_layer_names(tiny_G, tmp_path):
     k = 4  # StyleCLIP's PyTorch port covers a prefix of the conv layers
     rows = sum(s.in_ch for s in convs[:k])
     np.save(tmp_path / "fs3.npy", np.random.randn(rows, 16).astype(np.float32))
-    st = sc.import_styleclip_stats(tiny_G, tmp_path / "fs3.npy", tmp_path / "S_mean_std")
+    st = ss.import_styleclip_stats(tiny_G, tmp_path / "fs3.npy", tmp_path / "S_mean_std")
     assert st.layers == [s.name for s in convs[:k]]
     assert "b4.torgb" in st.s_std and np.array_equal(st.s_std["b8.conv1"].numpy(), stds[3])  # b8.conv1 is index 3
     st.check(tiny_G)
     np.save(tmp_path / "bad.npy", np.random.randn(rows + 1, 16).astype(np.float32))
     with pytest.raises(InputError, match="do not end at a conv layer"):
-        sc.import_styleclip_stats(tiny_G, tmp_path / "bad.npy", tmp_path / "S_mean_std")
+        ss.import_styleclip_stats(tiny_G, tmp_path / "bad.npy", tmp_path / "S_mean_std")
     with open(tmp_path / "short", "wb") as f:
         pickle.dump([means[:-1], stds[:-1]], f)
     with pytest.raises(InputError, match="style layers"):
-        sc.import_styleclip_stats(tiny_G, tmp_path / "fs3.npy", tmp_path / "short")
+        ss.import_styleclip_stats(tiny_G, tmp_path / "fs3.npy", tmp_path / "short")
 
     class Evil:
         def __reduce__(self):
@@ -160,7 +164,7 @@ def test_published_files_are_mapped_onto_layer_names(tiny_G, tmp_path):
     with open(tmp_path / "evil", "wb") as f:
         pickle.dump([Evil(), stds], f)
     with pytest.raises(WeightsError, match=r"builtin\w*\.print"):
-        sc.read_s_mean_std(tmp_path / "evil")
+        ss.read_s_mean_std(tmp_path / "evil")
 
 
 def test_computed_statistics_and_resume(tmp_path):
@@ -172,7 +176,7 @@ def test_computed_statistics_and_resume(tmp_path):
     tiny_G = Generator(tiny_config(channel_max=8)).eval()  # 8 channels a layer: 24 up to 8 px
     clip = tiny_clip()
     kw = dict(images=2, stat_samples=200, seed=1, max_res=8, batch_size=2)  # two chunks of one image
-    full = sc.compute_style_stats(tiny_G, clip, out=tmp_path / "a.pt", **kw)
+    full = scc.compute_style_stats(tiny_G, clip, out=tmp_path / "a.pt", **kw)
     convs = [s for s in tiny_G.specs if s.kind == "conv" and s.res <= 8]
     assert full.layers == [s.name for s in convs]
     assert full.relevance.shape == (sum(s.in_ch for s in convs), 16)
@@ -191,7 +195,7 @@ def test_computed_statistics_and_resume(tmp_path):
         off = torch.zeros(2, 8)
         off[:, c] = full.s_mean[name][c] + sign * full.s_std[name][c] - s
         with torch.no_grad():
-            f = clip.encode_image(sc.clip_image_input(tiny_G.synthesis(ws, style_offsets={name: off}), 32))
+            f = clip.encode_image(sclip.clip_image_input(tiny_G.synthesis(ws, style_offsets={name: off}), 32))
         outs.append(f / f.norm(dim=-1, keepdim=True))
     d = outs[1] - outs[0]
     d = (d / d.norm(dim=-1, keepdim=True)).mean(0)
@@ -206,14 +210,14 @@ def test_computed_statistics_and_resume(tmp_path):
             raise Stop
 
     with pytest.raises(Stop):
-        sc.compute_style_stats(tiny_G, clip, out=tmp_path / "b.pt", progress=stop_at, **kw)
+        scc.compute_style_stats(tiny_G, clip, out=tmp_path / "b.pt", progress=stop_at, **kw)
     assert (tmp_path / "b.pt.partial").exists() and not (tmp_path / "b.pt").exists()
     seen = []
-    resumed = sc.compute_style_stats(tiny_G, clip, out=tmp_path / "b.pt", progress=lambda d, t, lb: seen.append(d),
-                                     **kw)
+    resumed = scc.compute_style_stats(tiny_G, clip, out=tmp_path / "b.pt", progress=lambda d, t, lb: seen.append(d),
+                                      **kw)
     assert min(seen) >= 8  # the first layer was not computed again
     torch.testing.assert_close(resumed.relevance, full.relevance, atol=1e-5, rtol=1e-4)
-    loaded = sc.load_style_stats(tmp_path / "b.pt")
+    loaded = ss.load_style_stats(tmp_path / "b.pt")
     assert loaded.layers == full.layers and torch.equal(loaded.relevance, resumed.relevance)
 
 

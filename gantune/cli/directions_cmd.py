@@ -289,7 +289,8 @@ def styleclip_stats_command(
 
     Example: gantune directions styleclip-stats --weights demo-faces --images 100 -o demo-stats.pt
     """
-    from ..editing.styleclip import compute_style_stats, load_clip
+    from ..editing.clip import load_clip
+    from ..editing.styleclip_compute import compute_style_stats
     from ..runtime import resolve_device
     from ..weights import load_generator
     from .common import Progress

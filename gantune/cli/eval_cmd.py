@@ -78,8 +78,9 @@ def reconstruction_command(
     runs/go/network-final.safetensors --encoder runs/enc/w_encoder.pt --hypernet runs/hyper/hypernet.pt
     --data synthetic-faces --count 32 --seed 0 --steps 200 -o eval.json
     """
-    from ..evaluation.reconstruction import (caption, evaluate_reconstruction, ordering_lines, reconstruction_cells,
-                            reconstruction_columns, reconstruction_markdown)
+    from ..evaluation.reconstruction import evaluate_reconstruction
+    from ..evaluation.report import (caption, ordering_lines, reconstruction_cells, reconstruction_columns,
+                                     reconstruction_markdown)
 
     check_output_file(out, inputs=[weights, overparam_weights, encoder, hypernet], what=".json file")
     report = evaluate_reconstruction(weights=weights, overparam_weights=overparam_weights, encoder=encoder,
@@ -123,7 +124,8 @@ def detection_command(
 
     Example: gantune eval detection --weights runs/g/network-final.safetensors --count 200 --upscale 256 --source-too
     """
-    from ..evaluation.reconstruction import detection_cells, detection_columns, detection_markdown, evaluate_detection
+    from ..evaluation.detection import evaluate_detection
+    from ..evaluation.report import detection_cells, detection_columns, detection_markdown
 
     check_output_file(out, inputs=weights or [], what=".json file")
     report = evaluate_detection(weights or [], count=count, upscale=upscale, seed=seed, truncation=truncation,

@@ -8,7 +8,9 @@ import torch
 from ..io.record import InversionRecord
 from ..io.render import record_latent, render_record
 from ..weights import resolve
-from .styleclip import global_direction, import_styleclip_stats, load_clip, load_style_stats, text_direction
+from .clip import load_clip
+from .styleclip import global_direction, text_direction
+from .styleclip_stats import import_styleclip_stats, load_style_stats
 
 DEFAULT_NEUTRAL = "a face"
 DEFAULT_BETA = 0.15

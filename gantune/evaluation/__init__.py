@@ -1,2 +1,3 @@
-"""Measuring the methods: reconstruction quality and face-detection rates (``reconstruction``), and editability
-along the paths between inversions (``interpolation``)."""
+"""Measuring the methods: reconstruction quality (``reconstruction``; its held-out images in ``data``, scores in
+``stats`` and ``lpips``, the papers' orderings in ``verdicts``, tables in ``report``), face-detection rates
+(``detection``), and editability along the paths between inversions (``interpolation``)."""

@@ -19,7 +19,9 @@ from ..editing.generators import GeneratorCache, generator_for
 from ..editing.interpolate import check_compatible, interpolation_frames
 from ..io.images import tensor_to_pil
 from ..metrics.identity import SAME_PERSON, descriptor
-from .reconstruction import fmt_stat, lpips_metric, markdown_table, summarize
+from .lpips import lpips_metric
+from .report import fmt_stat, markdown_table
+from .stats import summarize
 
 SEGMENTS = 5
 
