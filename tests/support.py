@@ -358,19 +358,15 @@ class RecordingHypernet(torch.nn.Module):
         return self.offsets[len(self.inputs) - 1]
 
 
-def write_tiny_official_files(tmp_path, G, hn, enc, latent_avg, *, legacy=False):
-    from gantune.weights.rosinality import to_rosinality_state_dict
-
-    dec = {"decoder." + k: v for k, v in to_rosinality_state_dict(G).items()}
-    hyp = {"hypernet." + k: v for k, v in ck.hypernet_to_official(hn).items()}
-    hs = {"state_dict": {**hyp, **dec}, "latent_avg": latent_avg, "global_step": 5000, "best_val_loss": None,
-          "opts": {"layers_to_tune": ",".join(str(lyr.hyperstyle_index) for lyr in hn.layers), "output_size": 64,
-                   "encoder_type": "SharedWeightsHyperNetResNet", "device": "cuda:0", "input_nc": 6}}
-    wenc = {"state_dict": {**{"encoder." + k: v for k, v in enc.state_dict().items()}, **dec},
-            "opts": {"encoder_type": "WEncoder"}, "latent_avg": latent_avg[0]}
-    p_hs, p_enc = tmp_path / "hyperstyle_tiny.pt", tmp_path / "w_encoder_tiny.pt"
-    torch.save(hs, p_hs)
-    torch.save(wenc, p_enc, _use_new_zipfile_serialization=not legacy)
+def write_tiny_official_files(tmp_path, G, hn, enc, latent_avg, *, legacy=False, opts=None, enc_opts=None):
+    """hyperstyle_tiny.pt and w_encoder_tiny.pt (with its decoder) in the official layouts; ``opts`` / ``enc_opts``
+    are added to the files' opts, ``legacy`` writes the W-encoder in torch's pre-1.6 serialization."""
+    p_hs = ck.write_hyperstyle_file(
+        tmp_path / "hyperstyle_tiny.pt", G, hn, latent_avg, global_step=5000, best_val_loss=None,
+        opts={"layers_to_tune": ck.layers_to_tune(hn), "output_size": 64, "encoder_type": "SharedWeightsHyperNetResNet",
+              "device": "cuda:0", "input_nc": 6, **(opts or {})})
+    p_enc = ck.write_w_encoder_file(tmp_path / "w_encoder_tiny.pt", enc, latent_avg[0], G=G, legacy_format=legacy,
+                                    opts={"encoder_type": "WEncoder", **(enc_opts or {})})
     return p_hs, p_enc
 
 

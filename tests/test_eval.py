@@ -145,11 +145,8 @@ def tiny_files(tmp_path_factory):
     hn = HyperNetwork.from_specs(G.specs, width=16, input_size=64).eval()
     enc = WEncoder(num_ws=G.num_ws, w_dim=G.cfg.w_dim, units=(1, 1, 1, 1), width=16, input_size=64).eval()
     la = torch.randn(1, G.cfg.w_dim).expand(G.num_ws, -1).clone()
-    p_hs, p_enc = write_tiny_official_files(tmp, G, hn, enc, la)
-    for p in (p_hs, p_enc):  # the input size is not visible in the weights: it goes into opts
-        obj = torch.load(p, weights_only=True)
-        obj["opts"]["input_size"] = 64
-        torch.save(obj, p)
+    # the input size is not visible in the weights: it goes into opts
+    p_hs, p_enc = write_tiny_official_files(tmp, G, hn, enc, la, opts={"input_size": 64}, enc_opts={"input_size": 64})
     g_std = save_native(G, tmp / "g.safetensors")
     torch.manual_seed(6)
     g_over = save_native(Generator(tiny_config(latent_rows=32)).eval(), tmp / "g_over.safetensors")

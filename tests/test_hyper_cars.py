@@ -224,10 +224,8 @@ def test_afhq_512_layout_inverts_at_512(tmp_path):
     assert max(lyr.hyperstyle_index for lyr in hn.layers) <= 22
     enc = WEncoder(num_ws=G.num_ws, w_dim=G.cfg.w_dim, units=(1, 1, 1, 1), width=16).eval()
     la = torch.randn(1, G.cfg.w_dim).expand(G.num_ws, -1).clone()
-    p_hs, p_enc = write_tiny_official_files(tmp_path, G, hn, enc, la)
-    obj = torch.load(p_hs, weights_only=True)
-    obj["opts"].update(dataset_type="afhq_wild_hypernet", output_size=512, input_size=64)
-    torch.save(obj, p_hs)
+    p_hs, p_enc = write_tiny_official_files(tmp_path, G, hn, enc, la,
+                                            opts=dict(dataset_type="afhq_wild_hypernet", output_size=512, input_size=64))
     Image.fromarray(np.random.default_rng(2).integers(0, 255, (80, 80, 3), dtype=np.uint8)).save(tmp_path / "cat.png")
     out = tmp_path / "inv"
     res = runner.invoke(app, ["invert", str(tmp_path / "cat.png"), "--method", "hyperstyle", "--weights", str(p_hs),

@@ -19,7 +19,7 @@ import torch
 
 from ..core import Generator, GeneratorConfig, winograd
 from ..io.hashing import sha256_file
-from ..methods.hyper.checkpoint import hypernet_to_official, load_hyperstyle
+from ..methods.hyper.checkpoint import load_hyperstyle, write_hyperstyle_file
 from ..methods.hyper.hypernet import HyperNetwork
 from ..methods.hyper.inference import refine
 from ..methods.hyper.method import bf16_weights
@@ -45,14 +45,6 @@ def _random_models(resolution: int, layers: str, seed: int):
     hn = HyperNetwork.from_specs(G.specs, names).eval()
     enc = WEncoder(num_ws=G.num_ws).eval()
     return G, hn, enc
-
-
-def _save_official(path: Path, G, hn, latent_avg) -> None:
-    from ..weights.rosinality import to_rosinality_state_dict
-
-    sd = {"hypernet." + k: v for k, v in hypernet_to_official(hn).items()}
-    sd.update({"decoder." + k: v for k, v in to_rosinality_state_dict(G).items()})
-    torch.save({"state_dict": sd, "latent_avg": latent_avg, "opts": {"output_size": G.cfg.resolution}}, path)
 
 
 def bench_hyper(
@@ -89,7 +81,7 @@ def bench_hyper(
         with tempfile.TemporaryDirectory() as tmp:
             p = Path(tmp) / "hyperstyle_bench.pt"
             t0 = time.perf_counter()
-            _save_official(p, G, hn, la)
+            write_hyperstyle_file(p, G, hn, la, opts={"output_size": G.cfg.resolution})
             t_save = time.perf_counter() - t0
             size = os.path.getsize(p) / 2**20
             t0 = time.perf_counter()

@@ -45,11 +45,10 @@ from ..core.specs import select_layers
 from ..errors import InputError, WeightsError
 from ..io.atomic import atomic_path
 from ..io.manifest import append_jsonl
-from ..methods.hyper.checkpoint import hypernet_to_official
+from ..methods.hyper.checkpoint import layers_to_tune, write_hyperstyle_file, write_w_encoder_file
 from ..methods.hyper.hypernet import HyperNetwork, default_heads
 from ..methods.hyper.inference import face_pool, render, to_input_size
 from ..methods.hyper.wencoder import IR_SE_50_UNITS, WEncoder
-from ..weights.rosinality import to_rosinality_state_dict
 from .checkpoint import remove_stale_temp_files
 from .data import open_source
 from .ranger import ranger
@@ -239,11 +238,9 @@ def _latent_avg(G: Generator) -> torch.Tensor:
 # --- W-encoder -------------------------------------------------------------------------------------------------------
 def save_w_encoder(enc: WEncoder, G: Generator, path: str | Path, *, opts: dict | None = None) -> Path:
     """The official ``faces_w_encoder.pt`` layout (encoder keys only), loadable by ``load_w_encoder``."""
-    sd = {f"encoder.{k}": v.detach().cpu().clone() for k, v in enc.state_dict().items()}
     meta = {"encoder_type": "WEncoder", "output_size": G.cfg.resolution, "units": list(enc.units),
             "n_styles": G.num_ws, "input_size": enc.input_size, **(opts or {})}
-    _save({"state_dict": sd, "opts": meta, "latent_avg": _latent_avg(G)}, Path(path))
-    return Path(path)
+    return write_w_encoder_file(path, enc, _latent_avg(G), opts=meta)
 
 
 def train_w_encoder(
@@ -340,20 +337,9 @@ def save_hypernet(H: HyperNetwork, G: Generator, path: str | Path, *, step: int 
     """The official ``hyperstyle_*.pt`` layout (``hypernet.*`` + rosinality ``decoder.*``), loadable by
     ``load_hyperstyle`` and ``gantune invert --method hyperstyle``. ``G`` must be rosinality-expressible
     (see :func:`hyperstyle_generator`)."""
-    sd = {f"decoder.{k}": v.detach().cpu().clone() for k, v in to_rosinality_state_dict(G).items()}
-    hyp = hypernet_to_official(H)
-    clones: dict[int, torch.Tensor] = {}  # keep aliases aliased (the shared FCs are stored once)
-    for k, v in hyp.items():
-        key = id(v)
-        if key not in clones:
-            clones[key] = v.detach().cpu().clone()
-        sd[f"hypernet.{k}"] = clones[key]
     meta = {"encoder_type": "SharedWeightsHyperNetResNet", "input_nc": 6, "output_size": G.cfg.resolution,
-            "layers_to_tune": ",".join(str(lyr.hyperstyle_index) for lyr in H.layers), "input_size": H.input_size,
-            **(opts or {})}
-    _save({"state_dict": sd, "opts": meta, "latent_avg": _latent_avg(G), "global_step": step, "best_val_loss": None},
-          Path(path))
-    return Path(path)
+            "layers_to_tune": layers_to_tune(H), "input_size": H.input_size, **(opts or {})}
+    return write_hyperstyle_file(path, G, H, _latent_avg(G), opts=meta, global_step=step, best_val_loss=None)
 
 
 def hypernet_layers(G: Generator, *, levels=("medium", "fine"), names: list[str] | None = None,
