@@ -19,9 +19,28 @@ from PIL import Image
 
 from conftest import read_keys, tiny_config
 from gantune.cli.app import main
-from gantune.core import Generator, GeneratorConfig
+from gantune.core import Generator
 from gantune.methods.hyper import checkpoint as ck
 from gantune.weights.rosinality import to_rosinality_state_dict
+
+
+# --- tiny generators -----------------------------------------------------------------------------------------------
+
+TINY64 = dict(resolution=64, channel_base=1024, channel_max=32)  # 4-32 px layers 32x32 (shared heads), 64 px 32->16, 16->16
+
+
+def tiny_generator(seed: int | None = None, *, perturb: bool = False, **config) -> Generator:
+    """A tiny generator (``tiny_config(**config)``) in eval mode: ``seed`` seeds torch first; ``perturb`` gives the
+    noise strengths and biases non-trivial values (uniform in ±0.5), so a wrong mapping shows up."""
+    if seed is not None:
+        torch.manual_seed(seed)
+    G = Generator(tiny_config(**config)).eval()
+    if perturb:
+        with torch.no_grad():
+            for n, p in G.named_parameters():
+                if "noise_strength" in n or n.endswith("bias"):
+                    p.uniform_(-0.5, 0.5)
+    return G
 
 
 # --- from test_import_rosinality.py ------------------------------------------------------------------------------
@@ -339,11 +358,6 @@ def official_meta_state(name: str) -> dict:
     return sd
 
 
-def shared_cfg():
-    # 64 px; 4-32 px layers are 32x32 (shared heads), the 64 px layers 32->16 and 16->16 (per-channel heads)
-    return tiny_config(resolution=64, channel_base=1024, channel_max=32)
-
-
 class RecordingHypernet(torch.nn.Module):
     """Returns fixed offsets per call and records its inputs (to check the loop against the reference)."""
 
@@ -452,15 +466,8 @@ def _tiny_file(tmp_path, G, *, fpn, seed=0, latent_avg=True, opts=None):
 
 def _generator(overparam: bool = False) -> Generator:
     # 64 px with 32 channels: the large maps take oneDNN's fused ops, the small ones ATen's native convolution
-    cfg = GeneratorConfig(resolution=64, z_dim=32, w_dim=32, mapping_layers=2, channel_base=2048, channel_max=32,
-                          latent_rows=32 if overparam else 0, use_noise=not overparam)
-    torch.manual_seed(0)
-    G = Generator(cfg).eval()
-    with torch.no_grad():
-        for n, p in G.named_parameters():
-            if "noise_strength" in n or n.endswith("bias"):
-                p.uniform_(-0.5, 0.5)
-    return G
+    return tiny_generator(0, perturb=True, resolution=64, channel_base=2048, latent_rows=32 if overparam else 0,
+                          use_noise=not overparam)
 
 
 # --- from test_bad_inputs.py -------------------------------------------------------------------------------------
