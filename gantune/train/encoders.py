@@ -18,7 +18,7 @@ possible for the W-encoder; ``truncation`` ψ < 1 draws closer to the average fa
 :mod:`gantune.train.data`) or a folder of images.
 
 Outputs are the official file layouts, so ``gantune invert --method hyperstyle --weights HYPERNET --encoder ENCODER``
-loads them with the existing importers (:mod:`gantune.methods.hyper.checkpoint`):
+loads them with the existing importers (:mod:`gantune.methods.hyper.checkpoint`, whose writers write them):
 
 * W-encoder: ``{'state_dict': {'encoder.*'}, 'opts', 'latent_avg'}`` (the decoder is not stored: HyperStyle ignores it);
 * hypernetwork: ``{'state_dict': {'hypernet.*' (official names), 'decoder.*' (rosinality)}, 'opts', 'latent_avg',
