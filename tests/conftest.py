@@ -1,4 +1,4 @@
-"""Shared test fixtures: tiny generator configs, thread limits, an isolated GANTUNE_HOME."""
+"""Shared test fixtures: tiny generator configs, the tiny generator, thread limits, an isolated GANTUNE_HOME."""
 
 from __future__ import annotations
 
@@ -45,13 +45,11 @@ def tiny_config(**kw):
 
 @pytest.fixture
 def tiny_G():
-    from gantune.core import Generator
+    """The tiny 32 px generator, with non-trivial values everywhere (w_avg too), so a wrong mapping shows up; other
+    configurations and seeds: ``support.tiny_generator``."""
+    from support import tiny_generator  # support imports this module
 
-    torch.manual_seed(0)
-    G = Generator(tiny_config()).eval()
-    with torch.no_grad():  # non-trivial values everywhere, so a wrong mapping shows up
-        for n, p in G.named_parameters():
-            if "noise_strength" in n or n.endswith("bias"):
-                p.uniform_(-0.5, 0.5)
+    G = tiny_generator(0, perturb=True)
+    with torch.no_grad():
         G.mapping.w_avg.normal_()
     return G

@@ -20,9 +20,28 @@ from PIL import Image
 from conftest import read_keys, tiny_config
 from gantune.accel import accelerate
 from gantune.cli.app import main
-from gantune.core import Generator, GeneratorConfig, upfirdn2d
+from gantune.core import Generator, upfirdn2d
 from gantune.methods.hyper import checkpoint as ck
 from gantune.weights.rosinality import to_rosinality_state_dict
+
+
+# --- tiny generators -----------------------------------------------------------------------------------------------
+
+TINY64 = dict(resolution=64, channel_base=1024, channel_max=32)  # 4-32 px layers 32x32 (shared heads), 64 px 32->16, 16->16
+
+
+def tiny_generator(seed: int | None = None, *, perturb: bool = False, **config) -> Generator:
+    """A tiny generator (``tiny_config(**config)``) in eval mode: ``seed`` seeds torch first; ``perturb`` gives the
+    noise strengths and biases non-trivial values (uniform in ±0.5), so a wrong mapping shows up."""
+    if seed is not None:
+        torch.manual_seed(seed)
+    G = Generator(tiny_config(**config)).eval()
+    if perturb:
+        with torch.no_grad():
+            for n, p in G.named_parameters():
+                if "noise_strength" in n or n.endswith("bias"):
+                    p.uniform_(-0.5, 0.5)
+    return G
 
 
 # --- from test_import_rosinality.py ------------------------------------------------------------------------------
@@ -340,11 +359,6 @@ def official_meta_state(name: str) -> dict:
     return sd
 
 
-def shared_cfg():
-    # 64 px; 4-32 px layers are 32x32 (shared heads), the 64 px layers 32->16 and 16->16 (per-channel heads)
-    return tiny_config(resolution=64, channel_base=1024, channel_max=32)
-
-
 class RecordingHypernet(torch.nn.Module):
     """Returns fixed offsets per call and records its inputs (to check the loop against the reference)."""
 
@@ -359,19 +373,15 @@ class RecordingHypernet(torch.nn.Module):
         return self.offsets[len(self.inputs) - 1]
 
 
-def write_tiny_official_files(tmp_path, G, hn, enc, latent_avg, *, legacy=False):
-    from gantune.weights.rosinality import to_rosinality_state_dict
-
-    dec = {"decoder." + k: v for k, v in to_rosinality_state_dict(G).items()}
-    hyp = {"hypernet." + k: v for k, v in ck.hypernet_to_official(hn).items()}
-    hs = {"state_dict": {**hyp, **dec}, "latent_avg": latent_avg, "global_step": 5000, "best_val_loss": None,
-          "opts": {"layers_to_tune": ",".join(str(lyr.hyperstyle_index) for lyr in hn.layers), "output_size": 64,
-                   "encoder_type": "SharedWeightsHyperNetResNet", "device": "cuda:0", "input_nc": 6}}
-    wenc = {"state_dict": {**{"encoder." + k: v for k, v in enc.state_dict().items()}, **dec},
-            "opts": {"encoder_type": "WEncoder"}, "latent_avg": latent_avg[0]}
-    p_hs, p_enc = tmp_path / "hyperstyle_tiny.pt", tmp_path / "w_encoder_tiny.pt"
-    torch.save(hs, p_hs)
-    torch.save(wenc, p_enc, _use_new_zipfile_serialization=not legacy)
+def write_tiny_official_files(tmp_path, G, hn, enc, latent_avg, *, legacy=False, opts=None, enc_opts=None):
+    """hyperstyle_tiny.pt and w_encoder_tiny.pt (with its decoder) in the official layouts; ``opts`` / ``enc_opts``
+    are added to the files' opts, ``legacy`` writes the W-encoder in torch's pre-1.6 serialization."""
+    p_hs = ck.write_hyperstyle_file(
+        tmp_path / "hyperstyle_tiny.pt", G, hn, latent_avg, global_step=5000, best_val_loss=None,
+        opts={"layers_to_tune": ck.layers_to_tune(hn), "output_size": 64, "encoder_type": "SharedWeightsHyperNetResNet",
+              "device": "cuda:0", "input_nc": 6, **(opts or {})})
+    p_enc = ck.write_w_encoder_file(tmp_path / "w_encoder_tiny.pt", enc, latent_avg[0], G=G, legacy_format=legacy,
+                                    opts={"encoder_type": "WEncoder", **(enc_opts or {})})
     return p_hs, p_enc
 
 
@@ -457,15 +467,9 @@ def _tiny_file(tmp_path, G, *, fpn, seed=0, latent_avg=True, opts=None):
 
 def _generator(overparam: bool = False) -> Generator:
     # 64 px with 32 channels: the large maps take oneDNN's fused ops, the small ones ATen's native convolution
-    cfg = GeneratorConfig(resolution=64, z_dim=32, w_dim=32, mapping_layers=2, channel_base=2048, channel_max=32,
-                          latent_rows=32 if overparam else 0, use_noise=not overparam)
-    torch.manual_seed(0)
-    G = accelerate(Generator(cfg).eval())  # the paths this machine's loaded generators take
-    with torch.no_grad():
-        for n, p in G.named_parameters():
-            if "noise_strength" in n or n.endswith("bias"):
-                p.uniform_(-0.5, 0.5)
-    return G
+    G = tiny_generator(0, perturb=True, resolution=64, channel_base=2048, latent_rows=32 if overparam else 0,
+                       use_noise=not overparam)
+    return accelerate(G)  # the paths this machine's loaded generators take
 
 
 # --- from test_bad_inputs.py -------------------------------------------------------------------------------------

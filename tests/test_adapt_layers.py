@@ -6,11 +6,12 @@ import pytest
 import torch
 
 from conftest import tiny_config
-from gantune.core import Generator, GeneratorConfig, layer_specs
+from gantune.core import GeneratorConfig, layer_specs
 from gantune.editing import adapt_render, default_adapt_layers, select_adapt_layers
 from gantune.errors import InputError
 from gantune.io import InversionRecord
 from gantune.io.record import RecordError
+from support import tiny_generator
 
 
 def test_default_layers_are_the_references_convs_8_to_15():
@@ -45,7 +46,7 @@ def test_offset_scale_blends_and_architecture_is_checked(tiny_G):
     torch.testing.assert_close(img1, ref)
     torch.testing.assert_close(half, ref_half)
     assert (img1 - plain).abs().max() > 1e-3
-    other = Generator(tiny_config(channel_base=512)).eval()  # different channel counts
+    other = tiny_generator(channel_base=512)  # different channel counts
     with pytest.raises(RecordError, match="another architecture"):
         adapt_render(other, rec)
     with pytest.raises(RecordError, match="none of them in the chosen layers"):

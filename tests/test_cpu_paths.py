@@ -8,13 +8,12 @@ import torch.nn.functional as F
 
 from dataclasses import replace
 
-from conftest import tiny_config
 from gantune.accel import AcceleratedOps, Conv2d, accelerate, settings_for
 from gantune.accel import ops as accel_ops
 from gantune.accel.upsample import upsample2x_binomial
-from gantune.core import Generator
 from gantune.core.resample import make_kernel, upfirdn2d, upsample2x
 from gantune.methods.hyper.hypernet import _pointwise
+from support import TINY64, tiny_generator
 
 
 def test_separable_upsampling_is_the_fir_upsampling():
@@ -39,8 +38,7 @@ def test_separable_upsampling_is_the_fir_upsampling():
 def test_folded_bf16_render_is_close_to_float32(monkeypatch):
     """The folded CPU path in bf16 (taken where the CPU has bf16 in hardware; forced here so that any CPU runs it):
     offsets, a clamp and the RGB skip sum, against the float32 render."""
-    torch.manual_seed(0)
-    G = accelerate(Generator(tiny_config(conv_clamp=2.0)).eval(), replace(settings_for("cpu"), folded=True))
+    G = accelerate(tiny_generator(0, conv_clamp=2.0), replace(settings_for("cpu"), folded=True))
     ws = G.map(torch.randn(2, 32))
     deltas = {s.name: torch.randn(2, s.out_ch, s.in_ch) * 0.05 for s in G.specs if s.kind == "conv"}
     with torch.no_grad():
@@ -81,8 +79,7 @@ def test_hyperstyle_in_bf16_holds_bf16_weights_and_stays_close(monkeypatch):
     from gantune.methods.hyper.wencoder import WEncoder
     from gantune.io.render import record_deltas
 
-    torch.manual_seed(3)
-    G = Generator(tiny_config(resolution=64, channel_base=1024, channel_max=32)).eval()
+    G = tiny_generator(3, **TINY64)
     hn = HyperNetwork.from_specs(G.specs, width=8, input_size=64).eval()
     enc = WEncoder(num_ws=G.num_ws, w_dim=G.cfg.w_dim, units=(1, 1, 1, 1), width=16, input_size=64).eval()
     la = torch.zeros(G.num_ws, G.cfg.w_dim)
@@ -106,8 +103,7 @@ def test_refine_leaves_the_callers_modules_alone_unless_handed_over():
     from gantune.methods.hyper.inference import refine
     from gantune.methods.hyper.wencoder import WEncoder
 
-    torch.manual_seed(5)
-    G = Generator(tiny_config(resolution=64, channel_base=1024, channel_max=32)).eval()
+    G = tiny_generator(5, **TINY64)
     hn = HyperNetwork.from_specs(G.specs, width=8, input_size=64).eval()
     enc = WEncoder(num_ws=G.num_ws, w_dim=G.cfg.w_dim, units=(1, 1, 1, 1), width=16, input_size=64).eval()
     before = {k: (v.data_ptr(), v.stride()) for k, v in hn.state_dict().items()}

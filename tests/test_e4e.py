@@ -9,12 +9,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import read_keys, tiny_config
-from gantune.core import Generator
+from conftest import read_keys
 from gantune.errors import WeightsError
 from gantune.methods.e4e import checkpoint as ck
 from gantune.methods.e4e.method import encode_e4e, encode_restyle
-from support import E4E_TINY, _tiny_file, official_encoder_state
+from support import E4E_TINY, _tiny_file, official_encoder_state, tiny_generator
 
 
 # --- an official-layout state dict, from the reference architecture's rules -----------------------------------------
@@ -116,13 +115,6 @@ def reference_forward(sd, x, *, units, fpn):
 TINY = E4E_TINY
 
 
-@pytest.fixture(scope="module")
-def tiny_G():
-    torch.manual_seed(5)
-    G = Generator(tiny_config(resolution=32)).eval()  # 8 rows of 32
-    return G
-
-
 @pytest.mark.parametrize("fpn", [True, False])
 def test_forward_matches_reference(tmp_path, tiny_G, fpn):
     p, sd, la = _tiny_file(tmp_path, tiny_G, fpn=fpn)
@@ -171,6 +163,6 @@ def test_mismatched_generator_is_refused(tmp_path, tiny_G):
     from gantune.methods.e4e.method import check_pair
 
     p, _, _ = _tiny_file(tmp_path, tiny_G, fpn=True)
-    G64 = Generator(tiny_config(resolution=64)).eval()
+    G64 = tiny_generator(resolution=64)
     with pytest.raises(WeightsError, match=r"predicts \(8, 32\) codes; the generator needs \(10, 32\)"):
         check_pair(ck.load_style_encoder(p), G64)

@@ -11,7 +11,6 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from conftest import tiny_config
 from gantune.cli.app import app
 from gantune.core import Generator
 from gantune.io import InversionRecord, load_image, pil_to_tensor
@@ -20,7 +19,7 @@ from gantune.methods.e4e.method import encode_e4e, encode_restyle
 from gantune.methods.hyper.hypernet import HyperNetwork
 from gantune.methods.hyper.wencoder import WEncoder
 from gantune.weights.rosinality import save_rosinality
-from support import _tiny_file, write_tiny_official_files
+from support import TINY64, _tiny_file, tiny_generator, write_tiny_official_files
 
 runner = CliRunner()
 
@@ -28,12 +27,7 @@ runner = CliRunner()
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("e4e_cli")
-    torch.manual_seed(2)
-    G = Generator(tiny_config(resolution=64, channel_base=1024, channel_max=32)).eval()
-    with torch.no_grad():
-        for n, p in G.named_parameters():
-            if "noise_strength" in n or n.endswith("bias"):
-                p.uniform_(-0.5, 0.5)
+    G = tiny_generator(2, perturb=True, **TINY64)
     (tmp / "e").mkdir()
     (tmp / "r").mkdir()
     p_e4e, _, _ = _tiny_file(tmp / "e", G, fpn=True, seed=1)

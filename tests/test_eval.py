@@ -12,7 +12,6 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from conftest import tiny_config
 from gantune.evaluation import data as ev_data
 from gantune.evaluation import detection as ev_detection
 from gantune.evaluation import lpips as ev_lpips
@@ -21,6 +20,7 @@ from gantune.evaluation import report as ev_report
 from gantune.evaluation import stats as ev_stats
 from gantune.evaluation import verdicts as ev_verdicts
 from gantune.cli.app import app
+from support import tiny_generator, write_tiny_official_files
 
 runner = CliRunner()
 ASTRONAUT = Path(__file__).parent.parent / "gantune" / "data" / "astronaut.jpg"
@@ -135,32 +135,21 @@ def test_heldout_faces_are_not_the_training_draws():
 # --- reconstruction end to end -----------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def tiny_files(tmp_path_factory):
-    from gantune.core import Generator
     from gantune.methods.hyper.hypernet import HyperNetwork
     from gantune.methods.hyper.wencoder import WEncoder
     from gantune.weights.native import save_native
-    from support import write_tiny_official_files
 
     tmp = tmp_path_factory.mktemp("eval")
-    torch.manual_seed(5)
-    G = Generator(tiny_config()).eval()
-    with torch.no_grad():
-        for n, p in G.named_parameters():
-            if "noise_strength" in n or n.endswith("bias"):
-                p.uniform_(-0.5, 0.5)
+    G = tiny_generator(5, perturb=True)
     # compact encoders (as `gantune train … --width 16 --input-size 64` writes them): the official ResNet34 at
     # 256 px would take most of a minute on two busy cores
     hn = HyperNetwork.from_specs(G.specs, width=16, input_size=64).eval()
     enc = WEncoder(num_ws=G.num_ws, w_dim=G.cfg.w_dim, units=(1, 1, 1, 1), width=16, input_size=64).eval()
     la = torch.randn(1, G.cfg.w_dim).expand(G.num_ws, -1).clone()
-    p_hs, p_enc = write_tiny_official_files(tmp, G, hn, enc, la)
-    for p in (p_hs, p_enc):  # the input size is not visible in the weights: it goes into opts
-        obj = torch.load(p, weights_only=True)
-        obj["opts"]["input_size"] = 64
-        torch.save(obj, p)
+    # the input size is not visible in the weights: it goes into opts
+    p_hs, p_enc = write_tiny_official_files(tmp, G, hn, enc, la, opts={"input_size": 64}, enc_opts={"input_size": 64})
     g_std = save_native(G, tmp / "g.safetensors")
-    torch.manual_seed(6)
-    g_over = save_native(Generator(tiny_config(latent_rows=32)).eval(), tmp / "g_over.safetensors")
+    g_over = save_native(tiny_generator(6, latent_rows=32), tmp / "g_over.safetensors")
     return dict(tmp=tmp, hs=p_hs, enc=p_enc, std=g_std, over=g_over)
 
 

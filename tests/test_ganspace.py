@@ -7,20 +7,18 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from conftest import tiny_config
 from gantune.cli.app import app
-from gantune.core import Generator
 from gantune.editing.directions import load_direction
 from gantune.editing.ganspace import compute_ganspace, load_ganspace
 from gantune.errors import InputError
+from support import tiny_generator
 
 runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
 def G():
-    torch.manual_seed(0)
-    return Generator(tiny_config()).eval()
+    return tiny_generator(0)
 
 
 @pytest.fixture(scope="module")

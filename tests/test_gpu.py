@@ -87,15 +87,13 @@ def test_phase_upsampling_on_cuda_matches_cpu(tiny_G, monkeypatch):
 def test_hyperstyle_refine_with_shared_heads_matches_cpu():
     """A 5-pass inversion with shared and per-channel heads on CUDA (batched shared-offset GEMM, phase upsampling,
     in-place activations) gives the CPU's images and offsets."""
-    from support import shared_cfg
+    from support import TINY64, tiny_generator
 
-    from gantune.core import Generator
     from gantune.methods.hyper.hypernet import HyperNetwork
     from gantune.methods.hyper.inference import refine
     from gantune.methods.hyper.wencoder import WEncoder
 
-    torch.manual_seed(3)
-    G = Generator(shared_cfg()).eval()
+    G = tiny_generator(3, **TINY64)
     hn = HyperNetwork.from_specs(G.specs, width=16, input_size=64).eval()
     with torch.no_grad():
         hn.shared_fc.w1.mul_(0.5)

@@ -13,28 +13,16 @@ import torch.nn.functional as F
 from PIL import Image
 from typer.testing import CliRunner
 
-from conftest import tiny_config
 from gantune.cli.app import app
-from gantune.core import Generator
 from gantune.io import InversionRecord
 from gantune.methods.hyper.domain import CARS, crop_output, output_crop, pool_reconstruction
 from gantune.methods.hyper.hypernet import ChannelHead, HyperNetwork, SharedHead, TunedLayer
 from gantune.methods.hyper.inference import refine, render
 from gantune.methods.hyper.wencoder import WEncoder
 from gantune.methods.pipeline import fit_aspect, make_square
-from support import RecordingHypernet, write_tiny_official_files
+from support import TINY64, RecordingHypernet, tiny_generator, write_tiny_official_files
 
 runner = CliRunner()
-
-
-def tiny_G(resolution=64, seed=11, channel_base=1024):
-    torch.manual_seed(seed)
-    G = Generator(tiny_config(resolution=resolution, channel_base=channel_base, channel_max=32)).eval()
-    with torch.no_grad():
-        for n, p in G.named_parameters():
-            if "noise_strength" in n or n.endswith("bias"):
-                p.uniform_(-0.5, 0.5)
-    return G
 
 
 def test_official_512_crop_and_pool_numbers():
@@ -73,7 +61,7 @@ def test_refinement_blocks_on_a_12x16_feature_map():
 
 
 def test_cars_refine_follows_the_official_sequence():
-    G = tiny_G()
+    G = tiny_generator(11, perturb=True, **TINY64)
     R = G.cfg.resolution  # 64: crops rows 8:56 as 64:448 at 512
     enc = WEncoder(num_ws=G.num_ws, w_dim=G.cfg.w_dim, units=(1, 1, 1, 1)).eval()
     la = torch.randn(G.cfg.w_dim)
@@ -113,7 +101,7 @@ def test_fit_aspect():
 @pytest.fixture(scope="module")
 def cars(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("hyper_cars")
-    G = tiny_G()
+    G = tiny_generator(11, perturb=True, **TINY64)
     hn = HyperNetwork.from_specs(G.specs).eval()  # the official 256-side network: a 12×16 map for 192×256 inputs
     with torch.no_grad():
         for lyr in hn.layers:
@@ -219,15 +207,13 @@ def test_bad_output_crop_is_refused(cars):
 
 def test_afhq_512_layout_inverts_at_512(tmp_path):
     """AFHQ wild: a 512 px generator (16 W+ rows, 23 official delta indices), the default square handling."""
-    G = tiny_G(resolution=512, channel_base=2048, seed=3)
+    G = tiny_generator(3, perturb=True, resolution=512, channel_base=2048)
     hn = HyperNetwork.from_specs(G.specs, width=16, input_size=64).eval()
     assert max(lyr.hyperstyle_index for lyr in hn.layers) <= 22
     enc = WEncoder(num_ws=G.num_ws, w_dim=G.cfg.w_dim, units=(1, 1, 1, 1), width=16).eval()
     la = torch.randn(1, G.cfg.w_dim).expand(G.num_ws, -1).clone()
-    p_hs, p_enc = write_tiny_official_files(tmp_path, G, hn, enc, la)
-    obj = torch.load(p_hs, weights_only=True)
-    obj["opts"].update(dataset_type="afhq_wild_hypernet", output_size=512, input_size=64)
-    torch.save(obj, p_hs)
+    p_hs, p_enc = write_tiny_official_files(tmp_path, G, hn, enc, la,
+                                            opts=dict(dataset_type="afhq_wild_hypernet", output_size=512, input_size=64))
     Image.fromarray(np.random.default_rng(2).integers(0, 255, (80, 80, 3), dtype=np.uint8)).save(tmp_path / "cat.png")
     out = tmp_path / "inv"
     res = runner.invoke(app, ["invert", str(tmp_path / "cat.png"), "--method", "hyperstyle", "--weights", str(p_hs),

@@ -10,14 +10,13 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from conftest import tiny_config
 from gantune.cli.app import app
 from gantune.core import Generator
 from gantune.io import InversionRecord, load_image, pil_to_tensor, tensor_to_pil
 from gantune.methods.hyper.hypernet import HyperNetwork
 from gantune.methods.hyper.inference import render
 from gantune.methods.hyper.wencoder import WEncoder
-from support import write_tiny_official_files
+from support import TINY64, tiny_generator, write_tiny_official_files
 
 runner = CliRunner()
 
@@ -25,12 +24,7 @@ runner = CliRunner()
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("hyper_cli")
-    torch.manual_seed(11)
-    G = Generator(tiny_config(resolution=64, channel_base=1024, channel_max=32)).eval()
-    with torch.no_grad():
-        for n, p in G.named_parameters():
-            if "noise_strength" in n or n.endswith("bias"):
-                p.uniform_(-0.5, 0.5)
+    G = tiny_generator(11, perturb=True, **TINY64)
     hn = HyperNetwork.from_specs(G.specs).eval()
     with torch.no_grad():
         for lyr in hn.layers:

@@ -7,13 +7,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import read_keys, tiny_config
-from gantune.core import Generator, make_kernel
+from conftest import read_keys
+from gantune.core import make_kernel
 from gantune.errors import WeightsError
 from gantune.methods.hyper import checkpoint as ck
 from gantune.methods.hyper.hypernet import HyperNetwork
 from gantune.methods.hyper.wencoder import WEncoder
 from gantune.weights.formats import hypernet_heads, identify
+from support import TINY64, tiny_generator
 
 LAYERS = ["b8.conv1", "b16.conv0", "b64.conv0", "b64.torgb"]  # shared, shared, channel, torgb heads
 
@@ -22,8 +23,7 @@ LAYERS = ["b8.conv1", "b16.conv0", "b64.conv0", "b64.torgb"]  # shared, shared, 
 def tiny():
     """A 64 px generator, a compact hypernetwork with every head kind and a compact W-encoder, all with non-trivial
     numbers everywhere (BN counters included), so a dropped or swapped tensor shows up."""
-    torch.manual_seed(11)
-    G = Generator(tiny_config(resolution=64, channel_base=1024, channel_max=32)).eval()
+    G = tiny_generator(11, **TINY64)
     hn = HyperNetwork.from_specs(G.specs, names=LAYERS, width=16, input_size=64).eval()
     enc = WEncoder(num_ws=G.num_ws, w_dim=G.cfg.w_dim, units=(1, 1, 1, 1), width=16, input_size=64).eval()
     with torch.no_grad():

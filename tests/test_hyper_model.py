@@ -14,7 +14,8 @@ from gantune.methods.hyper.hypernet import HyperNetwork
 from gantune.methods.hyper.inference import face_pool, refine, render
 from gantune.methods.hyper.wencoder import WEncoder
 from gantune.weights.formats import identify
-from support import CLAIMED14, DEFAULT17, RecordingHypernet, official_meta_state, shared_cfg, write_tiny_official_files
+from support import (CLAIMED14, DEFAULT17, TINY64, RecordingHypernet, official_meta_state, tiny_generator,
+                     write_tiny_official_files)
 
 
 @pytest.fixture(scope="module")
@@ -104,12 +105,7 @@ def test_identify_wrong_files():
 
 @pytest.fixture(scope="module")
 def tiny_models():
-    torch.manual_seed(3)
-    G = Generator(shared_cfg()).eval()
-    with torch.no_grad():
-        for n, p in G.named_parameters():
-            if "noise_strength" in n or n.endswith("bias"):
-                p.uniform_(-0.5, 0.5)
+    G = tiny_generator(3, perturb=True, **TINY64)
     hn = HyperNetwork.from_specs(G.specs).eval()
     with torch.no_grad():  # make offsets O(0.1) so they visibly change images
         hn.shared_fc.w1.mul_(0.5)

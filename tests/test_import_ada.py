@@ -25,6 +25,7 @@ from support import (
     reference_forward,
     rosinality_layout,
     rosinality_to_ada,
+    tiny_generator,
     write_ada_pickle,
 )
 
@@ -166,16 +167,8 @@ def _nvidia_torgb(layer, x, w, clamp):
 
 @pytest.mark.parametrize("grad", [False, True])
 def test_clamped_layers_match_nvidia_equations(grad):
-    from conftest import tiny_config
-    from gantune.core import Generator
-
     clamp = 0.25
-    torch.manual_seed(1)
-    G = Generator(tiny_config(conv_clamp=clamp)).eval()
-    with torch.no_grad():
-        for n, p in G.named_parameters():
-            if "noise_strength" in n or n.endswith("bias"):
-                p.uniform_(-0.5, 0.5)
+    G = tiny_generator(1, perturb=True, conv_clamp=clamp)
     conv, rgb = G.synthesis.layer("b8.conv1"), G.synthesis.layer("b8.torgb")
     x = (torch.randn(2, conv.spec.in_ch, 8, 8) * 3).requires_grad_(grad)
     w = torch.randn(2, 32)
@@ -191,11 +184,7 @@ def test_clamped_layers_match_nvidia_equations(grad):
 
 
 def test_conditional_mapping_matches_nvidia_equations():
-    from conftest import tiny_config
-    from gantune.core import Generator
-
-    torch.manual_seed(2)
-    G = Generator(tiny_config(c_dim=5, embed_features=12, mapping_lr_mul=0.01)).eval()
+    G = tiny_generator(2, c_dim=5, embed_features=12, mapping_lr_mul=0.01)
     with torch.no_grad():
         for p in G.mapping.parameters():
             p.normal_()
@@ -222,11 +211,7 @@ def test_conditional_mapping_matches_nvidia_equations():
 
 def _conditional_pickle(tmp_path, *, layer_clamp=None):
     """A conditional (c_dim 3) 32 px generator written as an ADA pickle; its layers clamp at ``layer_clamp``."""
-    from conftest import tiny_config
-    from gantune.core import Generator
-
-    torch.manual_seed(3)
-    G = Generator(tiny_config(z_dim=16, w_dim=16, c_dim=3)).eval()
+    G = tiny_generator(3, z_dim=16, w_dim=16, c_dim=3)
     with torch.no_grad():
         G.mapping.w_avg.normal_()
     layers = None

@@ -9,10 +9,9 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from conftest import tiny_config
-from gantune.core import Generator
 from gantune.errors import WeightsError
 from gantune.weights.native import load_native, read_native_header, save_native
+from support import tiny_generator
 
 
 def test_round_trip_is_bit_exact(tiny_G, tmp_path):
@@ -38,8 +37,7 @@ def test_round_trip_is_bit_exact(tiny_G, tmp_path):
     "kw", [dict(use_noise=False), dict(latent_rows=32, conv_clamp=256.0), dict(mapping_layers=8, img_channels=1)]
 )
 def test_config_variants_round_trip(tmp_path, kw):
-    torch.manual_seed(0)
-    G = Generator(tiny_config(**kw, extra={"note": "provenance"}))
+    G = tiny_generator(0, **kw, extra={"note": "provenance"})
     save_native(G, tmp_path / "g.safetensors")
     G2, meta = load_native(tmp_path / "g.safetensors")
     assert meta == {} and G2.cfg == G.cfg and G2.cfg.to_dict() == G.cfg.to_dict()
@@ -48,7 +46,7 @@ def test_config_variants_round_trip(tmp_path, kw):
 
 def test_overwrite_and_header_only_read(tiny_G, tmp_path):
     path = tmp_path / "g.safetensors"
-    save_native(Generator(tiny_config(resolution=16)), path, meta={"v": 1})
+    save_native(tiny_generator(resolution=16), path, meta={"v": 1})
     save_native(tiny_G, path, meta={"v": 2})
     cfg, meta = read_native_header(path)
     assert cfg["resolution"] == 32 and meta == {"v": 2}
@@ -83,4 +81,4 @@ def test_foreign_safetensors_is_refused(tmp_path):
     with pytest.raises(WeightsError, match="not a safetensors file"):
         load_native(tmp_path / "junk.safetensors")
     with pytest.raises(ValueError, match="JSON"):
-        save_native(Generator(tiny_config()), tmp_path / "x.safetensors", meta={"t": torch.zeros(1)})
+        save_native(tiny_generator(), tmp_path / "x.safetensors", meta={"t": torch.zeros(1)})

@@ -95,12 +95,9 @@ def test_wplus_projector_recovers_a_generated_image_and_pti_improves_it(tiny_G, 
 
 
 def test_pti_stops_at_target():
-    from gantune.core import Generator
+    from support import tiny_generator
 
-    from conftest import tiny_config
-
-    torch.manual_seed(0)
-    G = Generator(tiny_config(resolution=16)).eval()
+    G = tiny_generator(0, resolution=16)
     target = _target(G)
     pivot = project(G, target, space="w", num_steps=2, w_avg_samples=100, distance=l2_distance).results[0]
     res, curve = tune(G, target, pivot, distance=l2_distance, metric=l2_distance, num_steps=50, stop_at=1e9)

@@ -65,12 +65,9 @@ def test_truncation_pulls_toward_the_mean(tiny_G):
 
 
 def test_overparameterized_generator_uses_its_own_rows():
-    from gantune.core import Generator
+    from support import tiny_generator
 
-    from conftest import tiny_config
-
-    torch.manual_seed(0)
-    G = Generator(tiny_config(resolution=16, latent_rows=40, use_noise=False)).eval()
+    G = tiny_generator(0, resolution=16, latent_rows=40, use_noise=False)
     target = _target(G)
     out = invert_overparam(G, target, num_steps=3, w_avg_samples=100, distance=l2_distance, noise_mode="none")
     r = out.results[0]

@@ -7,8 +7,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import tiny_config
-from gantune.core import Generator
 from gantune.editing import record_generator_spec, render_record
 from gantune.editing.adapt import adapt_render
 from gantune.errors import InputError
@@ -16,15 +14,11 @@ from gantune.io.record import InversionRecord, RecordError, SharedOffsets, expan
 from gantune.methods.hyper.hypernet import HyperNetwork
 from gantune.methods.hyper.method import HyperStyle
 from gantune.methods.hyper.wencoder import WEncoder
+from support import TINY64, tiny_generator
 
 
 def make_hyper(width: int):
-    torch.manual_seed(3)
-    G = Generator(tiny_config(resolution=64, channel_base=1024, channel_max=32)).eval()
-    with torch.no_grad():
-        for n, p in G.named_parameters():
-            if "noise_strength" in n or n.endswith("bias"):
-                p.uniform_(-0.5, 0.5)
+    G = tiny_generator(3, perturb=True, **TINY64)
     hn = HyperNetwork.from_specs(G.specs, width=width, input_size=64).eval()
     with torch.no_grad():  # visible offsets
         hn.shared_fc.w1.mul_(0.5)

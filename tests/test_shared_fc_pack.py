@@ -107,13 +107,11 @@ def test_refine_with_released_heads_matches_and_drops_their_pages(tmp_path, monk
     from gantune.methods.hyper.checkpoint import load_hyperstyle, load_w_encoder
     from gantune.methods.hyper.inference import refine
 
-    from gantune.core import Generator, GeneratorConfig
     from gantune.methods.hyper.hypernet import HyperNetwork
     from gantune.methods.hyper.wencoder import WEncoder
+    from support import TINY64, tiny_generator
 
-    torch.manual_seed(4)
-    G = Generator(GeneratorConfig(resolution=64, z_dim=32, w_dim=32, mapping_layers=2, channel_base=1024,
-                                  channel_max=32)).eval()  # 16 channels at 64 px: per-channel heads there
+    G = tiny_generator(4, **TINY64)  # 16 channels at 64 px: per-channel heads there
     hn = HyperNetwork.from_specs(G.specs, width=8, input_size=64).eval()
     enc = WEncoder(num_ws=G.num_ws, w_dim=32, units=(1, 1, 1, 1), width=16, input_size=64).eval()
     p_hs, p_enc = write_official_files(tmp_path, models=(G, hn, enc))

@@ -168,12 +168,9 @@ def test_published_files_are_mapped_onto_layer_names(tiny_G, tmp_path):
 
 
 def test_computed_statistics_and_resume(tmp_path):
-    from conftest import tiny_config
+    from support import tiny_generator
 
-    from gantune.core import Generator
-
-    torch.manual_seed(0)
-    tiny_G = Generator(tiny_config(channel_max=8)).eval()  # 8 channels a layer: 24 up to 8 px
+    tiny_G = tiny_generator(0, channel_max=8)  # 8 channels a layer: 24 up to 8 px
     clip = tiny_clip()
     kw = dict(images=2, stat_samples=200, seed=1, max_res=8, batch_size=2)  # two chunks of one image
     full = scc.compute_style_stats(tiny_G, clip, out=tmp_path / "a.pt", **kw)

@@ -12,12 +12,12 @@ from typer.testing import CliRunner
 
 from conftest import tiny_config
 from gantune.cli.app import app
-from gantune.core import Generator
 from gantune.metrics.msssim import ms_ssim, ms_ssim_scales
 from gantune.train.encoders import (EncoderTrainOptions, GeneratorSamples, hyperstyle_generator, train_hypernet,
                                     train_w_encoder)
 from gantune.train.ranger import Lookahead, ranger
 from gantune.train.substitutes import Term
+from support import tiny_generator
 
 runner = CliRunner()
 MSSSIM = Term("ms-ssim", lambda a, b: 1.0 - ms_ssim(a, b), "test")
@@ -38,8 +38,7 @@ class FixedBatch:
 
 @pytest.fixture(scope="module")
 def G():
-    torch.manual_seed(0)
-    g = Generator(tiny_config()).eval().requires_grad_(False)
+    g = tiny_generator(0).requires_grad_(False)
     g.mapping.w_avg.copy_(g.compute_w_avg(500, seed=0))
     return g
 
@@ -95,12 +94,7 @@ def test_ms_ssim_identical_noisy_and_small_images():
 
 
 def test_generator_conversion_for_the_hyperstyle_layout_is_exact():
-    torch.manual_seed(1)
-    G = Generator(tiny_config(use_noise=False, mapping_lr_mul=0.05)).eval()
-    with torch.no_grad():
-        for n, p in G.named_parameters():
-            if n.endswith("bias"):
-                p.uniform_(-0.5, 0.5)
+    G = tiny_generator(1, perturb=True, use_noise=False, mapping_lr_mul=0.05)  # no noise: the biases perturbed
     G2, notes = hyperstyle_generator(G)
     assert G2.cfg.use_noise and G2.cfg.mapping_lr_mul == 0.01 and len(notes) == 2
     z = torch.randn(3, G.cfg.z_dim)
@@ -112,7 +106,7 @@ def test_generator_conversion_for_the_hyperstyle_layout_is_exact():
         torch.manual_seed(3)
         torch.testing.assert_close(G2.synthesis(ws, noise_mode="random"), ref, atol=1e-5, rtol=1e-5)
     with pytest.raises(Exception, match="conv_clamp"):
-        hyperstyle_generator(Generator(tiny_config(conv_clamp=256.0)))
+        hyperstyle_generator(tiny_generator(conv_clamp=256.0))
 
 
 # --- training ----------------------------------------------------------------------------------------------------------

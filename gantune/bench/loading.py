@@ -56,33 +56,25 @@ def write_constant_files(folder: Path, resolution: int = 1024) -> dict[str, Path
     to write, and values do not matter for loading; they render nothing useful: for files that invert, see
     :func:`gantune.bench.memory.write_official_files`)."""
     from ..core import Generator, GeneratorConfig
-    from ..methods.hyper.checkpoint import hypernet_to_official
+    from ..methods.hyper.checkpoint import layers_to_tune, write_hyperstyle_file, write_w_encoder_file
     from ..methods.hyper.hypernet import HyperNetwork
     from ..methods.hyper.wencoder import WEncoder
-    from ..weights.rosinality import to_rosinality_state_dict
+    from ..weights.rosinality import save_rosinality
 
     torch.manual_seed(0)
     G = Generator(GeneratorConfig(resolution=resolution)).eval()
-    dec = to_rosinality_state_dict(G)
     la = G.mapping.w_avg.detach().clone()
     with torch.device("meta"):
         hn = HyperNetwork.from_specs(G.specs)
         enc = WEncoder(num_ws=G.num_ws)
     hn, enc = _fill(hn), _fill(enc)
-    layers = ",".join(str(lyr.hyperstyle_index) for lyr in hn.layers)
     paths = {"hyperstyle": folder / "hyperstyle_ffhq.pt", "w-encoder": folder / "faces_w_encoder.pt",
              "generator": folder / "stylegan2-ffhq-config-f.pt"}
-    hs = {"state_dict": {**{"hypernet." + k: v for k, v in hypernet_to_official(hn).items()},
-                         **{"decoder." + k: v for k, v in dec.items()}},
-          "latent_avg": la[None].expand(G.num_ws, -1).clone(),
-          "opts": {"output_size": resolution, "layers_to_tune": layers, "encoder_type": "SharedWeightsHyperNetResNet"}}
-    torch.save(hs, paths["hyperstyle"])
-    del hs, hn
-    we = {"state_dict": {**{"encoder." + k: v for k, v in enc.state_dict().items()},
-                         **{"decoder." + k: v for k, v in dec.items()}},
-          "latent_avg": la.clone(), "opts": {"encoder_type": "WEncoder"}}
-    torch.save(we, paths["w-encoder"])
-    torch.save({"g_ema": dec, "latent_avg": la.clone()}, paths["generator"])
+    write_hyperstyle_file(paths["hyperstyle"], G, hn, la[None].expand(G.num_ws, -1).clone(), opts={
+        "output_size": resolution, "layers_to_tune": layers_to_tune(hn), "encoder_type": "SharedWeightsHyperNetResNet"})
+    del hn
+    write_w_encoder_file(paths["w-encoder"], enc, la.clone(), G=G, opts={"encoder_type": "WEncoder"})
+    save_rosinality(G, paths["generator"])
     return paths
 
 

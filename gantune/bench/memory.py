@@ -25,20 +25,16 @@ TARGET_MB = 2500  # the issue's bound for load + one 1024 px image: 2.5 GB (10^6
 def write_official_files(folder: Path, resolution: int = 1024, seed: int = 0, *, models=None) -> tuple[Path, Path]:
     """(hyperstyle.pt, w_encoder.pt): random models in the official key layouts, as published files are laid out;
     ``models`` = (G, hypernet, W-encoder) writes those instead (compact ones record their input size in opts)."""
-    from ..methods.hyper.checkpoint import hyperstyle_to_official, w_encoder_to_official
-    from ..weights.rosinality import to_rosinality_state_dict
+    from ..methods.hyper.checkpoint import layers_to_tune, write_hyperstyle_file, write_w_encoder_file
     from .hyper import _random_models
 
     G, hn, enc = models or _random_models(resolution, "claimed14", seed)
     la = torch.randn(1, G.cfg.w_dim).expand(G.num_ws, -1).clone() * 0.1
-    p_hs, p_enc = folder / "hyperstyle.pt", folder / "w_encoder.pt"
-    layers = ",".join(str(lyr.hyperstyle_index) for lyr in hn.layers)
-    torch.save({"state_dict": hyperstyle_to_official(G, hn), "latent_avg": la,
-                "opts": {"layers_to_tune": layers, "output_size": G.cfg.resolution, "input_nc": 6,
-                         "encoder_type": "SharedWeightsHyperNetResNet", **_compact(hn)}}, p_hs)
-    dec = {"decoder." + k: v for k, v in to_rosinality_state_dict(G).items()}
-    torch.save({"state_dict": {**{"encoder." + k: v for k, v in w_encoder_to_official(enc).items()}, **dec},
-                "opts": {"encoder_type": "WEncoder", **_compact(enc)}, "latent_avg": la[0]}, p_enc)
+    p_hs = write_hyperstyle_file(folder / "hyperstyle.pt", G, hn, la, opts={
+        "layers_to_tune": layers_to_tune(hn), "output_size": G.cfg.resolution, "input_nc": 6,
+        "encoder_type": "SharedWeightsHyperNetResNet", **_compact(hn)})
+    p_enc = write_w_encoder_file(folder / "w_encoder.pt", enc, la[0], G=G,
+                                 opts={"encoder_type": "WEncoder", **_compact(enc)})
     return p_hs, p_enc
 
 

@@ -18,7 +18,7 @@ possible for the W-encoder; ``truncation`` ψ < 1 draws closer to the average fa
 :mod:`gantune.train.data`) or a folder of images.
 
 Outputs are the official file layouts, so ``gantune invert --method hyperstyle --weights HYPERNET --encoder ENCODER``
-loads them with the existing importers (:mod:`gantune.methods.hyper.checkpoint`):
+loads them with the existing importers (:mod:`gantune.methods.hyper.checkpoint`, whose writers write them):
 
 * W-encoder: ``{'state_dict': {'encoder.*'}, 'opts', 'latent_avg'}`` (the decoder is not stored: HyperStyle ignores it);
 * hypernetwork: ``{'state_dict': {'hypernet.*' (official names), 'decoder.*' (rosinality)}, 'opts', 'latent_avg',
@@ -40,16 +40,16 @@ from pathlib import Path
 
 import torch
 
+from ..accel import accelerate
 from ..core import Generator, GeneratorConfig
 from ..core.specs import select_layers
 from ..errors import InputError, WeightsError
 from ..io.atomic import atomic_path
 from ..io.manifest import append_jsonl
-from ..methods.hyper.checkpoint import hypernet_to_official
+from ..methods.hyper.checkpoint import layers_to_tune, write_hyperstyle_file, write_w_encoder_file
 from ..methods.hyper.hypernet import HyperNetwork, default_heads
 from ..methods.hyper.inference import face_pool, render, to_input_size
 from ..methods.hyper.wencoder import IR_SE_50_UNITS, WEncoder
-from ..weights.rosinality import to_rosinality_state_dict
 from .checkpoint import remove_stale_temp_files
 from .data import open_source
 from .ranger import ranger
@@ -89,7 +89,7 @@ def hyperstyle_generator(G: Generator) -> tuple[Generator, list[str]]:
         notes.append(f"mapping lr multiplier {cfg.mapping_lr_mul} stored as 0.01 (weights rescaled, same outputs)")
     if not notes:
         return G, notes
-    G2 = Generator(GeneratorConfig.from_dict(new)).to(next(G.parameters()).device)
+    G2 = accelerate(Generator(GeneratorConfig.from_dict(new)).to(next(G.parameters()).device))
     src = G.state_dict()
     dst = G2.state_dict()
     scale = cfg.mapping_lr_mul / ROSINALITY_LR_MUL
@@ -236,14 +236,80 @@ def _latent_avg(G: Generator) -> torch.Tensor:
     return G.mapping.w_avg.detach().float().cpu()[None].repeat(G.num_ws, 1)  # (num_ws, w_dim), as the reference
 
 
+# --- what both trainers share ----------------------------------------------------------------------------------------
+def _start(G: Generator, opts: EncoderTrainOptions | None, device, out_dir) -> tuple:
+    """(options, device, output folder, generator, notes): the defaults filled in, what a killed run was writing
+    removed, and the generator in its HyperStyle form (see :func:`hyperstyle_generator`), frozen on the device."""
+    opts = opts or EncoderTrainOptions()
+    device = torch.device(device)
+    out_dir = Path(out_dir)
+    remove_stale_temp_files(out_dir)  # what a killed run was writing
+    G, notes = hyperstyle_generator(G)
+    return opts, device, out_dir, G.to(device).eval().requires_grad_(False), notes
+
+
+def _restore(st: dict, model: torch.nn.Module, opt, gen: torch.Generator, notes: list[str]) -> int:
+    """Model, optimizer and data RNG from a training state; returns the step it was saved at."""
+    model.load_state_dict(st["model"])
+    opt.load_state_dict(st["optimizer"])
+    gen.set_state(st["data_rng"])
+    step = int(st["step"])
+    notes.append(f"resumed at step {step}")
+    return step
+
+
+def _save_state(path: Path, kind: str, step: int, model: torch.nn.Module, opt, gen: torch.Generator, **arch) -> None:
+    """The resume state: ``kind``, ``step``, the architecture, model, optimizer (Lookahead slow weights included) and
+    data RNG."""
+    _save({"kind": kind, "step": step, **arch, "model": model.state_dict(), "optimizer": opt.state_dict(),
+           "data_rng": gen.get_state()}, path)
+
+
+def _meta(step: int, notes: list[str], opts: EncoderTrainOptions, data, sim: Term | None, **extra) -> dict:
+    """gantune's own record in a model file's opts (``extra`` before the identity term's name)."""
+    return {"step": step, "notes": notes, "options": asdict(opts), "data": data.describe(), **extra,
+            "identity": sim.name if sim is not None else "off"}
+
+
+def _loop(opts: EncoderTrainOptions, step: int, one_step: Callable[[int], dict], checkpoint: Callable[[int], None],
+          out_dir: Path, model_path: Path, notes: list[str], on_step, on_notes) -> TrainResult:
+    """The training loop both trainers share: ``one_step(n)`` trains on one batch and returns its row of losses
+    (step ``n``); each row is timed, logged and reported, and ``checkpoint(step)`` writes the model file and the
+    resume state every ``save_every`` steps and at the end."""
+    for n in notes if on_notes else ():
+        on_notes(n)
+    log, losses = out_dir / LOG_FILE, []
+    while step < opts.steps:
+        t0 = time.perf_counter()
+        row = one_step(step + 1)
+        step += 1
+        row["seconds"] = round(time.perf_counter() - t0, 4)
+        losses.append(row)
+        append_jsonl(log, {"status": "ok", **row})
+        if on_step:
+            on_step(step, row)
+        if step % opts.save_every == 0 or step == opts.steps:
+            checkpoint(step)
+    if not model_path.is_file():
+        checkpoint(step)
+    return TrainResult(model_path, out_dir / STATE_FILE, step, losses, notes)
+
+
+def _floats(terms: dict) -> dict[str, float]:
+    return {k: float(v.detach()) for k, v in terms.items()}
+
+
 # --- W-encoder -------------------------------------------------------------------------------------------------------
 def save_w_encoder(enc: WEncoder, G: Generator, path: str | Path, *, opts: dict | None = None) -> Path:
     """The official ``faces_w_encoder.pt`` layout (encoder keys only), loadable by ``load_w_encoder``."""
-    sd = {f"encoder.{k}": v.detach().cpu().clone() for k, v in enc.state_dict().items()}
     meta = {"encoder_type": "WEncoder", "output_size": G.cfg.resolution, "units": list(enc.units),
             "n_styles": G.num_ws, "input_size": enc.input_size, **(opts or {})}
-    _save({"state_dict": sd, "opts": meta, "latent_avg": _latent_avg(G)}, Path(path))
-    return Path(path)
+    return write_w_encoder_file(path, enc, _latent_avg(G), opts=meta)
+
+
+def _w_encoder_to_train(G: Generator, arch: dict, opts: EncoderTrainOptions, device):
+    enc = WEncoder(num_ws=G.num_ws, w_dim=G.cfg.w_dim, **arch).to(device).train()
+    return enc, ranger(enc.parameters(), lr=opts.lr)
 
 
 def train_w_encoder(
@@ -260,12 +326,7 @@ def train_w_encoder(
     on_step: Callable[[int, dict], None] | None = None,  # called after every step with (step, losses)
     on_notes: Callable[[str], None] | None = None,  # called once per note (substitutes, conversions) before training
 ) -> TrainResult:
-    opts = opts or EncoderTrainOptions()
-    device = torch.device(device)
-    out_dir = Path(out_dir)
-    remove_stale_temp_files(out_dir)  # what a killed run was writing
-    G, notes = hyperstyle_generator(G)
-    G = G.to(device).eval().requires_grad_(False)
+    opts, device, out_dir, G, notes = _start(G, opts, device, out_dir)
     perc, sim, loss_notes = _loss_terms(opts, device, discriminator, perceptual)
     notes += loss_notes
     if isinstance(data, GeneratorSamples):
@@ -273,43 +334,27 @@ def train_w_encoder(
         notes.append(f"data: generator samples (ψ={data.truncation}) with known w; latent loss λ_lat={opts.latent_lambda}")
     torch.manual_seed(opts.seed)
     arch = {"units": tuple(units), "width": opts.width, "input_size": opts.input_size}
-    enc = WEncoder(num_ws=G.num_ws, w_dim=G.cfg.w_dim, **arch).to(device).train()
-    opt = ranger(enc.parameters(), lr=opts.lr)
+    enc, opt = _w_encoder_to_train(G, arch, opts, device)
     gen = torch.Generator().manual_seed(opts.seed)
     step = 0
-    state_path = out_dir / STATE_FILE
     if resume:
-        st = _load_state(state_path)
+        st = _load_state(out_dir / STATE_FILE)
         saved = {"units": tuple(st["units"]), "width": st.get("width", 64), "input_size": st.get("input_size", 256)}
         if saved != arch:
-            arch, units = saved, saved["units"]
+            arch = saved
             notes.append(f"architecture from the training state: {saved}")
-            enc = WEncoder(num_ws=G.num_ws, w_dim=G.cfg.w_dim, **arch).to(device).train()
-            opt = ranger(enc.parameters(), lr=opts.lr)
-        enc.load_state_dict(st["model"])
-        opt.load_state_dict(st["optimizer"])
-        gen.set_state(st["data_rng"])
-        step = int(st["step"])
-        notes.append(f"resumed at step {step}")
+            enc, opt = _w_encoder_to_train(G, arch, opts, device)
+        step = _restore(st, enc, opt, gen, notes)
     w_avg = G.mapping.w_avg.detach()
-
-    log = out_dir / LOG_FILE
     model_path = out_dir / W_ENCODER_FILE
-    losses = []
-    for n in notes if on_notes else ():
-        on_notes(n)
 
-    def checkpoint():
-        meta = {"id_lambda": _id_lambda(sim, opts),
-                "gantune": {"step": step, "notes": notes, "options": asdict(opts), "data": data.describe(),
-                            "identity": sim.name if sim is not None else "off"}}
-        save_w_encoder(enc, G, model_path, opts=meta)
-        _save({"kind": "w-encoder", "step": step, "units": list(units), "width": enc.width,
-               "input_size": enc.input_size, "model": enc.state_dict(),
-               "optimizer": opt.state_dict(), "data_rng": gen.get_state()}, state_path)
+    def checkpoint(step: int) -> None:
+        save_w_encoder(enc, G, model_path, opts={"id_lambda": _id_lambda(sim, opts),
+                                                 "gantune": _meta(step, notes, opts, data, sim)})
+        _save_state(out_dir / STATE_FILE, "w-encoder", step, enc, opt, gen, units=list(arch["units"]), width=enc.width,
+                    input_size=enc.input_size)
 
-    while step < opts.steps:
-        t0 = time.perf_counter()
+    def one_step(n: int) -> dict:
         x, w_true = _batch(data, opts.batch_size, gen, device)
         w_pred = enc(to_input_size(x, enc.input_size))[:, 0] + w_avg  # (B, w_dim)
         y = G.synthesis(w_pred, noise_mode=opts.noise_mode).float()
@@ -321,18 +366,9 @@ def train_w_encoder(
         opt.zero_grad()
         total.backward()
         opt.step()
-        step += 1
-        row = {"step": step, "loss": float(total.detach()), **{k: float(v.detach()) for k, v in terms.items()},
-               "seconds": round(time.perf_counter() - t0, 4)}
-        losses.append(row)
-        append_jsonl(log, {"status": "ok", **row})
-        if on_step:
-            on_step(step, row)
-        if step % opts.save_every == 0 or step == opts.steps:
-            checkpoint()
-    if not model_path.is_file():
-        checkpoint()
-    return TrainResult(model_path, state_path, step, losses, notes)
+        return {"step": n, "loss": float(total.detach()), **_floats(terms)}
+
+    return _loop(opts, step, one_step, checkpoint, out_dir, model_path, notes, on_step, on_notes)
 
 
 # --- hypernetwork ----------------------------------------------------------------------------------------------------
@@ -340,20 +376,9 @@ def save_hypernet(H: HyperNetwork, G: Generator, path: str | Path, *, step: int 
     """The official ``hyperstyle_*.pt`` layout (``hypernet.*`` + rosinality ``decoder.*``), loadable by
     ``load_hyperstyle`` and ``gantune invert --method hyperstyle``. ``G`` must be rosinality-expressible
     (see :func:`hyperstyle_generator`)."""
-    sd = {f"decoder.{k}": v.detach().cpu().clone() for k, v in to_rosinality_state_dict(G).items()}
-    hyp = hypernet_to_official(H)
-    clones: dict[int, torch.Tensor] = {}  # keep aliases aliased (the shared FCs are stored once)
-    for k, v in hyp.items():
-        key = id(v)
-        if key not in clones:
-            clones[key] = v.detach().cpu().clone()
-        sd[f"hypernet.{k}"] = clones[key]
     meta = {"encoder_type": "SharedWeightsHyperNetResNet", "input_nc": 6, "output_size": G.cfg.resolution,
-            "layers_to_tune": ",".join(str(lyr.hyperstyle_index) for lyr in H.layers), "input_size": H.input_size,
-            **(opts or {})}
-    _save({"state_dict": sd, "opts": meta, "latent_avg": _latent_avg(G), "global_step": step, "best_val_loss": None},
-          Path(path))
-    return Path(path)
+            "layers_to_tune": layers_to_tune(H), "input_size": H.input_size, **(opts or {})}
+    return write_hyperstyle_file(path, G, H, _latent_avg(G), opts=meta, global_step=step, best_val_loss=None)
 
 
 def hypernet_layers(G: Generator, *, levels=("medium", "fine"), names: list[str] | None = None,
@@ -368,6 +393,45 @@ def hypernet_layers(G: Generator, *, levels=("medium", "fine"), names: list[str]
         raise InputError(f"no generator layers at level(s) {', '.join(levels)}", "choose other --levels or --layers")
     size = max(s.in_ch for s in G.specs)
     return default_heads(G.specs, [s.name for s in chosen], shared_size=size), size
+
+
+def _hypernet_to_train(G: Generator, opts: EncoderTrainOptions, st: dict | None, init: HyperNetwork | None, *, levels,
+                       layers, include_torgb: bool, device, notes: list[str]) -> HyperNetwork:
+    """The network to train: ``init`` (fine-tuning), or a new one for the chosen layers (those of the training state
+    when resuming, with its width and input size)."""
+    width, input_size = opts.width, opts.input_size
+    if st is not None:
+        layers, include_torgb = list(st["layers"]), False
+        width, input_size = st.get("width", 64), st.get("input_size", 256)
+    torch.manual_seed(opts.seed)
+    if init is not None and st is None:
+        H = init.to(device).train()
+        notes.append(f"starting from the given hypernetwork ({len(H.layers)} tuned layers)")
+        return H
+    tuned, size = hypernet_layers(G, levels=levels, names=layers, include_torgb=include_torgb)
+    return HyperNetwork(tuned, shared_size=size, width=width, input_size=input_size).to(device).train()
+
+
+def _hypernet_step(H: HyperNetwork, G: Generator, encoder: WEncoder, x: torch.Tensor, w_avg: torch.Tensor, *,
+                   iters: int, opts: EncoderTrainOptions, perc: Term, sim: Term | None, row: dict) -> dict:
+    """One batch: ``iters`` refinement passes, a loss and a backward at each (gradients never flow through earlier
+    passes); the losses go into ``row``. The caller steps the optimizer."""
+    x_h = to_input_size(x, H.input_size)
+    with torch.no_grad():
+        codes = encoder(to_input_size(x, encoder.input_size)).float() + w_avg  # (B, num_ws, w_dim), fixed per batch
+        y_hat = render(G, codes, None, noise_mode=opts.noise_mode)
+    acc: dict[str, torch.Tensor] = {}
+    for t in range(1, iters + 1):
+        new = H(x_h, face_pool(y_hat, H.input_size))
+        acc = {k: (acc[k].detach() + d if k in acc else d) for k, d in new.items()}
+        y = render(G, codes, acc, noise_mode=opts.noise_mode)
+        total, terms = _losses(y, x, opts, perc, sim)
+        total.backward()
+        y_hat = y.detach()
+        row[f"loss_t{t}"] = float(total.detach())
+        if t == iters:
+            row.update({"loss": float(total.detach()), **_floats(terms)})
+    return row
 
 
 def train_hypernet(
@@ -389,14 +453,9 @@ def train_hypernet(
     on_step: Callable[[int, dict], None] | None = None,
     on_notes: Callable[[str], None] | None = None,
 ) -> TrainResult:
-    opts = opts or EncoderTrainOptions()
     if iters < 1:
         raise InputError(f"--iters {iters}: at least one refinement pass per batch")
-    device = torch.device(device)
-    out_dir = Path(out_dir)
-    remove_stale_temp_files(out_dir)  # what a killed run was writing
-    G, notes = hyperstyle_generator(G)
-    G = G.to(device).eval().requires_grad_(False)
+    opts, device, out_dir, G, notes = _start(G, opts, device, out_dir)
     if encoder.w_dim != G.cfg.w_dim:
         raise InputError(f"the W-encoder outputs w of size {encoder.w_dim}, the generator needs {G.cfg.w_dim}")
     encoder = encoder.to(device).eval().requires_grad_(False)
@@ -404,79 +463,31 @@ def train_hypernet(
     notes += loss_notes
     if init is None:
         notes.append("hypernetwork backbone initialised randomly (no ImageNet ResNet34 weights are fetched)")
-    state_path = out_dir / STATE_FILE
-    st = _load_state(state_path) if resume else None
-    width, input_size = opts.width, opts.input_size
-    if st is not None:
-        layers, include_torgb = list(st["layers"]), False
-        width, input_size = st.get("width", 64), st.get("input_size", 256)
-    torch.manual_seed(opts.seed)
-    if init is not None and st is None:
-        H = init.to(device).train()
-        notes.append(f"starting from the given hypernetwork ({len(H.layers)} tuned layers)")
-    else:
-        tuned, size = hypernet_layers(G, levels=levels, names=layers, include_torgb=include_torgb)
-        H = HyperNetwork(tuned, shared_size=size, width=width, input_size=input_size).to(device).train()
+    st = _load_state(out_dir / STATE_FILE) if resume else None
+    H = _hypernet_to_train(G, opts, st, init, levels=levels, layers=layers, include_torgb=include_torgb, device=device,
+                           notes=notes)
     opt = ranger(H.parameters(), lr=opts.lr)
     gen = torch.Generator().manual_seed(opts.seed)
-    step = 0
-    if st is not None:
-        H.load_state_dict(st["model"])
-        opt.load_state_dict(st["optimizer"])
-        gen.set_state(st["data_rng"])
-        step = int(st["step"])
-        notes.append(f"resumed at step {step}")
+    step = _restore(st, H, opt, gen, notes) if st is not None else 0
     if isinstance(data, GeneratorSamples):
         data.G = G
     w_avg = G.mapping.w_avg.detach()
-
-    log = out_dir / LOG_FILE
     model_path = out_dir / HYPERNET_FILE
-    losses = []
-    for n in notes if on_notes else ():
-        on_notes(n)
 
-    def checkpoint():
+    def checkpoint(step: int) -> None:
         meta = {"n_iters_per_batch": iters, "l2_lambda": opts.l2_lambda, "lpips_lambda": opts.perceptual_lambda,
                 "id_lambda": _id_lambda(sim, opts), "learning_rate": opts.lr, "optim_name": "ranger",
                 "batch_size": opts.batch_size,
-                "gantune": {"step": step, "notes": notes, "options": asdict(opts), "data": data.describe(),
-                            "sim_lambda": opts.sim_lambda if sim is not None else 0.0,
-                            "identity": sim.name if sim is not None else "off"}}
+                "gantune": _meta(step, notes, opts, data, sim, sim_lambda=opts.sim_lambda if sim is not None else 0.0)}
         save_hypernet(H, G, model_path, step=step, opts=meta)
-        _save({"kind": "hypernet", "step": step, "layers": H.names, "width": H.width, "input_size": H.input_size,
-               "model": H.state_dict(),
-               "optimizer": opt.state_dict(), "data_rng": gen.get_state()}, state_path)
+        _save_state(out_dir / STATE_FILE, "hypernet", step, H, opt, gen, layers=H.names, width=H.width,
+                    input_size=H.input_size)
 
-    while step < opts.steps:
-        t0 = time.perf_counter()
+    def one_step(n: int) -> dict:
         x, _ = _batch(data, opts.batch_size, gen, device)
-        x_h = to_input_size(x, H.input_size)
-        with torch.no_grad():
-            codes = encoder(to_input_size(x, encoder.input_size)).float() + w_avg  # (B, num_ws, w_dim), fixed per batch
-            y_hat = render(G, codes, None, noise_mode=opts.noise_mode)
         opt.zero_grad()
-        acc: dict[str, torch.Tensor] = {}
-        row = {"step": step + 1}
-        for t in range(1, iters + 1):
-            new = H(x_h, face_pool(y_hat, H.input_size))
-            acc = {k: (acc[k].detach() + d if k in acc else d) for k, d in new.items()}
-            y = render(G, codes, acc, noise_mode=opts.noise_mode)
-            total, terms = _losses(y, x, opts, perc, sim)
-            total.backward()
-            y_hat = y.detach()
-            row[f"loss_t{t}"] = float(total.detach())
-            if t == iters:
-                row.update({"loss": float(total.detach()), **{k: float(v.detach()) for k, v in terms.items()}})
+        row = _hypernet_step(H, G, encoder, x, w_avg, iters=iters, opts=opts, perc=perc, sim=sim, row={"step": n})
         opt.step()
-        step += 1
-        row["seconds"] = round(time.perf_counter() - t0, 4)
-        losses.append(row)
-        append_jsonl(log, {"status": "ok", **row})
-        if on_step:
-            on_step(step, row)
-        if step % opts.save_every == 0 or step == opts.steps:
-            checkpoint()
-    if not model_path.is_file():
-        checkpoint()
-    return TrainResult(model_path, state_path, step, losses, notes)
+        return row
+
+    return _loop(opts, step, one_step, checkpoint, out_dir, model_path, notes, on_step, on_notes)

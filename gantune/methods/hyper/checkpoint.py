@@ -5,7 +5,8 @@ Files are recognised by :func:`gantune.weights.formats.identify` (the one classi
 use), read with ``torch.load(weights_only=True)`` (through :func:`gantune.weights.safe_torch_load`), and the
 architecture is inferred from the keys (never from the stored ``opts``). Every key goes through the key-rule table of
 :mod:`gantune.weights.keymap`, the one the generator importers use: unknown or missing keys are an error that names
-them, and export walks the same table backwards.
+them, and export walks the same table backwards. :func:`write_hyperstyle_file` and :func:`write_w_encoder_file` write
+the two layouts (atomically); every writer of such files in gantune and its tests goes through them.
 
 Official hypernetwork keys (prefix ``hypernet.`` in the file) -> gantune :class:`HyperNetwork`:
 
@@ -35,6 +36,7 @@ import torch
 from ...core import Generator, layer_specs
 from ...core.specs import LayerSpec
 from ...errors import WeightsError
+from ...io.atomic import atomic_path
 from ...weights.checksums import file_sha256
 from ...weights.download import resolve
 from ...weights.formats import hypernet_heads, identify
@@ -48,7 +50,7 @@ from ...weights.keymap import (
     prefixed,
     strip_prefix,
 )
-from ...weights.rosinality import infer_config, rosinality_rules
+from ...weights.rosinality import infer_config, rosinality_rules, to_rosinality_state_dict
 from ...weights.safe_pickle import safe_torch_load
 from .hypernet import INPUT_SIZE, HyperNetwork, TunedLayer, head_key
 from .wencoder import WEncoder, stage_depths
@@ -215,6 +217,11 @@ def hyperstyle_to_official(G: Generator, hn: HyperNetwork) -> dict[str, torch.Te
     return export_state(native, hyperstyle_rules(G.cfg, hn))
 
 
+def layers_to_tune(hn: HyperNetwork) -> str:
+    """The official ``opts['layers_to_tune']`` of a hypernetwork: its delta-list indices, comma-separated."""
+    return ",".join(str(lyr.hyperstyle_index) for lyr in hn.layers)
+
+
 # --- W-encoder -------------------------------------------------------------------------------------------------------
 def w_encoder_units(sd: dict) -> tuple[int, ...]:
     """Units per stage from the ``body.{i}`` keys: a stage starts where the residual conv width changes."""
@@ -365,3 +372,35 @@ def load_w_encoder(spec: str | os.PathLike = DEFAULT_W_ENCODER, *, num_ws: int, 
     if hash_file:
         info["sha256"] = file_sha256(path)
     return enc, info
+
+
+# --- writing files -----------------------------------------------------------------------------------------------------
+def _write(obj: dict, path: str | os.PathLike, *, legacy_format: bool = False) -> Path:
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp, _use_new_zipfile_serialization=not legacy_format)
+    return path
+
+
+def write_hyperstyle_file(path: str | os.PathLike, G: Generator, hn: HyperNetwork, latent_avg: torch.Tensor, *,
+                          opts: dict, **fields) -> Path:
+    """Write a ``hyperstyle_*.pt`` in the official layout, atomically: ``{'state_dict': decoder.* (the rosinality
+    form of ``G``) + hypernet.* (official names and order, the aliases stored once), 'opts', 'latent_avg', **fields}``
+    (``fields``: e.g. ``global_step``, ``best_val_loss``); the keys and their order are those of
+    :func:`hyperstyle_to_official`, the hypernetwork's tensors are the module's own (no copy of 330 M numbers).
+    :func:`load_hyperstyle` reads it back."""
+    sd = {**{"decoder." + k: v for k, v in to_rosinality_state_dict(G).items()},
+          **{"hypernet." + k: v for k, v in hypernet_to_official(hn).items()}}
+    return _write({"state_dict": sd, "opts": opts, "latent_avg": latent_avg, **fields}, path)
+
+
+def write_w_encoder_file(path: str | os.PathLike, enc: WEncoder, latent_avg: torch.Tensor, *, opts: dict,
+                         G: Generator | None = None, legacy_format: bool = False) -> Path:
+    """Write a ``*_w_encoder.pt`` in the official layout, atomically: ``{'state_dict': encoder.* (official names and
+    order) [+ decoder.*: the rosinality form of ``G`` where given, as the published file carries one], 'opts',
+    'latent_avg'}``. ``legacy_format``: torch's pre-1.6 serialization (not a zip file), as older files are written.
+    :func:`load_w_encoder` reads it back (the decoder is checked and ignored)."""
+    sd = {"encoder." + k: v for k, v in w_encoder_to_official(enc).items()}
+    if G is not None:
+        sd.update({"decoder." + k: v for k, v in to_rosinality_state_dict(G).items()})
+    return _write({"state_dict": sd, "opts": opts, "latent_avg": latent_avg}, path, legacy_format=legacy_format)
