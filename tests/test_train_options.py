@@ -83,6 +83,8 @@ def test_resume_takes_auto_none_or_a_file(command, trained, tmp_path):
     assert res.exit_code == 0 and trained["resume"] is False
     res, _ = _run(command, out, "--resume", str(state))  # the folder's own state, named
     assert res.exit_code == 0 and trained["resume"] is True
+    res, _ = _run(command, out, "--resume", str(other))  # the same state again (a rerun)
+    assert res.exit_code == 0 and trained["resume"] is True
     # the folder's own state is never replaced by another; a missing file is refused
     other.write_bytes(b"another state")
     res, _ = _run(command, out, "--resume", str(other))

@@ -5,6 +5,7 @@ Both commands are thin adapters over :mod:`gantune.train.encoders`; they attach 
 
 from __future__ import annotations
 
+import filecmp
 import functools
 import inspect
 import shutil
@@ -42,7 +43,7 @@ DiscOpt = Annotated[Optional[Path], typer.Option("--discriminator", help="traini
 LpipsNetOpt = Annotated[str, typer.Option("--lpips-net", help="LPIPS backbone: alex (reference) or vgg.")]
 SaveEveryOpt = Annotated[int, typer.Option("--save-every", min=1, help="Write the model file and the resume state every N steps.")]
 ResumeOpt = Annotated[str, typer.Option("--resume", help="auto (OUT/train_state.pt if there is one), none, or a "
-                                        "train_state.pt file to continue from.")]
+                                        "train_state.pt file to continue from (copied into OUT).")]
 # the old flag (one release): --no-resume, and --resume without a value (read as --resume-old-flag by _TrainCommand)
 OLD_RESUME_FLAG = "--resume-old-flag"
 OldResumeOpt = Annotated[Optional[bool], typer.Option(f"{OLD_RESUME_FLAG}/--no-resume", hidden=True, show_default=False)]
@@ -90,8 +91,8 @@ class _TrainCommand(TyperCommand):
 
 def _resume(run, out: Path) -> bool:
     """The run folder checked, then --resume as the trainers take it (True: continue from OUT/train_state.pt): none,
-    auto (that state if there is one) or a state file, copied there unless it is that one (a state of the folder's own
-    is never replaced). The old flag (--resume alone, --no-resume) works for one release, with a note naming the new
+    auto (that state if there is one) or a state file, copied there (a different state of the folder's own is never
+    replaced). The old flag (--resume alone, --no-resume) works for one release, with a note naming the new
     spelling."""
     from ..errors import InputError
     from ..io.atomic import atomic_path, check_folder  # gantune.io loads torch: not at the CLI's start
@@ -110,12 +111,12 @@ def _resume(run, out: Path) -> bool:
     given = Path(run.resume)
     if not given.is_file():
         raise InputError(f"--resume {given}: no such training state", "use --resume auto, none or a train_state.pt file")
-    if state.exists() and not state.samefile(given):
-        raise InputError(f"-o {out} holds a training state of its own, which --resume {given} would replace",
-                         "give --resume auto to continue it, or another -o")
     if not state.exists():
         with atomic_path(state) as tmp:
             shutil.copyfile(given, tmp)
+    elif not (state.samefile(given) or filecmp.cmp(state, given, shallow=False)):
+        raise InputError(f"-o {out} holds a training state of its own, which --resume {given} would replace",
+                         "give --resume auto to continue it, or another -o")
     return True
 
 
