@@ -168,9 +168,9 @@ def edit(record, direction=None, strength=1.0, *, text: str | None = None, neutr
     ``direction`` a registry name (age/smile/pose), file, or tensor (w,) / (num_ws, w). A text edit (``text``, as
     ``gantune edit --text``): StyleCLIP's global direction of ``text`` against ``neutral`` with threshold ``beta``,
     each strength an α; ``styleclip_stats`` for generators other than ffhq-1024."""
-    from .editing import Direction, load_direction, load_record, parse_strengths, render_record
-    from .editing.render import edited_latents
-    from .editing.text import TextEditor, render_text_edit
+    from .editing import Direction, load_direction, load_record, parse_strengths
+    from .editing.edit import direction_renderer, render_edits, text_renderer
+    from .editing.text import TextEditor
     from .errors import InputError
     from .runtime import resolve_device
 
@@ -182,12 +182,13 @@ def edit(record, direction=None, strength=1.0, *, text: str | None = None, neutr
     strengths = parse_strengths(strength) if isinstance(strength, (str, int, float)) else [float(s) for s in strength]
     if text is not None:
         editor = TextEditor(text, neutral, beta, clip, styleclip_stats, dev)
-        return render_text_edit(G, rec, editor.direction(G), strengths, noise_mode=noise)
-    d = direction if isinstance(direction, Direction) else (
-        Direction("direction", direction, "tensor") if isinstance(direction, torch.Tensor) else load_direction(direction))
-    n = d.fit(G.num_ws, G.cfg.w_dim)
-    latents = edited_latents(G, rec, n, strengths)
-    return render_record(G, rec, latents=latents, noise_mode=noise)
+        render = text_renderer(G, rec, editor.direction(G), noise_mode=noise)
+    else:
+        d = direction if isinstance(direction, Direction) else (Direction("direction", direction, "tensor")
+                                                                if isinstance(direction, torch.Tensor)
+                                                                else load_direction(direction))
+        render = direction_renderer(G, rec, d, noise_mode=noise)
+    return torch.cat([imgs for _, _, imgs in render_edits([render], strengths)])  # one chunk: all strengths at once
 
 
 def interpolate(a, b, steps: int | list[float] = 9, *, generator=None, device="cpu",
@@ -196,22 +197,20 @@ def interpolate(a, b, steps: int | list[float] = 9, *, generator=None, device="c
     tuned weights lerped together, as ``gantune interpolate`` renders them. ``a``, ``b``: records, paths or
     InversionResults made with the same generator; ``steps``: a frame count or a list of t; ``generator``: a
     Generator (rendered in its own precision) or a spec, default the one the records name."""
-    from .editing import load_record
-    from .editing.interpolate import check_compatible, interpolation_frames
+    from .editing.interpolate import interpolation_frames, load_compatible
     from .runtime import resolve_device
 
-    ra, rb = load_record(a), load_record(b)
-    check_compatible([ra, rb], ["a", "b"])
+    ra, rb = load_compatible([a, b], ["a", "b"])
     G = _generator(generator, ra, resolve_device(device))
     return torch.stack([img for _, img in interpolation_frames(G, ra, rb, steps, noise_mode=noise)])
 
 
 def adapt(record, target, *, layers=None, offset_scale: float = 1.0, device="cpu", noise: str = "const") -> torch.Tensor:
     """The record rendered with a fine-tuned ``target`` generator (spec or Generator) and its offsets: (3, H, W)."""
-    from .editing import adapt_render, load_record
+    from .editing import load_record
+    from .editing.adapt import adapt_record
     from .runtime import resolve_device
 
     rec = load_record(record)
     G = _generator(target, rec, resolve_device(device))
-    img, _ = adapt_render(G, rec, layers=layers, offset_scale=offset_scale, noise_mode=noise)
-    return img[0]
+    return adapt_record(G, rec, layers=layers, offset_scale=offset_scale, noise_mode=noise).image

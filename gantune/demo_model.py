@@ -84,8 +84,8 @@ def latest(folder: Path, pattern: str) -> Path:
 
 
 def expand(args: list[str]) -> list[str]:
-    """Fill ``{latest:DIR}`` with the newest network snapshot, and turn ``--resume-if-any`` into ``--resume`` when
-    the run folder already has a training state."""
+    """Fill ``{latest:DIR}`` with the newest network snapshot, and turn ``--resume-if-any`` into ``--resume auto``
+    when the run folder already has a training state."""
     out = []
     for a in args:
         m = re.fullmatch(r"\{latest:(.+)\}", a)
@@ -96,7 +96,7 @@ def expand(args: list[str]) -> list[str]:
         out.remove("--resume-if-any")
         run_dir = Path(out[out.index("-o") + 1])
         if (run_dir / "train_state.pt").is_file():
-            out.append("--resume")
+            out += ["--resume", "auto"]
     return out
 
 

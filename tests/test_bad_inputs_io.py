@@ -35,7 +35,7 @@ GEN = ["generate", "--weights", "demo-faces", "--device", "cpu", "--no-grid"]
 TRAIN_G = ["train", "generator", "-r", "16", "--channel-base", "128", "--channel-max", "16", "--z-dim", "16",
            "--mapping-layers", "2", "--batch", "4", "--device", "cpu"]
 TRAIN_W = ["train", "w-encoder", "-g", "demo-faces", "--depth", "1,1,1,1", "--width", "16", "--input-size", "64",
-           "--steps", "1", "--device", "cpu", "--identity", "off"]
+           "--steps", "1", "--device", "cpu", "--identity-loss", "off"]
 ROOT = Path(__file__).resolve().parents[1]
 
 

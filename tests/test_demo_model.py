@@ -158,7 +158,7 @@ def test_recipe_expands_latest_snapshot_and_resume(tmp_path):
     assert str(runs / "generator-standard" / "network-000008000.safetensors") in enc
     assert "--resume" not in enc and "--resume-if-any" not in enc
     (runs / "w-encoder" / "train_state.pt").write_bytes(b"x")
-    assert demo_model.expand(cmds[2])[-1] == "--resume"
+    assert demo_model.expand(cmds[2])[-2:] == ["--resume", "auto"]
 
 
 def test_loading_a_packaged_foreign_file_never_writes_into_the_package(_isolated_home):

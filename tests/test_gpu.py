@@ -165,11 +165,11 @@ def test_train_and_eval_run_on_cuda(tmp_path, capsys):
     assert code == 0, err
     gpath = sorted((tmp_path / "g").glob("network-*.safetensors"))[-1]
     code, err = _cli(capsys, "train", "w-encoder", "-g", gpath, "-o", tmp_path / "enc", "--depth", "1,1,1,1",
-                     "--width", "16", "--input-size", "64", "--steps", "2", "-b", "2", "--identity", "off", *cuda)
+                     "--width", "16", "--input-size", "64", "--steps", "2", "-b", "2", "--identity-loss", "off", *cuda)
     assert code == 0, err
     enc = tmp_path / "enc" / "w_encoder.pt"
     code, err = _cli(capsys, "train", "hypernet", "-g", gpath, "-e", enc, "-o", tmp_path / "hyp", "--steps", "2",
-                     "--iters", "2", "-b", "2", "--width", "16", "--input-size", "64", "--identity", "off", *cuda)
+                     "--iters", "2", "-b", "2", "--width", "16", "--input-size", "64", "--identity-loss", "off", *cuda)
     assert code == 0, err
     from gantune.align.landmarks import model_path
     from gantune.errors import GantuneError

@@ -198,15 +198,15 @@ def test_trained_files_load_into_invert_hyperstyle(G, tmp_path):
     res = runner.invoke(app, ["train", "w-encoder", "-g", str(gpath), "-o", str(tmp_path / "enc"), "--depth", "1,1,1,1",
                               "--width", "16", "--input-size", "64", "--steps", "1", "-b", "1", "--device", "cpu"])
     assert res.exit_code == 0, res.output
-    # default --identity auto: dlib's network where a face is found, announced in one line with its weight
+    # default --identity-loss auto: dlib's network where a face is found, announced in one line with its weight
     assert "SUBSTITUTE 1 − MS-SSIM" in res.output and "identity term (λ 0.1): 1 − cos of dlib's face-recognition ResNet" in res.output
     enc = tmp_path / "enc" / "w_encoder.pt"
     assert torch.load(enc, weights_only=False)["opts"]["id_lambda"] == 0.1
     res = runner.invoke(app, ["train", "hypernet", "-g", str(gpath), "-e", str(enc), "-o", str(tmp_path / "hyp"),
                               "--layers", "b16.conv1,b32.conv1", "--steps", "1", "--iters", "1", "-b", "1",
-                              "--width", "16", "--input-size", "64", "--identity", "off", "--device", "cpu"])
+                              "--width", "16", "--input-size", "64", "--identity-loss", "off", "--device", "cpu"])
     assert res.exit_code == 0, res.output
-    assert "identity loss OFF: no face-recognition network (--identity off)" in res.output
+    assert "identity loss OFF: no face-recognition network (--identity-loss off)" in res.output
     hyp = tmp_path / "hyp" / "hypernet.pt"
     assert torch.load(hyp, weights_only=False)["opts"]["id_lambda"] == 0.0
     from gantune.methods.hyper.checkpoint import load_hyperstyle, load_w_encoder
@@ -229,13 +229,13 @@ def test_trained_files_load_into_invert_hyperstyle(G, tmp_path):
     res = runner.invoke(app, ["train", "hypernet", "-g", str(gpath), "-e", str(enc), "-o", str(tmp_path / "h2"),
                               "--levels", "huge", "--steps", "1", "--device", "cpu"])
     assert res.exit_code != 0
-    # a bad --identity is a one-line user error; --id-lambda is --sim-lambda's other name
+    # a bad --identity-loss is a one-line user error; --id-lambda is --sim-lambda's other name
     res = runner.invoke(app, ["train", "w-encoder", "-g", str(gpath), "-o", str(tmp_path / "e2"), "--depth", "1,1,1,1",
-                              "--identity", "arcface", "--id-lambda", "0.5", "--steps", "1", "--device", "cpu"])
+                              "--identity-loss", "arcface", "--id-lambda", "0.5", "--steps", "1", "--device", "cpu"])
     from gantune.errors import InputError
 
     assert isinstance(res.exception, InputError)
-    assert res.exception.one_line() == "--identity 'arcface': one of auto, dlib, off"
+    assert res.exception.one_line() == "--identity-loss 'arcface': one of auto, dlib, off"
 
 
 def test_discriminator_feature_similarity_substitute(tmp_path):
@@ -307,7 +307,7 @@ def test_identity_term_per_image_fallback_and_detection_cache(monkeypatch):
     bare, note = identity_term("auto", None)
     assert bare.fn(y_hat, y)[1] == 0 and "no identity term" in note
     off, note = identity_term("off", D)
-    assert off.name == "disc-feat" and "(--identity off)" in note
+    assert off.name == "disc-feat" and "(--identity-loss off)" in note
 
 
 def test_identity_loss_gives_a_gradient_and_falls_in_training(G, tmp_path):

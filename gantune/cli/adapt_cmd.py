@@ -3,6 +3,7 @@ records' HyperStyle offsets (HyperStyle Sec. 4.4)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -52,9 +53,8 @@ def adapt_command(
     Example: gantune invert face.jpg --method hyperstyle --iters 2 -o inv/ && gantune adapt inv/face.safetensors
     --target toonify --codes restyle-e4e -o toon/
     """
-    from ..editing import adapt_render, load_record
+    from ..editing import load_record
     from ..editing.generators import GeneratorCache
-    from ..io.images import image_grid, tensor_to_pil
     from ..io.runner import Batch, ImageSaver
     from ..runtime import resolve_device, resolve_dtype
 
@@ -73,38 +73,12 @@ def adapt_command(
     identity, identity_note = identity_metric(identity and bool(batch.todo))
     print_identity_note(identity_note, batch.todo)
     G, info = cache.get(target)
-    recode = None
-    if codes != "record":
-        from ..methods.e4e.checkpoint import DEFAULTS, load_style_encoder
-
-        encoder = load_style_encoder(DEFAULTS.get(codes, codes), device=resolve_device(device))
-
-        def _recode(rec, item):
-            from ..methods.e4e.adapt import recode_record
-            from ..editing.generators import generator_for
-
-            return recode_record(rec, encoder, generator_for(cache, None, rec), iters=codes_iters,
-                                 noise_mode=noise or "const", base=item.input.parent)
-
-        recode = _recode
-
-    def write(item, rec, outs) -> None:
-        if recode is not None:
-            rec = recode(rec, item)
-            item.info["codes"] = rec.meta["codes"]
-        img, applied = adapt_render(G, rec, layers=layers, offset_scale=offset_scale, noise_mode=noise)
-        saver.image(outs, "image", f"{item.name}.png", img[0])
-        if compare:
-            plain, _ = adapt_render(G, rec, layers=layers, offset_scale=0.0, noise_mode=noise)
-            saver.image(outs, "compare", f"{item.name}_compare.png",
-                        image_grid([tensor_to_pil(plain[0]), tensor_to_pil(img[0])]))
-        item.info.update(layers=applied, target={"spec": target, "sha256": info.get("sha256")})
-        if identity:
-            item.metrics["identity_to_reconstruction"] = _identity_to_reconstruction(cache, rec, img[0])
-
+    encoder = None if codes == "record" else _codes_encoder(codes, dev)
     # on a GPU the PNGs are the slow part (0.2 s each at 1024 px): the image and its comparison saved in threads
     with ImageSaver(writers_for(cache.device)) as saver:
-        code = run_batch(batch, "adapted", load=lambda it: load_record(it.input), write=saver.wrap(write))
+        adaptation = _Adaptation(G, {"spec": target, "sha256": info.get("sha256")}, cache, saver, encoder, codes_iters,
+                                 layers, offset_scale, noise, compare, identity)
+        code = run_batch(batch, "adapted", load=lambda it: load_record(it.input), write=saver.wrap(adaptation.write))
     exit_with(code)
 
 
@@ -116,20 +90,58 @@ def _codes_iters(codes: str, iters: int | None) -> int:
     return 2 if iters is None else iters
 
 
-def _identity_to_reconstruction(cache, rec, adapted) -> float | None:
-    """dlib identity distance of the adapted image to the record rendered with its own generator (None, with a
-    note, when that generator cannot be had)."""
-    from ..editing import render_record
-    from ..io.images import tensor_to_pil
-    from ..metrics.identity import identity_distance
-    from ..editing.generators import generator_for
+def _codes_encoder(codes: str, device):
+    """The e4e / ReStyle-e4e encoder of --codes (a name of :data:`DEFAULTS`, a registry name or a file)."""
+    from ..methods.e4e.checkpoint import DEFAULTS, load_style_encoder
 
-    try:
-        G = generator_for(cache, None, rec)
-    except GantuneError as e:
-        console.print(f"note: no identity distance ({e.one_line()})")
-        return None
-    return round(identity_distance(tensor_to_pil(render_record(G, rec)[0]), tensor_to_pil(adapted)), 4)
+    return load_style_encoder(DEFAULTS.get(codes, codes), device=device)
+
+
+@dataclass
+class _Adaptation:
+    """Per record: its codes re-encoded (--codes), rendered with the target, the image and comparison written."""
+
+    G: object  # the target generator
+    target: dict  # its spec and sha256, for the manifest
+    cache: object  # gantune.editing.generators.GeneratorCache: the records' own generators
+    saver: object  # gantune.io.runner.ImageSaver
+    encoder: object | None  # the --codes encoder; None for --codes record
+    codes_iters: int
+    layers: str | None
+    offset_scale: float
+    noise: str | None
+    compare: bool
+    identity: bool
+
+    def source(self, rec):
+        """The record's own generator, for the identity distance (None, with a note, when it cannot be had)."""
+        from ..editing.generators import generator_for
+
+        try:
+            return generator_for(self.cache, None, rec)
+        except GantuneError as e:
+            console.print(f"note: no identity distance ({e.one_line()})")
+            return None
+
+    def write(self, item, rec, outs) -> None:
+        from ..editing.adapt import adapt_record
+        from ..editing.generators import generator_for
+        from ..io.images import image_grid, tensor_to_pil
+        from ..methods.e4e.adapt import recode_record
+
+        if self.encoder is not None:
+            rec = recode_record(rec, self.encoder, generator_for(self.cache, None, rec), iters=self.codes_iters,
+                                noise_mode=self.noise or "const", base=item.input.parent)
+            item.info["codes"] = rec.meta["codes"]
+        res = adapt_record(self.G, rec, layers=self.layers, offset_scale=self.offset_scale, noise_mode=self.noise,
+                           compare=self.compare, source=self.source(rec) if self.identity else None)
+        self.saver.image(outs, "image", f"{item.name}.png", res.image)
+        if res.plain is not None:
+            self.saver.image(outs, "compare", f"{item.name}_compare.png",
+                             image_grid([tensor_to_pil(res.plain), tensor_to_pil(res.image)]))
+        item.info.update(layers=res.layers, target=self.target)
+        if self.identity:
+            item.metrics["identity_to_reconstruction"] = res.identity
 
 
 def register(app: typer.Typer) -> None:

@@ -35,9 +35,8 @@ def interpolate_command(
 
     Example: gantune interpolate inv/anna.safetensors inv/ben.safetensors --steps 9 --loop -o paths/
     """
-    from ..editing import load_record
     from ..editing.directions import input_identity
-    from ..editing.interpolate import check_compatible, interpolation_frames
+    from ..editing.interpolate import interpolation_frames, interpolation_pairs, load_compatible
     from ..io.hashing import sha256_file
     from ..io.images import image_grid, tensor_to_pil, to_width
     from ..io.inputs import expand_inputs
@@ -49,14 +48,10 @@ def interpolate_command(
     paths = expand_inputs(records, suffixes=(".safetensors",))
     if len(paths) < 2:
         raise InputError("interpolation needs at least two records", "give two or more .safetensors records")
-    recs = [load_record(p) for p in paths]
     stems = output_stems(paths)
-    check_compatible(recs, stems)
-    pairs = list(zip(range(len(paths)), range(1, len(paths))))
-    if loop:
-        pairs.append((len(paths) - 1, 0))
+    recs = load_compatible(paths, stems)
     items = [Item(name=f"{stems[a]}_to_{stems[b]}", input=paths[a], label=f"{paths[a].name} to {paths[b].name}",
-                  data=(a, b)) for a, b in pairs]
+                  data=(a, b)) for a, b in interpolation_pairs(len(paths), loop=loop)]
     pair_of = {it.name: it.data for it in items}
     hashes = [sha256_file(p) for p in paths]
     # the records by content, in order: a re-run from another folder (other spellings of the same paths) resumes

@@ -108,81 +108,103 @@ def generator_command(
     """
     import torch
 
-    from ..core import GeneratorConfig
-    from ..errors import InputError
-    from ..io.atomic import check_folder, exit_on_sigterm  # gantune.io loads torch: not at the CLI's start
-    from ..runtime import resolve_device
-    from ..train import ddp
-    from ..train.checkpoint import load_state, resolve_resume
-    from ..train.data import open_source
-    from ..train.generator import GeneratorTrainer, TrainOptions, check_growable, train
+    from ..io.atomic import check_folder  # gantune.io loads torch: not at the CLI's start
+    from ..train.generator import GeneratorRunSettings
 
     check_folder(out, f"-o {out}", RUN_HINT)
     if threads:
         torch.set_num_threads(threads)
-    w_dim = w_dim or z_dim
-    base = dict(resolution=resolution, z_dim=z_dim, w_dim=w_dim, channel_base=channel_base, channel_max=channel_max,
-                mapping_layers=mapping_layers or (2 if overparam else 8),
-                use_noise=noise if noise is not None else not overparam)
+    settings = GeneratorRunSettings(
+        data=data, resolution=resolution, kimg=kimg, snap=snap, keep=keep, resume=resume, xflip=xflip,
+        overparam=overparam, latent_rows=latent_rows, z_dim=z_dim, w_dim=w_dim, mapping_layers=mapping_layers,
+        noise=noise, channel_base=channel_base, channel_max=channel_max, grow_from=grow_from, d_warmup=d_warmup,
+        freeze_grown=freeze_grown, batch=batch, lr=lr, gamma=gamma, r1_interval=r1_interval, pl_weight=pl_weight,
+        pl_interval=pl_interval, style_mixing=style_mixing, ema_kimg=ema_kimg, mbstd_group=mbstd_group,
+        distill=distill, distill_only=distill_only, distill_lr=distill_lr, seed=seed)
+    _train_generator(settings, out, device, log_every)
+
+
+GROW_HINT = "train the smaller generator with the same options, or leave out --grow-from"
+
+
+def _train_generator(s, out: Path, device: str, log_every: float) -> None:
+    """The run of ``s`` (a GeneratorRunSettings) in ``out`` on every torchrun process: fresh, grown or resumed."""
+    from ..errors import InputError
+    from ..io.atomic import exit_on_sigterm
+    from ..runtime import resolve_device
+    from ..train import ddp
+    from ..train.checkpoint import resolve_resume
+    from ..train.generator import train
+
     try:
-        cfg = GeneratorConfig(**base)
-        if overparam:
-            cfg = cfg.replace(latent_rows=latent_rows or max(cfg.channels(r) for r in cfg.block_resolutions))
-        elif latent_rows:
-            raise InputError("--latent-rows needs --overparam")
-        if freeze_grown is not None and not grow_from:
-            raise InputError("--freeze-grown applies to a grown generator only",
-                             hint="add --grow-from SMALLER_GENERATOR, or leave out --freeze-grown")
-        opts = TrainOptions(batch=batch, lr=lr, r1_gamma=gamma, r1_interval=r1_interval, pl_weight=pl_weight,
-                            pl_interval=pl_interval, style_mixing=style_mixing, ema_kimg=ema_kimg,
-                            mbstd_group=mbstd_group, seed=seed, distill=distill, distill_only_kimg=distill_only, distill_lr=distill_lr,
-                            d_warmup_kimg=d_warmup if d_warmup is not None else (2.0 if grow_from else 0.0),
-                            freeze_below_top_kimg=(freeze_grown if freeze_grown is not None else kimg) if grow_from else 0.0)
+        cfg, opts = s.config(), s.options()
     except ValueError as e:
         raise InputError(str(e), hint="see gantune train generator --help") from None
-    small = None
-    if grow_from and resolve_resume(resume, out) is None:  # a bad --grow-from fails before the data is opened
-        from ..weights import load_generator
-
-        small, _ = load_generator(grow_from, "cpu")
-        try:
-            check_growable(small.cfg, cfg)
-        except ValueError as e:
-            raise InputError(str(e), hint="train the smaller generator with the same options, or leave out --grow-from") from None
+    # a bad --grow-from fails before the data is opened
+    small = _grown_base(s.grow_from, cfg) if s.grow_from and resolve_resume(s.resume, out) is None else None
     dist = ddp.setup(resolve_device(device))
     try:
-        source = open_source(data, resolution, dist.device, xflip=xflip)
-        try:
-            trainer = GeneratorTrainer(cfg, opts, source, dist=dist)
-        except ValueError as e:
-            hint = ("use --data synthetic-faces, or leave out --distill" if "distill" in str(e)
-                    else "--batch must split evenly over processes and minibatch-stddev groups")
-            raise InputError(str(e), hint=hint) from None
-        state_file = resolve_resume(resume, out)
-        if state_file is not None:
-            trainer.load_state_dict(load_state(state_file))
-        elif small is not None:
-            try:
-                fresh = trainer.grow_from(small.to(dist.device))
-            except ValueError as e:
-                raise InputError(str(e), hint="train the smaller generator with the same options, or leave out --grow-from") from None
-            if dist.is_main:
-                console.print(f"grown from {grow_from}: {len(fresh)} new tensors (the {resolution} px block)", soft_wrap=True)
+        source, trainer, state_file = _start(s, cfg, opts, dist, out, small)
         if dist.is_main:
             console.print(f"{cfg.describe()}; D mirrors its channels", soft_wrap=True)
-            console.print(f"data: {data}; batch {batch} over {dist.world} process(es) on {dist.device}; "
-                          + (f"resumed from {state_file.name} at kimg {trainer.nimg / 1000:g}" if state_file else f"grown from {grow_from}" if grow_from else "from scratch"), soft_wrap=True)
+            console.print(f"data: {s.data}; batch {s.batch} over {dist.world} process(es) on {dist.device}; "
+                          + (f"resumed from {state_file.name} at kimg {trainer.nimg / 1000:g}" if state_file
+                             else f"grown from {s.grow_from}" if s.grow_from else "from scratch"), soft_wrap=True)
             if hasattr(source, "license_note"):
                 console.print(f"[yellow]licence:[/] {source.license_note}", soft_wrap=True)
         meta = {"data": source.describe(), "command": "gantune train generator", "world": dist.world}
         if hasattr(source, "license_note"):
             meta["license"] = "non-commercial (DigiFace-1M)"
-        with exit_on_sigterm(), _Display(int(round(kimg * 1000)), trainer.nimg, log_every) as display:
-            last = train(trainer, run_dir=out, kimg=kimg, snap_kimg=snap, keep_states=keep, meta=meta, on_tick=display)
+        with exit_on_sigterm(), _Display(int(round(s.kimg * 1000)), trainer.nimg, log_every) as display:
+            last = train(trainer, run_dir=out, kimg=s.kimg, snap_kimg=s.snap, keep_states=s.keep, meta=meta,
+                         on_tick=display)
         if dist.is_main and last is not None:
             console.print(f"wrote {last}")
     finally:
         ddp.teardown()
+
+
+def _grown_base(spec: str, cfg):
+    """The --grow-from generator (on the CPU), refused in one line unless it is ``cfg`` at half the resolution."""
+    from ..errors import InputError
+    from ..train.generator import check_growable
+    from ..weights import load_generator
+
+    small, _ = load_generator(spec, "cpu")
+    try:
+        check_growable(small.cfg, cfg)
+    except ValueError as e:
+        raise InputError(str(e), hint=GROW_HINT) from None
+    return small
+
+
+def _start(s, cfg, opts, dist, out: Path, small):
+    """(data source, trainer, the state it resumed from or None): resumed from --resume's state, else grown from
+    ``small`` (the --grow-from generator), else fresh."""
+    from ..errors import InputError
+    from ..train.checkpoint import load_state, resolve_resume
+    from ..train.data import open_source
+    from ..train.generator import GeneratorTrainer
+
+    source = open_source(s.data, s.resolution, dist.device, xflip=s.xflip)
+    try:
+        trainer = GeneratorTrainer(cfg, opts, source, dist=dist)
+    except ValueError as e:
+        hint = ("use --data synthetic-faces, or leave out --distill" if "distill" in str(e)
+                else "--batch must split evenly over processes and minibatch-stddev groups")
+        raise InputError(str(e), hint=hint) from None
+    state_file = resolve_resume(s.resume, out)
+    if state_file is not None:
+        trainer.load_state_dict(load_state(state_file))
+    elif small is not None:
+        try:
+            fresh = trainer.grow_from(small.to(dist.device))
+        except ValueError as e:
+            raise InputError(str(e), hint=GROW_HINT) from None
+        if dist.is_main:
+            console.print(f"grown from {s.grow_from}: {len(fresh)} new tensors (the {s.resolution} px block)",
+                          soft_wrap=True)
+    return source, trainer, state_file
 
 
 def register(app: typer.Typer) -> None:

@@ -3,17 +3,22 @@ with a fine-tuned generator of the same architecture (Toonify, StyleGAN-NADA, �
 
 The reference applies only the offsets of ``convs.8``–``convs.15`` (the 128–1024 px non-toRGB convs at 1024 px);
 :func:`default_adapt_layers` picks the same layers by resolution, and ``offset_scale`` blends from the plain target
-generator (0) to the full offsets (1).
+generator (0) to the full offsets (1). :func:`adapt_record` is what ``gantune adapt`` and :func:`gantune.adapt` render:
+the image, the target's image without offsets for a comparison, and the identity distance to the reconstruction.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 
 from ..core.specs import LayerSpec, select_layers
 from ..errors import InputError
 from ..io.record import InversionRecord, RecordError
+from ..io.images import tensor_to_pil
 from ..io.render import record_deltas, render_record
+from .identity import identity_to, reconstruction_descriptor
 
 ADAPT_MIN_RES = 128  # the reference's convs.8 and up
 
@@ -57,3 +62,25 @@ def adapt_render(
         raise RecordError(f"the record has offsets for {sorted(all_deltas)}, none of them in the chosen layers {chosen}")
     deltas = {n: all_deltas[n] * float(offset_scale) for n in applied}
     return render_record(G_target, record, deltas=deltas, noise_mode=noise_mode), applied
+
+
+@dataclass
+class Adapted:
+    """A record rendered with a fine-tuned generator, with what ``gantune adapt`` writes and reports of it."""
+
+    image: torch.Tensor  # (3, H, W) in [-1, 1]
+    layers: list[str]  # the layers whose offsets were applied
+    plain: torch.Tensor | None = None  # (3, H, W): the target generator without offsets (compare)
+    identity: float | None = None  # dlib distance to the record rendered with its own generator (source)
+
+
+def adapt_record(G_target, record: InversionRecord, *, layers: str | list[str] | None = None, offset_scale: float = 1.0,
+                 noise_mode: str | None = "const", compare: bool = False, source=None) -> Adapted:
+    """:func:`adapt_render`'s image and layers; with ``compare`` also the target's image without offsets, and with
+    ``source`` (the record's own generator) the identity distance of the image to the record's reconstruction."""
+    img, applied = adapt_render(G_target, record, layers=layers, offset_scale=offset_scale, noise_mode=noise_mode)
+    plain = None
+    if compare:
+        plain = adapt_render(G_target, record, layers=layers, offset_scale=0.0, noise_mode=noise_mode)[0][0]
+    ident = None if source is None else identity_to(reconstruction_descriptor(source, record), tensor_to_pil(img[0]))
+    return Adapted(img[0], applied, plain, ident)

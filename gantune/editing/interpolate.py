@@ -8,6 +8,7 @@ import torch
 from ..errors import InputError
 from ..io.record import InversionRecord
 from ..io.render import record_deltas, record_generator_spec, record_latent, render_record
+from .render import load_record
 
 
 def check_compatible(records: list[InversionRecord], names: list[str]) -> None:
@@ -21,6 +22,21 @@ def check_compatible(records: list[InversionRecord], names: list[str]) -> None:
     if len(gens) > 1:
         raise InputError("the records were made with different generators",
                          "interpolate records inverted into the same generator")
+
+
+def load_compatible(records: list, names: list[str]) -> list[InversionRecord]:
+    """The records (records, paths or InversionResults) loaded, refused in one line (:func:`check_compatible`) where
+    they cannot share a path; ``names`` name them in the message."""
+    recs = [load_record(r) for r in records]
+    check_compatible(recs, names)
+    return recs
+
+
+def interpolation_pairs(count: int, *, loop: bool = False) -> list[tuple[int, int]]:
+    """The (from, to) indices of the path through ``count`` records: each to the next, and the last back to the
+    first with ``loop``."""
+    pairs = list(zip(range(count), range(1, count)))
+    return pairs + [(count - 1, 0)] if loop else pairs
 
 
 def _lerp_dicts(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], t: float) -> dict[str, torch.Tensor]:

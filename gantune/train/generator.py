@@ -103,6 +103,72 @@ def check_growable(small: GeneratorConfig, cfg: GeneratorConfig) -> None:
                          f"got {small.describe()}")
 
 
+@dataclass(frozen=True)
+class GeneratorRunSettings:
+    """A training run as ``gantune train generator`` asks for it, in the command's terms (None: a default that depends
+    on the other settings). :meth:`config` and :meth:`options` give the architecture and the training options."""
+
+    data: str  # a folder of images, or synthetic-faces
+    resolution: int = 64
+    kimg: float = 1000.0  # train until this many thousand real images have been shown (across resumes)
+    snap: float = 50.0  # snapshot grid + checkpoint every this many kimg
+    keep: int = 2  # training states and network snapshots kept in the run folder
+    resume: str = "auto"  # auto (newest state in the run folder, if any), none, or a training-state-*.pt file
+    xflip: bool = False  # random horizontal flips of folder images
+    overparam: bool = False  # overparameterized latent matrix
+    latent_rows: int | None = None  # rows of the latent matrix (overparam only); default the widest layer's channels
+    z_dim: int = 512
+    w_dim: int | None = None  # default z_dim
+    mapping_layers: int | None = None  # default 8; 2 with overparam
+    noise: bool | None = None  # noise inputs; default on, off with overparam
+    channel_base: int = 16384
+    channel_max: int = 512
+    grow_from: str | None = None  # a generator of half the resolution with the same options to start from
+    d_warmup: float | None = None  # kimg of D alone; default 2 with grow_from, else 0
+    freeze_grown: float | None = None  # kimg during which only the new top block trains (grow_from); default the run
+    batch: int = 32
+    lr: float = 0.0025
+    gamma: float | None = None  # R1 weight; default 0.0002·res²/batch
+    r1_interval: int = 16
+    pl_weight: float = 2.0
+    pl_interval: int = 4
+    style_mixing: float = 0.9
+    ema_kimg: float | None = None
+    mbstd_group: int = 4
+    distill: float = 0.0
+    distill_only: float = 0.0  # kimg
+    distill_lr: float = 0.01
+    seed: int = 0
+
+    def config(self) -> GeneratorConfig:
+        """The architecture: ValueError where GeneratorConfig refuses it, InputError for latent rows without
+        overparam."""
+        cfg = GeneratorConfig(resolution=self.resolution, z_dim=self.z_dim, w_dim=self.w_dim or self.z_dim,
+                              channel_base=self.channel_base, channel_max=self.channel_max,
+                              mapping_layers=self.mapping_layers or (2 if self.overparam else 8),
+                              use_noise=self.noise if self.noise is not None else not self.overparam)
+        if self.overparam:
+            return cfg.replace(latent_rows=self.latent_rows or max(cfg.channels(r) for r in cfg.block_resolutions))
+        if self.latent_rows:
+            raise InputError("--latent-rows needs --overparam")
+        return cfg
+
+    def options(self) -> TrainOptions:
+        """The training options: ValueError where TrainOptions refuses them, InputError for freeze_grown without
+        grow_from."""
+        grown = bool(self.grow_from)
+        if self.freeze_grown is not None and not grown:
+            raise InputError("--freeze-grown applies to a grown generator only",
+                             hint="add --grow-from SMALLER_GENERATOR, or leave out --freeze-grown")
+        return TrainOptions(batch=self.batch, lr=self.lr, r1_gamma=self.gamma, r1_interval=self.r1_interval,
+                            pl_weight=self.pl_weight, pl_interval=self.pl_interval, style_mixing=self.style_mixing,
+                            ema_kimg=self.ema_kimg, mbstd_group=self.mbstd_group, seed=self.seed, distill=self.distill,
+                            distill_only_kimg=self.distill_only, distill_lr=self.distill_lr,
+                            d_warmup_kimg=self.d_warmup if self.d_warmup is not None else (2.0 if grown else 0.0),
+                            freeze_below_top_kimg=(self.freeze_grown if self.freeze_grown is not None else self.kimg)
+                            if grown else 0.0)
+
+
 def _two_groups(opt_state: dict, n_mapping: int) -> dict:
     """A G optimizer state written with one parameter group (before the mapping had its own) as the two groups of
     now: the same parameter indices (mapping first), the same settings, the same moments."""

@@ -129,7 +129,7 @@ def load_discriminator(path, device="cpu") -> nn.Module:
     return D.to(device).eval().requires_grad_(False)
 
 
-def no_similarity_description(why: str = "--identity off") -> str:
+def no_similarity_description(why: str = "--identity-loss off") -> str:
     return (f"identity loss OFF: no face-recognition network ({why}) and no --discriminator given "
             "(its substitute, discriminator-feature similarity, needs a trained discriminator)")
 
@@ -215,9 +215,9 @@ def identity_term(mode: str = "auto", discriminator: nn.Module | None = None, *,
     a discriminator); an error when dlib's network is missing. ``auto``: the same when the network is available, else
     the substitute alone. ``off``: the substitute alone (the behaviour before the identity loss existed)."""
     if mode not in IDENTITY_MODES:
-        raise InputError(f"--identity {mode!r}: one of {', '.join(IDENTITY_MODES)}")
+        raise InputError(f"--identity-loss {mode!r}: one of {', '.join(IDENTITY_MODES)}")
     sub = similarity_term(discriminator) if discriminator is not None else None
-    why = "--identity off"
+    why = "--identity-loss off"
     if mode != "off":
         try:
             net = dlib_identity_network(device)
