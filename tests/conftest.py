@@ -45,11 +45,13 @@ def tiny_config(**kw):
 
 @pytest.fixture
 def tiny_G():
-    """The tiny 32 px generator, with non-trivial values everywhere (w_avg too), so a wrong mapping shows up; other
+    """The tiny 32 px generator, with non-trivial values everywhere (w_avg too), so a wrong mapping shows up, computing
+    with this machine's measured paths as every loaded generator does (``gantune.accel.accelerate``); other
     configurations and seeds: ``support.tiny_generator``."""
+    from gantune.accel import accelerate
     from support import tiny_generator  # support imports this module
 
     G = tiny_generator(0, perturb=True)
     with torch.no_grad():
         G.mapping.w_avg.normal_()
-    return G
+    return accelerate(G)
