@@ -43,6 +43,7 @@ def _imports(path: Path):
                 names = [a.name for a in node.names]
         elif isinstance(node, ast.Import):
             names = [a.name.split(".")[1] for a in node.names if a.name.startswith("gantune.")]
+            names += ["__init__" for a in node.names if a.name == "gantune"]  # the package's API (gantune.invert ...)
         for name in names:
             yield node.lineno, name, id(node) in inner
 

@@ -13,8 +13,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-import gantune
 
+from .. import __version__
 from ..align.landmarks import hog_detector
 from ..errors import InputError
 from ..io.images import load_image, tensor_to_pil, to_rgb
@@ -117,7 +117,7 @@ def evaluate_detection(
     return {
         "kind": "gantune-eval-detection",
         "format": 1,
-        "gantune": gantune.__version__,
+        "gantune": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "detector": f"dlib frontal face detector (HOG, dlib.get_frontal_face_detector()), {DETECT_UPSAMPLE} upsampling "
                     "pass, as gantune align",

@@ -29,10 +29,11 @@ from dataclasses import dataclass, field
 
 import torch
 
-import gantune
 
+from .. import __version__
 from ..errors import InputError, WeightsError
 from ..methods.hyper.method import HyperStyle
+from ..methods.invert import invert
 from ..methods.optim import ProjectorSettings
 from ..metrics.l2 import L2Distance
 from ..metrics.lpips import backbone_name, get_lpips
@@ -127,12 +128,12 @@ def _hyperstyle_rows(run: _Run, encoder: str | None, hypernet: str | None) -> Hy
     gen = {"spec": f"{hypernet} (the generator inside the HyperStyle file)", "resolution": hs.G.cfg.resolution,
            "kind": "standard"}
     hs.iters = 1
-    gantune.invert(x[:1], method="hyperstyle", inverter=hs, batch_size=1)  # warm-up (not timed)
+    invert(x[:1], method="hyperstyle", inverter=hs, batch_size=1)  # warm-up (not timed)
     for label, iters in HYPER_ITERS.items():
         say(run.log, f"{label}: {x.shape[0]} images …")
         hs.iters = iters
         t0 = time.perf_counter()
-        res = gantune.invert(x, method="hyperstyle", inverter=hs, batch_size=run.batch_size)
+        res = invert(x, method="hyperstyle", inverter=hs, batch_size=run.batch_size)
         secs = time.perf_counter() - t0
         recon = torch.stack([r.image for r in res])
         run.rows.append(_row(label, recon, x, run.held.names, secs, run.lpips, gen,
@@ -175,7 +176,7 @@ def _optim_row(run: _Run, label: str, spec: str | None, method: str, hs: HyperSt
     for i in range(0, x.shape[0], run.batch_size):
         xb = x[i : i + run.batch_size]
         seeds = [int(run.seed) + j for j in range(i, i + xb.shape[0])]
-        res += gantune.invert(xb, method=method, weights=G, device=run.device, seed=seeds, distance=dist, **settings)
+        res += invert(xb, method=method, weights=G, device=run.device, seed=seeds, distance=dist, **settings)
     secs = time.perf_counter() - t0
     recon = torch.stack([r.image for r in res])
     run.rows.append(_row(label, recon, x, run.held.names, secs, run.lpips, describe_generator(spec, G, info),
@@ -191,7 +192,7 @@ def _report(run: _Run) -> dict:
     return {
         "kind": "gantune-eval-reconstruction",
         "format": 1,
-        "gantune": gantune.__version__,
+        "gantune": __version__,
         "torch": torch.__version__,
         "device": str(run.device),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
