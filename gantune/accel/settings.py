@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .machine import load_tiles
+
 PER_IMAGE_MODES = ("grouped", "loop", "auto", "compiled")
 UPSAMPLE_MODES = ("transposed", "phases", "auto")
 LAYOUT_MODES = ("nchw", "channels_last", "compiled")
@@ -30,6 +32,9 @@ class Settings:
     winograd: bool = False
     winograd_min_channels: int = 128  # input channels below which the direct convolution won at every map size
     winograd_max_map: int = 256 * 128 * 128  # input elements (C·H·W) above which the transformed maps are memory-bound
+    # (in_ch, side, tile) measured on this machine (gantune.accel.measure; tile 0: direct): these shapes follow the
+    # table instead of the rule above
+    winograd_tiles: tuple[tuple[int, int, int], ...] = ()
     # the skip branch's 2x binomial upsampling as two 1-D passes (CPU: the depthwise 4x4 convolution is slow there)
     separable_upsample: bool = False
     # layout of the synthesis maps when the generator's own setting is None and the pass records no gradients:
@@ -85,11 +90,15 @@ def settings_for(device_type: str, dtype: torch.dtype = torch.float32) -> Settin
     * CUDA: per-image convolutions looped under torch.compile, phase upsampling at larger batches, the multi-tensor
       noise add, channels-last maps under torch.compile only (eager measured as fast NCHW).
     * Anything else: the reference paths.
+
+    On CPU, Winograd follows this machine's measured table where ``make bench`` wrote one
+    (:mod:`gantune.accel.measure`), read once per process.
     """
     if device_type == "cpu":
         folded = onednn_pointwise_available() and (
             dtype == torch.float32 or (dtype == torch.bfloat16 and native_bf16_cpu()))
-        return Settings(folded=folded, winograd=True, separable_upsample=True, layout="channels_last")
+        return Settings(folded=folded, winograd=True, separable_upsample=True, layout="channels_last",
+                        winograd_tiles=load_tiles())
     if device_type == "cuda":
         return Settings(layout="compiled", per_image_conv="compiled", upsample="auto", noise_foreach=True)
     return REFERENCE

@@ -70,10 +70,14 @@ def tile_size(x: torch.Tensor, in_ch: int, kernel: int, settings: Settings, *, p
     234/151/99; 256 at 32² 14/10.5/7.6, 128² 223/214/130; 128 at 64² 15.7/14.2/9.9, 128² 63/72/43, 256² 230/–/211;
     64 at 128² 13.7/–/17.3; 32 at 1024² 255/–/674. ``per_call_weight``: the weight is transformed for this call
     alone (modulated weights): F(4×4)'s 36 planes of a 512² weight cost 10-18 ms, so wide layers on maps under 64²
-    take F(2×2) (4 ms). ``settings``: whether Winograd is on, and its channel and map limits."""
+    take F(2×2) (4 ms). ``settings``: whether Winograd is on, its channel and map limits, and the shapes measured
+    on this machine (which override the rule)."""
     if not settings.winograd or kernel != 3 or x.device.type != "cpu" or x.dtype != torch.float32 or x.ndim != 4:
         return 0
     h, w = x.shape[2], x.shape[3]
+    for in_t, side, m in settings.winograd_tiles:  # measured on this machine (gantune.accel.measure)
+        if in_t == in_ch and side == h == w:
+            return m
     if (h % 2 or w % 2 or h * w < 16 * 16 or in_ch < settings.winograd_min_channels
             or in_ch * h * w > settings.winograd_max_map):
         return 0

@@ -6,7 +6,6 @@ import argparse
 import importlib
 import inspect
 import os
-import platform
 import resource
 import time
 
@@ -14,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from ..accel import accelerate
+from ..accel.machine import CPU_FLAGS, cpu_model
 from ..core import Generator, GeneratorConfig, layer_specs
 from ..process import wait_settings
 
@@ -155,7 +155,9 @@ def _batch_and_offsets(G, cfg, device, batches, rate: float, quick: bool) -> lis
 
 
 SECTIONS = {
-    # section name -> (module, function) provided by each method's own bench
+    # section name -> (module, function) provided by each method's own bench; "paths" first: it measures this
+    # machine's convolution choices, which the later sections then use
+    "paths": ("gantune.bench.paths", "bench_paths"),
     "hyper": ("gantune.bench.hyper", "bench_hyper"),
     "optim": ("gantune.bench.optim", "bench_optim"),
     "align": ("gantune.bench.align", "bench_align"),
@@ -164,26 +166,14 @@ SECTIONS = {
     "gpu": ("gantune.bench.gpu", "bench_gpu"),
     "threads": ("gantune.bench.threads", "bench_threads"),
 }
-CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "avx512_fp16")
 
 
 def cpu_description() -> str:
     """The CPU model and the vector flags that decide which kernels run (from /proc/cpuinfo), and torch's own
     reading of the capability."""
-    model, flags = platform.processor() or platform.machine(), set()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, _, val = line.partition(":")
-                if key.strip() == "model name":
-                    model = val.strip()
-                elif key.strip() == "flags":
-                    flags = set(val.split())
-                    break
-    except OSError:
-        pass
-    have = [f for f in CPU_FLAGS if f in flags] or ["none of " + "/".join(CPU_FLAGS)]
-    return f"{model} [{' '.join(have)}; torch capability {torch.backends.cpu.get_cpu_capability()}]"
+    model, have = cpu_model()
+    flags = " ".join(have) or "none of " + "/".join(CPU_FLAGS)
+    return f"{model} [{flags}; torch capability {torch.backends.cpu.get_cpu_capability()}]"
 
 
 def main(argv=None) -> None:

@@ -1,0 +1,53 @@
+"""This machine's identity for measured choices, and the table of them (:mod:`gantune.accel.measure` writes it)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+from pathlib import Path
+
+import torch
+
+from ..io.hashing import cache_home
+
+CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16")
+
+
+def cpu_model() -> tuple[str, list[str]]:
+    """The CPU's model name and which of the vector flags that decide kernel speed it has (Linux /proc/cpuinfo)."""
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and model in ("", platform.processor(), platform.machine()):
+                model = value.strip()
+            elif key.strip() == "flags" and not flags:
+                flags = set(value.split())
+    except OSError:
+        pass
+    return model, [f for f in CPU_FLAGS if f in flags]
+
+
+def machine_key() -> str:
+    """What the measured choices depend on: CPU model and flags, torch version, threads (a short hash)."""
+    model, flags = cpu_model()
+    text = f"{model}|{','.join(flags)}|torch {torch.__version__}|threads {torch.get_num_threads()}"
+    return "cpu-" + hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def choices_path() -> Path:
+    return cache_home() / "accel" / f"{machine_key()}.json"
+
+
+def load_tiles(path: Path | None = None) -> tuple[tuple[int, int, int], ...]:
+    """This machine's measured (in_ch, side, tile) rows, or () without a readable file for it."""
+    path = path or choices_path()
+    try:
+        data = json.loads(path.read_text())
+        if data.get("machine") != machine_key():
+            return ()
+        return tuple((int(r["in_ch"]), int(r["side"]), int(r["tile"])) for r in data["winograd"]
+                     if int(r["tile"]) in (0, 2, 4))
+    except (OSError, ValueError, KeyError, TypeError):
+        return ()
