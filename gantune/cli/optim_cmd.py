@@ -36,18 +36,17 @@ LossOpt = Annotated[Loss, typer.Option("--loss", help="lpips (LPIPS-VGG; needs `
 
 
 def _run_method(method: str, inputs, out, weights, fields: dict, run: RunOptions) -> int:
-    """``gantune invert --method METHOD`` with the typed options ``fields`` as its ``--param KEY=VALUE`` pairs (an
-    option left at None keeps the field's default), and the manifest parameters these commands write."""
+    """``gantune invert --method METHOD`` with the typed options ``fields`` (named after the settings fields) as its
+    ``--param`` pairs, and the manifest parameters these commands write."""
     from ..errors import InputError
     from ..methods.optim_run import run_settings
     from ..methods.pipeline import InvertOptions
 
     if not weights:
         raise InputError(f"invert-{method} needs the generator", "give --weights (e.g. ffhq-1024 or a .pt/.pkl path)")
-    kv = {k: str(value(v)) for k, v in fields.items() if v is not None}
+    kv = {k: value(v) for k, v in fields.items()}
     opts = InvertOptions(weights=weights, device=run.device, save_intermediate=run.save_intermediate,
-                         params={**kv, "seed": str(run.seed), "progress_every": str(run.every)},
-                         class_index=run.class_index)
+                         params={**kv, "seed": run.seed, "progress_every": run.every}, class_index=run.class_index)
     settings, tune_settings, _, _ = run_settings(method, opts)
     params = {"method": method, "weights": weights, "settings": dataclasses.asdict(settings), "seed": run.seed,
               "tune": None if tune_settings is None else dataclasses.asdict(tune_settings), "gif": run.gif,

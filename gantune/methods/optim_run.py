@@ -110,7 +110,10 @@ class OptimMethod:
 
 
 def convert_param(field_type, text: str, key: str):
-    """``--param KEY=VALUE`` text as the settings field's type (bool, optional int, int, finite float, text)."""
+    """``--param KEY=VALUE`` text as the settings field's type (bool, optional int, int, finite float, text). A value
+    that is not text is already typed (an option of invert-optim / invert-overparam, checked there) and kept."""
+    if not isinstance(text, str):
+        return text
     t = str(field_type)
     try:
         if "bool" in t:
@@ -181,8 +184,8 @@ def setup_overparam(opts: InvertOptions) -> MethodRun:
 
 def run_settings(method: str, opts: InvertOptions) -> tuple:
     """What the options of an ``optim`` / ``overparam`` run ask for: (settings, tune settings or None, seed, frame
-    interval (0: no frames)). Parameters are ``KEY=VALUE`` text named after the settings fields, as ``--param`` gives
-    them and as invert-optim / invert-overparam pass their typed options."""
+    interval (0: no frames)). Parameters are named after the settings fields: ``KEY=VALUE`` text from ``--param``,
+    or the typed options of invert-optim / invert-overparam, which have the same names."""
     params = dict(opts.params)
     seed = int(params.pop("seed", 0))
     every = int(params.pop("progress_every", 10 if opts.save_intermediate else 0))
