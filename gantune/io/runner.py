@@ -276,7 +276,7 @@ class Batch:
         steps = _RunSteps(self, summary, write=write, load=load, process=process, progress=progress,
                           write_workers=write_workers)
         try:
-            steps.run_items(self._in_order(), batch_size)
+            steps.run_items(self._in_order(), batch_size, self._refused)
         except Exception as e:
             if is_disk_full(e) and not debug_enabled():
                 raise GantuneError(f"no space left on {self.out_dir}", "free some space or choose another -o "
@@ -341,16 +341,17 @@ class _RunSteps:
             self.writer = ThreadPoolExecutor(write_workers, thread_name_prefix="gantune-write")
         self.inflight: list[tuple[Item, Any]] = []  # (item, future of write_one) in input order
 
-    def run_items(self, items: list[Item], batch_size: int) -> None:
-        """Every item in order: refused inputs fail where they stand, the others are loaded and batched."""
+    def run_items(self, items: list[Item], batch_size: int, refused: dict[str, Exception]) -> None:
+        """Every item in order: ``refused`` inputs (name -> why) fail where they stand, the others are loaded and
+        batched."""
         pending: list[Item] = []
         for it in items:
-            if it.name in self.batch._refused:  # the items before it go first: reports keep the input order
+            if it.name in refused:  # the items before it go first: reports keep the input order
                 if pending:
                     self.run_batch(pending)
                     pending = []
                 self.drain()
-                self.fail(it, self.batch._refused[it.name], "load")
+                self.fail(it, refused[it.name], "load")
                 continue
             if self.load_item(it):
                 pending.append(it)
