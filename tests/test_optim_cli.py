@@ -131,3 +131,59 @@ def test_l2_loss_needs_no_imagenet_backbone(setup, monkeypatch):
     bad = CliRunner().invoke(app, ["invert-optim", str(src / "face1.png"), "--weights", str(gpath), "-o", str(out),
                                    "--loss", "ssim"])
     assert bad.exit_code != 0
+
+
+def test_typed_options_reach_the_settings_fields_of_their_names(setup, monkeypatch):
+    """invert-optim / invert-overparam name each typed option after the settings field it sets, and run it as
+    invert --method optim|overparam --param FIELD=VALUE: both reach the same settings."""
+    import dataclasses
+    import inspect
+
+    from gantune.cli.invert_cmd import RUN_OPTIONS
+    from gantune.cli.optim_cmd import invert_optim_command, invert_overparam_command
+    from gantune.errors import InputError
+    from gantune.methods import optim_run
+    from gantune.methods.optim import ProjectorSettings, TuneSettings
+    from gantune.methods.overparam import OverparamSettings
+
+    G, gpath, src, out = setup
+    seen = []
+
+    def build_method(method, weights, settings, tune_settings=None, **kw):
+        seen.append((method, settings, tune_settings, kw["seed"], kw["progress_every"], kw["class_index"]))
+        raise InputError("stop here")
+
+    monkeypatch.setattr(optim_run, "build_method", build_method)
+    base = [str(src / "face0.png"), "--weights", str(gpath), "--device", "cpu"]
+    runs = [
+        (["invert-optim", "--space", "w+"], ["invert", "--method", "optim", "--param", "space=w+"]),
+        (["invert-optim", "--steps", "7", "--lr", "0.2", "--mse", "0.5", "--loss", "l2", "--fixed-noise", "--tune",
+          "--tune-steps", "3", "--tune-lr", "0.001", "--tune-target", "0.25", "--tune-rank", "2", "--seed", "5"],
+         ["invert", "--method", "optim", "--param", "num_steps=7", "--param", "learning_rate=0.2", "--param",
+          "mse_weight=0.5", "--param", "loss=l2", "--param", "optimize_noise=false", "--param", "tune=true",
+          "--param", "tune_num_steps=3", "--param", "tune_learning_rate=0.001", "--param", "tune_stop_at=0.25",
+          "--param", "tune_rank=2", "--param", "seed=5"]),
+        (["invert-overparam", "--per-layer", "--noise", "none", "--truncation", "0.5"],
+         ["invert", "--method", "overparam", "--param", "per_layer=true", "--param", "noise_mode=none", "--param",
+          "truncation=0.5"]),
+    ]
+    got = []
+    for k, (typed, params) in enumerate(runs):
+        seen.clear()
+        for i, argv in enumerate((typed, params)):
+            r = CliRunner().invoke(app, [*argv, *base, "-o", str(out / f"{k}{i}")])
+            assert isinstance(r.exception, InputError) and "stop here" in str(r.exception), r.output
+        assert len(seen) == 2 and seen[0] == seen[1]
+        got.append(seen[0])
+    assert got[0][1].space == "w+" and got[0][2] is None
+    assert got[1][1] == ProjectorSettings(num_steps=7, learning_rate=0.2, mse_weight=0.5, loss="l2", optimize_noise=False)
+    assert got[1][2] == TuneSettings(num_steps=3, learning_rate=0.001, loss="l2", stop_at=0.25, rank=2)
+    assert got[1][3] == 5
+    assert got[2][1] == OverparamSettings(per_layer=True, noise_mode="none", truncation=0.5)
+    # every typed option of the two commands is a settings field (tune_<field>: TuneSettings), or a run option
+    fields = {f.name for f in dataclasses.fields(ProjectorSettings)} | {"tune"}
+    fields |= {f"tune_{f.name}" for f in dataclasses.fields(TuneSettings)}
+    for cmd, names in ((invert_optim_command, fields), (invert_overparam_command,
+                                                       {f.name for f in dataclasses.fields(OverparamSettings)})):
+        own = set(inspect.signature(cmd).parameters) - set(RUN_OPTIONS) - {"inputs", "weights", "out"}
+        assert own and own <= names, own - names

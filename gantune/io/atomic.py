@@ -143,23 +143,37 @@ def _last_complete_line_end(fd: int) -> int:
     return 0
 
 
-@contextlib.contextmanager
-def atomic_write(path: str | os.PathLike, mode: str = "wb"):
-    """``with atomic_write(p) as f: f.write(...)`` — the target appears complete or not at all."""
+def _temp_beside(path: str | os.PathLike) -> tuple[Path, int, str]:
+    """(the target, an open descriptor and the name of a new temporary file in the target's folder)."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=temp_name(p), suffix=".tmp", dir=p.parent)
+    return p, fd, tmp
+
+
+@contextlib.contextmanager
+def _renamed_into_place(tmp: str, target: Path):
+    """Inside: ``tmp`` is written. On success it gets a plain file's mode and replaces ``target``; on any error (an
+    interrupt too) it is removed."""
     try:
-        with os.fdopen(fd, mode) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
+        yield
         os.chmod(tmp, _file_mode())
-        os.replace(tmp, p)
+        os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "wb"):
+    """``with atomic_write(p) as f: f.write(...)`` — the target appears complete or not at all."""
+    p, fd, tmp = _temp_beside(path)
+    with _renamed_into_place(tmp, p):
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
 
 
 def atomic_path(path: str | os.PathLike):
@@ -167,18 +181,10 @@ def atomic_path(path: str | os.PathLike):
 
     @contextlib.contextmanager
     def _cm():
-        p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=temp_name(p), suffix=".tmp", dir=p.parent)
+        p, fd, tmp = _temp_beside(path)
         os.close(fd)
-        try:
+        with _renamed_into_place(tmp, p):
             yield Path(tmp)
-            os.chmod(tmp, _file_mode())
-            os.replace(tmp, p)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
 
     return _cm()
 

@@ -273,148 +273,34 @@ class Batch:
         summary = Summary(skipped=len(self.skipped), manifest=self.manifest_path)
         make_folder(self.out_dir, f"-o {self.out_dir}", OUT_HINT)
         self._clean_temp_files()
-
-        def report(it: Item, outputs: dict | None, error: str | None) -> None:
-            entry = {
-                "status": "failed" if error else "ok",
-                "name": it.name,
-                "input": None if it.input is None else {"path": _rel(it.input, self.out_dir), "sha256": it.sha256},
-                "outputs": outputs or {},
-                "error": error,
-                "params": self.params,
-                "timings": {k: round(v, 4) for k, v in it.timings.items()},
-                "metrics": it.metrics or None,
-                "info": it.info or None,
-            }
-            self.manifest.write(entry)
-            summary.entries.append(entry)
-            if error:
-                summary.failed += 1
-                msg = f"[red]failed[/]: {it.label}: {error.removeprefix(it.label + ': ')}"
-            else:
-                summary.ok += 1
-                main = next(iter(outputs.values()), "") if outputs else ""
-                more = f" (+{len(outputs) - 1} more)" if outputs and len(outputs) > 1 else ""
-                msg = f"{it.label} -> {self.out_dir / main}{more}" if main else it.label
-            it.data = None
-            if progress is not None:
-                progress.advance(msg)
-
-        def fail(it: Item, e: BaseException, stage: str) -> None:
-            if debug_enabled() or is_disk_full(e):
-                raise e  # a full disk stops the batch (below): every further item would fail the same way
-            it.info["stage"] = stage
-            report(it, None, error_line(e))
-
-        def do_load(it: Item) -> bool:
-            t0 = time.perf_counter()
-            try:
-                it.data = load(it) if load is not None else None
-            except Exception as e:  # noqa: BLE001 - a bad input fails its item, never the batch
-                fail(it, e, "load")
-                return False
-            it.timings["load"] = time.perf_counter() - t0
-            return True
-
-        # Writing (PNG encoding above all: 0.2 s for a 1024 px image) overlaps the next batch's loading and processing
-        # when write_workers > 0: each batch's writes go to a thread pool and are reported (manifest, progress) from
-        # this thread, in order, once the next batch has been processed. At most two batches' results are held.
-        writer = None
-        if write_workers > 0 and process is not None:
-            from concurrent.futures import ThreadPoolExecutor
-
-            writer = ThreadPoolExecutor(write_workers, thread_name_prefix="gantune-write")
-        inflight: list[tuple[Item, Any]] = []
-
-        def write_one(it: Item, result) -> tuple[dict | None, Exception | None]:
-            outs = Outputs(self.out_dir, self.forbidden)
-            t0 = time.perf_counter()
-            try:
-                write(it, result, outs)
-            except Exception as e:  # noqa: BLE001
-                outs.discard()
-                return None, e
-            it.timings["write"] = time.perf_counter() - t0
-            return dict(outs.written), None
-
-        def finish(it: Item, written: dict | None, error: Exception | None) -> None:
-            if error is not None:
-                fail(it, error, "write")
-            else:
-                report(it, written, None)
-
-        def drain() -> None:
-            while inflight:
-                it, future = inflight.pop(0)
-                finish(it, *future.result())
-
-        def do_write(it: Item, result) -> None:
-            if isinstance(result, BaseException):  # process() reported this item's failure
-                fail(it, result, "process")
-            elif writer is None:
-                finish(it, *write_one(it, result))
-            else:
-                inflight.append((it, writer.submit(write_one, it, result)))
-
-        def do_batch(batch: list[Item]) -> None:
-            if process is None:
-                for it in batch:
-                    if progress is not None:
-                        progress.begin(it.label)
-                    with _progress.listen(progress.step if progress is not None else None):
-                        do_write(it, it.data)
-                return
-            if progress is not None:
-                progress.begin(", ".join(it.label for it in batch))
-            t0 = time.perf_counter()
-            try:
-                with _progress.listen(progress.step if progress is not None else None):
-                    results = process(batch)
-                if len(results) != len(batch):
-                    raise RuntimeError(f"{len(results)} results for {len(batch)} items")
-            except Exception as e:  # noqa: BLE001
-                drain()
-                if len(batch) > 1:  # isolate the bad item
-                    for it in batch:
-                        do_batch([it])
-                    return
-                fail(batch[0], e, "process")
-                return
-            dt = time.perf_counter() - t0
-            drain()  # the previous batch's writes, which ran during this batch
-            for it, res in zip(batch, results):
-                it.timings["process"] = dt / len(batch)
-                do_write(it, res)
-
+        steps = _RunSteps(self, summary, write=write, load=load, process=process, progress=progress,
+                          write_workers=write_workers)
         try:
-            pending: list[Item] = []
-            for it in self._in_order():
-                if it.name in self._refused:  # the items before it go first: reports keep the input order
-                    if pending:
-                        do_batch(pending)
-                        pending = []
-                    drain()
-                    fail(it, self._refused[it.name], "load")
-                    continue
-                if do_load(it):
-                    pending.append(it)
-                if len(pending) >= batch_size:
-                    do_batch(pending)
-                    pending = []
-            if pending:
-                do_batch(pending)
-            drain()
+            steps.run_items(self._in_order(), batch_size, self._refused)
         except Exception as e:
             if is_disk_full(e) and not debug_enabled():
                 raise GantuneError(f"no space left on {self.out_dir}", "free some space or choose another -o "
                                    "folder; a re-run skips the items already done") from None
             raise
         finally:
-            if writer is not None:
-                writer.shutdown(wait=True)  # interrupted: what is being written still lands whole (atomic files)
+            steps.close()  # interrupted: what is being written still lands whole (atomic files)
             self._compact()
             summary.seconds = time.perf_counter() - t_start
         return summary
+
+    def entry(self, it: Item, outputs: dict | None, error: str | None) -> dict:
+        """The manifest line of a finished item (``error``: its one line, or None)."""
+        return {
+            "status": "failed" if error else "ok",
+            "name": it.name,
+            "input": None if it.input is None else {"path": _rel(it.input, self.out_dir), "sha256": it.sha256},
+            "outputs": outputs or {},
+            "error": error,
+            "params": self.params,
+            "timings": {k: round(v, 4) for k, v in it.timings.items()},
+            "metrics": it.metrics or None,
+            "info": it.info or None,
+        }
 
     def _in_order(self) -> list[Item]:
         """The items to do and the missing ones, in input order."""
@@ -435,6 +321,155 @@ class Batch:
             for f in self.planned(it):
                 for tmp in self.out_dir.glob(temp_name(Path(f)) + "*.tmp"):
                     tmp.unlink(missing_ok=True)
+
+
+class _RunSteps:
+    """The steps of one :meth:`Batch.run`: load each item, process a batch (a failed batch is retried item by item),
+    write each item and report it (manifest line, summary, progress) in input order.
+
+    Writing (PNG encoding above all: 0.2 s for a 1024 px image) overlaps the next batch's loading and processing
+    when ``write_workers`` > 0: each batch's writes go to a thread pool and are reported (manifest, progress) from
+    the calling thread, in order, once the next batch has been processed. At most two batches' results are held."""
+
+    def __init__(self, batch: Batch, summary: Summary, *, write, load, process, progress, write_workers: int) -> None:
+        self.batch, self.summary = batch, summary
+        self.write, self.load, self.process, self.progress = write, load, process, progress
+        self.writer = None
+        if write_workers > 0 and process is not None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self.writer = ThreadPoolExecutor(write_workers, thread_name_prefix="gantune-write")
+        self.inflight: list[tuple[Item, Any]] = []  # (item, future of write_one) in input order
+
+    def run_items(self, items: list[Item], batch_size: int, refused: dict[str, Exception]) -> None:
+        """Every item in order: ``refused`` inputs (name -> why) fail where they stand, the others are loaded and
+        batched."""
+        pending: list[Item] = []
+        for it in items:
+            if it.name in refused:  # the items before it go first: reports keep the input order
+                if pending:
+                    self.run_batch(pending)
+                    pending = []
+                self.drain()
+                self.fail(it, refused[it.name], "load")
+                continue
+            if self.load_item(it):
+                pending.append(it)
+            if len(pending) >= batch_size:
+                self.run_batch(pending)
+                pending = []
+        if pending:
+            self.run_batch(pending)
+        self.drain()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.shutdown(wait=True)
+
+    # --- the steps of an item -----------------------------------------------------------------------------------
+    def load_item(self, it: Item) -> bool:
+        t0 = time.perf_counter()
+        try:
+            it.data = self.load(it) if self.load is not None else None
+        except Exception as e:  # noqa: BLE001 - a bad input fails its item, never the batch
+            self.fail(it, e, "load")
+            return False
+        it.timings["load"] = time.perf_counter() - t0
+        return True
+
+    def run_batch(self, batch: list[Item]) -> None:
+        if self.process is None:
+            for it in batch:
+                self._begin(it.label)
+                with self._listening():
+                    self.write_item(it, it.data)
+            return
+        self._begin(", ".join(it.label for it in batch))
+        t0 = time.perf_counter()
+        try:
+            with self._listening():
+                results = self.process(batch)
+            if len(results) != len(batch):
+                raise RuntimeError(f"{len(results)} results for {len(batch)} items")
+        except Exception as e:  # noqa: BLE001
+            self.drain()
+            if len(batch) > 1:  # isolate the bad item
+                for it in batch:
+                    self.run_batch([it])
+                return
+            self.fail(batch[0], e, "process")
+            return
+        dt = time.perf_counter() - t0
+        self.drain()  # the previous batch's writes, which ran during this batch
+        for it, res in zip(batch, results):
+            it.timings["process"] = dt / len(batch)
+            self.write_item(it, res)
+
+    def write_item(self, it: Item, result) -> None:
+        if isinstance(result, BaseException):  # process() reported this item's failure
+            self.fail(it, result, "process")
+        elif self.writer is None:
+            self.finish(it, *self.write_one(it, result))
+        else:
+            self.inflight.append((it, self.writer.submit(self.write_one, it, result)))
+
+    def write_one(self, it: Item, result) -> tuple[dict | None, Exception | None]:
+        """Write one item's files (in a writer thread when there are some); a failed write leaves none."""
+        outs = Outputs(self.batch.out_dir, self.batch.forbidden)
+        t0 = time.perf_counter()
+        try:
+            self.write(it, result, outs)
+        except Exception as e:  # noqa: BLE001
+            outs.discard()
+            return None, e
+        it.timings["write"] = time.perf_counter() - t0
+        return dict(outs.written), None
+
+    def drain(self) -> None:
+        """Report the writes in flight, in order, once each has finished."""
+        while self.inflight:
+            it, future = self.inflight.pop(0)
+            self.finish(it, *future.result())
+
+    def finish(self, it: Item, written: dict | None, error: Exception | None) -> None:
+        if error is not None:
+            self.fail(it, error, "write")
+        else:
+            self.report(it, written, None)
+
+    def fail(self, it: Item, e: BaseException, stage: str) -> None:
+        if debug_enabled() or is_disk_full(e):
+            raise e  # a full disk stops the batch (Batch.run): every further item would fail the same way
+        it.info["stage"] = stage
+        self.report(it, None, error_line(e))
+
+    def report(self, it: Item, outputs: dict | None, error: str | None) -> None:
+        """The item's manifest line, its count in the summary and its console line."""
+        entry = self.batch.entry(it, outputs, error)
+        self.batch.manifest.write(entry)
+        self.summary.entries.append(entry)
+        if error:
+            self.summary.failed += 1
+        else:
+            self.summary.ok += 1
+        it.data = None
+        if self.progress is not None:
+            self.progress.advance(self._line(it, outputs, error))
+
+    def _line(self, it: Item, outputs: dict | None, error: str | None) -> str:
+        if error:
+            return f"[red]failed[/]: {it.label}: {error.removeprefix(it.label + ': ')}"
+        main = next(iter(outputs.values()), "") if outputs else ""
+        more = f" (+{len(outputs) - 1} more)" if outputs and len(outputs) > 1 else ""
+        return f"{it.label} -> {self.batch.out_dir / main}{more}" if main else it.label
+
+    def _begin(self, label: str) -> None:
+        if self.progress is not None:
+            self.progress.begin(label)
+
+    def _listening(self):
+        """Progress inside the item(s) (steps, iterations) goes to the progress display."""
+        return _progress.listen(self.progress.step if self.progress is not None else None)
 
 
 def _unreadable(path: Path) -> Exception | None:

@@ -17,6 +17,7 @@ Everything that changes the generator for one image (optimised noise maps, tuned
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import math
@@ -30,10 +31,9 @@ import torch.nn.functional as F
 from .. import progress
 from ..io.render import render_record, synthesize  # noqa: F401 - render_record re-exported
 from ..io.record import InversionRecord
-from ..metrics.l2 import l2_distance
-from .result import InversionResult
-from ..metrics.l2 import L2Distance
+from ..metrics.l2 import L2Distance, l2_distance
 from ..metrics.lpips import get_lpips
+from .result import InversionResult
 
 SPACES = ("w", "w+")
 
@@ -202,6 +202,34 @@ def _normalize_maps_(maps: dict[str, torch.Tensor]) -> None:
             m.sub_(mean).div_(std.clamp_min(1e-8))
 
 
+def batch_loss(synth: torch.Tensor, targets: torch.Tensor, distance, mse_weight: float) -> torch.Tensor:
+    """The loss per image (B,) of the projector and the overparameterized inversion: the distance, plus
+    ``mse_weight`` times the pixel MSE."""
+    loss = distance(synth, targets)
+    if mse_weight:
+        loss = loss + mse_weight * l2_distance(synth, targets)
+    return loss
+
+
+def adam_step(opt: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+    """One update on the summed loss (Adam is elementwise: each image moves as if it were alone)."""
+    opt.zero_grad(set_to_none=True)
+    loss.sum().backward()
+    opt.step()
+
+
+def report_step(step: int, total: int, what: str, callback: ProgressFn | None, info: Callable[[], StepInfo]) -> None:
+    """Step ``step`` of ``total`` done: the progress display's count (``what``), and ``info()`` to the callback (made
+    only when there is one)."""
+    progress.step(step, total, what)
+    if callback is not None:
+        callback(info())
+
+
+def _device(G, device) -> torch.device:
+    return torch.device(device) if device is not None else G.w_avg.device
+
+
 def _check_targets(G, targets: torch.Tensor) -> torch.Tensor:
     res = G.cfg.resolution
     if targets.ndim != 4 or targets.shape[1] != 3 or targets.shape[2:] != (res, res):
@@ -240,6 +268,16 @@ def compact_difference(diff: torch.Tensor, rank: int | None = None) -> dict[str,
     return {"": diff.detach().half().contiguous()}
 
 
+def batch_results(G, records, targets, names, distance, t_start: float, *, steps: int, method: str, params: dict,
+                  noise_mode: str = "const") -> list[InversionResult]:
+    """The results of a batch optimised together for ``steps`` steps since ``t_start`` (each image gets an equal
+    share of the time)."""
+    B = len(records)
+    seconds = (time.perf_counter() - t_start) / B
+    return _results_from_records(G, records, targets, names, distance, seconds=[seconds] * B, steps=[steps] * B,
+                                 method=method, params=params, noise_mode=noise_mode)
+
+
 def _results_from_records(G, records, targets, names, distance, *, seconds, steps, method, params, noise_mode="const"):
     """Render each record, measure it against its target, and wrap it as an InversionResult."""
     out = []
@@ -272,7 +310,7 @@ def _results_from_records(G, records, targets, names, distance, *, seconds, step
 def prepare_run(G, targets: torch.Tensor, names, distance, device, s):
     """What the projector and the overparameterized inversion start from: (device, targets on it, one name per
     image, the distance (default from the settings' loss), G frozen in eval mode)."""
-    device = torch.device(device) if device is not None else G.w_avg.device
+    device = _device(G, device)
     targets = _check_targets(G, targets).to(device)
     names = _names(names, targets.shape[0])
     distance = _default_distance(distance, device, s.loss_resolution, loss=s.loss)
@@ -342,19 +380,14 @@ def project(
             group["lr"] = lr_schedule(t, s.learning_rate, s.lr_rampup, s.lr_rampdown)
         w_noise = randn(*w_opt.shape[1:]) * noise_scale
         synth = synthesize(G, noise_maps=maps, ws=w_opt + w_noise)
-        loss = distance(synth, targets)
-        if s.mse_weight:
-            loss = loss + s.mse_weight * l2_distance(synth, targets)
+        loss = batch_loss(synth, targets, distance, s.mse_weight)
         if maps and s.noise_regularize:
             loss = loss + s.noise_regularize * noise_regularization(maps)
-        opt.zero_grad(set_to_none=True)
-        loss.sum().backward()
-        opt.step()
+        adam_step(opt, loss)
         _normalize_maps_(maps)
         history.append(loss.detach().cpu())
-        progress.step(step + 1, s.num_steps, "projector step")
-        if callback is not None:
-            callback(StepInfo("project", step + 1, s.num_steps, loss.detach(), synth.detach(), tuple(range(B))))
+        report_step(step + 1, s.num_steps, "projector step", callback,
+                    lambda: StepInfo("project", step + 1, s.num_steps, loss.detach(), synth.detach(), tuple(range(B))))
 
     params = {**dataclasses.asdict(s), "seed": seed}
     base = G.state_dict()
@@ -364,11 +397,8 @@ def project(
         lat = lat[None] if s.space == "w" else lat
         tuned = {f"{p}.noise_const": (maps[p][i, 0].detach() - base[p + ".noise_const"]).half().cpu() for p in maps}
         records.append(InversionRecord(latent=lat, latent_kind=s.space, method="optim", tuned=tuned, meta={}, c=c))
-    seconds = (time.perf_counter() - t_start) / B
-    results = _results_from_records(
-        G, records, targets, names, distance, seconds=[seconds] * B, steps=[s.num_steps] * B, method="optim",
-        params={"projector": params},
-    )
+    results = batch_results(G, records, targets, names, distance, t_start, steps=s.num_steps, method="optim",
+                            params={"projector": params})
     for r, sd in zip(results, seeds):
         r.meta["params"]["projector"]["seed"] = sd
     return OptimOutput(results=results, history=torch.stack(history))
@@ -402,15 +432,9 @@ def tune(
     they stopped (``tune_stop``: ``target`` or ``step_limit``) and the tuning distance of the pivot and of the result
     (``tune_distance_pivot``, ``tune_distance``, in ``tune_loss`` units, against ``tune_target``)."""
     s = dataclasses.replace(settings or TuneSettings(), **overrides)
-    device = torch.device(device) if device is not None else G.w_avg.device
+    device = _device(G, device)
     target = _check_targets(G, target).to(device)
-    if s.loss == "l2":
-        distance = _default_distance(distance, device, 256, loss="l2")
-        metric = _default_distance(metric, device, 256, loss="l2")
-    else:
-        distance = _default_distance(distance, device, 256, s.lpips_net)
-        metric = _default_distance(metric, device, 256, "vgg")
-    stop_at = s.stop_target
+    distance, metric = _tune_distances(s, distance, metric, device)
     G = G.eval().requires_grad_(False)
     t_start = time.perf_counter()
 
@@ -419,81 +443,125 @@ def tune(
     fixed = pivot_rec.tuned_state(base) if pivot_rec.tuned else {}  # the pivot's noise maps
     base_params = {k: v.detach() for k, v in _tunable(G).items()}
     params = {k: v.clone().requires_grad_(True) for k, v in base_params.items()}
-    opt = torch.optim.Adam(params.values(), lr=s.learning_rate)
     kw = {k: v for k, v in pivot_rec.synthesis_kwargs(device=device).items() if v is not None}
-    gen = torch.Generator(device="cpu").manual_seed(seed)
     pivot_w = kw.get("ws")
+    locality = None
+    if s.locality and pivot_w is not None:
+        locality = _Locality(G, s, fixed, pivot_w, torch.Generator(device="cpu").manual_seed(seed), c, device, distance)
 
-    history: list[float] = []
-    steps = 0
-    d_pivot = d_now = None
-    stop = "step_limit"
-    for step in range(s.num_steps + 1):  # the extra pass measures the result of the last update
-        if step == s.num_steps:
-            with torch.no_grad():
-                d_now = float(distance(synthesize(G, {**fixed, **params}, noise_mode="const", **kw), target))
-            d_pivot = d_now if d_pivot is None else d_pivot
-            if d_now <= stop_at:
-                stop = "target"
-            break
-        img = synthesize(G, {**fixed, **params}, noise_mode="const", **kw)
-        d = distance(img, target)
-        d_now = float(d.detach())
-        d_pivot = d_now if d_pivot is None else d_pivot
-        if d_now <= stop_at:
-            stop = "target"
-            break
-        loss = d if s.loss == "l2" else s.l2_weight * l2_distance(img, target) + s.lpips_weight * d
-        if s.locality and pivot_w is not None:
-            z = torch.randn(1, G.cfg.z_dim, generator=gen).to(device)
-            with torch.no_grad():
-                w_rand = G.truncate(G.mapping(z, None if c is None else c.to(device)), s.locality_psi)
-                if pivot_w.ndim == 3:
-                    w_rand = w_rand[:, None].expand_as(pivot_w)
-                direction = w_rand - pivot_w
-                w_loc = pivot_w + s.locality_alpha * direction / direction.norm().clamp_min(1e-8)
-                old = synthesize(G, fixed, ws=w_loc, noise_mode="none")
-            new = synthesize(G, {**fixed, **params}, ws=w_loc, noise_mode="none")
-            loss = loss + s.locality_l2 * l2_distance(new, old)
-            if s.loss == "lpips":
-                loss = loss + s.locality_lpips * distance(new, old)
-        opt.zero_grad(set_to_none=True)
-        loss.sum().backward()
-        opt.step()
-        steps = step + 1
-        history.append(float(loss.detach()))
-        progress.step(steps, s.num_steps, "tuning step")
-        if callback is not None:
-            callback(StepInfo("tune", steps, s.num_steps, loss.detach().reshape(1), img.detach(), (index,)))
+    def on_step(steps: int, loss: torch.Tensor, img: torch.Tensor) -> None:
+        report_step(steps, s.num_steps, "tuning step", callback,
+                    lambda: StepInfo("tune", steps, s.num_steps, loss.detach().reshape(1), img.detach(), (index,)))
 
+    history, steps, stop, d_pivot, d_now = _tune_steps(
+        lambda: synthesize(G, {**fixed, **params}, noise_mode="const", **kw), params, target, distance, s, locality,
+        on_step)
     tuned = dict(pivot_rec.tuned)
-    for name, p in params.items():
-        diff = p.detach() - base_params[name]
-        if torch.count_nonzero(diff) == 0:
-            continue
-        for suffix, t in compact_difference(diff, s.rank).items():
-            tuned[name + suffix] = t.cpu()
+    tuned.update(_tuned_differences(params, base_params, s.rank))
     rec = InversionRecord(latent=pivot_rec.latent, latent_kind=pivot_rec.latent_kind, method="optim", tuned=tuned,
                           c=pivot_rec.c)
     seconds = time.perf_counter() - t_start
-    tune_params = {**dataclasses.asdict(s), "stop_at": stop_at, "seed": seed}
+    tune_params = {**dataclasses.asdict(s), "stop_at": s.stop_target, "seed": seed}
     params_meta = {**pivot.meta.get("params", {}), "tune": tune_params}
     [res] = _results_from_records(
         G, [rec], target, [pivot.name], metric, seconds=[seconds], steps=[steps], method="optim", params=params_meta
     )
+    _tune_metrics(res, pivot, s, seconds, steps=steps, stop=stop, d_pivot=d_pivot, d_now=d_now)
+    return res, history
+
+
+def _tune_distances(s: TuneSettings, distance, metric, device) -> tuple:
+    """(tuning distance, metric distance), each the given one or the loss's default."""
+    if s.loss == "l2":
+        return _default_distance(distance, device, 256, loss="l2"), _default_distance(metric, device, 256, loss="l2")
+    return _default_distance(distance, device, 256, s.lpips_net), _default_distance(metric, device, 256, "vgg")
+
+
+@dataclass
+class _Locality:
+    """PTI's locality regulariser: at a random w a fixed distance from the pivot (toward a truncated sample), the
+    tuned generator should render what the pivot's generator renders."""
+
+    G: object
+    s: TuneSettings
+    fixed: dict  # the pivot's tuned tensors (noise maps)
+    pivot_w: torch.Tensor
+    gen: torch.Generator  # draws the samples
+    c: torch.Tensor | None
+    device: object
+    distance: object
+
+    def add(self, loss: torch.Tensor, params: dict) -> torch.Tensor:
+        """``loss`` plus the regulariser's L2 (and, with loss lpips, LPIPS) terms at a new sample."""
+        G, s, pivot_w = self.G, self.s, self.pivot_w
+        z = torch.randn(1, G.cfg.z_dim, generator=self.gen).to(self.device)
+        with torch.no_grad():
+            w_rand = G.truncate(G.mapping(z, None if self.c is None else self.c.to(self.device)), s.locality_psi)
+            if pivot_w.ndim == 3:
+                w_rand = w_rand[:, None].expand_as(pivot_w)
+            direction = w_rand - pivot_w
+            w_loc = pivot_w + s.locality_alpha * direction / direction.norm().clamp_min(1e-8)
+            old = synthesize(G, self.fixed, ws=w_loc, noise_mode="none")
+        new = synthesize(G, {**self.fixed, **params}, ws=w_loc, noise_mode="none")
+        loss = loss + s.locality_l2 * l2_distance(new, old)
+        if s.loss == "lpips":
+            loss = loss + s.locality_lpips * self.distance(new, old)
+        return loss
+
+
+def _tune_steps(render, params: dict, target, distance, s: TuneSettings, locality: _Locality | None, on_step):
+    """Adam on ``params`` until the tuning distance of ``render()`` is at or below the target, or ``s.num_steps``
+    updates have run: (loss per step, steps, why it stopped, distance of the pivot, distance of the result)."""
+    opt = torch.optim.Adam(params.values(), lr=s.learning_rate)
+    stop_at = s.stop_target
+    history: list[float] = []
+    d_pivot = None
+    for step in range(s.num_steps + 1):  # the extra pass measures the result of the last update
+        last = step == s.num_steps
+        with torch.no_grad() if last else contextlib.nullcontext():
+            img = render()
+            d = distance(img, target)
+        d_now = float(d if last else d.detach())
+        d_pivot = d_now if d_pivot is None else d_pivot
+        if d_now <= stop_at:
+            return history, step, "target", d_pivot, d_now
+        if last:
+            return history, step, "step_limit", d_pivot, d_now
+        loss = d if s.loss == "l2" else s.l2_weight * l2_distance(img, target) + s.lpips_weight * d
+        if locality is not None:
+            loss = locality.add(loss, params)
+        adam_step(opt, loss)
+        history.append(float(loss.detach()))
+        on_step(step + 1, loss, img)
+
+
+def _tuned_differences(params: dict, base_params: dict, rank: int | None) -> dict[str, torch.Tensor]:
+    """θ̂ − θ of every tuned tensor that changed, as stored in a record (on the CPU)."""
+    tuned = {}
+    for name, p in params.items():
+        diff = p.detach() - base_params[name]
+        if torch.count_nonzero(diff) == 0:
+            continue
+        for suffix, t in compact_difference(diff, rank).items():
+            tuned[name + suffix] = t.cpu()
+    return tuned
+
+
+def _tune_metrics(res: InversionResult, pivot: InversionResult, s: TuneSettings, seconds: float, *, steps: int,
+                  stop: str, d_pivot: float, d_now: float) -> None:
+    """What the tuned result's metrics and timings add to its pivot's (see :func:`tune`)."""
     m = res.meta["metrics"]
     m["pivot"] = pivot.meta.get("metrics", {})
     m["steps"] = pivot.meta.get("metrics", {}).get("steps", 0)  # projector steps
     m["tune_steps"] = steps
     m["tune_stop"] = stop
     m["tune_loss"] = s.loss if s.loss == "l2" else f"lpips-{s.lpips_net}"
-    m["tune_target"] = stop_at
+    m["tune_target"] = s.stop_target
     m["tune_distance_pivot"] = d_pivot
     m["tune_distance"] = d_now
     m["seconds"] = seconds + pivot.timings.get("seconds", 0.0)
     res.timings = {"project": pivot.timings.get("seconds", 0.0), "tune": seconds,
                    "seconds": seconds + pivot.timings.get("seconds", 0.0)}
-    return res, history
 
 
 def project_and_tune(
@@ -516,7 +584,7 @@ def project_and_tune(
                   c=c)
     if tune_settings is None:
         return out
-    device = torch.device(device) if device is not None else G.w_avg.device
+    device = _device(G, device)
     ps = settings or ProjectorSettings()
     metric = _default_distance(distance, device, ps.loss_resolution, loss=ps.loss)
     results, curves = [], []

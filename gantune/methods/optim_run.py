@@ -110,7 +110,10 @@ class OptimMethod:
 
 
 def convert_param(field_type, text: str, key: str):
-    """``--param KEY=VALUE`` text as the settings field's type (bool, optional int, int, finite float, text)."""
+    """``--param KEY=VALUE`` text as the settings field's type (bool, optional int, int, finite float, text). A value
+    that is not text is already typed (an option of invert-optim / invert-overparam, checked there) and kept."""
+    if not isinstance(text, str):
+        return text
     t = str(field_type)
     try:
         if "bool" in t:
@@ -179,15 +182,23 @@ def setup_overparam(opts: InvertOptions) -> MethodRun:
     return _setup("overparam", opts)
 
 
-def _setup(method: str, opts: InvertOptions) -> MethodRun:
+def run_settings(method: str, opts: InvertOptions) -> tuple:
+    """What the options of an ``optim`` / ``overparam`` run ask for: (settings, tune settings or None, seed, frame
+    interval (0: no frames)). Parameters are named after the settings fields: ``KEY=VALUE`` text from ``--param``,
+    or the typed options of invert-optim / invert-overparam, which have the same names."""
     params = dict(opts.params)
     seed = int(params.pop("seed", 0))
     every = int(params.pop("progress_every", 10 if opts.save_intermediate else 0))
     settings, tune_settings = _settings(method, opts, params)
+    return settings, tune_settings, seed, every if opts.save_intermediate else 0
+
+
+def _setup(method: str, opts: InvertOptions) -> MethodRun:
+    settings, tune_settings, seed, every = run_settings(method, opts)
     if not opts.weights:
         raise InputError(f"--method {method} needs the generator", "give --weights (e.g. ffhq-1024 or a .pt/.pkl path)")
     return build_method(method, opts.weights, settings, tune_settings, device=resolve_device(opts.device), seed=seed,
-                        progress_every=every if opts.save_intermediate else 0, class_index=opts.class_index)
+                        progress_every=every, class_index=opts.class_index)
 
 
 def _describe(method: str, G, settings, tune_settings, device) -> str:

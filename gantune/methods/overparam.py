@@ -20,11 +20,10 @@ from dataclasses import dataclass
 
 import torch
 
-from .. import progress
 from ..errors import InputError
 from ..io.record import InversionRecord
-from ..metrics.l2 import l2_distance
-from .optim import OptimOutput, ProgressFn, StepInfo, _results_from_records, latent_stats, prepare_run, synthesize
+from .optim import (OptimOutput, ProgressFn, StepInfo, adam_step, batch_loss, batch_results, latent_stats, prepare_run,
+                    report_step, synthesize)
 
 
 @dataclass(frozen=True)
@@ -97,16 +96,11 @@ def invert_overparam(
             with torch.no_grad():
                 W.sub_(mu).mul_(s.truncation).add_(mu)
         synth = synthesize(G, wmat=W, noise_mode=s.noise_mode)
-        loss = distance(synth, targets)
-        if s.mse_weight:
-            loss = loss + s.mse_weight * l2_distance(synth, targets)
-        opt.zero_grad(set_to_none=True)
-        loss.sum().backward()
-        opt.step()
+        loss = batch_loss(synth, targets, distance, s.mse_weight)
+        adam_step(opt, loss)
         history.append(loss.detach().cpu())
-        progress.step(step + 1, s.num_steps, "step")
-        if callback is not None:
-            callback(StepInfo("overparam", step + 1, s.num_steps, loss.detach(), synth.detach(), tuple(range(B))))
+        report_step(step + 1, s.num_steps, "step", callback,
+                    lambda: StepInfo("overparam", step + 1, s.num_steps, loss.detach(), synth.detach(), tuple(range(B))))
 
     kind = "W+" if s.per_layer else "W"
     # stored in fp16 (the issue: "the record stores W in fp16"); rendering reads the same rounded values
@@ -114,10 +108,7 @@ def invert_overparam(
         InversionRecord(latent=W[i].detach().half().cpu(), latent_kind=kind, method="overparam", meta={})
         for i in range(B)
     ]
-    seconds = (time.perf_counter() - t_start) / B
     params = {**dataclasses.asdict(s), "rows": rows, "seed": seed}
-    results = _results_from_records(
-        G, records, targets, names, distance, seconds=[seconds] * B, steps=[s.num_steps] * B, method="overparam",
-        params={"overparam": params}, noise_mode=s.noise_mode,
-    )
+    results = batch_results(G, records, targets, names, distance, t_start, steps=s.num_steps, method="overparam",
+                            params={"overparam": params}, noise_mode=s.noise_mode)
     return OptimOutput(results=results, history=torch.stack(history))

@@ -47,7 +47,7 @@ class InvertOptions:
     noise: str = "const"  # generator noise mode
     batch_size: int = 1  # images per batch
     save_intermediate: bool = False  # keep every iteration's image
-    params: dict = field(default_factory=dict)  # method-specific KEY=VALUE options (strings)
+    params: dict = field(default_factory=dict)  # method-specific KEY=VALUE options (text, or typed values)
     compile: bool = False  # torch.compile the synthesis (hyperstyle on CUDA; runtime.compile_synthesis)
     class_index: int | None = None  # class of a class-conditional generator (the record stores its one-hot label)
 
