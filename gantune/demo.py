@@ -122,7 +122,7 @@ def faces_demo(out: Path, steps: str) -> dict[str, float]:
     times["invert-overparam (held-out)"] = gantune("invert-overparam", folder, "--weights", "demo-faces-overparam",
                                                    "-o", str(out / "heldout-overparam"), *common)
     a, b = (str(out / "heldout-hyperstyle" / f"{f.stem}.safetensors") for f in faces[:2])
-    times["interpolate"] = gantune("interpolate", a, b, "--steps", "6", "-o", str(out / "interpolate"), "--device", "cpu")
+    times["interpolate"] = gantune("interpolate", a, b, "--frames", "6", "-o", str(out / "interpolate"), "--device", "cpu")
 
     from .io.manifest import read_manifest
 

@@ -43,10 +43,10 @@ FILES = {
 }
 
 GENERATOR_ARGS = ["--data", "synthetic-faces", "-r", "64", "--channel-base", "2048", "--channel-max", "64",
-                  "--z-dim", "128", "--mapping-layers", "2", "--batch", "16", "--snap", "4", "--log-every", "120",
+                  "--z-dim", "128", "--mapping-layers", "2", "--batch", "16", "--snap", "4", "--log-seconds", "120",
                   "--style-mixing", "0.5", "--distill", "10", "--distill-only", "100"]
 ENCODER_ARGS = ["--width", "16", "--input-size", "64", "--lpips-lambda", "0.8", "--sim-lambda", "0",
-                "--log-every", "50", "--save-every", "100"]
+                "--log-steps", "50", "--save-every", "100"]
 ENC_STEPS, HYP_STEPS = 2500, 4000  # in total (the W-encoder's count includes its steps on generator samples)
 KIMG = (48.0, 44.0)  # (standard, overparameterized): what the published generators were trained for
 HYP_LR = "0.0015"  # 15x the reference 1e-4: a compact network from random init on one CPU (README: the demo-faces model)
@@ -58,7 +58,7 @@ def recipe(runs: Path = RUNS, *, kimg: tuple[float, float] = KIMG, enc_steps: in
     """The command lines (without the leading ``gantune``) that train the demo model from nothing."""
     std, over = runs / "generator-standard", runs / "generator-overparam"
     dev = ["--device", device]
-    kinds = (("--standard", "--noise"), ("--overparam",))
+    kinds = (("--standard", "--noise-inputs"), ("--overparam",))
     cmds = [
         *[["train", "generator", *GENERATOR_ARGS, *kind, "--kimg", f"{k:g}", "--threads", str(threads), *dev,
            "-o", str(d)] for kind, k, d in zip(kinds, kimg, (std, over))],

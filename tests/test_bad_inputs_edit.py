@@ -70,7 +70,7 @@ def run_cli(argv, capsys) -> tuple[int, list[str]]:
 
 FIT = ["directions", "fit", "-a", "score", "-w", "demo-faces", "--device", "cpu"]
 CHECK = ["directions", "check", "-w", "demo-faces", "-s", "-1,0,1", "-n", "1", "--device", "cpu"]
-GANSPACE = ["directions", "ganspace", "-w", "demo-faces", "--samples", "300", "-k", "4", "--device", "cpu"]
+GANSPACE = ["directions", "ganspace", "-w", "demo-faces", "--samples", "300", "--components", "4", "--device", "cpu"]
 EDIT = ["edit", "rec/a.safetensors", "--device", "cpu", "--no-identity"]
 
 # name: (argv, words the one line must contain, words it must not contain)

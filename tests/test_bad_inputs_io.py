@@ -463,7 +463,7 @@ def test_a_resumed_run_removes_stale_temp_files(corpus, tmp_path, capsys):
 def test_keep_limits_network_snapshots_too(corpus, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "300")  # the help in one row
     run = tmp_path / "run"
-    code, lines = run_cli([*TRAIN_G, "--data", corpus / "imgs", "--kimg", "0.012", "--snap", "0.004", "--keep", "1",
+    code, lines = run_cli([*TRAIN_G, "--data", corpus / "imgs", "--kimg", "0.012", "--snap", "0.004", "--keep-last", "1",
                            "-o", run], capsys)
     assert code == 0, lines
     assert [p.name for p in run.glob("network-*.safetensors")] == ["network-000000012.safetensors"]

@@ -134,7 +134,7 @@ def test_every_command_runs_on_cuda(tmp_path, capsys):
         ("adapt", tmp_path / "hs" / "face.safetensors", "--target", "demo-faces", "--layers", "all", "-o",
          tmp_path / "ad", *cuda),
         ("interpolate", tmp_path / "gen" / "seed0000.safetensors", tmp_path / "gen" / "seed0001.safetensors",
-         "--steps", "3", "-o", tmp_path / "ip", *cuda),
+         "--frames", "3", "-o", tmp_path / "ip", *cuda),
     ]
     failed = []  # every command runs even when one fails, so one GPU session sees them all
     for argv in steps:

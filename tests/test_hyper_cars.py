@@ -253,7 +253,7 @@ def test_official_afhq_512_layout_loads_strictly():
 def test_cars_interpolate_frames_keep_the_crop(cars):
     io = cars["tmp"] / "interp"
     res = runner.invoke(app, ["interpolate", str(cars["out"] / "car.safetensors"), str(cars["out"] / "sq.safetensors"),
-                              "--steps", "3", "-o", str(io), "--weights", str(cars["p_cars"]), "--device", "cpu"])
+                              "--frames", "3", "-o", str(io), "--weights", str(cars["p_cars"]), "--device", "cpu"])
     assert res.exit_code == 0, res.output
     frames = sorted((io / "car_to_sq").glob("*.png"))
     assert len(frames) == 3 and all(Image.open(f).size == (64, 48) for f in frames)

@@ -66,7 +66,7 @@ def test_interpolate_command(tmp_path, capsys):
     assert cli("generate", "--weights", "demo-faces", "--seeds", "1,2", "-o", tmp_path / "g")[0] == 0
     assert cli("generate", "--weights", "demo-faces-overparam", "--seeds", "3", "-o", tmp_path / "w")[0] == 0
     recs = [tmp_path / "g" / "seed0001.safetensors", tmp_path / "g" / "seed0002.safetensors"]
-    code, err = cli("interpolate", *recs, "--steps", "4", "--loop", "-o", tmp_path / "p")
+    code, err = cli("interpolate", *recs, "--frames", "4", "--loop", "-o", tmp_path / "p")
     assert code == 0, err
     lines = [json.loads(ln) for ln in (tmp_path / "p" / "manifest.jsonl").read_text().splitlines()]
     assert [e["name"] for e in lines] == ["seed0001_to_seed0002", "seed0002_to_seed0001"]

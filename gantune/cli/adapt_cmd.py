@@ -11,14 +11,14 @@ import typer
 
 from ..errors import GantuneError, InputError
 from .common import (DeviceOpt, DtypeOpt, IdentityOpt, NoiseOpt, OverwriteOpt, RecordsArg, ShardOpt, console,
-                     exit_with, identity_metric, input_items, OutDirOpt, print_identity_note, run_batch, shard_of,
+                     dropped_short_flags, exit_with, identity_metric, input_items, OutDirOpt, print_identity_note, run_batch, shard_of,
                      value, writers_for)
 from .directions_cmd import finite_in
 
 
 def adapt_command(
     records: RecordsArg,
-    target: Annotated[str, typer.Option("--target", "-t", help="Fine-tuned generator of the same architecture: registry "
+    target: Annotated[str, typer.Option("--target", help="Fine-tuned generator of the same architecture: registry "
                                         "name (toonify, stylegan-nada-pixar, …), path or URL.", show_default=False)],
     out: OutDirOpt = Path("out/adapt"),
     layers: Annotated[Optional[str], typer.Option("--layers", help="Offsets to apply: default (convs 128 px and up, as the "
@@ -145,4 +145,4 @@ class _Adaptation:
 
 
 def register(app: typer.Typer) -> None:
-    app.command("adapt")(adapt_command)
+    app.command("adapt", cls=dropped_short_flags(t="--target"))(adapt_command)  # -t: paste --transform

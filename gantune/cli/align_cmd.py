@@ -9,8 +9,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import (InputsArg, OverwriteOpt, ShardOpt, exit_with, input_items, OutDirOpt, run_batch,
-                     shard_of, value)
+from .common import (InputsArg, OverwriteOpt, ShardOpt, dropped_short_flags, exit_with, input_items, OutDirOpt,
+                     run_batch, shard_of, value)
 
 from .validate import finite
 
@@ -20,7 +20,7 @@ class Detector(str, Enum):
     cnn = "cnn"
 
 
-SizeOpt = Annotated[int, typer.Option("--size", "-s", help="Output side in pixels, a power of two (1024 for FFHQ models, 256 for e4e/pSp).")]
+SizeOpt = Annotated[int, typer.Option("--size", help="Output side in pixels, a power of two (1024 for FFHQ models, 256 for e4e/pSp).")]
 FacesOpt = Annotated[str, typer.Option("--faces", help="Which faces: largest (one crop, <stem>.png), all (<stem>_face1.png, _face2… largest first) or a face number N (1 = largest).")]
 DetectorOpt = Annotated[Detector, typer.Option("--detector", help="hog (dlib frontal detector, fast) or cnn (dlib MMOD CNN: finds more faces, slow on CPU).")]
 WorkersOpt = Annotated[int, typer.Option("--workers", "-j", min=1, help="Worker processes (each loads the models once).")]
@@ -119,5 +119,5 @@ def paste_command(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("align")(align_command)
+    app.command("align", cls=dropped_short_flags(s="--size"))(align_command)  # -s: --strength elsewhere
     app.command("paste")(paste_command)

@@ -12,6 +12,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from typer.core import TyperCommand
 
 from ..errors import InputError
 
@@ -74,6 +75,49 @@ IntermediateOpt = Annotated[bool, typer.Option("--save-intermediate", help="Also
 IdentityOpt = Annotated[bool, typer.Option("--identity/--no-identity", help="Put in the manifest each image's identity distance to the unedited reconstruction (dlib's face-recognition ResNet; below 0.6 dlib calls it the same person).")]
 InputsArg = Annotated[list[str], typer.Argument(help="Image files, folders, globs, or - to read paths from stdin.", show_default=False)]
 RecordsArg = Annotated[list[str], typer.Argument(help="Inversion records (.safetensors from gantune invert), folders, globs, or - to read paths from stdin.", show_default=False)]
+
+
+
+# --- renamed options (one meaning per name across the commands): the old spelling works for one release --------
+def renamed(value, old_value, *, old: str, new: str, default=None):
+    """A renamed option's value: ``value`` (given as ``new``) or, for one release, the hidden old spelling's
+    ``old_value`` (None when not given) with a one-line note naming the new spelling; both given is an error. On/off
+    flags name both forms: ``old="--noise/--no-noise"``."""
+    if old_value is None:
+        return value
+    shown = f" ({new} {old_value})"
+    if isinstance(old_value, bool):
+        old, new, shown = old.split("/")[1 - old_value], new.split("/")[1 - old_value], ""
+    if value != default:
+        raise InputError(f"{old} is the old name of {new}, and both are given", f"give {new} only")
+    console.print(f"note: {old} is now {new}{shown}; the old name goes in the next release", soft_wrap=True)
+    return old_value
+
+
+def dropped_short_flags(**flags: str) -> type:
+    """A command class for which the short flags ``flags`` (``s="--size"``: ``-s`` means ``--size``) now mean something
+    else in other commands and are no longer declared here (Click cannot hide one name of an option): for one release
+    they still work, read as the long option with a one-line note."""
+
+    class Command(TyperCommand):
+        def parse_args(self, ctx, args: list[str]) -> list[str]:
+            args = list(args)
+            for i, a in enumerate(args):
+                if a == "--":
+                    break
+                old = a[:2]
+                new = flags.get(old[1:]) if a.startswith("-") and not a.startswith("--") else None
+                if new is None:
+                    continue
+                if any(b == new or b.startswith(new + "=") for b in args):
+                    raise InputError(f"{old} is the old name of {new}, and both are given", f"give {new} only")
+                given = a[2:] or (args[i + 1] if i + 1 < len(args) else "")
+                args[i] = f"{new}={a[2:]}" if a[2:] else new
+                console.print(f"note: {old} is now {new} ({new} {given}); the old name goes in the next release",
+                              soft_wrap=True)
+            return super().parse_args(ctx, args)
+
+    return Command
 
 
 def is_terminal() -> bool:

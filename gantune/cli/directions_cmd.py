@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..errors import InputError
-from .common import BatchOpt, DeviceOpt, WeightsOpt, console
+from .common import BatchOpt, DeviceOpt, WeightsOpt, console, dropped_short_flags
 from .validate import finite_float
 
 directions_app = typer.Typer(help="Compute editing directions for a generator.", no_args_is_help=True)
@@ -55,12 +55,12 @@ def check_output_file(out: Path | None, *, force: bool | None = None, inputs=(),
         raise InputError(f"-o {out} exists", f"give a new {what}, or --force to overwrite it")
 
 
-@directions_app.command("ganspace")
+@directions_app.command("ganspace", cls=dropped_short_flags(k="--components"))  # -k: weights list --kind
 def ganspace_command(
     weights: WeightsOpt,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output .pt file (the published GANSpace layout).")],
     samples: Annotated[int, typer.Option("--samples", "-n", min=2, help="Random z samples for the PCA.")] = 100_000,
-    components: Annotated[Optional[int], typer.Option("--components", "-k", min=1, help="Principal components to keep, "
+    components: Annotated[Optional[int], typer.Option("--components", min=1, help="Principal components to keep, "
                                                       "at most w_dim (default: 80, or w_dim when smaller).",
                                                       show_default=False)] = None,
     seed: SeedOpt = 0,

@@ -13,7 +13,7 @@ from typing import Annotated, Optional
 import typer
 
 from .common import (BatchOpt, DeviceOpt, DtypeOpt, IdentityOpt, NoiseOpt, OverwriteOpt, RecordsArg, ResizeOpt, ShardOpt,
-                     WeightsOpt, exit_with, identity_metric, input_items, OutDirOpt, print_identity_note, run_batch,
+                     WeightsOpt, dropped_short_flags, exit_with, identity_metric, input_items, OutDirOpt, print_identity_note, run_batch,
                      shard_of, value, writers_for)
 from ..errors import InputError
 from .directions_cmd import finite_in
@@ -72,7 +72,7 @@ PasteOpt = Annotated[bool, typer.Option("--paste", help="Also paste each edit ba
                                         "inverted with --align), as <stem>_<direction>_<s>_photo.png.")]
 OntoOpt = Annotated[Optional[Path], typer.Option("--onto", help="With --paste: the original photo, when it has moved "
                                                  "since the inversion.", show_default=False)]
-TextOpt = Annotated[Optional[str], typer.Option("--text", "-t", help="StyleCLIP global direction towards this text "
+TextOpt = Annotated[Optional[str], typer.Option("--text", help="StyleCLIP global direction towards this text "
                                                 "(instead of --direction), e.g. \"a smiling face\".", show_default=False)]
 NeutralOpt = _text_option(str, "--neutral", "the neutral text the edit starts from (default: a face).")
 AlphaOpt = _text_option(str, "--alpha", "manipulation strength(s) in style standard deviations, as --strength: 3 (the "
@@ -277,4 +277,4 @@ def edit_command(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("edit")(edit_command)
+    app.command("edit", cls=dropped_short_flags(t="--text"))(edit_command)  # -t: paste --transform

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import DeviceOpt, SeedOpt, console, is_terminal
+from .common import DeviceOpt, SeedOpt, console, is_terminal, renamed
 from .validate import finite
 
 RUN_HINT = "give a run folder that can be written; it is created if missing"
@@ -61,6 +61,14 @@ class _Display:
             console.print(f"step {stats['step']}  {_fmt(stats)}", soft_wrap=True)
 
 
+# the old spellings (one release): --noise/--no-noise (now a noise mode elsewhere), --keep (directions fit's
+# directions to keep unchanged) and --log-every (steps in the encoder trainers)
+OldNoiseOpt = Annotated[Optional[bool], typer.Option("--noise/--no-noise", hidden=True, show_default=False)]
+OldKeepOpt = Annotated[Optional[int], typer.Option("--keep", min=1, hidden=True, show_default=False)]
+OldLogEveryOpt = Annotated[Optional[float], typer.Option("--log-every", callback=finite("--log-every", minimum=0),
+                                                         hidden=True, show_default=False)]
+
+
 @train_app.command("generator")
 def generator_command(
     data: Annotated[str, typer.Option("--data", help="A folder of images, or 'synthetic-faces' (DCGAN faces; non-commercial licence).")],
@@ -74,7 +82,7 @@ def generator_command(
     z_dim: Annotated[int, typer.Option("--z-dim", help="Latent z size (and w size unless --w-dim).")] = 512,
     w_dim: Annotated[Optional[int], typer.Option("--w-dim", help="Intermediate latent w size (default --z-dim).")] = None,
     mapping_layers: Annotated[Optional[int], typer.Option("--mapping-layers", help="Mapping depth (default 8; 2 with --overparam).")] = None,
-    noise: Annotated[Optional[bool], typer.Option("--noise/--no-noise", help="Noise inputs (default on; off with --overparam).")] = None,
+    noise_inputs: Annotated[Optional[bool], typer.Option("--noise-inputs/--no-noise-inputs", help="Noise inputs in the architecture (default on; off with --overparam).", show_default=False)] = None,
     channel_base: Annotated[int, typer.Option("--channel-base", help="Channels at resolution r: min(base / r, max).")] = 16384,
     channel_max: Annotated[int, typer.Option("--channel-max", help="Cap on channels per layer.")] = 512,
     lr: Annotated[float, typer.Option("--lr", callback=finite("--lr", above=0), help="Adam learning rate of G and D.")] = 0.0025,
@@ -93,11 +101,14 @@ def generator_command(
     distill: Annotated[float, typer.Option("--distill", callback=finite("--distill", minimum=0), help="With --data synthetic-faces: weight of a teacher term, the mean |G(z) − DCGAN(z)| on the samples that do not mix styles (z's first 100 entries are the DCGAN's latent; the matrix's shared row with --overparam), added to the adversarial loss; 0 = off.")] = 0.0,
     distill_only: Annotated[float, typer.Option("--distill-only", callback=finite("--distill-only", minimum=0), help="With --distill: the first N kimg train G on the teacher term alone (no discriminator, no style mixing; about 3× faster a step), then the adversarial loss joins.")] = 0.0,
     distill_lr: Annotated[float, typer.Option("--distill-lr", callback=finite("--distill-lr", above=0), help="G's Adam learning rate during --distill-only (momentum 0.9).")] = 0.01,
-    keep: Annotated[int, typer.Option("--keep", min=1, help="Training states to keep in --out, and network-*.safetensors snapshots to keep (the newest of each).")] = 2,
-    log_every: Annotated[float, typer.Option("--log-every", callback=finite("--log-every", minimum=0), help="Seconds between progress lines when not on a terminal.")] = 30.0,
+    keep_last: Annotated[int, typer.Option("--keep-last", min=1, help="Training states to keep in --out, and network-*.safetensors snapshots to keep (the newest of each).")] = 2,
+    log_seconds: Annotated[float, typer.Option("--log-seconds", callback=finite("--log-seconds", minimum=0), help="Seconds between progress lines when not on a terminal.")] = 30.0,
     threads: Annotated[Optional[int], typer.Option("--threads", help="CPU threads for torch (default: torch's).")] = None,
     device: DeviceOpt = "auto",
     seed: SeedOpt = 0,
+    noise: OldNoiseOpt = None,
+    keep: OldKeepOpt = None,
+    log_every: OldLogEveryOpt = None,
 ) -> None:
     """Train a StyleGAN2 generator (standard or overparameterized) and write native checkpoints to --out.
 
@@ -111,6 +122,9 @@ def generator_command(
     from ..io.atomic import check_folder  # gantune.io loads torch: not at the CLI's start
     from ..train.generator import GeneratorRunSettings
 
+    noise = renamed(noise_inputs, noise, old="--noise/--no-noise", new="--noise-inputs/--no-noise-inputs")
+    keep = renamed(keep_last, keep, old="--keep", new="--keep-last", default=2)
+    log_seconds = renamed(log_seconds, log_every, old="--log-every", new="--log-seconds", default=30.0)
     check_folder(out, f"-o {out}", RUN_HINT)
     if threads:
         torch.set_num_threads(threads)
@@ -121,13 +135,13 @@ def generator_command(
         freeze_grown=freeze_grown, batch=batch, lr=lr, gamma=gamma, r1_interval=r1_interval, pl_weight=pl_weight,
         pl_interval=pl_interval, style_mixing=style_mixing, ema_kimg=ema_kimg, mbstd_group=mbstd_group,
         distill=distill, distill_only=distill_only, distill_lr=distill_lr, seed=seed)
-    _train_generator(settings, out, device, log_every)
+    _train_generator(settings, out, device, log_seconds)
 
 
 GROW_HINT = "train the smaller generator with the same options, or leave out --grow-from"
 
 
-def _train_generator(s, out: Path, device: str, log_every: float) -> None:
+def _train_generator(s, out: Path, device: str, log_seconds: float) -> None:
     """The run of ``s`` (a GeneratorRunSettings) in ``out`` on every torchrun process: fresh, grown or resumed."""
     from ..errors import InputError
     from ..io.atomic import exit_on_sigterm
@@ -155,7 +169,7 @@ def _train_generator(s, out: Path, device: str, log_every: float) -> None:
         meta = {"data": source.describe(), "command": "gantune train generator", "world": dist.world}
         if hasattr(source, "license_note"):
             meta["license"] = "non-commercial (DigiFace-1M)"
-        with exit_on_sigterm(), _Display(int(round(s.kimg * 1000)), trainer.nimg, log_every) as display:
+        with exit_on_sigterm(), _Display(int(round(s.kimg * 1000)), trainer.nimg, log_seconds) as display:
             last = train(trainer, run_dir=out, kimg=s.kimg, snap_kimg=s.snap, keep_states=s.keep, meta=meta,
                          on_tick=display)
         if dist.is_main and last is not None:

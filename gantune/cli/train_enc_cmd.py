@@ -16,7 +16,7 @@ from typing import Annotated, Optional
 import typer
 from typer.core import TyperCommand
 
-from .common import DeviceOpt, SeedOpt, console
+from .common import DeviceOpt, SeedOpt, console, renamed
 from .train_cmd import RUN_HINT
 from .validate import finite
 
@@ -54,12 +54,13 @@ WidthOpt = Annotated[int, typer.Option("--width", min=16, help="Encoder stem cha
                                        "16–32 for compact models of small generators).")]
 InputSizeOpt = Annotated[int, typer.Option("--input-size", min=64, help="Side of the encoder's input images (official "
                                            "256; 64 for a 32–64 px generator). Stored in the file's opts.")]
-LogEveryOpt = Annotated[int, typer.Option("--log-every", min=1, help="Print losses every N steps.")]
+LogStepsOpt = Annotated[int, typer.Option("--log-steps", min=1, help="Print losses every N steps.")]
+OldLogEveryOpt = Annotated[Optional[int], typer.Option("--log-every", min=1, hidden=True, show_default=False)]  # one release
 # (parameter, option, default): the run options both trainers take after their own, in this order (see _with_run)
 RUN_OPTIONS = (("truncation", TruncOpt, 1.0), ("width", WidthOpt, 64), ("input_size", InputSizeOpt, 256),
                ("save_every", SaveEveryOpt, 500), ("resume", ResumeOpt, "none"), ("old_resume", OldResumeOpt, None),
                ("threads", ThreadsOpt, None), ("device", DeviceOpt, "auto"), ("seed", SeedOpt, 0),
-               ("log_every", LogEveryOpt, 10))
+               ("log_steps", LogStepsOpt, 10), ("old_log_every", OldLogEveryOpt, None))
 
 
 def _with_run(fn):
@@ -69,7 +70,9 @@ def _with_run(fn):
 
     @functools.wraps(fn)
     def command(**kw):
-        return fn(**{p.name: kw[p.name] for p in own}, run=SimpleNamespace(**{n: kw[n] for n, _, _ in RUN_OPTIONS}))
+        run = SimpleNamespace(**{n: kw[n] for n, _, _ in RUN_OPTIONS})
+        run.log_steps = renamed(run.log_steps, run.old_log_every, old="--log-every", new="--log-steps", default=10)
+        return fn(**{p.name: kw[p.name] for p in own}, run=run)
 
     command.__signature__ = inspect.Signature(own + tail)
     command.__annotations__ = {p.name: p.annotation for p in own + tail}
@@ -122,15 +125,7 @@ def _resume(run, out: Path) -> bool:
 
 def _identity_loss(identity_loss: str, old: str | None) -> str:
     """--identity-loss, or its old name --identity (for one release, with a note naming the new one)."""
-    from ..errors import InputError
-
-    if old is None:
-        return identity_loss
-    if identity_loss != "auto":
-        raise InputError("--identity is the old name of --identity-loss, and both are given", "give --identity-loss only")
-    console.print(f"note: --identity is now --identity-loss (--identity-loss {old}); the old name goes in the next "
-                  "release", soft_wrap=True)
-    return old
+    return renamed(identity_loss, old, old="--identity", new="--identity-loss", default="auto")
 
 
 def _setup(generator: str, data: str, discriminator: Optional[Path], run):
@@ -218,7 +213,7 @@ def w_encoder_command(
     console.print(f"W-encoder IR-SE units {units}, width {run.width}, input {run.input_size} px for {generator} ({G.cfg.resolution}px, {G.num_ws} W+ rows) on {dev}")
     with exit_on_sigterm():
         res = train_w_encoder(G, src, out, opts=opts, units=units, device=dev, resume=resume, discriminator=D,
-                              on_step=_reporter(steps, run.log_every),
+                              on_step=_reporter(steps, run.log_steps),
                               on_notes=lambda n: console.print(f"note: {n}", soft_wrap=True))
     console.print(f"{res.step} steps; W-encoder: {res.model_path} (resume state {res.state_path})")
 
@@ -265,7 +260,7 @@ def hypernet_command(
     lv = tuple(v.strip() for v in levels.split(",") if v.strip())
     with exit_on_sigterm():
         res = train_hypernet(G, enc, src, out, opts=opts, iters=iters, levels=lv, layers=names, include_torgb=torgb,
-                             device=dev, resume=resume, discriminator=D, on_step=_reporter(steps, run.log_every),
+                             device=dev, resume=resume, discriminator=D, on_step=_reporter(steps, run.log_steps),
                              on_notes=lambda n: console.print(f"note: {n}", soft_wrap=True))
     console.print(f"{res.step} steps; hypernetwork: {res.model_path} (resume state {res.state_path})")
     console.print(f"invert with: gantune invert IMAGES --method hyperstyle --weights {res.model_path} --encoder {encoder}")
