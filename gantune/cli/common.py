@@ -3,9 +3,12 @@ glue between a command and the batch runner (:mod:`gantune.io.runner`)."""
 
 from __future__ import annotations
 
+import functools
+import inspect
 import os
 import sys
 import time
+from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
@@ -245,3 +248,21 @@ def shard_of(shard: str | None) -> tuple[int, int]:
 
     return parse_shard(shard)
 
+
+def with_shared_options(options: list[tuple[str, object, object]], make: Callable[..., object]) -> Callable:
+    """Decorator: the command as Typer sees it takes its own options, then ``options`` ((parameter, annotated
+    option, default), in that order), which it receives together as ``run = make(**values)``."""
+
+    def decorate(fn: Callable) -> Callable:
+        own = [p for p in inspect.signature(fn, eval_str=True).parameters.values() if p.name != "run"]
+        tail = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=d, annotation=a) for n, a, d in options]
+
+        @functools.wraps(fn)
+        def command(**kw):
+            return fn(**{p.name: kw[p.name] for p in own}, run=make(**{n: kw[n] for n, _, _ in options}))
+
+        command.__signature__ = inspect.Signature(own + tail)
+        command.__annotations__ = {p.name: p.annotation for p in own + tail}
+        return command
+
+    return decorate

@@ -6,8 +6,6 @@ which the Python API uses too; :class:`Method` lists the same names for the comm
 
 from __future__ import annotations
 
-import functools
-import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from enum import Enum
@@ -18,7 +16,7 @@ import typer
 
 from .common import (AlignOpt, BatchOpt, ClassOpt, DeviceOpt, DtypeOpt, Fit, FitOpt, InputsArg, IntermediateOpt, Noise,
                      NoiseOpt, OverwriteOpt, ResizeOpt, SeedOpt, ShardOpt, WeightsOpt, console, exit_with, input_items,
-                     OutDirOpt, run_batch, shard_of, value, writers_for)
+                     OutDirOpt, run_batch, shard_of, value, with_shared_options, writers_for)
 
 
 def setup_method(method: str, opts):
@@ -79,24 +77,10 @@ OPTIM_RUN = ("save_intermediate", "every", "gif", "seed", "device", "batch_size"
 
 
 def with_run_options(*names: str) -> Callable:
-    """Decorator: the command as Typer sees it takes its own options, then the run options ``names`` (fields of
-    :class:`RunOptions`, the options of :data:`RUN_OPTIONS`), which it receives together as ``run``."""
+    """Decorator: the command takes its own options, then the run options ``names`` (fields of :class:`RunOptions`,
+    the options of :data:`RUN_OPTIONS`), which it receives together as ``run``."""
     defaults = {f.name: f.default for f in fields(RunOptions)}
-
-    def decorate(fn: Callable) -> Callable:
-        own = [p for p in inspect.signature(fn, eval_str=True).parameters.values() if p.name != "run"]
-        tail = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=defaults[n], annotation=RUN_OPTIONS[n])
-                for n in names]
-
-        @functools.wraps(fn)
-        def command(**kw):
-            return fn(**{p.name: kw[p.name] for p in own}, run=RunOptions(**{n: kw[n] for n in names}))
-
-        command.__signature__ = inspect.Signature(own + tail)
-        command.__annotations__ = {p.name: p.annotation for p in own + tail}
-        return command
-
-    return decorate
+    return with_shared_options([(n, RUN_OPTIONS[n], defaults[n]) for n in names], RunOptions)
 
 
 def run_invert(inputs: list[str], out: Path, setup: Callable[[], object], *, params: dict, run: RunOptions) -> int:

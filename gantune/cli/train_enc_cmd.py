@@ -6,8 +6,6 @@ Both commands are thin adapters over :mod:`gantune.train.encoders`; they attach 
 from __future__ import annotations
 
 import filecmp
-import functools
-import inspect
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
@@ -16,7 +14,7 @@ from typing import Annotated, Optional
 import typer
 from typer.core import TyperCommand
 
-from .common import DeviceOpt, SeedOpt, console, renamed
+from .common import DeviceOpt, SeedOpt, console, renamed, with_shared_options
 from .train_cmd import RUN_HINT
 from .validate import finite
 
@@ -63,20 +61,14 @@ RUN_OPTIONS = (("truncation", TruncOpt, 1.0), ("width", WidthOpt, 64), ("input_s
                ("log_steps", LogStepsOpt, 10), ("old_log_every", OldLogEveryOpt, None))
 
 
-def _with_run(fn):
-    """``fn`` as Typer sees it: its own options, then :data:`RUN_OPTIONS`, which it receives together as ``run``."""
-    own = [p for p in inspect.signature(fn, eval_str=True).parameters.values() if p.name != "run"]
-    tail = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=d, annotation=a) for n, a, d in RUN_OPTIONS]
+def _run_options(**values) -> SimpleNamespace:
+    """The trainers' run options, the old ``--log-every`` read as ``--log-steps`` (with its note)."""
+    run = SimpleNamespace(**values)
+    run.log_steps = renamed(run.log_steps, run.old_log_every, old="--log-every", new="--log-steps", default=10)
+    return run
 
-    @functools.wraps(fn)
-    def command(**kw):
-        run = SimpleNamespace(**{n: kw[n] for n, _, _ in RUN_OPTIONS})
-        run.log_steps = renamed(run.log_steps, run.old_log_every, old="--log-every", new="--log-steps", default=10)
-        return fn(**{p.name: kw[p.name] for p in own}, run=run)
 
-    command.__signature__ = inspect.Signature(own + tail)
-    command.__annotations__ = {p.name: p.annotation for p in own + tail}
-    return command
+_with_run = with_shared_options(list(RUN_OPTIONS), _run_options)
 
 
 class _TrainCommand(TyperCommand):
