@@ -146,7 +146,6 @@ def _grouped_weight(w32, m, delta, demodulate: bool, out_scale: float, dtype: to
     return wb
 
 
-
 def needs_grad(*tensors: torch.Tensor | None) -> bool:
     """Whether this pass records gradients through any of ``tensors``."""
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
