@@ -97,28 +97,39 @@ def renamed(value, old_value, *, old: str, new: str, default=None):
     return old_value
 
 
+class RewritingCommand(TyperCommand):
+    """A command that rewrites old spellings among its arguments (those before ``--``) before parsing them."""
+
+    def rewrite(self, i: int, args: list[str]) -> None:
+        """Rewrites ``args[i]`` (and its neighbours) in place where it is an old spelling."""
+
+    def parse_args(self, ctx, args: list[str]) -> list[str]:
+        args = list(args)
+        for i, a in enumerate(args):
+            if a == "--":
+                break
+            self.rewrite(i, args)
+        return super().parse_args(ctx, args)
+
+
 def dropped_short_flags(**flags: str) -> type:
     """A command class for which the short flags ``flags`` (``s="--size"``: ``-s`` means ``--size``) now mean something
     else in other commands and are no longer declared here (Click cannot hide one name of an option): for one release
     they still work, read as the long option with a one-line note."""
 
-    class Command(TyperCommand):
-        def parse_args(self, ctx, args: list[str]) -> list[str]:
-            args = list(args)
-            for i, a in enumerate(args):
-                if a == "--":
-                    break
-                old = a[:2]
-                new = flags.get(old[1:]) if a.startswith("-") and not a.startswith("--") else None
-                if new is None:
-                    continue
-                if any(b == new or b.startswith(new + "=") for b in args):
-                    raise InputError(f"{old} is the old name of {new}, and both are given", f"give {new} only")
-                given = a[2:] or (args[i + 1] if i + 1 < len(args) else "")
-                args[i] = f"{new}={a[2:]}" if a[2:] else new
-                console.print(f"note: {old} is now {new} ({new} {given}); the old name goes in the next release",
-                              soft_wrap=True)
-            return super().parse_args(ctx, args)
+    class Command(RewritingCommand):
+        def rewrite(self, i: int, args: list[str]) -> None:
+            a = args[i]
+            old = a[:2]
+            new = flags.get(old[1:]) if a.startswith("-") and not a.startswith("--") else None
+            if new is None:
+                return
+            if any(b == new or b.startswith(new + "=") for b in args):
+                raise InputError(f"{old} is the old name of {new}, and both are given", f"give {new} only")
+            given = a[2:] or (args[i + 1] if i + 1 < len(args) else "")
+            args[i] = f"{new}={a[2:]}" if a[2:] else new
+            console.print(f"note: {old} is now {new} ({new} {given}); the old name goes in the next release",
+                          soft_wrap=True)
 
     return Command
 

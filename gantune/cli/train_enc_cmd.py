@@ -12,9 +12,8 @@ from types import SimpleNamespace
 from typing import Annotated, Optional
 
 import typer
-from typer.core import TyperCommand
 
-from .common import DeviceOpt, SeedOpt, console, renamed, with_shared_options
+from .common import DeviceOpt, RewritingCommand, SeedOpt, console, renamed, with_shared_options
 from .train_cmd import RUN_HINT
 from .validate import finite
 
@@ -71,17 +70,12 @@ def _run_options(**values) -> SimpleNamespace:
 _with_run = with_shared_options(list(RUN_OPTIONS), _run_options)
 
 
-class _TrainCommand(TyperCommand):
+class _TrainCommand(RewritingCommand):
     """The trainers' command: ``--resume`` without a value (the old flag) is read as the hidden --resume-old-flag."""
 
-    def parse_args(self, ctx, args: list[str]) -> list[str]:
-        args = list(args)
-        for i, a in enumerate(args):
-            if a == "--":
-                break
-            if a == "--resume" and (i + 1 == len(args) or args[i + 1].startswith("-")):
-                args[i] = OLD_RESUME_FLAG
-        return super().parse_args(ctx, args)
+    def rewrite(self, i: int, args: list[str]) -> None:
+        if args[i] == "--resume" and (i + 1 == len(args) or args[i + 1].startswith("-")):
+            args[i] = OLD_RESUME_FLAG
 
 
 def _resume(run, out: Path) -> bool:
