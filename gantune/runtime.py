@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 
 import torch
 
-from .accel import native_bf16_cpu
 from .errors import InputError
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
           "float16": torch.float16, "fp16": torch.float16}
+
+
+@functools.cache
+def native_bf16_cpu() -> bool:
+    """Whether this CPU computes bf16 in hardware (AVX512-BF16 or AMX); elsewhere oneDNN emulates it."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:

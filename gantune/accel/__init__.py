@@ -14,7 +14,8 @@ import torch.nn as nn
 
 from ..core.generator import SynthesisNetwork
 from .ops import AcceleratedOps
-from .settings import REFERENCE, Settings, native_bf16_cpu, settings_for
+from ..runtime import native_bf16_cpu
+from .settings import REFERENCE, Settings, settings_for
 from .winograd import Conv2d
 
 __all__ = ["REFERENCE", "AcceleratedOps", "Conv2d", "Settings", "accelerate", "native_bf16_cpu", "settings_for"]

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..runtime import native_bf16_cpu
 from .machine import load_tiles
 
 PER_IMAGE_MODES = ("grouped", "loop", "auto", "compiled")
@@ -62,15 +63,6 @@ class Settings:
 
 
 REFERENCE = Settings()
-
-
-@functools.cache
-def native_bf16_cpu() -> bool:
-    """Whether this CPU computes bf16 in hardware (AVX512-BF16 or AMX); elsewhere oneDNN emulates it."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
 
 
 @functools.cache

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ...core import Generator, NOISE_MODES
-from ...accel import native_bf16_cpu
+from ...runtime import native_bf16_cpu
 from ..pipeline import InvertOptions, MethodRun
 from ...io.record import SharedOffsets
 from ..result import InversionResult
