@@ -172,7 +172,11 @@ def test_unknown_sha_is_recorded_on_first_download_and_checked_after(drive, _iso
     path = dl.fetch(_entry(sha256=""), progress=True)
     assert checksums.read_sidecar(path) == SHA and "recorded" in capsys.readouterr().err
     # later: a file changed behind the cache's back no longer matches what was recorded
+    before = path.stat().st_mtime_ns
     path.write_bytes(b"x" + PAYLOAD[1:])
+    # a later change: its own mtime (a rewrite within the filesystem's timestamp tick, a few ms, would keep the old
+    # one, and the same size would then look unchanged to the remembered-hash cache)
+    os.utime(path, ns=(before + 10**9, before + 10**9))
     os.utime(checksums.sidecar(path), ns=(0, 0))  # the record is now older than the file
     with pytest.raises(WeightsError):
         dl.fetch(_entry(sha256=SHA), progress=False)
