@@ -26,6 +26,11 @@ def init_normal(*shape: int, divisor: float = 1.0) -> torch.Tensor:
     return t if divisor == 1.0 else t / divisor
 
 
+def activate(x: torch.Tensor, on: bool) -> torch.Tensor:
+    """StyleGAN2's "lrelu": leaky ReLU(0.2) times its gain √2, where ``on``."""
+    return F.leaky_relu(x, 0.2) * SQRT2 if on else x
+
+
 class FullyConnected(nn.Module):
     """Equalized-lr linear layer: stores N(0,1)/lr_mul weights, applies weight_gain = lr_mul / sqrt(in) at run time."""
 
@@ -48,10 +53,7 @@ class FullyConnected(nn.Module):
         self.bias_gain = lr_mul
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.linear(x, self.weight * self.weight_gain, self.bias * self.bias_gain)
-        if self.activation:
-            x = F.leaky_relu(x, 0.2) * SQRT2
-        return x
+        return activate(F.linear(x, self.weight * self.weight_gain, self.bias * self.bias_gain), self.activation)
 
     def extra_repr(self) -> str:
         return f"{self.in_features} -> {self.out_features}, lr_mul={self.lr_mul}, act={'lrelu' if self.activation else 'linear'}"

@@ -13,7 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..core import GeneratorConfig
-from ..core.layers import FullyConnected
+from ..core.layers import FullyConnected, activate
 from ..core.resample import make_kernel, upfirdn2d
 
 SQRT2 = math.sqrt(2.0)
@@ -51,9 +51,7 @@ class EqualConv2d(nn.Module):
             x = F.conv2d(x, w, padding=self.kernel // 2)
         if self.bias is not None:
             x = x + self.bias[None, :, None, None]
-        if self.activation:
-            x = F.leaky_relu(x, 0.2) * SQRT2
-        return x
+        return activate(x, self.activation)
 
     def extra_repr(self) -> str:
         return f"{self.in_ch}->{self.out_ch}, k={self.kernel}, down={self.down}, act={self.activation}"
