@@ -65,7 +65,7 @@ def interpolation_frames(G, a: InversionRecord, b: InversionRecord, steps: int |
 
     if isinstance(steps, int):
         if steps < 2:
-            raise InputError(f"--steps {steps}: a path needs at least 2 frames (its two ends)")
+            raise InputError(f"steps={steps}: a path needs at least 2 frames (its two ends)")
         ts = [i / (steps - 1) for i in range(steps)]
     else:
         ts = [float(t) for t in steps]

@@ -8,7 +8,6 @@ complete and its sha256 checked (``os.replace`` from a ``.part`` file in the sam
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sys
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from .cache import cache_folder, cache_path, converted_path, part_path, url_cach
 from .checksums import check_digest, file_sha256, read_sidecar, sidecar, write_sidecar
 from .gdrive import DriveRefused, drive_error, drive_id, drive_to_part
 from .http import HtmlAnswer, Unreachable, is_offline, is_url, stream_to_part
-from .native import save_native
+from .native import native_metadata, save_native
 from .registry import Entry, load_registry
 from .registry import get as registry_get
 from .unpack import unpack
@@ -253,28 +252,6 @@ def registry_name_for(spec: str | os.PathLike) -> str | None:
             if cache_path(e).resolve() == p or (e.package_path() and e.package_path().resolve() == p):
                 return e.name
     return None
-
-
-def native_metadata(path: Path) -> dict:
-    """The safetensors header metadata, with JSON-encoded values decoded and nested dicts flattened one level."""
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            raw = f.metadata() or {}
-    except Exception as e:  # noqa: BLE001 - safetensors raises its own error types
-        raise WeightsError(f"{path} is not a readable safetensors file ({str(e).splitlines()[0][:120]})") from None
-    out: dict = {}
-    for k, v in raw.items():
-        try:
-            val = json.loads(v)
-        except (TypeError, ValueError):
-            val = v
-        out[k] = val
-        if isinstance(val, dict):
-            for k2, v2 in val.items():
-                out.setdefault(k2, v2)
-    return out
 
 
 def load_generator(spec: str | os.PathLike, device="cpu", *, progress: bool = True):

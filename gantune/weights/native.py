@@ -136,3 +136,25 @@ def load_native(path: str | os.PathLike, device: str | torch.device = "cpu"):
             raise WeightsError(f"{path.name}: {k} has shape {tuple(tensors[k].shape)}, config expects {tuple(v.shape)}")
     G = generator_from_state(cfg, tensors, skeleton=G)
     return G.to(device), meta
+
+
+def native_metadata(path: Path) -> dict:
+    """The safetensors header metadata, with JSON-encoded values decoded and nested dicts flattened one level."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            raw = f.metadata() or {}
+    except Exception as e:  # noqa: BLE001 - safetensors raises its own error types
+        raise WeightsError(f"{path} is not a readable safetensors file ({str(e).splitlines()[0][:120]})") from None
+    out: dict = {}
+    for k, v in raw.items():
+        try:
+            val = json.loads(v)
+        except (TypeError, ValueError):
+            val = v
+        out[k] = val
+        if isinstance(val, dict):
+            for k2, v2 in val.items():
+                out.setdefault(k2, v2)
+    return out
