@@ -56,7 +56,7 @@ class Settings:
     noise_foreach: bool = False
     # images per synthesis pass in HyperStyle's refinement without autograd (0: the whole batch). CPU: 1 — the folded
     # path costs a batch exactly its images, and whole-batch 1024 px maps fragment the heap (5 iterations at batch 4
-    # took 6.4-6.7 s/img with 2.2 s/img of page-fault system time, against 5.4 s/img rendering one image a pass)
+    # took 6.4-6.7 s/img with 2.2 s/img of page-fault system time, against 5.0-5.1 s/img rendering one image a pass)
     images_per_pass: int = 0
 
     def __post_init__(self) -> None:
