@@ -9,14 +9,15 @@ import pytest
 import torch
 
 from conftest import tiny_config
-from support import reference_modconv
+from support import reference_modconv, tiny_generator
 from gantune.accel import AcceleratedOps, Settings, accelerate, settings_for
 from gantune.accel import ops as accel_ops
+from gantune.accel import winograd
 from gantune.accel.upsample import use_phases
 from gantune.core import Generator, make_kernel, modulated_conv2d
 from gantune.core.ops import Ops
 
-CPU = settings_for("cpu")
+CPU = replace(settings_for("cpu"), winograd_tiles=())  # the built-in rule, whatever this machine measured
 PHASES = replace(CPU, upsample="phases")
 
 
@@ -27,29 +28,42 @@ def _inputs(G, batch=2, seed=4):
     return ws, deltas
 
 
-@pytest.mark.parametrize("settings", [
-    Settings(),
-    replace(CPU, winograd=False),
-    replace(CPU, winograd_min_channels=16),  # the tiny generator's 32-channel layers on 16²+ maps by Winograd
-    replace(CPU, folded=False, winograd_min_channels=16),  # Winograd on the frozen rank-1 path
-    replace(CPU, folded=False, upsample="phases", per_image_conv="loop"),
-    replace(CPU, folded=False, layout="nchw", noise_foreach=True),
-    replace(CPU, separable_upsample=False),
+SPIED = {"folded": (accel_ops, "modulated_conv2d_folded"), "winograd-into": (winograd, "conv3x3_into"),
+         "winograd": (winograd, "conv3x3"), "phases": (accel_ops, "upconv_phases"),
+         "loop": (accel_ops, "conv_per_image"), "noise-foreach": (accel_ops, "add_noise_foreach_"),
+         "separable": (accel_ops, "upsample2x_binomial")}
+
+
+@pytest.mark.parametrize("settings,taken", [
+    (Settings(), set()),
+    (replace(CPU, winograd=False), {"folded", "separable"}),
+    # the 64 px generator's 32-channel layers on 64² maps by Winograd
+    (replace(CPU, winograd_min_channels=16), {"folded", "winograd-into", "separable"}),
+    (replace(CPU, folded=False, winograd_min_channels=16), {"winograd", "separable"}),  # the frozen rank-1 path
+    (replace(CPU, folded=False, upsample="phases", per_image_conv="loop"), {"phases", "loop", "separable"}),
+    (replace(CPU, folded=False, layout="nchw", noise_foreach=True), {"noise-foreach", "separable"}),
+    (replace(CPU, separable_upsample=False), {"folded"}),
 ], ids=["reference", "folded", "folded+winograd", "rank1+winograd", "phases+loop", "noise-foreach", "upfirdn-skip"])
-def test_every_path_gives_the_reference_images(tiny_G, settings):
+def test_every_path_gives_the_reference_images(monkeypatch, settings, taken):
     """Renders with per-image offsets, a shared W, and the overparameterized matrix: each set of paths within float
-    rounding of the reference core (a generator never given to accelerate)."""
-    reference = Generator(tiny_config()).eval()
-    reference.load_state_dict(tiny_G.state_dict())
+    rounding of the reference core (a generator never given to accelerate), and each path really taken (a 64 px
+    generator with 32 channels: its large maps are the folded path's Winograd ones)."""
+    config = dict(resolution=64, channel_base=2048)
+    reference = tiny_generator(0, perturb=True, **config)
     assert type(reference.synthesis.ops) is Ops
-    fast = accelerate(tiny_G, settings)
-    ws, deltas = _inputs(tiny_G)
+    fast = accelerate(tiny_generator(0, perturb=True, **config), settings)
+    calls: set[str] = set()
+    for name, (module, attr) in SPIED.items():
+        real = getattr(module, attr)
+        monkeypatch.setattr(module, attr, lambda *a, _n=name, _f=real, **k: calls.add(_n) or _f(*a, **k))
+    ws, deltas = _inputs(fast)
     wmat = torch.randn(2, 32, 32, generator=torch.Generator().manual_seed(5))
     with torch.no_grad():
         for kw in ({"ws": ws}, {"ws": ws, "deltas": deltas}, {"wmat": wmat}):
             ref = reference.synthesis(**kw)
             got = fast.synthesis(**kw)
             assert (got - ref).abs().max() <= 2e-5 * ref.abs().max(), kw.keys()
+    assert calls == taken
 
 
 def test_loaded_generators_compute_with_the_measured_paths(tiny_G):

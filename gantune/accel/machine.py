@@ -16,16 +16,15 @@ CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp1
 
 def cpu_model() -> tuple[str, list[str]]:
     """The CPU's model name and which of the vector flags that decide kernel speed it has (Linux /proc/cpuinfo)."""
-    model, flags = platform.processor() or platform.machine(), set()
+    fields: dict[str, str] = {}
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
+        for line in Path("/proc/cpuinfo").read_text().splitlines():  # the first CPU's lines
             key, _, value = line.partition(":")
-            if key.strip() == "model name" and model in ("", platform.processor(), platform.machine()):
-                model = value.strip()
-            elif key.strip() == "flags" and not flags:
-                flags = set(value.split())
+            fields.setdefault(key.strip(), value.strip())
     except OSError:
         pass
+    model = fields.get("model name") or platform.processor() or platform.machine()
+    flags = set(fields.get("flags", "").split())
     return model, [f for f in CPU_FLAGS if f in flags]
 
 
@@ -36,16 +35,17 @@ def machine_key() -> str:
     return "cpu-" + hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def choices_path() -> Path:
-    return cache_home() / "accel" / f"{machine_key()}.json"
+def choices_path(key: str | None = None) -> Path:
+    """Where this machine's (or machine ``key``'s) measured choices are kept."""
+    return cache_home() / "accel" / f"{key or machine_key()}.json"
 
 
-def load_tiles(path: Path | None = None) -> tuple[tuple[int, int, int], ...]:
+def load_tiles() -> tuple[tuple[int, int, int], ...]:
     """This machine's measured (in_ch, side, tile) rows, or () without a readable file for it."""
-    path = path or choices_path()
+    key = machine_key()
     try:
-        data = json.loads(path.read_text())
-        if data.get("machine") != machine_key():
+        data = json.loads(choices_path(key).read_text())
+        if data.get("machine") != key:
             return ()
         return tuple((int(r["in_ch"]), int(r["side"]), int(r["tile"])) for r in data["winograd"]
                      if int(r["tile"]) in (0, 2, 4))

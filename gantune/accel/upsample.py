@@ -16,9 +16,10 @@ import itertools
 import torch
 import torch.nn.functional as F
 
+from ..core.resample import make_kernel
 from .settings import Settings
 
-_BINOMIAL = torch.outer(torch.tensor((1.0, 3.0, 3.0, 1.0)), torch.tensor((1.0, 3.0, 3.0, 1.0))) / 64
+_BINOMIAL = make_kernel()  # outer([1, 3, 3, 1]) / 64
 
 
 def is_binomial(kernel: torch.Tensor) -> bool:

@@ -9,7 +9,6 @@ from dataclasses import replace
 import torch
 
 from ..accel import accelerate, settings_for
-from ..accel.machine import choices_path
 from ..accel.measure import measure, save
 from ..core import Generator, GeneratorConfig
 from .generator import timeit
@@ -36,7 +35,7 @@ def bench_paths(device: torch.device, quick: bool = False, resolution: int = 102
     if device.type != "cpu":
         return ["(CPU only)"]
     choices = measure(reps=1 if quick else 3)
-    path = save(choices, choices_path())
+    path = save(choices)
     settings_for.cache_clear()  # the later sections use the table
     lines = [f"machine {choices['machine']} ({choices['cpu']}, {' '.join(choices['flags'])}, torch {choices['torch']}, "
              f"{choices['threads']} threads): written to {path}"]
