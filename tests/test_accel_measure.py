@@ -1,5 +1,6 @@
-"""Measured per-machine Winograd choices (gantune.accel.measure): chosen only where clearly faster, written under
-GANTUNE_HOME keyed by the machine, read back by settings_for, and followed over the built-in rule."""
+"""Measured per-machine choices (gantune.accel.measure): Winograd tiles and the folded path's upsampling form, each
+chosen only where clearly faster, written under GANTUNE_HOME keyed by the machine, read back by settings_for, and
+followed over the built-in rule."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ from dataclasses import replace
 
 import torch
 
-from gantune.accel import measure, settings_for, winograd
-from gantune.accel.machine import choices_path, load_tiles, machine_key
+from gantune.accel import accelerate, folded, measure, settings_for, winograd
+from gantune.accel.machine import choices_path, load_tiles, load_upconv, machine_key
+from support import tiny_generator
 
 CL = torch.channels_last
 
@@ -17,25 +19,35 @@ CL = torch.channels_last
 def test_winograd_only_where_it_measured_clearly_faster(monkeypatch):
     times = {(512, 32): {0: 1.0, 2: 0.5, 4: 0.6}, (256, 64): {0: 1.0, 2: 0.97, 4: 0.99}, (64, 128): {0: 1.0}}
     monkeypatch.setattr(measure, "time_shape", lambda c, s, reps: times[c, s])
-    rows = measure.measure(shapes=tuple(times), reps=1)["winograd"]
+    rows = measure.measure(shapes=tuple(times), reps=1, upconv_shapes=())["winograd"]
     assert [r["tile"] for r in rows] == [2, 0, 0]  # 3 % faster is within the margin: direct
+
+
+def test_transposed_upsampling_only_where_it_measured_clearly_faster(monkeypatch):
+    times = {(512, 16): {"phases": 1.0, "transposed": 0.6}, (128, 256): {"phases": 1.0, "transposed": 0.97},
+             (64, 512): {"phases": 0.5, "transposed": 1.0}}
+    monkeypatch.setattr(measure, "time_upconv", lambda c, o, s, dtype, reps: times[c, s])
+    rows = measure.measure_upconv(shapes=((512, 512, 16), (128, 64, 256), (64, 32, 512)), reps=1)
+    assert [r["form"] for r in rows if r["dtype"] == "float32"] == ["transposed", "phases", "phases"]
 
 
 def test_choices_round_trip_through_gantune_home_and_settings_for():
     table = ((256, 32, 0), (64, 64, 2))
-    choices = {"machine": machine_key(), "winograd": [{"in_ch": c, "side": s, "tile": m} for c, s, m in table]}
+    forms = (("float32", 64, 512, "transposed"), ("bfloat16", 512, 16, "phases"))
+    choices = {"machine": machine_key(), "winograd": [{"in_ch": c, "side": s, "tile": m} for c, s, m in table],
+               "upconv": [{"dtype": d, "in_ch": c, "side": s, "form": f} for d, c, s, f in forms]}
     path = measure.save(choices)
     assert path == choices_path() and path.is_file()
     settings_for.cache_clear()
     try:
-        assert settings_for("cpu").winograd_tiles == table
+        assert settings_for("cpu").winograd_tiles == table and settings_for("cpu").upconv_forms == forms
     finally:
         settings_for.cache_clear()
     other = dict(choices, machine="cpu-another")
     path.write_text(json.dumps(other))
-    assert load_tiles() == ()  # another machine's table is not followed
+    assert load_tiles() == () and load_upconv() == ()  # another machine's table is not followed
     path.write_text("{not json")
-    assert load_tiles() == ()
+    assert load_tiles() == () and load_upconv() == ()
 
 
 def test_the_measured_table_overrides_the_rule():
@@ -47,3 +59,27 @@ def test_the_measured_table_overrides_the_rule():
     assert winograd.tile_size(x32, 256, 3, table) == 0 and winograd.tile_size(x64, 64, 3, table) == 2
     assert winograd.tile_size(x32, 256, 3, replace(table, winograd=False)) == 0  # off stays off
     assert winograd.tile_size(x32.double(), 256, 3, table) == 0  # float32 CPU only
+
+
+def test_the_measured_upsampling_form_is_followed_and_both_forms_agree(monkeypatch):
+    """Every upsampling layer of a 64 px, 32-channel generator by phases (the rule on its large maps) and by the
+    transposed convolution (a table that says so): both within float rounding of the reference core."""
+    config = dict(resolution=64, channel_base=2048)
+    reference = tiny_generator(0, perturb=True, **config)
+    G = tiny_generator(0, perturb=True, **config)
+    cpu = replace(settings_for("cpu"), winograd_tiles=(), upconv_forms=())
+    ups = [s for s in G.specs if s.kind == "conv" and s.up == 2]
+    transposed = tuple(("float32", s.in_ch, s.res // 2, "transposed") for s in ups)
+    calls, real = [], folded.transposed_conv_phases
+    monkeypatch.setattr(folded, "transposed_conv_phases", lambda *a: calls.append(a[0].shape) or real(*a))
+    g = torch.Generator().manual_seed(3)
+    ws = G.map(torch.randn(2, G.cfg.z_dim, generator=g))
+    deltas = {s.name: 0.2 * torch.randn(2, s.out_ch, s.in_ch, generator=g) for s in G.specs if s.kind == "conv"}
+    with torch.no_grad():
+        ref = reference.synthesis(ws, deltas=deltas)
+        by_rule = accelerate(G, cpu).synthesis(ws, deltas=deltas)
+        n_rule = len(calls)
+        by_table = accelerate(G, replace(cpu, upconv_forms=transposed)).synthesis(ws, deltas=deltas)
+    assert n_rule > 0 and len(calls) == n_rule  # the rule took phases somewhere; the table took none
+    for got in (by_rule, by_table):
+        assert (got - ref).abs().max() <= 2e-5 * ref.abs().max()

@@ -17,7 +17,7 @@ from gantune.accel.upsample import use_phases
 from gantune.core import Generator, make_kernel, modulated_conv2d
 from gantune.core.ops import Ops
 
-CPU = replace(settings_for("cpu"), winograd_tiles=())  # the built-in rule, whatever this machine measured
+CPU = replace(settings_for("cpu"), winograd_tiles=(), upconv_forms=())  # the rules, whatever was measured here
 PHASES = replace(CPU, upsample="phases")
 
 

@@ -14,7 +14,7 @@ from gantune.accel import settings_for, winograd
 from gantune.accel.folded import modulated_conv2d_folded as _folded, transposed_conv_phases
 from support import _generator
 
-CPU = replace(settings_for("cpu"), winograd_tiles=())  # the built-in rule, whatever this machine measured
+CPU = replace(settings_for("cpu"), winograd_tiles=(), upconv_forms=())  # the rules, whatever was measured here
 
 
 def modulated_conv2d_folded(*args, **kw):

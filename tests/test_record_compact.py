@@ -207,3 +207,28 @@ def test_api_edit_with_url_record_sends_no_request(tmp_path):
     finally:
         srv.shutdown()
     assert hits == []
+
+
+def test_bf16_refinement_expands_its_last_pass_as_a_record_does(hyper, monkeypatch):
+    """On a CPU with bf16 in hardware the passes before the last expand their shared offsets in bf16 (they only feed
+    the hypernetwork); the last pass's, which make the image, are the record's float32 expansion, bit for bit."""
+    from gantune.methods.hyper import inference
+
+    G, hn, _ = hyper
+    monkeypatch.setattr(inference, "bf16_expansion", lambda device, dtype: dtype == torch.bfloat16)
+    seen, real = [], inference.shared_offsets
+
+    def spy(hypernet, hidden, count, dtype=torch.float32):
+        seen.append((count, dtype))
+        return real(hypernet, hidden, count, dtype)
+
+    monkeypatch.setattr(inference, "shared_offsets", spy)
+    codes = torch.randn(1, G.num_ws, G.cfg.w_dim) * 0.5
+    out = inference.refine(torch.rand(1, 3, 64, 64) * 2 - 1, G=G, hypernet=hn, codes=codes, iters=3,
+                           dtype=torch.bfloat16)
+    assert {d for c, d in seen if c < 3} == {torch.bfloat16} and {d for c, d in seen if c == 3} == {torch.float32}
+    fc = hn.shared_fc
+    assert out.shared
+    for name, h in out.shared.items():
+        record_form = expand_shared(h[0].float(), fc.w1.float(), fc.b1.float(), 3, fc.kernel)
+        assert out.deltas[name].dtype == torch.float32 and torch.equal(out.deltas[name][0], record_form)

@@ -127,12 +127,24 @@ class _ImageWeights:
             u = self.transformed[m] = winograd.transform_weight(th, m)
         return winograd.scale_weight(u, _final_coef(sq_b, c, self.demodulate, self.out_scale))
 
-    def upconv(self, xb: torch.Tensor, b: int) -> torch.Tensor:
+    def upconv(self, xb: torch.Tensor, b: int, settings: Settings) -> torch.Tensor:
         """Image b's stride-2 transposed convolution (the same calls with and without autograd, so both give the
-        same bits): per phase on large maps, ATen's transposed convolution on small ones."""
-        if xb.numel() > NATIVE_CONV_MAX_NUMEL:
+        same bits), in the form :func:`upconv_form` picks."""
+        if upconv_form(xb, settings) == "phases":
             return transposed_conv_phases(xb, self.direct(b, False))
         return F.conv_transpose2d(xb, self.direct(b, True), stride=2)
+
+
+def upconv_form(xb: torch.Tensor, settings: Settings) -> str:
+    """How an upsampling layer's transposed convolution of image xb runs: as this machine measured for its dtype,
+    channels and side (``settings.upconv_forms``), else by the rule: "phases" on maps above the native kernel's size
+    (measured on an AVX2 EPYC: 1.2-1.5x faster than oneDNN's transposed convolution), "transposed" below (ATen's
+    native kernel)."""
+    dtype = str(xb.dtype).removeprefix("torch.")
+    for dt, in_ch, side, form in settings.upconv_forms:
+        if dt == dtype and in_ch == xb.shape[1] and side == xb.shape[2] == xb.shape[3]:
+            return form
+    return "phases" if xb.numel() > NATIVE_CONV_MAX_NUMEL else "transposed"
 
 
 def _blur_weight(kernel: torch.Tensor, out_ch: int, x: torch.Tensor) -> torch.Tensor:
@@ -158,7 +170,7 @@ def modulated_conv2d_folded(
     noise: torch.Tensor | None = None,  # (1 or B, 1, H_out, W_out), already scaled: added after the bias
     leaky_relu: bool = False,  # leaky ReLU(0.2) after the noise, in place
     add_to: torch.Tensor | None = None,  # (B, out, H_out, W_out) float32: the result is added into it and returned
-    settings: Settings,  # which 3x3 convolutions run as Winograd
+    settings: Settings,  # which 3x3 convolutions run as Winograd, which form the upsampling convolution takes
 ) -> torch.Tensor:
     """:func:`gantune.core.modconv.modulated_conv2d` (+ noise, + activation, + skip sum) for inference on CPU, one
     oneDNN convolution per image with a weight that holds the whole modulation. Same arguments and result."""
@@ -175,7 +187,7 @@ def modulated_conv2d_folded(
     b32 = None if bias is None else bias.to(x.dtype).contiguous()  # the convolution's own dtype
     blur = _blur_weight(kernel, weight.shape[0], x) if up == 2 else None
     if needs_grad(x, weight, styles, modulation, delta, bias, noise, add_to):
-        y = _convolve_differentiable(x, weights, blur, b32, winograd_tile, kh, up)
+        y = _convolve_differentiable(x, weights, blur, b32, winograd_tile, kh, up, settings)
         if add_to is not None:
             y = (add_to + noise if noise is not None else add_to) + y
         elif noise is not None:
@@ -187,7 +199,7 @@ def modulated_conv2d_folded(
         # oneDNN's own ops where F.conv2d / F.conv_transpose2d would pick oneDNN too (the differentiable branch
         # uses those), so that a render gives the same bits with and without gradients
         if up == 2:
-            y = weights.upconv(xb, b)  # (1, out, 2H+1, 2W+1); the blur's padding 1 brings it to 2H
+            y = weights.upconv(xb, b, settings)  # (1, out, 2H+1, 2W+1); the blur's padding 1 brings it to 2H
             _conv_into(ob, y, blur, b32, 1, groups=blur.shape[0])
         elif m := winograd_tile(xb):
             winograd.conv3x3_into(ob, xb, weights.winograd(b, m), b32)
@@ -196,17 +208,26 @@ def modulated_conv2d_folded(
         else:
             ob.add_(F.conv2d(xb, weights.direct(b, False), b32, padding=kh // 2))
     if leaky_relu:
-        F.leaky_relu(out, 0.2, inplace=True)
+        return _leaky_relu(out)
     return out
 
 
-def _convolve_differentiable(x, weights: _ImageWeights, blur, b32, winograd_tile, kh: int, up: int) -> torch.Tensor:
+def _leaky_relu(y: torch.Tensor) -> torch.Tensor:
+    """leaky ReLU(0.2) of a map the caller owns: in place in float32, into a new map in bf16 (ATen's in-place bf16
+    kernel took 2.4x the time of its out-of-place one on an AMX Xeon: 19.3 against 8.2 ms for 32 x 1024² values)."""
+    if y.dtype == torch.bfloat16:
+        return F.leaky_relu(y, 0.2)
+    return F.leaky_relu(y, 0.2, inplace=True)
+
+
+def _convolve_differentiable(x, weights: _ImageWeights, blur, b32, winograd_tile, kh: int, up: int,
+                             settings: Settings) -> torch.Tensor:
     """The folded convolutions with differentiable operations (F.conv2d with the bias), image by image."""
     ys = []
     for b in range(x.shape[0]):
         xb = x[b : b + 1]
         if up == 2:
-            y = F.conv2d(weights.upconv(xb, b), blur, b32, padding=1, groups=blur.shape[0])
+            y = F.conv2d(weights.upconv(xb, b, settings), blur, b32, padding=1, groups=blur.shape[0])
         elif m := winograd_tile(xb):
             y = winograd.conv3x3(xb, weights.winograd(b, m), b32)  # as inference: the same bits
         else:

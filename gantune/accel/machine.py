@@ -40,14 +40,30 @@ def choices_path(key: str | None = None) -> Path:
     return cache_home() / "accel" / f"{key or machine_key()}.json"
 
 
-def load_tiles() -> tuple[tuple[int, int, int], ...]:
-    """This machine's measured (in_ch, side, tile) rows, or () without a readable file for it."""
-    key = machine_key()
+def _table(key: str) -> dict:
+    """This machine's choices file as written by :func:`gantune.accel.measure.save`, or {} (none, unreadable, or
+    another machine's)."""
     try:
         data = json.loads(choices_path(key).read_text())
-        if data.get("machine") != key:
-            return ()
-        return tuple((int(r["in_ch"]), int(r["side"]), int(r["tile"])) for r in data["winograd"]
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) and data.get("machine") == key else {}
+
+
+def load_tiles() -> tuple[tuple[int, int, int], ...]:
+    """This machine's measured Winograd (in_ch, side, tile) rows, or () without a readable file for it."""
+    try:
+        return tuple((int(r["in_ch"]), int(r["side"]), int(r["tile"])) for r in _table(machine_key()).get("winograd", ())
                      if int(r["tile"]) in (0, 2, 4))
-    except (OSError, ValueError, KeyError, TypeError):
+    except (KeyError, TypeError, ValueError):
+        return ()
+
+
+def load_upconv() -> tuple[tuple[str, int, int, str], ...]:
+    """This machine's measured forms of the folded path's upsampling convolution, (dtype, in_ch, side, form) rows
+    (form "phases" or "transposed"), or () without a readable file for it."""
+    try:
+        return tuple((str(r["dtype"]), int(r["in_ch"]), int(r["side"]), str(r["form"]))
+                     for r in _table(machine_key()).get("upconv", ()) if r["form"] in ("phases", "transposed"))
+    except (KeyError, TypeError, ValueError):
         return ()

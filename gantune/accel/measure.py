@@ -1,4 +1,5 @@
-"""Choices measured on the machine that runs them: which 3x3 convolution shapes run faster by Winograd than directly.
+"""Choices measured on the machine that runs them: which 3x3 convolution shapes run faster by Winograd than directly,
+and which form the folded path's upsampling convolution takes (four phase convolutions or one transposed one).
 
 The rule in :func:`gantune.accel.winograd.tile_size` was measured on one CPU kind. ``make bench`` (section ``paths``)
 times, for the layer shapes of the generator, the hypernetwork and the encoders, the direct oneDNN convolution
@@ -6,7 +7,9 @@ against Winograd F(2x2) and F(4x4) (their weight transform included, as every ca
 per shape into ``$GANTUNE_HOME/accel/<machine>.json``, keyed by the CPU model, its vector flags, the torch version and
 the thread count. :func:`gantune.accel.settings_for` then follows that table on this machine (shapes it does not list
 keep the rule); Winograd is chosen only where it measured at least 5 % faster than the direct convolution. Deleting
-the file returns to the rule; editing it pins a choice.
+the file returns to the rule; editing it pins a choice. The upsampling form is timed per dtype (float32, and
+bfloat16 where the CPU has it in hardware) for the generator's upsampling layers; the transposed convolution is
+chosen where it took at most 0.95 of the phases' time.
 """
 
 from __future__ import annotations
@@ -20,13 +23,18 @@ import torch
 import torch.nn.functional as F
 
 from ..io.atomic import atomic_write
+from ..runtime import native_bf16_cpu
 from . import winograd
+from .folded import transposed_conv_phases
 from .machine import choices_path, cpu_model, machine_key
 
 # (input channels, map side) of the 3x3 stride-1 layers where the rule's answer may be wrong on some CPU
 SHAPES = ((512, 16), (512, 32), (512, 64), (256, 16), (256, 32), (256, 64), (256, 128), (128, 32), (128, 64),
           (128, 128), (128, 256), (64, 64), (64, 128), (64, 256))
-MARGIN = 0.95  # Winograd must take at most this fraction of the direct convolution's time
+# (input channels, output channels, input side) of a 1024 px generator's upsampling layers on the folded path
+UPCONV_SHAPES = ((512, 512, 8), (512, 512, 16), (512, 512, 32), (512, 256, 64), (256, 128, 128), (128, 64, 256),
+                 (64, 32, 512))
+MARGIN = 0.95  # the other path must take at most this fraction of the default's time
 
 
 def _best_of(fn, reps: int) -> float:
@@ -52,8 +60,33 @@ def time_shape(in_ch: int, side: int, reps: int = 3) -> dict[int, float]:
     return out
 
 
-def measure(shapes=SHAPES, reps: int = 3) -> dict:
-    """Times every shape and picks its tile (0: direct); the content of the choices file."""
+def time_upconv(in_ch: int, out_ch: int, side: int, dtype: torch.dtype, reps: int = 3) -> dict[str, float]:
+    """Seconds of one image's stride-2 3x3 transposed convolution (channels-last, the folded path's weight layout
+    made on each call as there) by form: "phases" and "transposed"."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1, in_ch, side, side, generator=g).to(dtype).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(out_ch, in_ch, 3, 3, generator=g).to(dtype)
+    with torch.no_grad():
+        return {"phases": _best_of(lambda: transposed_conv_phases(
+                    x, w.contiguous(memory_format=torch.channels_last)), reps),
+                "transposed": _best_of(lambda: F.conv_transpose2d(
+                    x, w.transpose(0, 1).contiguous(memory_format=torch.channels_last), stride=2), reps)}
+
+
+def measure_upconv(shapes=UPCONV_SHAPES, reps: int = 3) -> list[dict]:
+    """The upsampling form per (dtype, shape): float32, and bfloat16 where the CPU computes it in hardware."""
+    rows = []
+    for dtype in (torch.float32, torch.bfloat16) if native_bf16_cpu() else (torch.float32,):
+        for in_ch, out_ch, side in shapes:
+            t = time_upconv(in_ch, out_ch, side, dtype, reps)
+            form = "transposed" if t["transposed"] <= MARGIN * t["phases"] else "phases"
+            rows.append({"dtype": str(dtype).removeprefix("torch."), "in_ch": in_ch, "out_ch": out_ch, "side": side,
+                         "form": form, "ms": {k: round(v * 1e3, 3) for k, v in t.items()}})
+    return rows
+
+
+def measure(shapes=SHAPES, reps: int = 3, upconv_shapes=UPCONV_SHAPES) -> dict:
+    """Times every shape and picks its tile (0: direct) and upsampling form; the content of the choices file."""
     rows = []
     for in_ch, side in shapes:
         t = time_shape(in_ch, side, reps)
@@ -62,7 +95,8 @@ def measure(shapes=SHAPES, reps: int = 3) -> dict:
                      "ms": {str(k): round(v * 1e3, 3) for k, v in t.items()}})
     model, flags = cpu_model()
     return {"machine": machine_key(), "cpu": model, "flags": flags, "torch": torch.__version__,
-            "threads": torch.get_num_threads(), "measured": date.today().isoformat(), "winograd": rows}
+            "threads": torch.get_num_threads(), "measured": date.today().isoformat(), "winograd": rows,
+            "upconv": measure_upconv(upconv_shapes, reps)}
 
 
 def save(choices: dict, path: Path | None = None) -> Path:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from ..runtime import native_bf16_cpu
-from .machine import load_tiles
+from .machine import load_tiles, load_upconv
 
 PER_IMAGE_MODES = ("grouped", "loop", "auto", "compiled")
 UPSAMPLE_MODES = ("transposed", "phases", "auto")
@@ -36,6 +36,10 @@ class Settings:
     # (in_ch, side, tile) measured on this machine (gantune.accel.measure; tile 0: direct): these shapes follow the
     # table instead of the rule above
     winograd_tiles: tuple[tuple[int, int, int], ...] = ()
+    # (dtype, in_ch, side, form) measured on this machine: the folded path's per-image upsampling convolution on
+    # these maps runs by "phases" (four ordinary convolutions, interleaved) or "transposed" (one transposed
+    # convolution); other maps follow the rule (phases above the native kernel's size)
+    upconv_forms: tuple[tuple[str, int, int, str], ...] = ()
     # the skip branch's 2x binomial upsampling as two 1-D passes (CPU: the depthwise 4x4 convolution is slow there)
     separable_upsample: bool = False
     # layout of the synthesis maps when the generator's own setting is None and the pass records no gradients:
@@ -87,14 +91,14 @@ def settings_for(device_type: str, dtype: torch.dtype = torch.float32) -> Settin
       noise add, channels-last maps under torch.compile only (eager measured as fast NCHW).
     * Anything else: the reference paths.
 
-    On CPU, Winograd follows this machine's measured table where ``make bench`` wrote one
-    (:mod:`gantune.accel.measure`), read once per process.
+    On CPU, Winograd and the folded path's upsampling form follow this machine's measured table where
+    ``make bench`` wrote one (:mod:`gantune.accel.measure`), read once per process.
     """
     if device_type == "cpu":
         folded = onednn_pointwise_available() and (
             dtype == torch.float32 or (dtype == torch.bfloat16 and native_bf16_cpu()))
         return Settings(folded=folded, winograd=True, separable_upsample=True, layout="channels_last",
-                        winograd_tiles=load_tiles(), images_per_pass=1)
+                        winograd_tiles=load_tiles(), upconv_forms=load_upconv(), images_per_pass=1)
     if device_type == "cuda":
         return Settings(layout="compiled", per_image_conv="compiled", upsample="auto", noise_foreach=True)
     return REFERENCE

@@ -1,6 +1,6 @@
-"""``make bench`` section ``paths``: this machine's Winograd choices measured and written to
+"""``make bench`` section ``paths``: this machine's Winograd and upsampling choices measured and written to
 ``$GANTUNE_HOME/accel/`` (:mod:`gantune.accel.measure`), then a 1024 px render timed with every convolution direct,
-with the built-in rule, and with the measured table."""
+with the built-in rule, and with the measured table (float32; bfloat16 rule and table where the CPU has bf16)."""
 
 from __future__ import annotations
 
@@ -11,21 +11,29 @@ import torch
 from ..accel import accelerate, settings_for
 from ..accel.measure import measure, save
 from ..core import Generator, GeneratorConfig
+from ..runtime import native_bf16_cpu
 from .generator import timeit
 
 
-def _render_times(resolution: int, table, quick: bool) -> dict[str, float]:
-    """Seconds of one batch-1 float32 render: direct convolutions only, the rule, the measured table."""
+def _render_times(resolution: int, tiles, forms, quick: bool) -> dict[str, float]:
+    """Seconds of one batch-1 render: float32 with direct convolutions only, the rule, the measured table; bfloat16
+    (where the CPU has it) by the rule and the table."""
     torch.manual_seed(0)
     G = Generator(GeneratorConfig(resolution=resolution)).eval()
     ws = G.map(torch.randn(1, G.cfg.z_dim))
-    cpu = replace(settings_for("cpu"), winograd_tiles=())
-    variants = {"direct": replace(cpu, winograd=False), "rule": cpu, "measured": replace(cpu, winograd_tiles=table)}
+    variants = {}
+    for dtype in (torch.float32, torch.bfloat16) if native_bf16_cpu() else (torch.float32,):
+        rule = replace(settings_for("cpu", dtype), winograd_tiles=(), upconv_forms=())
+        name = "fp32" if dtype == torch.float32 else "bf16"
+        if dtype == torch.float32:
+            variants["fp32 direct"] = (dtype, replace(rule, winograd=False))
+        variants[f"{name} rule"] = (dtype, rule)
+        variants[f"{name} measured"] = (dtype, replace(rule, winograd_tiles=tiles, upconv_forms=forms))
     out = {}
     with torch.no_grad():
         for _ in range(1 if quick else 2):  # interleaved rounds, best of each
-            for name, settings in variants.items():
-                accelerate(G, settings)
+            for name, (dtype, settings) in variants.items():
+                accelerate(G, settings).set_precision(dtype)
                 t = timeit(lambda: G.synthesis(ws), torch.device("cpu"), min_time=0.5 if quick else 2.0)
                 out[name] = min(out.get(name, t), t)
     return out
@@ -43,9 +51,17 @@ def bench_paths(device: torch.device, quick: bool = False, resolution: int = 102
         ms = ", ".join(f"{'direct' if k == '0' else f'F({k}x{k})'} {v:.2f}" for k, v in r["ms"].items())
         pick = "direct" if not r["tile"] else f"F({r['tile']}x{r['tile']})"
         lines.append(f"3x3 {r['in_ch']} ch {r['side']}²: {ms} ms -> {pick}")
-    table = tuple((r["in_ch"], r["side"], r["tile"]) for r in choices["winograd"])
-    t = _render_times(256 if quick else resolution, table, quick)
-    lines.append(f"generator {256 if quick else resolution} px batch 1 fp32: direct {t['direct'] * 1e3:.0f} ms, rule "
-                 f"{t['rule'] * 1e3:.0f} ms, measured {t['measured'] * 1e3:.0f} ms "
-                 f"(measured / direct {t['measured'] / t['direct']:.2f}; target <= 1)")
+    for r in choices["upconv"]:
+        lines.append(f"upsampling {r['dtype']} {r['in_ch']}->{r['out_ch']} ch {r['side']}²: phases "
+                     f"{r['ms']['phases']:.2f}, transposed {r['ms']['transposed']:.2f} ms -> {r['form']}")
+    tiles = tuple((r["in_ch"], r["side"], r["tile"]) for r in choices["winograd"])
+    forms = tuple((r["dtype"], r["in_ch"], r["side"], r["form"]) for r in choices["upconv"])
+    res = 256 if quick else resolution
+    t = _render_times(res, tiles, forms, quick)
+    lines.append(f"generator {res} px batch 1 fp32: direct {t['fp32 direct'] * 1e3:.0f} ms, rule "
+                 f"{t['fp32 rule'] * 1e3:.0f} ms, measured {t['fp32 measured'] * 1e3:.0f} ms "
+                 f"(measured / direct {t['fp32 measured'] / t['fp32 direct']:.2f}; target <= 1)")
+    if "bf16 rule" in t:
+        lines.append(f"generator {res} px batch 1 bf16: rule {t['bf16 rule'] * 1e3:.0f} ms, measured "
+                     f"{t['bf16 measured'] * 1e3:.0f} ms (measured / rule {t['bf16 measured'] / t['bf16 rule']:.2f})")
     return lines
