@@ -49,8 +49,18 @@ def _folded_weight(
         theta, c4 = theta.transpose(0, 1), c4.transpose(0, 1)
     if torch.is_grad_enabled() and (theta.requires_grad or c4.requires_grad):
         return (theta * c4).to(dtype).contiguous(memory_format=fmt)
-    out = torch.empty(theta.shape, dtype=dtype, device=theta.device, memory_format=fmt)
-    return torch.mul(theta, c4, out=out)
+    # the float32 product in the convolution's layout, then rounded: writing bf16 through the transposing layout
+    # took 2.5x the time of a float32 write (AMX Xeon, 512² weight: 1.67 against 0.67 ms, + 0.4 ms to round)
+    out = torch.empty(theta.shape, dtype=torch.float32, device=theta.device, memory_format=fmt)
+    torch.mul(theta, c4, out=out)
+    return out if dtype == torch.float32 else out.to(dtype)
+
+
+def _tap_square_sum(theta: torch.Tensor) -> torch.Tensor:
+    """Σ_k θ[o, i, k]² (out, in) as a matrix-vector product over the taps (ATen's sum over an inner dimension of 9
+    took 1.6x the time at 512²)."""
+    taps = theta.shape[2] * theta.shape[3]
+    return torch.mv(theta.square().reshape(-1, taps), theta.new_ones(taps)).view(theta.shape[:2])
 
 
 def _conv_into(out: torch.Tensor, x: torch.Tensor, w: torch.Tensor, bias, padding: int, groups: int = 1) -> None:
@@ -94,7 +104,7 @@ class _ImageWeights:
         self.coef_all = (modulation.float() if modulation is not None else styles.float()[:, None, :]) * gain
         self.delta, self.demodulate, self.out_scale = delta, demodulate, out_scale
         self.per_tap = delta is not None and delta.ndim == 5
-        self.sq = self.theta.square().sum(dim=(2, 3)) if demodulate and not self.per_tap else None
+        self.sq = _tap_square_sum(self.theta) if demodulate and not self.per_tap else None
         self.fmt, self.dtype = _layout_of(x), x.dtype
         self.transformed: dict[int, torch.Tensor] = {}  # θ's transform per tile size, shared by the batch's images
 
@@ -106,7 +116,7 @@ class _ImageWeights:
             d_b = delta[b if delta.shape[0] > 1 else 0].float()
             if self.per_tap:
                 th = torch.addcmul(self.theta, self.theta, d_b)  # θ ⊙ (1 + Δ) in one pass
-                sq_b = th.square().sum(dim=(2, 3)) if self.demodulate else None
+                sq_b = _tap_square_sum(th) if self.demodulate else None
             else:
                 c = c * (1.0 + d_b)
         return th, sq_b, c
