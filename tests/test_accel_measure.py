@@ -7,11 +7,13 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
+import pytest
 import torch
 
 from gantune.accel import accelerate, folded, measure, settings_for, winograd
 from gantune.accel.machine import choices_path, load_tiles, load_upconv, machine_key
-from support import tiny_generator
+from gantune.errors import InputError
+from support import run_cli, tiny_generator
 
 CL = torch.channels_last
 
@@ -83,3 +85,33 @@ def test_the_measured_upsampling_form_is_followed_and_both_forms_agree(monkeypat
     assert n_rule > 0 and len(calls) == n_rule  # the rule took phases somewhere; the table took none
     for got in (by_rule, by_table):
         assert (got - ref).abs().max() <= 2e-5 * ref.abs().max()
+
+
+def test_one_setting_overrides_the_measured_choices(monkeypatch, tmp_path):
+    """GANTUNE_CHOICES=rule ignores this machine's file; a named file is followed whichever machine wrote it; a
+    named file that cannot be read is a one-line error that says what to set."""
+    mine = {"machine": machine_key(), "winograd": [{"in_ch": 256, "side": 32, "tile": 0}],
+            "upconv": [{"dtype": "float32", "in_ch": 64, "side": 512, "form": "transposed"}]}
+    measure.save(mine)
+    assert load_tiles() == ((256, 32, 0),)
+    monkeypatch.setenv("GANTUNE_CHOICES", "rule")
+    assert load_tiles() == () and load_upconv() == ()
+    other = tmp_path / "pinned.json"
+    other.write_text(json.dumps({"machine": "cpu-another", "winograd": [{"in_ch": 512, "side": 16, "tile": 4}],
+                                 "upconv": [{"dtype": "bfloat16", "in_ch": 128, "side": 256, "form": "phases"}]}))
+    monkeypatch.setenv("GANTUNE_CHOICES", str(other))
+    assert load_tiles() == ((512, 16, 4),) and load_upconv() == (("bfloat16", 128, 256, "phases"),)
+    for bad in (tmp_path / "missing.json", tmp_path / "broken.json"):
+        if bad.name == "broken.json":
+            bad.write_text("{not json")
+        monkeypatch.setenv("GANTUNE_CHOICES", str(bad))
+        with pytest.raises(InputError, match="GANTUNE_CHOICES=") as err:
+            load_tiles()
+        assert "unset it" in err.value.one_line() and "\n" not in err.value.one_line()
+
+
+def test_the_command_refuses_an_unreadable_choices_setting_before_any_work(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("GANTUNE_CHOICES", str(tmp_path / "missing.json"))
+    code, lines = run_cli(["generate", "--weights", "demo-faces", "--seeds", "0", "-o", tmp_path / "out"], capsys)
+    assert code == 2 and len(lines) == 1 and "GANTUNE_CHOICES=" in lines[0] and "unset it" in lines[0]
+    assert not (tmp_path / "out").exists()
