@@ -14,6 +14,9 @@ What it sets, each only where the user has not set it already:
 * glibc's allocator keeps freed memory in the process (:func:`keep_freed_memory`), which spares
   the kernel zeroing every large activation map again.
 
+It also reads the one setting over ``gantune.accel``'s measured path choices, ``GANTUNE_CHOICES``
+(:func:`choices_setting`): "rule", or a choices file to follow.
+
 OpenMP reads its variables once, when torch loads it: set them before ``import torch``. Afterwards only the thread
 count can still change (``torch.set_num_threads``), and this function does that instead.
 """
@@ -21,10 +24,18 @@ count can still change (``torch.set_num_threads``), and this function does that 
 from __future__ import annotations
 
 import ctypes
+import json
 import math
 import os
 import sys
 from pathlib import Path
+
+from .errors import InputError
+
+# the one setting over gantune.accel's measured choices: "rule" (the built-in rules), or a choices file to follow
+# instead of this machine's own (one measured on an identical machine, or edited by hand); unset: the file
+# `make bench` wrote for this machine under $GANTUNE_HOME/accel/
+CHOICES_ENV = "GANTUNE_CHOICES"
 
 SPIN_COUNT = 10_000  # see docs/performance.md: "Beside other work"
 _M_TRIM_THRESHOLD = -1
@@ -108,3 +119,23 @@ def configure_process(*, threads: int | None = None, spin_count: int | None = SP
     if keep_memory:
         applied["keep_freed_memory"] = keep_freed_memory()
     return applied
+
+
+def choices_setting() -> dict | str | None:
+    """``GANTUNE_CHOICES``: None (unset), "rule", or the content of the choices file it names. A file that cannot
+    be read is an :class:`InputError` that says what to set (the command checks it before any work)."""
+    value = os.environ.get(CHOICES_ENV, "").strip()
+    if not value:
+        return None
+    if value.lower() == "rule":
+        return "rule"
+    hint = f"set {CHOICES_ENV} to 'rule', to a choices file that `make bench` wrote, or unset it"
+    try:
+        data = json.loads(Path(value).expanduser().read_text())
+    except OSError as e:
+        raise InputError(f"{CHOICES_ENV}={value}: {e.strerror or e}", hint) from e
+    except ValueError as e:
+        raise InputError(f"{CHOICES_ENV}={value}: not a JSON choices file", hint) from e
+    if not isinstance(data, dict):
+        raise InputError(f"{CHOICES_ENV}={value}: not a choices file", hint)
+    return data

@@ -4,19 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import platform
 from pathlib import Path
 
 import torch
 
-from ..errors import InputError
 from ..io.hashing import cache_home
-
-# the one setting over the measured choices: "rule" (the built-in rules), or a choices file to follow instead of this
-# machine's own (one measured on an identical machine, or edited by hand); unset: $GANTUNE_HOME/accel/<machine>.json
-CHOICES_ENV = "GANTUNE_CHOICES"
-_HINT = f"set {CHOICES_ENV} to 'rule', to a choices file that `make bench` wrote, or unset it"
+from ..process import choices_setting
 
 CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16")
 
@@ -49,30 +43,16 @@ def choices_path(key: str | None = None) -> Path:
 
 def _table(key: str) -> dict:
     """The choices to follow: {} under ``GANTUNE_CHOICES=rule``; the file ``GANTUNE_CHOICES`` names (whichever
-    machine wrote it; an unreadable one is an error); else this machine's file as :func:`gantune.accel.measure.save`
-    wrote it, or {} (none, unreadable, or another machine's)."""
-    override = os.environ.get(CHOICES_ENV, "").strip()
-    if override.lower() == "rule":
-        return {}
+    machine wrote it); else this machine's file as :func:`gantune.accel.measure.save` wrote it, or {} (none,
+    unreadable, or another machine's)."""
+    setting = choices_setting()
+    if setting is not None:
+        return {} if setting == "rule" else setting
     try:
-        data = json.loads((Path(override).expanduser() if override else choices_path(key)).read_text())
-    except (OSError, ValueError) as e:
-        if override:
-            why = e.strerror if isinstance(e, OSError) and e.strerror else "not a JSON choices file"
-            raise InputError(f"{CHOICES_ENV}={override}: {why}", _HINT) from e
+        data = json.loads(choices_path(key).read_text())
+    except (OSError, ValueError):
         return {}
-    if not isinstance(data, dict):
-        if override:
-            raise InputError(f"{CHOICES_ENV}={override}: not a choices file", _HINT)
-        return {}
-    return data if override or data.get("machine") == key else {}
-
-
-def check_choices_setting() -> None:
-    """Raises the one-line error of a ``GANTUNE_CHOICES`` that cannot be followed (the command checks it before any
-    work, not once per item)."""
-    if os.environ.get(CHOICES_ENV, "").strip():
-        _table(machine_key())
+    return data if isinstance(data, dict) and data.get("machine") == key else {}
 
 
 def load_tiles() -> tuple[tuple[int, int, int], ...]:

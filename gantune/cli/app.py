@@ -8,9 +8,8 @@ import sys
 import typer
 from rich.markup import escape
 
-from ..accel.machine import check_choices_setting
 from ..errors import debug_enabled, known_error_message
-from ..process import configure_process
+from ..process import choices_setting, configure_process
 from .common import console
 
 app = typer.Typer(
@@ -66,7 +65,7 @@ def main(argv: list[str] | None = None) -> None:
         warnings.showwarning = _warning_as_note
     _notes_to_console()
     try:
-        check_choices_setting()
+        choices_setting()  # a GANTUNE_CHOICES that cannot be followed: one line, before any work
         code = app(args=argv, standalone_mode=False)  # usage errors come back here, to be said in one line
     except SystemExit:
         raise
