@@ -17,7 +17,8 @@ from gantune.accel.upsample import use_phases
 from gantune.core import Generator, make_kernel, modulated_conv2d
 from gantune.core.ops import Ops
 
-CPU = replace(settings_for("cpu"), winograd_tiles=(), upconv_forms=())  # the rules, whatever was measured here
+# the rules, whatever was measured here, with whole batches per pass (the batch paths under test)
+CPU = replace(settings_for("cpu"), winograd_tiles=(), upconv_forms=(), images_per_pass=0)
 PHASES = replace(CPU, upsample="phases")
 
 

@@ -143,10 +143,10 @@ def test_dtype_auto_and_the_note_for_bf16_without_hardware(monkeypatch):
     assert len(notes) == 1 and "bfloat16" in notes[0]  # said once
 
 
-def test_hyperstyle_on_cpu_renders_each_image_as_alone(monkeypatch):
-    """On CPU HyperStyle's refinement renders one image a pass (gantune.accel Settings.images_per_pass): each image
-    gets the bits it gets alone (per-image and shared offsets), a batch with the cached prefix the whole-batch pass's
-    images to float rounding, and so does the refinement."""
+def test_on_cpu_a_batch_renders_each_image_as_alone(monkeypatch):
+    """On CPU the generator renders a batch one image a pass (gantune.accel Settings.images_per_pass): each image
+    gets the bits it gets alone (per-image and shared offsets, from a cached prefix too), and the whole-batch pass's
+    images to float rounding; so does HyperStyle's refinement."""
     from gantune.methods.hyper.hypernet import HyperNetwork
     from gantune.methods.hyper.inference import refine, render, untuned_prefix
     from gantune.methods.hyper.wencoder import WEncoder
@@ -158,8 +158,9 @@ def test_hyperstyle_on_cpu_renders_each_image_as_alone(monkeypatch):
     deltas = {s.name: 0.1 * torch.randn(3 if i % 2 else 1, s.out_ch, s.in_ch, generator=g) for i, s in enumerate(tuned)}
     prefix = untuned_prefix(G, ws, {s.name for s in tuned}, "const")
     calls = []
-    real = G.synthesis.forward
-    monkeypatch.setattr(G.synthesis, "forward", lambda *a, **k: calls.append(a[0].shape[0]) or real(*a, **k))
+    real = G.synthesis._run
+    monkeypatch.setattr(G.synthesis, "_run", lambda latents, *a, **k: calls.append(latents[0].shape[0]) or real(
+        latents, *a, **k))
     with torch.no_grad():
         batch = render(G, ws, deltas)
         assert calls == [1, 1, 1]
@@ -167,9 +168,10 @@ def test_hyperstyle_on_cpu_renders_each_image_as_alone(monkeypatch):
                  for i in range(3)]
         cached = render(G, ws, deltas, prefix=prefix)
         monkeypatch.undo()
-        whole = G.synthesis(ws, deltas=deltas)
-    assert all(torch.equal(batch[i:i + 1], a) for i, a in enumerate(alone))
-    assert torch.allclose(cached, whole, atol=1e-5, rtol=0) and torch.allclose(batch, whole, atol=1e-5, rtol=0)
+        whole = accelerate(tiny_generator(5, **TINY64), replace(settings_for("cpu"), images_per_pass=0)).synthesis(
+            ws, deltas=deltas)
+    assert all(torch.equal(batch[i:i + 1], a) for i, a in enumerate(alone)) and torch.equal(cached, batch)
+    assert torch.allclose(batch, whole, atol=1e-5, rtol=0)
     hn = HyperNetwork.from_specs(G.specs, width=8, input_size=64).eval()
     enc = WEncoder(num_ws=G.num_ws, w_dim=G.cfg.w_dim, units=(1, 1, 1, 1), width=16, input_size=64).eval()
     x = torch.rand(3, 3, 64, 64) * 2 - 1

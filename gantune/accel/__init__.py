@@ -10,7 +10,6 @@ one. Every path gives the reference's images within float rounding (tests/test_a
 
 from __future__ import annotations
 
-import torch
 import torch.nn as nn
 
 from ..core.generator import SynthesisNetwork
@@ -19,7 +18,7 @@ from ..runtime import native_bf16_cpu
 from .settings import REFERENCE, Settings, settings_for
 from .winograd import Conv2d
 
-__all__ = ["REFERENCE", "AcceleratedOps", "Conv2d", "Settings", "accelerate", "images_per_pass", "native_bf16_cpu",
+__all__ = ["REFERENCE", "AcceleratedOps", "Conv2d", "Settings", "accelerate", "native_bf16_cpu",
            "settings_for"]
 
 
@@ -33,10 +32,3 @@ def accelerate(module: nn.Module, settings: Settings | None = None) -> nn.Module
         elif isinstance(m, Conv2d):
             m.settings = settings
     return module
-
-
-def images_per_pass(G: nn.Module, x: torch.Tensor) -> int:
-    """How many images of the batch x (on its device, in its dtype) one synthesis pass of G should render (0: all):
-    ``Settings.images_per_pass`` for an accelerated generator, the whole batch for a reference one."""
-    ops = G.synthesis.ops
-    return ops.settings_of(x).images_per_pass if isinstance(ops, AcceleratedOps) else 0

@@ -104,6 +104,9 @@ class AcceleratedOps(Ops):
             return upsample2x_binomial(img)
         return super().upsample2x(img, kernel)
 
+    def images_per_pass(self, x):
+        return self.settings_of(x).images_per_pass
+
     def channels_last(self, device):
         layout = (self.settings or settings_for(device.type)).layout
         return layout == "channels_last" or (layout == "compiled" and torch.compiler.is_compiling())

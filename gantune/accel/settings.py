@@ -58,9 +58,10 @@ class Settings:
     phases_min_batch_tf32: int = 8
     # noise added per image by one multi-tensor launch (CUDA: the broadcast add runs an unvectorised kernel)
     noise_foreach: bool = False
-    # images per synthesis pass in HyperStyle's refinement without autograd (0: the whole batch). CPU: 1 — the folded
-    # path costs a batch exactly its images, and whole-batch 1024 px maps fragment the heap (5 iterations at batch 4
-    # took 6.4-6.7 s/img with 2.2 s/img of page-fault system time, against 5.0-5.1 s/img rendering one image a pass)
+    # images per synthesis pass without autograd (0: the whole batch; the same images either way). CPU: 1 — the
+    # folded path costs a batch exactly its images, and whole-batch 1024 px maps left the caches and fragmented the
+    # heap: a plain render at batch 4 took 696-825 ms an image against 621-631 one image a pass (AMX Xeon), and
+    # HyperStyle's 5 iterations at batch 4 6.4-6.7 s/img (2.2 s/img of page-fault system time) against 5.0-5.1
     images_per_pass: int = 0
 
     def __post_init__(self) -> None:

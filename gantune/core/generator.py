@@ -136,9 +136,16 @@ class SynthesisNetwork(nn.Module):
         if unknown:
             raise ValueError(f"deltas for unknown layers: {sorted(unknown)}")
         offsets = self._check_style_offsets(style_offsets, batch)
+        if prefix is not None and prefix.x.shape[0] != batch:
+            raise ValueError(f"prefix is for a batch of {prefix.x.shape[0]}, latents for {batch}")
+        step = 0 if torch.is_grad_enabled() else self.ops.images_per_pass(ws if ws is not None else wmat)
+        if 0 < step < batch:  # the ops render a batch in passes of `step` images (CPU: one), the same images
+            return torch.cat([self.forward(_rows(ws, a, step), wmat=_rows(wmat, a, step),
+                                           deltas={k: _rows(v, a, step) for k, v in deltas.items()},
+                                           noise_mode=noise_mode, fused=fused, prefix=_prefix_rows(prefix, a, step),
+                                           style_offsets={k: _rows(v, a, step) for k, v in offsets.items()})
+                              for a in range(0, batch, step)])
         if prefix is not None:
-            if prefix.x.shape[0] != batch:
-                raise ValueError(f"prefix is for a batch of {prefix.x.shape[0]}, latents for {batch}")
             early = [s.name for s in self.specs[: prefix.index] if s.name in deltas or s.name in offsets]
             if early:
                 raise ValueError(f"offsets for layers inside the cached prefix: {early}")
@@ -184,7 +191,13 @@ class SynthesisNetwork(nn.Module):
         index = next((i for i, s in enumerate(self.specs) if s.name == until), None)
         if index is None:
             raise ValueError(f"unknown layer {until!r}")
-        latents, _ = self._layer_latents(ws, wmat)
+        latents, batch = self._layer_latents(ws, wmat)
+        step = self.ops.images_per_pass(ws if ws is not None else wmat)
+        if 0 < step < batch:  # in the passes forward renders in, so that a prefix gives a full render's bits
+            parts = [self.prefix(_rows(ws, a, step), wmat=_rows(wmat, a, step), until=until, noise_mode=noise_mode)
+                     for a in range(0, batch, step)]
+            img = None if parts[0].img is None else torch.cat([p.img for p in parts])
+            return SynthesisPrefix(index=index, x=torch.cat([p.x for p in parts]), img=img)
         _, x, img = self._run(latents, {}, noise_mode, None, 0, None, None, stop=index)
         return SynthesisPrefix(index=index, x=x, img=img)
 
@@ -230,6 +243,16 @@ class SynthesisPrefix:
     index: int  # position in the layer specs of the first layer still to run
     x: torch.Tensor  # activations entering that layer
     img: torch.Tensor | None  # the toRGB sum so far
+
+
+def _rows(t: torch.Tensor | None, a: int, step: int) -> torch.Tensor | None:
+    """Rows a … a+step of a per-image tensor; a tensor shared by the batch (1, …) as it is."""
+    return t if t is None or t.shape[0] == 1 else t[a : a + step]
+
+
+def _prefix_rows(prefix: SynthesisPrefix | None, a: int, step: int) -> SynthesisPrefix | None:
+    return None if prefix is None else SynthesisPrefix(prefix.index, _rows(prefix.x, a, step),
+                                                       _rows(prefix.img, a, step))
 
 
 class Generator(nn.Module):

@@ -70,5 +70,9 @@ class Ops:
         """The layout of maps in passes without gradients when the generator's own setting is None."""
         return False
 
+    def images_per_pass(self, x: torch.Tensor) -> int:
+        """How many images of a batch (latents x) one synthesis pass without gradients renders; 0: all at once."""
+        return 0
+
 
 REFERENCE_OPS = Ops()

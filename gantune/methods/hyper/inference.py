@@ -22,10 +22,9 @@ import torch
 import torch.nn.functional as F
 
 from ... import progress
-from ...accel import Conv2d, images_per_pass
+from ...accel import Conv2d
 from ...accel.memory import file_mapped, file_mapped_tensors, release_tensor_pages, replace_data
 from ...core import Generator
-from ...core.generator import SynthesisPrefix
 from ...io.record import expand_shared
 from ...runtime import native_bf16_cpu
 from .domain import SQUARE, input_hw, pool_reconstruction
@@ -78,21 +77,10 @@ def render(
     noise_mode: str = "const",  # const = stored noise buffers, as HyperStyle (randomize_noise=False)
     prefix=None,  # SynthesisPrefix of these ws: the untuned first layers, computed once (G.synthesis.prefix)
 ) -> torch.Tensor:
-    """G(ws; θ ⊙ (1 + Δ)) as float32 (B, 3, H, W), in passes of ``gantune.accel.images_per_pass`` images (one on
-    CPU: the whole batch's images to float rounding)."""
+    """G(ws; θ ⊙ (1 + Δ)) as float32 (B, 3, H, W) (on CPU the generator renders a batch one image a pass:
+    ``gantune.accel.Settings.images_per_pass``)."""
     deltas = {k: v for k, v in (deltas or {}).items() if v is not None}
-    n = ws.shape[0]
-    step = images_per_pass(G, ws) if not torch.is_grad_enabled() else 0
-    if not step or step >= n:
-        return G.synthesis(ws, deltas=deltas or None, noise_mode=noise_mode, prefix=prefix).float()
-
-    def part(t, a: int):  # rows a..a+step of a per-image tensor; a tensor shared by the batch (1, ...) as it is
-        return t if t is None or t.shape[0] == 1 else t[a : a + step]
-
-    return torch.cat([G.synthesis(
-        ws[a : a + step], deltas={k: part(v, a) for k, v in deltas.items()} or None, noise_mode=noise_mode,
-        prefix=None if prefix is None else SynthesisPrefix(prefix.index, part(prefix.x, a), part(prefix.img, a)),
-    ).float() for a in range(0, n, step)])
+    return G.synthesis(ws, deltas=deltas or None, noise_mode=noise_mode, prefix=prefix).float()
 
 
 def untuned_prefix(G: Generator, ws: torch.Tensor, tuned: set[str], noise_mode: str):
