@@ -3,6 +3,7 @@ path in bfloat16, the heads' output product, and Winograd stepping aside under b
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -179,3 +180,22 @@ def test_on_cpu_a_batch_renders_each_image_as_alone(monkeypatch):
     per_image = refine(x, **kw).images
     accelerate(G, replace(settings_for("cpu"), images_per_pass=0))
     assert torch.allclose(refine(x, **kw).images, per_image, atol=1e-4, rtol=0)
+
+
+def test_a_split_batch_keeps_shared_offsets_whole_and_refuses_a_wrong_batch():
+    """Offsets without a batch axis ((out, in) or (out, in, k, k)) are one set for the whole batch, also when the
+    batch is rendered one image a pass; offsets whose batch is neither 1 nor the batch's are refused."""
+    G = accelerate(tiny_generator(5, **TINY64))
+    g = torch.Generator().manual_seed(3)
+    ws = G.map(torch.randn(3, G.cfg.z_dim, generator=g))
+    s = next(s for s in G.specs if s.kind == "conv" and s.res == 32)
+    for shared in (0.2 * torch.randn(s.out_ch, s.in_ch, generator=g),
+                   0.2 * torch.randn(s.out_ch, s.in_ch, 3, 3, generator=g)):
+        with torch.no_grad():
+            batch = G.synthesis(ws, deltas={s.name: shared})
+            alone = [G.synthesis(ws[i:i + 1], deltas={s.name: shared}) for i in range(3)]
+            plain = G.synthesis(ws)
+        assert all(torch.equal(batch[i:i + 1], a) for i, a in enumerate(alone))
+        assert not torch.allclose(batch, plain)
+    with torch.no_grad(), pytest.raises(ValueError, match="batch of 1 or 3"):
+        G.synthesis(ws, deltas={s.name: torch.zeros(2, s.out_ch, s.in_ch)})

@@ -131,10 +131,15 @@ class SynthesisNetwork(nn.Module):
         if noise_mode not in NOISE_MODES:
             raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
         latents, batch = self._layer_latents(ws, wmat)
-        deltas = dict(deltas or {})
+        # (out, in[, k, k]) offsets are one set for the whole batch: given their batch axis here, before any split
+        deltas = {k: v[None] if v.ndim in (2, 4) else v for k, v in (deltas or {}).items()}
         unknown = set(deltas) - {s.name for s in self.specs}
         if unknown:
             raise ValueError(f"deltas for unknown layers: {sorted(unknown)}")
+        wrong = {k: v.shape[0] for k, v in deltas.items() if v.shape[0] not in (1, batch)}
+        if wrong:
+            raise ValueError(f"deltas with a batch of {sorted(set(wrong.values()))} for {sorted(wrong)}: "
+                             f"each must have a batch of 1 or {batch}")
         offsets = self._check_style_offsets(style_offsets, batch)
         if prefix is not None and prefix.x.shape[0] != batch:
             raise ValueError(f"prefix is for a batch of {prefix.x.shape[0]}, latents for {batch}")
