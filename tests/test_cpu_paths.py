@@ -199,3 +199,26 @@ def test_a_split_batch_keeps_shared_offsets_whole_and_refuses_a_wrong_batch():
         assert not torch.allclose(batch, plain)
     with torch.no_grad(), pytest.raises(ValueError, match="batch of 1 or 3"):
         G.synthesis(ws, deltas={s.name: torch.zeros(2, s.out_ch, s.in_ch)})
+
+
+def test_a_batch_in_passes_computes_weight_only_values_once(monkeypatch):
+    """One image a pass, a batch still transforms each Winograd layer's weight (and sums its squares) once, not once
+    per image; the values are dropped when the batch is done."""
+    import gantune.accel.folded as folded
+
+    G = accelerate(tiny_generator(0, perturb=True, resolution=64, channel_base=2048),
+                   replace(settings_for("cpu"), winograd_tiles=(), winograd_min_channels=16))
+    ws = G.map(torch.randn(3, G.cfg.z_dim, generator=torch.Generator().manual_seed(1)))
+    counts = {"transform": 0, "squares": 0}
+    real_t, real_s = folded.winograd.transform_weight, folded._tap_square_sum
+    monkeypatch.setattr(folded.winograd, "transform_weight",
+                        lambda *a: counts.__setitem__("transform", counts["transform"] + 1) or real_t(*a))
+    monkeypatch.setattr(folded, "_tap_square_sum",
+                        lambda t: counts.__setitem__("squares", counts["squares"] + 1) or real_s(t))
+    with torch.no_grad():
+        G.synthesis(ws[:1])
+        one = dict(counts)
+        counts.update(transform=0, squares=0)
+        G.synthesis(ws)
+    assert one["transform"] > 0 and counts == one
+    assert G.synthesis.ops.kept is None

@@ -99,14 +99,26 @@ class _ImageWeights:
     """One call's per-image weights: θ with image b's offsets, modulation, demodulation and gains folded in, in the
     layout the convolution reads (direct) or in Winograd's transformed space."""
 
-    def __init__(self, x, weight, styles, modulation, delta, gain, demodulate: bool, out_scale: float) -> None:
+    def __init__(self, x, weight, styles, modulation, delta, gain, demodulate: bool, out_scale: float,
+                 kept: dict | None = None) -> None:
         self.theta = weight.float()
         self.coef_all = (modulation.float() if modulation is not None else styles.float()[:, None, :]) * gain
         self.delta, self.demodulate, self.out_scale = delta, demodulate, out_scale
         self.per_tap = delta is not None and delta.ndim == 5
-        self.sq = _tap_square_sum(self.theta) if demodulate and not self.per_tap else None
+        # θ's values that do not depend on the image (its tap sums of squares, its Winograd transform per tile
+        # size): shared by the batch's images, and by the passes of a batch rendered in several (``kept``)
+        self.kept = {} if kept is None else kept
+        self.key = (id(weight), weight.data_ptr(), weight._version)
+        self.sq = None
+        if demodulate and not self.per_tap:
+            self.sq = self._weight_only("sq", lambda: _tap_square_sum(self.theta))
         self.fmt, self.dtype = _layout_of(x), x.dtype
-        self.transformed: dict[int, torch.Tensor] = {}  # θ's transform per tile size, shared by the batch's images
+
+    def _weight_only(self, what, compute):
+        key = (*self.key, what)
+        if (value := self.kept.get(key)) is None:
+            value = self.kept[key] = compute()
+        return value
 
     def factors(self, b: int):
         """Image b's (θ or θ ⊙ (1 + Δ) per tap, Σ_k of its squares, per-(out, in) factor before demodulation)."""
@@ -133,8 +145,8 @@ class _ImageWeights:
         th, sq_b, c = self.factors(b)
         if self.per_tap:
             u = winograd.transform_weight(th, m)
-        elif (u := self.transformed.get(m)) is None:
-            u = self.transformed[m] = winograd.transform_weight(th, m)
+        else:
+            u = self._weight_only(("winograd", m), lambda: winograd.transform_weight(th, m))
         return winograd.scale_weight(u, _final_coef(sq_b, c, self.demodulate, self.out_scale))
 
     def upconv(self, xb: torch.Tensor, b: int, settings: Settings) -> torch.Tensor:
@@ -181,11 +193,12 @@ def modulated_conv2d_folded(
     leaky_relu: bool = False,  # leaky ReLU(0.2) after the noise (in place in float32)
     add_to: torch.Tensor | None = None,  # (B, out, H_out, W_out) float32: the result is added into it and returned
     settings: Settings,  # which 3x3 convolutions run as Winograd, which form the upsampling convolution takes
+    kept: dict | None = None,  # weight-only values kept across the passes of one batch (AcceleratedOps)
 ) -> torch.Tensor:
     """:func:`gantune.core.modconv.modulated_conv2d` (+ noise, + activation, + skip sum) for inference on CPU, one
     oneDNN convolution per image with a weight that holds the whole modulation. Same arguments and result."""
     delta, gain = _check_inputs(x, weight, styles, modulation, delta, up, kernel, gain)
-    weights = _ImageWeights(x, weight, styles, modulation, delta, gain, demodulate, out_scale)
+    weights = _ImageWeights(x, weight, styles, modulation, delta, gain, demodulate, out_scale, kept)
     kh, in_ch = weight.shape[2], x.shape[1]
 
     def winograd_tile(xb: torch.Tensor) -> int:

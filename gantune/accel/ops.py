@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 
@@ -57,12 +59,27 @@ class AcceleratedOps(Ops):
 
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings
+        self.kept: dict | None = None  # within batch_in_passes: what the folded path computes from weights alone
 
     def settings_of(self, x: torch.Tensor) -> Settings:
         return self.settings or settings_for(x.device.type, x.dtype)
 
     def layer(self, layer, x, mod, **kw):
-        return folded_layer(layer, x, mod, self.settings_of(x), **kw)
+        return folded_layer(layer, x, mod, self.settings_of(x), kept=self.kept, **kw)
+
+    @contextlib.contextmanager
+    def batch_in_passes(self):
+        """Keeps the folded path's weight-only values (θ's Winograd transforms, its tap sums of squares) across the
+        passes of one batch, then drops them: one image a pass would otherwise recompute them per image (a 256 px
+        render, batch 4: 291-296 against 269-272 ms an image in one pass)."""
+        outer = self.kept is None
+        if outer:
+            self.kept = {}
+        try:
+            yield
+        finally:
+            if outer:
+                self.kept = None
 
     def conv_shared(self, x, w, padding, *, frozen):
         if frozen and (m := winograd.tile_size(x, x.shape[1], w.shape[-1], self.settings_of(x),
@@ -127,7 +144,7 @@ def _folding_pays(layer, x, mod: dict, delta) -> bool:
     return not frozen_rank1 and not batched_grad
 
 
-def folded_layer(layer, x, mod, settings: Settings, *, delta, kernel, noise, gain, skip, fused):
+def folded_layer(layer, x, mod, settings: Settings, *, delta, kernel, noise, gain, skip, fused, kept=None):
     """A whole CPU layer by the folded path (bias, noise, activation and the skip sum inside the convolution's
     output pass; the float32 image sum only from a float32 convolution), or None where it does not serve: not
     asked for, a forced path (``fused``), not float32 / bfloat16 on CPU, or where it does not pay."""
@@ -139,7 +156,7 @@ def folded_layer(layer, x, mod, settings: Settings, *, delta, kernel, noise, gai
         x, layer.weight, **mod, delta=delta, demodulate=not layer.is_rgb, up=layer.spec.up, kernel=kernel,
         out_scale=gain, bias=layer.bias * gain,
         noise=None if noise is None else noise.to(x.dtype) * (layer.noise_strength * gain).to(x.dtype),
-        leaky_relu=not layer.is_rgb, add_to=into, settings=settings,
+        leaky_relu=not layer.is_rgb, add_to=into, settings=settings, kept=kept,
     )
     if layer.conv_clamp is not None:
         y = y.clamp(-layer.conv_clamp, layer.conv_clamp)

@@ -145,11 +145,12 @@ class SynthesisNetwork(nn.Module):
             raise ValueError(f"prefix is for a batch of {prefix.x.shape[0]}, latents for {batch}")
         step = 0 if torch.is_grad_enabled() else self.ops.images_per_pass(ws if ws is not None else wmat)
         if 0 < step < batch:  # the ops render a batch in passes of `step` images (CPU: one), the same images
-            return torch.cat([self.forward(_rows(ws, a, step), wmat=_rows(wmat, a, step),
-                                           deltas={k: _rows(v, a, step) for k, v in deltas.items()},
-                                           noise_mode=noise_mode, fused=fused, prefix=_prefix_rows(prefix, a, step),
-                                           style_offsets={k: _rows(v, a, step) for k, v in offsets.items()})
-                              for a in range(0, batch, step)])
+            with self.ops.batch_in_passes():
+                return torch.cat([self.forward(_rows(ws, a, step), wmat=_rows(wmat, a, step),
+                                               deltas={k: _rows(v, a, step) for k, v in deltas.items()},
+                                               noise_mode=noise_mode, fused=fused, prefix=_prefix_rows(prefix, a, step),
+                                               style_offsets={k: _rows(v, a, step) for k, v in offsets.items()})
+                                  for a in range(0, batch, step)])
         if prefix is not None:
             early = [s.name for s in self.specs[: prefix.index] if s.name in deltas or s.name in offsets]
             if early:
@@ -199,8 +200,9 @@ class SynthesisNetwork(nn.Module):
         latents, batch = self._layer_latents(ws, wmat)
         step = self.ops.images_per_pass(ws if ws is not None else wmat)
         if 0 < step < batch:  # in the passes forward renders in, so that a prefix gives a full render's bits
-            parts = [self.prefix(_rows(ws, a, step), wmat=_rows(wmat, a, step), until=until, noise_mode=noise_mode)
-                     for a in range(0, batch, step)]
+            with self.ops.batch_in_passes():
+                parts = [self.prefix(_rows(ws, a, step), wmat=_rows(wmat, a, step), until=until,
+                                     noise_mode=noise_mode) for a in range(0, batch, step)]
             img = None if parts[0].img is None else torch.cat([p.img for p in parts])
             return SynthesisPrefix(index=index, x=torch.cat([p.x for p in parts]), img=img)
         _, x, img = self._run(latents, {}, noise_mode, None, 0, None, None, stop=index)

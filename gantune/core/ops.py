@@ -8,6 +8,8 @@ the core itself never imports it.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 
@@ -73,6 +75,11 @@ class Ops:
     def images_per_pass(self, x: torch.Tensor) -> int:
         """How many images of a batch (latents x) one synthesis pass without gradients renders; 0: all at once."""
         return 0
+
+    def batch_in_passes(self) -> contextlib.AbstractContextManager:
+        """The scope of one batch rendered in several passes (what depends on the weights alone may be kept across
+        its passes)."""
+        return contextlib.nullcontext()
 
 
 REFERENCE_OPS = Ops()
