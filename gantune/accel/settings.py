@@ -58,10 +58,11 @@ class Settings:
     phases_min_batch_tf32: int = 8
     # noise added per image by one multi-tensor launch (CUDA: the broadcast add runs an unvectorised kernel)
     noise_foreach: bool = False
-    # images per synthesis pass without autograd (0: the whole batch; the same images either way). CPU: 1 — the
-    # folded path costs a batch exactly its images, and whole-batch 1024 px maps left the caches and fragmented the
-    # heap: a plain render at batch 4 took 696-825 ms an image against 621-631 one image a pass (AMX Xeon), and
-    # HyperStyle's 5 iterations at batch 4 6.4-6.7 s/img (2.2 s/img of page-fault system time) against 5.0-5.1
+    # images per synthesis pass without autograd (0: the whole batch). CPU: 1 — each image then gets its batch-1
+    # bits whatever the batch size, and the folded path costs a batch exactly its images anyway; whole-batch 1024 px
+    # maps leave the caches and fragment the heap (AMX Xeon, batch 4, ms an image, whole / one a pass: 1024 px
+    # 606-621 / 563-593 and in another run 696-825 / 621-631; 512 px 374-389 / 384-402; 256 px 246-252 / 254-261;
+    # HyperStyle 5 iterations at 1024 px 6.4-6.7 / 5.0-5.1 s)
     images_per_pass: int = 0
 
     def __post_init__(self) -> None:
