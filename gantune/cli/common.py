@@ -54,7 +54,7 @@ def value(v):
 
 # --- option aliases ---------------------------------------------------------------------------------------------
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA if available), cpu, cuda or cuda:N.")]
-DtypeOpt = Annotated[Dtype, typer.Option("--dtype", help="Compute dtype. bfloat16 is fast on GPUs and on CPUs with AMX / AVX512-BF16 (HyperStyle at 1024 px: 2.2-2.4x on a 2-core AMX Xeon, images within 0.08 of float32) and about 10x slower elsewhere; auto picks bfloat16 where the hardware computes it, float32 elsewhere.")]
+DtypeOpt = Annotated[Dtype, typer.Option("--dtype", help="Compute dtype. bfloat16 is fast on GPUs and on CPUs with AMX / AVX512-BF16 (HyperStyle at 1024 px: 2.2-2.5x on a 2-core AMX Xeon, images within 0.08 of float32) and about 10x slower elsewhere; auto picks bfloat16 where the hardware computes it, float32 elsewhere.")]
 ChannelsLastOpt = Annotated[Optional[bool], typer.Option("--channels-last/--no-channels-last", help="channels-last memory layout for the convolutions (default: on for CPU).", show_default=False)]
 WeightsOpt = Annotated[Optional[str], typer.Option("--weights", "-w", help="The checkpoint to use: a registry name (gantune weights list), a path (.pt, .pkl, .safetensors) or a URL. The default is in the command's help.", show_default=False)]
 def out_folder(text: str) -> Path:
