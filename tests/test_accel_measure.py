@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from gantune.accel import accelerate, folded, measure, settings_for, winograd
-from gantune.accel.machine import choices_path, load_tiles, load_upconv, machine_key
+from gantune.accel.machine import choices_path, load_choices, machine_key
 from gantune.errors import InputError
 from support import run_cli, tiny_generator
 
@@ -47,9 +47,9 @@ def test_choices_round_trip_through_gantune_home_and_settings_for():
         settings_for.cache_clear()
     other = dict(choices, machine="cpu-another")
     path.write_text(json.dumps(other))
-    assert load_tiles() == () and load_upconv() == ()  # another machine's table is not followed
+    assert load_choices() == ((), ())  # another machine's table is not followed
     path.write_text("{not json")
-    assert load_tiles() == () and load_upconv() == ()
+    assert load_choices() == ((), ())
 
 
 def test_the_measured_table_overrides_the_rule():
@@ -93,20 +93,20 @@ def test_one_setting_overrides_the_measured_choices(monkeypatch, tmp_path):
     mine = {"machine": machine_key(), "winograd": [{"in_ch": 256, "side": 32, "tile": 0}],
             "upconv": [{"dtype": "float32", "in_ch": 64, "side": 512, "form": "transposed"}]}
     measure.save(mine)
-    assert load_tiles() == ((256, 32, 0),)
+    assert load_choices().tiles == ((256, 32, 0),)
     monkeypatch.setenv("GANTUNE_CHOICES", "rule")
-    assert load_tiles() == () and load_upconv() == ()
+    assert load_choices() == ((), ())
     other = tmp_path / "pinned.json"
     other.write_text(json.dumps({"machine": "cpu-another", "winograd": [{"in_ch": 512, "side": 16, "tile": 4}],
                                  "upconv": [{"dtype": "bfloat16", "in_ch": 128, "side": 256, "form": "phases"}]}))
     monkeypatch.setenv("GANTUNE_CHOICES", str(other))
-    assert load_tiles() == ((512, 16, 4),) and load_upconv() == (("bfloat16", 128, 256, "phases"),)
+    assert load_choices() == (((512, 16, 4),), (("bfloat16", 128, 256, "phases"),))
     for bad in (tmp_path / "missing.json", tmp_path / "broken.json"):
         if bad.name == "broken.json":
             bad.write_text("{not json")
         monkeypatch.setenv("GANTUNE_CHOICES", str(bad))
         with pytest.raises(InputError, match="GANTUNE_CHOICES=") as err:
-            load_tiles()
+            load_choices()
         assert "unset it" in err.value.one_line() and "\n" not in err.value.one_line()
 
 

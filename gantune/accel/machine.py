@@ -6,6 +6,7 @@ import hashlib
 import json
 import platform
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -55,20 +56,25 @@ def _table(key: str) -> dict:
     return data if isinstance(data, dict) and data.get("machine") == key else {}
 
 
-def load_tiles() -> tuple[tuple[int, int, int], ...]:
-    """The measured Winograd (in_ch, side, tile) rows to follow (:func:`_table`), or ()."""
-    try:
-        return tuple((int(r["in_ch"]), int(r["side"]), int(r["tile"])) for r in _table(machine_key()).get("winograd", ())
-                     if int(r["tile"]) in (0, 2, 4))
-    except (KeyError, TypeError, ValueError):
-        return ()
+class Choices(NamedTuple):
+    """The measured choices to follow: Winograd (in_ch, side, tile) rows, and (dtype, in_ch, side, form) rows of the
+    folded path's upsampling convolution (form "phases" or "transposed")."""
+
+    tiles: tuple[tuple[int, int, int], ...] = ()
+    upconv: tuple[tuple[str, int, int, str], ...] = ()
 
 
-def load_upconv() -> tuple[tuple[str, int, int, str], ...]:
-    """The measured forms of the folded path's upsampling convolution to follow (:func:`_table`), (dtype, in_ch, side,
-    form) rows (form "phases" or "transposed"), or ()."""
+def load_choices() -> Choices:
+    """The choices to follow (:func:`_table`, read once); a part whose rows do not parse is left empty."""
+    table = _table(machine_key())
     try:
-        return tuple((str(r["dtype"]), int(r["in_ch"]), int(r["side"]), str(r["form"]))
-                     for r in _table(machine_key()).get("upconv", ()) if r["form"] in ("phases", "transposed"))
+        tiles = tuple((int(r["in_ch"]), int(r["side"]), int(r["tile"])) for r in table.get("winograd", ())
+                      if int(r["tile"]) in (0, 2, 4))
     except (KeyError, TypeError, ValueError):
-        return ()
+        tiles = ()
+    try:
+        upconv = tuple((str(r["dtype"]), int(r["in_ch"]), int(r["side"]), str(r["form"]))
+                       for r in table.get("upconv", ()) if r["form"] in ("phases", "transposed"))
+    except (KeyError, TypeError, ValueError):
+        upconv = ()
+    return Choices(tiles, upconv)

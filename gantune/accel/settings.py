@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from ..runtime import native_bf16_cpu
-from .machine import load_tiles, load_upconv
+from .machine import load_choices
 
 PER_IMAGE_MODES = ("grouped", "loop", "auto", "compiled")
 UPSAMPLE_MODES = ("transposed", "phases", "auto")
@@ -99,8 +99,9 @@ def settings_for(device_type: str, dtype: torch.dtype = torch.float32) -> Settin
     if device_type == "cpu":
         folded = onednn_pointwise_available() and (
             dtype == torch.float32 or (dtype == torch.bfloat16 and native_bf16_cpu()))
+        choices = load_choices()
         return Settings(folded=folded, winograd=True, separable_upsample=True, layout="channels_last",
-                        winograd_tiles=load_tiles(), upconv_forms=load_upconv(), images_per_pass=1)
+                        winograd_tiles=choices.tiles, upconv_forms=choices.upconv, images_per_pass=1)
     if device_type == "cuda":
         return Settings(layout="compiled", per_image_conv="compiled", upsample="auto", noise_foreach=True)
     return REFERENCE

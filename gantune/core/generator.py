@@ -143,8 +143,7 @@ class SynthesisNetwork(nn.Module):
         offsets = self._check_style_offsets(style_offsets, batch)
         if prefix is not None and prefix.x.shape[0] != batch:
             raise ValueError(f"prefix is for a batch of {prefix.x.shape[0]}, latents for {batch}")
-        step = 0 if torch.is_grad_enabled() else self.ops.images_per_pass(ws if ws is not None else wmat)
-        if 0 < step < batch:  # the ops render a batch in passes of `step` images (CPU: one), the same images
+        if step := self._pass_size(ws, wmat, batch):  # the same images, in passes of `step` (CPU: one)
             with self.ops.batch_in_passes():
                 return torch.cat([self.forward(_rows(ws, a, step), wmat=_rows(wmat, a, step),
                                                deltas={k: _rows(v, a, step) for k, v in deltas.items()},
@@ -157,6 +156,12 @@ class SynthesisNetwork(nn.Module):
                 raise ValueError(f"offsets for layers inside the cached prefix: {early}")
             return self._run(latents, deltas, noise_mode, fused, prefix.index, prefix.x, prefix.img, offsets=offsets)[0]
         return self._run(latents, deltas, noise_mode, fused, 0, None, None, offsets=offsets)[0]
+
+    def _pass_size(self, ws: torch.Tensor | None, wmat: torch.Tensor | None, batch: int) -> int:
+        """Images per synthesis pass where the ops render this batch in several passes (no gradients, and the ops'
+        ``images_per_pass`` below the batch), else 0: the whole batch in one."""
+        step = 0 if torch.is_grad_enabled() else self.ops.images_per_pass(ws if ws is not None else wmat)
+        return step if 0 < step < batch else 0
 
     def _check_style_offsets(self, style_offsets, batch: int) -> dict[str, torch.Tensor]:
         """Validates the S-space offsets: known layer names, (B or 1, in) each."""
@@ -198,8 +203,7 @@ class SynthesisNetwork(nn.Module):
         if index is None:
             raise ValueError(f"unknown layer {until!r}")
         latents, batch = self._layer_latents(ws, wmat)
-        step = self.ops.images_per_pass(ws if ws is not None else wmat)
-        if 0 < step < batch:  # in the passes forward renders in, so that a prefix gives a full render's bits
+        if step := self._pass_size(ws, wmat, batch):  # in forward's passes, so that it gives a full render's bits
             with self.ops.batch_in_passes():
                 parts = [self.prefix(_rows(ws, a, step), wmat=_rows(wmat, a, step), until=until,
                                      noise_mode=noise_mode) for a in range(0, batch, step)]
