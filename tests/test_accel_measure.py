@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from gantune.accel import accelerate, folded, measure, settings_for, winograd
-from gantune.accel.machine import choices_path, load_choices, machine_key
+from gantune.accel.machine import Choices, choices_path, load_choices, machine_key
 from gantune.errors import InputError
 from support import run_cli, tiny_generator
 
@@ -20,9 +20,27 @@ CL = torch.channels_last
 
 def test_winograd_only_where_it_measured_clearly_faster(monkeypatch):
     times = {(512, 32): {0: 1.0, 2: 0.5, 4: 0.6}, (256, 64): {0: 1.0, 2: 0.97, 4: 0.99}, (64, 128): {0: 1.0}}
-    monkeypatch.setattr(measure, "time_shape", lambda c, s, reps: times[c, s])
-    rows = measure.measure(shapes=tuple(times), reps=1, upconv_shapes=())["winograd"]
+    monkeypatch.setattr(measure, "time_shape", lambda c, s, reps, grad=None: times[c, s])
+    rows = measure.measure(shapes=tuple(times), reps=1, upconv_shapes=(), grad_shapes=())["winograd"]
     assert [r["tile"] for r in rows] == [2, 0, 0]  # 3 % faster is within the margin: direct
+
+
+def test_passes_with_gradients_are_measured_apart(monkeypatch):
+    """Each mode (input differentiated; weight too) gets its own rows from its own timings, apart from inference."""
+    times = {None: {0: 1.0, 2: 0.8, 4: 0.5}, "x": {0: 1.0, 2: 2.0, 4: 1.5}, "w": {0: 1.0, 2: 0.9, 4: 0.7}}
+    asked = []
+    monkeypatch.setattr(measure, "time_shape", lambda c, s, reps, grad=None: asked.append(grad) or times[grad])
+    choices = measure.measure(shapes=((128, 128),), reps=1, upconv_shapes=(), grad_shapes=((128, 128),))
+    assert sorted(asked, key=str) == sorted([None, "x", "w"], key=str)
+    assert [r["tile"] for r in choices["winograd"]] == [4]
+    assert [(r["grad"], r["tile"]) for r in choices["winograd_grad"]] == [("x", 0), ("w", 4)]
+
+
+def test_time_shape_differentiates_what_its_mode_says():
+    """The timed passes really run backward: a tiny shape in each mode takes time and leaves the tensors as asked."""
+    for grad in (None, "x", "w"):
+        t = measure.time_shape(16, 8, reps=1, grad=grad)
+        assert set(t) == {0, 2, 4} and all(v > 0 for v in t.values())
 
 
 def test_transposed_upsampling_only_where_it_measured_clearly_faster(monkeypatch):
@@ -36,20 +54,27 @@ def test_transposed_upsampling_only_where_it_measured_clearly_faster(monkeypatch
 def test_choices_round_trip_through_gantune_home_and_settings_for():
     table = ((256, 32, 0), (64, 64, 2))
     forms = (("float32", 64, 512, "transposed"), ("bfloat16", 512, 16, "phases"))
+    grad = (("x", 128, 128, 0), ("w", 512, 64, 4))
     choices = {"machine": machine_key(), "winograd": [{"in_ch": c, "side": s, "tile": m} for c, s, m in table],
-               "upconv": [{"dtype": d, "in_ch": c, "side": s, "form": f} for d, c, s, f in forms]}
+               "upconv": [{"dtype": d, "in_ch": c, "side": s, "form": f} for d, c, s, f in forms],
+               "winograd_grad": [{"grad": g, "in_ch": c, "side": s, "tile": m} for g, c, s, m in grad]}
     path = measure.save(choices)
     assert path == choices_path() and path.is_file()
     settings_for.cache_clear()
     try:
-        assert settings_for("cpu").winograd_tiles == table and settings_for("cpu").upconv_forms == forms
+        cpu = settings_for("cpu")
+        assert cpu.winograd_tiles == table and cpu.upconv_forms == forms and cpu.winograd_grad_tiles == grad
     finally:
         settings_for.cache_clear()
+    path.write_text(json.dumps(dict(choices, winograd_grad=[{"grad": "both", "in_ch": 1, "side": 2, "tile": 4}])))
+    assert load_choices() == Choices(table, forms, ())  # an unknown mode is not followed
+    path.write_text(json.dumps(dict(choices, winograd_grad=[{"grad": "x", "in_ch": "many"}])))
+    assert load_choices() == Choices(table, forms, ())  # nor a row that does not parse
     other = dict(choices, machine="cpu-another")
     path.write_text(json.dumps(other))
-    assert load_choices() == ((), ())  # another machine's table is not followed
+    assert load_choices() == Choices()  # another machine's table is not followed
     path.write_text("{not json")
-    assert load_choices() == ((), ())
+    assert load_choices() == Choices()
 
 
 def test_the_measured_table_overrides_the_rule():
@@ -61,6 +86,29 @@ def test_the_measured_table_overrides_the_rule():
     assert winograd.tile_size(x32, 256, 3, table) == 0 and winograd.tile_size(x64, 64, 3, table) == 2
     assert winograd.tile_size(x32, 256, 3, replace(table, winograd=False)) == 0  # off stays off
     assert winograd.tile_size(x32.double(), 256, 3, table) == 0  # float32 CPU only
+
+
+def test_passes_with_gradients_follow_their_own_table():
+    """A pass with gradients follows the rows measured in its mode, else the rule, never the inference table; an
+    inference pass never follows the gradient rows."""
+    x = torch.zeros(1, 256, 32, 32)
+    cpu = replace(settings_for("cpu"), winograd_tiles=((256, 32, 2),),
+                  winograd_grad_tiles=(("x", 256, 32, 0), ("w", 256, 32, 2)))
+    assert winograd.tile_size(x, 256, 3, cpu) == 2  # inference: its own table
+    assert winograd.tile_size(x, 256, 3, cpu, grad="x") == 0 and winograd.tile_size(x, 256, 3, cpu, grad="w") == 2
+    only_inference = replace(cpu, winograd_grad_tiles=())
+    assert winograd.tile_size(x, 256, 3, only_inference, grad="x") == 4  # the rule, not the inference row's 2
+    assert winograd.tile_size(x, 256, 3, replace(cpu, winograd_tiles=()), grad=None) == 4
+
+
+def test_grad_mode_names_what_a_pass_differentiates():
+    x, w = torch.zeros(1, 4, 8, 8), torch.zeros(4, 4, 3, 3)
+    styles = torch.ones(1, 4, requires_grad=True)
+    assert winograd.grad_mode(x, w, None) is None
+    assert winograd.grad_mode(x.requires_grad_(True), w) == "x"
+    assert winograd.grad_mode(x, w, styles) == "w"
+    with torch.no_grad():
+        assert winograd.grad_mode(x, w, styles) is None
 
 
 def test_the_measured_upsampling_form_is_followed_and_both_forms_agree(monkeypatch):
@@ -95,12 +143,12 @@ def test_one_setting_overrides_the_measured_choices(monkeypatch, tmp_path):
     measure.save(mine)
     assert load_choices().tiles == ((256, 32, 0),)
     monkeypatch.setenv("GANTUNE_CHOICES", "rule")
-    assert load_choices() == ((), ())
+    assert load_choices() == Choices()
     other = tmp_path / "pinned.json"
     other.write_text(json.dumps({"machine": "cpu-another", "winograd": [{"in_ch": 512, "side": 16, "tile": 4}],
                                  "upconv": [{"dtype": "bfloat16", "in_ch": 128, "side": 256, "form": "phases"}]}))
     monkeypatch.setenv("GANTUNE_CHOICES", str(other))
-    assert load_choices() == (((512, 16, 4),), (("bfloat16", 128, 256, "phases"),))
+    assert load_choices() == Choices(((512, 16, 4),), (("bfloat16", 128, 256, "phases"),))
     for bad in (tmp_path / "missing.json", tmp_path / "broken.json"):
         if bad.name == "broken.json":
             bad.write_text("{not json")
@@ -115,3 +163,37 @@ def test_the_command_refuses_an_unreadable_choices_setting_before_any_work(monke
     code, lines = run_cli(["generate", "--weights", "demo-faces", "--seeds", "0", "-o", tmp_path / "out"], capsys)
     assert code == 2 and len(lines) == 1 and "GANTUNE_CHOICES=" in lines[0] and "unset it" in lines[0]
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("mode", ["x", "w"])
+def test_a_pass_with_gradients_takes_winograd_as_its_rows_say(monkeypatch, mode):
+    """The projectors' pass (a frozen generator differentiated through W+: mode "x") and PTI's (the weights train:
+    mode "w") run Winograd exactly where the rows of their mode say so, whatever the inference table says, and get
+    the direct pass's gradients to float rounding either way."""
+    G = tiny_generator(0, perturb=True, resolution=64, channel_base=2048)
+    G.requires_grad_(mode == "w")
+    sides = sorted({s.res for s in G.specs if s.kind == "conv" and s.up == 1 and s.kernel == 3})
+    ch = G.specs[0].in_ch
+    last = [s.name for s in G.specs if s.kind == "conv" and s.up == 1][-1]
+    cpu = replace(settings_for("cpu"), winograd_tiles=tuple((ch, s, 2) for s in sides), upconv_forms=(),
+                  images_per_pass=0)
+    calls, real = [], winograd.conv3x3
+    monkeypatch.setattr(winograd, "conv3x3", lambda *a, **k: calls.append(1) or real(*a, **k))
+    ws = G.map(torch.randn(1, G.cfg.z_dim, generator=torch.Generator().manual_seed(1))).detach()
+
+    def gradient(settings):
+        calls.clear()
+        G.zero_grad()
+        w = ws.clone().requires_grad_(True)
+        accelerate(G, settings).synthesis(w).square().mean().backward()
+        return (G.synthesis.layer(last).weight.grad if mode == "w" else w.grad).clone(), len(calls)
+
+    direct, n_direct = gradient(replace(cpu, winograd=False))
+    by_rows_direct, n_rows_direct = gradient(replace(cpu, winograd_grad_tiles=tuple((mode, ch, s, 0) for s in sides)))
+    by_rows_wino, n_rows_wino = gradient(replace(cpu, winograd_grad_tiles=tuple((mode, ch, s, 2) for s in sides)))
+    other_mode = "w" if mode == "x" else "x"
+    _, n_other = gradient(replace(cpu, winograd_grad_tiles=tuple((other_mode, ch, s, 2) for s in sides)))
+    assert n_direct == 0 and n_rows_direct == 0 and n_other == 0  # the inference rows are not followed
+    assert n_rows_wino > 0
+    assert torch.equal(by_rows_direct, direct)
+    assert (by_rows_wino - direct).abs().max() <= 1e-4 * direct.abs().max() and direct.abs().max() > 0

@@ -200,12 +200,13 @@ def modulated_conv2d_folded(
     delta, gain = _check_inputs(x, weight, styles, modulation, delta, up, kernel, gain)
     weights = _ImageWeights(x, weight, styles, modulation, delta, gain, demodulate, out_scale, kept)
     kh, in_ch = weight.shape[2], x.shape[1]
+    grad = winograd.grad_mode(x, weight, styles, modulation, delta)
 
     def winograd_tile(xb: torch.Tensor) -> int:
         """F(m×m) tile for image xb's same-resolution k×k convolution, or 0 for oneDNN's direct one."""
         if kh == 1 or up == 2 or xb.numel() <= NATIVE_CONV_MAX_NUMEL:
             return 0
-        return winograd.tile_size(xb, in_ch, kh, settings, per_call_weight=True)
+        return winograd.tile_size(xb, in_ch, kh, settings, per_call_weight=True, grad=grad)
 
     b32 = None if bias is None else bias.to(x.dtype).contiguous()  # the convolution's own dtype
     blur = _blur_weight(kernel, weight.shape[0], x) if up == 2 else None

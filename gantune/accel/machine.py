@@ -57,11 +57,13 @@ def _table(key: str) -> dict:
 
 
 class Choices(NamedTuple):
-    """The measured choices to follow: Winograd (in_ch, side, tile) rows, and (dtype, in_ch, side, form) rows of the
-    folded path's upsampling convolution (form "phases" or "transposed")."""
+    """The measured choices to follow: Winograd (in_ch, side, tile) rows, (dtype, in_ch, side, form) rows of the
+    folded path's upsampling convolution (form "phases" or "transposed"), and Winograd (mode, in_ch, side, tile)
+    rows for passes with gradients (mode "x": the input differentiated, "w": the weight too)."""
 
     tiles: tuple[tuple[int, int, int], ...] = ()
     upconv: tuple[tuple[str, int, int, str], ...] = ()
+    grad_tiles: tuple[tuple[str, int, int, int], ...] = ()
 
 
 def load_choices() -> Choices:
@@ -77,4 +79,10 @@ def load_choices() -> Choices:
                        for r in table.get("upconv", ()) if r["form"] in ("phases", "transposed"))
     except (KeyError, TypeError, ValueError):
         upconv = ()
-    return Choices(tiles, upconv)
+    try:
+        grad_tiles = tuple((str(r["grad"]), int(r["in_ch"]), int(r["side"]), int(r["tile"]))
+                           for r in table.get("winograd_grad", ()) if r["grad"] in ("x", "w")
+                           and int(r["tile"]) in (0, 2, 4))
+    except (KeyError, TypeError, ValueError):
+        grad_tiles = ()
+    return Choices(tiles, upconv, grad_tiles)

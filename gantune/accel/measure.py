@@ -10,6 +10,11 @@ keep the rule); Winograd is chosen only where it measured at least 5 % faster th
 the file returns to the rule; editing it pins a choice. The upsampling form is timed per dtype (float32, and
 bfloat16 where the CPU has it in hardware) for the generator's upsampling layers; the transposed convolution is
 chosen where it took at most 0.95 of the phases' time.
+
+Passes that record gradients are timed apart (forward and backward), because Winograd's backward (the overlapping
+tiles' gradients summed, the transposed products) shifts the balance: on an AMX Xeon, 128 channels at 128² took
+12.0 ms by F(4x4) against 14.6 ms direct without gradients, but 56.4 against 29.7 ms with the input's gradient. Mode "x": only the input is
+differentiated (the projectors' frozen generator); mode "w": the weight too (PTI, the overparameterized latent).
 """
 
 from __future__ import annotations
@@ -34,6 +39,10 @@ SHAPES = ((512, 16), (512, 32), (512, 64), (256, 16), (256, 32), (256, 64), (256
 # (input channels, output channels, input side) of a 1024 px generator's upsampling layers on the folded path
 UPCONV_SHAPES = ((512, 512, 8), (512, 512, 16), (512, 512, 32), (512, 256, 64), (256, 128, 128), (128, 64, 256),
                  (64, 32, 512))
+# (input channels, map side) of the generators' 3x3 layers timed with gradients (the projectors, PTI): 1024 px
+# config-f and the 256 px layout
+GRAD_SHAPES = ((512, 16), (512, 32), (512, 64), (256, 64), (256, 128), (128, 128), (128, 256))
+GRAD_MODES = ("x", "w")  # what a pass differentiates: the input only, or the weight too
 MARGIN = 0.95  # the other path must take at most this fraction of the default's time
 
 
@@ -47,17 +56,36 @@ def _best_of(fn, reps: int) -> float:
     return best
 
 
-def time_shape(in_ch: int, side: int, reps: int = 3) -> dict[int, float]:
-    """Seconds of one batch-1 channels-last float32 3x3 convolution (in_ch -> in_ch) by tile: 0 direct, 2, 4."""
+def time_shape(in_ch: int, side: int, reps: int = 3, grad: str | None = None) -> dict[int, float]:
+    """Seconds of one batch-1 float32 3x3 convolution (in_ch -> in_ch) by tile: 0 direct, 2, 4. ``grad``: None (no
+    autograd; channels-last maps, as inference runs), "x" (forward and backward, the input differentiated) or "w"
+    (input and weight; NCHW maps, as passes with gradients run on CPU)."""
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(1, in_ch, side, side, generator=g).contiguous(memory_format=torch.channels_last)
+    fmt = torch.channels_last if grad is None else torch.contiguous_format
+    x = torch.randn(1, in_ch, side, side, generator=g).contiguous(memory_format=fmt)
     w = torch.randn(in_ch, in_ch, 3, 3, generator=g)
-    out = {0: _best_of(lambda: F.conv2d(x, w.contiguous(memory_format=torch.channels_last), padding=1), reps)}
-    with torch.no_grad():
-        for m in (2, 4):
-            if side % m == 0:
-                out[m] = _best_of(lambda m=m: winograd.conv3x3(x, winograd.transform_weight(w, m)), reps)
+    gy = torch.randn(x.shape, generator=g).contiguous(memory_format=fmt)
+    x.requires_grad_(grad is not None)
+    w.requires_grad_(grad == "w")
+
+    def run(conv):
+        if grad is None:
+            with torch.no_grad():
+                return conv()
+        return conv().backward(gy)
+
+    out = {0: _best_of(lambda: run(lambda: F.conv2d(x, w.contiguous(memory_format=fmt), padding=1)), reps)}
+    for m in (2, 4):
+        if side % m == 0:
+            out[m] = _best_of(lambda m=m: run(lambda: winograd.conv3x3(x, winograd.transform_weight(w, m))), reps)
     return out
+
+
+def _tile_row(in_ch: int, side: int, t: dict[int, float]) -> dict:
+    """The fastest tile of one shape's times, Winograd only where it took at most MARGIN of the direct time."""
+    m = min((k for k in t if k), key=lambda k: t[k], default=0)
+    return {"in_ch": in_ch, "side": side, "tile": m if m and t[m] <= MARGIN * t[0] else 0,
+            "ms": {str(k): round(v * 1e3, 3) for k, v in t.items()}}
 
 
 def time_upconv(in_ch: int, out_ch: int, side: int, dtype: torch.dtype, reps: int = 3) -> dict[str, float]:
@@ -85,18 +113,16 @@ def measure_upconv(shapes=UPCONV_SHAPES, reps: int = 3) -> list[dict]:
     return rows
 
 
-def measure(shapes=SHAPES, reps: int = 3, upconv_shapes=UPCONV_SHAPES) -> dict:
-    """Times every shape and picks its tile (0: direct) and upsampling form; the content of the choices file."""
-    rows = []
-    for in_ch, side in shapes:
-        t = time_shape(in_ch, side, reps)
-        m = min((k for k in t if k), key=lambda k: t[k], default=0)
-        rows.append({"in_ch": in_ch, "side": side, "tile": m if m and t[m] <= MARGIN * t[0] else 0,
-                     "ms": {str(k): round(v * 1e3, 3) for k, v in t.items()}})
+def measure(shapes=SHAPES, reps: int = 3, upconv_shapes=UPCONV_SHAPES, grad_shapes=GRAD_SHAPES) -> dict:
+    """Times every shape and picks its tile (0: direct) without and with gradients, and the upsampling form; the
+    content of the choices file."""
+    rows = [_tile_row(in_ch, side, time_shape(in_ch, side, reps)) for in_ch, side in shapes]
+    grad_rows = [{"grad": mode, **_tile_row(in_ch, side, time_shape(in_ch, side, reps, mode))}
+                 for mode in GRAD_MODES for in_ch, side in grad_shapes]
     model, flags = cpu_model()
     return {"machine": machine_key(), "cpu": model, "flags": flags, "torch": torch.__version__,
             "threads": torch.get_num_threads(), "measured": date.today().isoformat(), "winograd": rows,
-            "upconv": measure_upconv(upconv_shapes, reps)}
+            "winograd_grad": grad_rows, "upconv": measure_upconv(upconv_shapes, reps)}
 
 
 def save(choices: dict, path: Path | None = None) -> Path:

@@ -83,7 +83,7 @@ class AcceleratedOps(Ops):
 
     def conv_shared(self, x, w, padding, *, frozen):
         if frozen and (m := winograd.tile_size(x, x.shape[1], w.shape[-1], self.settings_of(x),
-                                               per_call_weight=True)):
+                                               per_call_weight=True, grad=winograd.grad_mode(x, w))):
             return winograd.conv3x3(x, winograd.transform_weight(w, m))  # the projectors' frozen generator
         return super().conv_shared(x, w, padding, frozen=frozen)
 

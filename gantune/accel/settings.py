@@ -36,6 +36,9 @@ class Settings:
     # (in_ch, side, tile) measured on this machine (gantune.accel.measure; tile 0: direct): these shapes follow the
     # table instead of the rule above
     winograd_tiles: tuple[tuple[int, int, int], ...] = ()
+    # (mode, in_ch, side, tile) measured with gradients ("x": the input differentiated, "w": the weight too): such
+    # passes follow these rows, and the rule above for shapes not listed (never the table without gradients)
+    winograd_grad_tiles: tuple[tuple[str, int, int, int], ...] = ()
     # (dtype, in_ch, side, form) measured on this machine: the folded path's per-image upsampling convolution on
     # these maps runs by "phases" (four ordinary convolutions, interleaved) or "transposed" (one transposed
     # convolution); other maps follow the rule (phases above the native kernel's size)
@@ -101,7 +104,8 @@ def settings_for(device_type: str, dtype: torch.dtype = torch.float32) -> Settin
             dtype == torch.float32 or (dtype == torch.bfloat16 and native_bf16_cpu()))
         choices = load_choices()
         return Settings(folded=folded, winograd=True, separable_upsample=True, layout="channels_last",
-                        winograd_tiles=choices.tiles, upconv_forms=choices.upconv, images_per_pass=1)
+                        winograd_tiles=choices.tiles, winograd_grad_tiles=choices.grad_tiles,
+                        upconv_forms=choices.upconv, images_per_pass=1)
     if device_type == "cuda":
         return Settings(layout="compiled", per_image_conv="compiled", upsample="auto", noise_foreach=True)
     return REFERENCE

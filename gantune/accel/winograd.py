@@ -62,7 +62,8 @@ def _mats(m: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return _MATS[key]
 
 
-def tile_size(x: torch.Tensor, in_ch: int, kernel: int, settings: Settings, *, per_call_weight: bool = False) -> int:
+def tile_size(x: torch.Tensor, in_ch: int, kernel: int, settings: Settings, *, per_call_weight: bool = False,
+              grad: str | None = None) -> int:
     """The output tile m (4 or 2) with which a 3×3 stride-1 convolution of ``x`` (B, in, H, W) runs faster than
     directly here, or 0: float32 CPU, sides divisible by m, at least 16×16, and a layer wide against its map (NCHW
     maps, as passes with gradients use on CPU, cost a transposing copy in and out: a few ms at these sizes).
@@ -71,12 +72,15 @@ def tile_size(x: torch.Tensor, in_ch: int, kernel: int, settings: Settings, *, p
     64 at 128² 13.7/–/17.3; 32 at 1024² 255/–/674. ``per_call_weight``: the weight is transformed for this call
     alone (modulated weights): F(4×4)'s 36 planes of a 512² weight cost 10-18 ms, so wide layers on maps under 64²
     take F(2×2) (4 ms). ``settings``: whether Winograd is on, its channel and map limits, and the shapes measured
-    on this machine (which override the rule)."""
+    on this machine (which override the rule). ``grad``: the pass records gradients through the input ("x") or the
+    weight too ("w"; see :func:`grad_mode`): the shapes measured that way decide, not those measured without."""
     if not settings.winograd or kernel != 3 or x.device.type != "cpu" or x.dtype != torch.float32 or x.ndim != 4:
         return 0
     h, w = x.shape[2], x.shape[3]
-    for in_t, side, m in settings.winograd_tiles:  # measured on this machine (gantune.accel.measure)
-        if in_t == in_ch and side == h == w:
+    # measured on this machine (gantune.accel.measure)
+    measured = settings.winograd_grad_tiles if grad else ((None, *row) for row in settings.winograd_tiles)
+    for mode, in_t, side, m in measured:
+        if mode == grad and in_t == in_ch and side == h == w:
             return m
     if (h % 2 or w % 2 or h * w < 16 * 16 or in_ch < settings.winograd_min_channels
             or in_ch * h * w > settings.winograd_max_map):
@@ -84,6 +88,16 @@ def tile_size(x: torch.Tensor, in_ch: int, kernel: int, settings: Settings, *, p
     if h % 4 or w % 4 or (per_call_weight and in_ch > 256 and h * w < 64 * 64):
         return 2
     return 4
+
+
+def grad_mode(x: torch.Tensor, *weight_inputs: torch.Tensor | None) -> str | None:
+    """What this pass differentiates, for :func:`tile_size`: "w" when autograd records through anything the weight
+    is made of, "x" through the input alone, None without gradients."""
+    if not torch.is_grad_enabled():
+        return None
+    if any(t is not None and t.requires_grad for t in weight_inputs):
+        return "w"
+    return "x" if x.requires_grad else None
 
 
 def transform_weight(w: torch.Tensor, m: int) -> torch.Tensor:

@@ -1,6 +1,7 @@
 """``make bench`` section ``paths``: this machine's Winograd and upsampling choices measured and written to
 ``$GANTUNE_HOME/accel/`` (:mod:`gantune.accel.measure`), then a 1024 px render timed with every convolution direct,
-with the built-in rule, and with the measured table (float32; bfloat16 rule and table where the CPU has bf16)."""
+with the built-in rule, and with the measured table (float32; bfloat16 rule and table where the CPU has bf16), and
+the projectors' forward and backward pass the same three ways (the table measured with gradients)."""
 
 from __future__ import annotations
 
@@ -51,6 +52,10 @@ def bench_paths(device: torch.device, quick: bool = False, resolution: int = 102
         ms = ", ".join(f"{'direct' if k == '0' else f'F({k}x{k})'} {v:.2f}" for k, v in r["ms"].items())
         pick = "direct" if not r["tile"] else f"F({r['tile']}x{r['tile']})"
         lines.append(f"3x3 {r['in_ch']} ch {r['side']}²: {ms} ms -> {pick}")
+    for r in choices["winograd_grad"]:
+        ms = ", ".join(f"{'direct' if k == '0' else f'F({k}x{k})'} {v:.2f}" for k, v in r["ms"].items())
+        pick = "direct" if not r["tile"] else f"F({r['tile']}x{r['tile']})"
+        lines.append(f"3x3 {r['in_ch']} ch {r['side']}² with gradients ({GRAD_NAMES[r['grad']]}): {ms} ms -> {pick}")
     for r in choices["upconv"]:
         lines.append(f"upsampling {r['dtype']} {r['in_ch']}->{r['out_ch']} ch {r['side']}²: phases "
                      f"{r['ms']['phases']:.2f}, transposed {r['ms']['transposed']:.2f} ms -> {r['form']}")
@@ -64,4 +69,35 @@ def bench_paths(device: torch.device, quick: bool = False, resolution: int = 102
     if "bf16 rule" in t:
         lines.append(f"generator {res} px batch 1 bf16: rule {t['bf16 rule'] * 1e3:.0f} ms, measured "
                      f"{t['bf16 measured'] * 1e3:.0f} ms (measured / rule {t['bf16 measured'] / t['bf16 rule']:.2f})")
+    grad_tiles = tuple((r["grad"], r["in_ch"], r["side"], r["tile"]) for r in choices["winograd_grad"])
+    g = _grad_times(res, grad_tiles, quick)
+    lines.append(f"generator {res} px batch 1, forward and backward through W+ (the projectors' pass): direct "
+                 f"{g['direct'] * 1e3:.0f} ms, rule {g['rule'] * 1e3:.0f} ms, measured {g['measured'] * 1e3:.0f} ms "
+                 f"(measured / direct {g['measured'] / g['direct']:.2f}; target <= 1)")
     return lines
+
+
+GRAD_NAMES = {"x": "input", "w": "input and weight"}
+
+
+def _grad_times(resolution: int, grad_tiles, quick: bool) -> dict[str, float]:
+    """Seconds of one batch-1 float32 forward and backward pass of a frozen generator differentiated through its W+
+    latent (the projectors' pass): every convolution direct, the rule, the table measured with gradients."""
+    torch.manual_seed(0)
+    G = Generator(GeneratorConfig(resolution=resolution)).eval().requires_grad_(False)
+    ws = G.map(torch.randn(1, G.cfg.z_dim)).detach().requires_grad_(True)
+    rule = replace(settings_for("cpu"), winograd_tiles=(), winograd_grad_tiles=(), upconv_forms=())
+    variants = {"direct": replace(rule, winograd=False), "rule": rule,
+                "measured": replace(rule, winograd_grad_tiles=grad_tiles)}
+
+    def step():
+        ws.grad = None
+        G.synthesis(ws).square().mean().backward()
+
+    out = {}
+    for _ in range(1 if quick else 2):  # interleaved rounds, best of each
+        for name, settings in variants.items():
+            accelerate(G, settings)
+            t = timeit(step, torch.device("cpu"), min_time=0.5 if quick else 2.0)
+            out[name] = min(out.get(name, t), t)
+    return out
