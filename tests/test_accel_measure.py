@@ -21,7 +21,7 @@ CL = torch.channels_last
 def test_winograd_only_where_it_measured_clearly_faster(monkeypatch):
     times = {(512, 32): {0: 1.0, 2: 0.5, 4: 0.6}, (256, 64): {0: 1.0, 2: 0.97, 4: 0.99}, (64, 128): {0: 1.0}}
     monkeypatch.setattr(measure, "time_shape", lambda c, s, reps, grad=None: times[c, s])
-    rows = measure.measure(shapes=tuple(times), reps=1, upconv_shapes=(), grad_shapes=())["winograd"]
+    rows = measure.measure(shapes=tuple(times), reps=1, upconv_shapes=(), grad_shapes=(), grad_layouts=False)["winograd"]
     assert [r["tile"] for r in rows] == [2, 0, 0]  # 3 % faster is within the margin: direct
 
 
@@ -30,10 +30,23 @@ def test_passes_with_gradients_are_measured_apart(monkeypatch):
     times = {None: {0: 1.0, 2: 0.8, 4: 0.5}, "x": {0: 1.0, 2: 2.0, 4: 1.5}, "w": {0: 1.0, 2: 0.9, 4: 0.7}}
     asked = []
     monkeypatch.setattr(measure, "time_shape", lambda c, s, reps, grad=None: asked.append(grad) or times[grad])
-    choices = measure.measure(shapes=((128, 128),), reps=1, upconv_shapes=(), grad_shapes=((128, 128),))
+    choices = measure.measure(shapes=((128, 128),), reps=1, upconv_shapes=(), grad_shapes=((128, 128),),
+                              grad_layouts=False)
     assert sorted(asked, key=str) == sorted([None, "x", "w"], key=str)
     assert [r["tile"] for r in choices["winograd"]] == [4]
     assert [(r["grad"], r["tile"]) for r in choices["winograd_grad"]] == [("x", 0), ("w", 4)]
+
+
+def test_a_gradient_mode_runs_channels_last_only_where_it_measured_clearly_faster(monkeypatch):
+    times = {"x": {"nchw": 1.0, "channels_last": 0.8}, "w": {"nchw": 1.0, "channels_last": 0.97}}
+    monkeypatch.setattr(measure, "time_grad_layouts", lambda mode, tiles, reps: times[mode])
+    rows = measure.measure_grad_layouts((), reps=1)
+    assert [(r["grad"], r["layout"]) for r in rows] == [("x", "channels_last"), ("w", "nchw")]
+
+
+def test_time_grad_layouts_times_both_layouts_of_a_real_pass():
+    t = measure.time_grad_layouts("w", (), resolution=16, reps=1)
+    assert set(t) == {"nchw", "channels_last"} and all(0 < v < float("inf") for v in t.values())
 
 
 def test_time_shape_differentiates_what_its_mode_says():
@@ -57,19 +70,21 @@ def test_choices_round_trip_through_gantune_home_and_settings_for():
     grad = (("x", 128, 128, 0), ("w", 512, 64, 4))
     choices = {"machine": machine_key(), "winograd": [{"in_ch": c, "side": s, "tile": m} for c, s, m in table],
                "upconv": [{"dtype": d, "in_ch": c, "side": s, "form": f} for d, c, s, f in forms],
-               "winograd_grad": [{"grad": g, "in_ch": c, "side": s, "tile": m} for g, c, s, m in grad]}
+               "winograd_grad": [{"grad": g, "in_ch": c, "side": s, "tile": m} for g, c, s, m in grad],
+               "grad_layout": [{"grad": "x", "layout": "channels_last"}, {"grad": "w", "layout": "nchw"}]}
     path = measure.save(choices)
     assert path == choices_path() and path.is_file()
     settings_for.cache_clear()
     try:
         cpu = settings_for("cpu")
         assert cpu.winograd_tiles == table and cpu.upconv_forms == forms and cpu.winograd_grad_tiles == grad
+        assert cpu.grad_channels_last == ("x",)
     finally:
         settings_for.cache_clear()
     path.write_text(json.dumps(dict(choices, winograd_grad=[{"grad": "both", "in_ch": 1, "side": 2, "tile": 4}])))
-    assert load_choices() == Choices(table, forms, ())  # an unknown mode is not followed
-    path.write_text(json.dumps(dict(choices, winograd_grad=[{"grad": "x", "in_ch": "many"}])))
-    assert load_choices() == Choices(table, forms, ())  # nor a row that does not parse
+    assert load_choices() == Choices(table, forms, (), ("x",))  # an unknown mode is not followed
+    path.write_text(json.dumps(dict(choices, winograd_grad=[{"grad": "x", "in_ch": "many"}], grad_layout=[{}])))
+    assert load_choices() == Choices(table, forms)  # nor a row that does not parse
     other = dict(choices, machine="cpu-another")
     path.write_text(json.dumps(other))
     assert load_choices() == Choices()  # another machine's table is not followed
@@ -197,3 +212,32 @@ def test_a_pass_with_gradients_takes_winograd_as_its_rows_say(monkeypatch, mode)
     assert n_rows_wino > 0
     assert torch.equal(by_rows_direct, direct)
     assert (by_rows_wino - direct).abs().max() <= 1e-4 * direct.abs().max() and direct.abs().max() > 0
+
+
+@pytest.mark.parametrize("mode", ["x", "w"])
+def test_a_pass_with_gradients_takes_the_layout_measured_for_its_mode(monkeypatch, mode):
+    """The projectors' pass ("x") and PTI's ("w") run channels-last maps exactly where the measured modes say, NCHW
+    otherwise, and get NCHW's gradients to float rounding; passes without gradients keep the inference layout."""
+    G = tiny_generator(0, perturb=True, resolution=32)
+    G.requires_grad_(mode == "w")
+    cpu = replace(settings_for("cpu"), winograd_tiles=(), upconv_forms=(), images_per_pass=0)
+    seen, layer = [], G.synthesis.layer(G.specs[-2].name)
+    layer.register_forward_pre_hook(lambda m, a: seen.append(a[0].is_contiguous(memory_format=CL)
+                                                              and not a[0].is_contiguous()))
+    ws = G.map(torch.randn(1, G.cfg.z_dim, generator=torch.Generator().manual_seed(1))).detach()
+
+    def gradient(settings):
+        seen.clear()
+        G.zero_grad()
+        w = ws.clone().requires_grad_(mode == "x")
+        accelerate(G, settings).synthesis(w).square().mean().backward()
+        return (G.synthesis.layer(G.specs[-2].name).weight.grad if mode == "w" else w.grad).clone(), seen[-1]
+
+    nchw, nchw_layout = gradient(replace(cpu, grad_channels_last=()))
+    other, other_layout = gradient(replace(cpu, grad_channels_last=("w" if mode == "x" else "x",)))
+    cl, cl_layout = gradient(replace(cpu, grad_channels_last=(mode,)))
+    assert (nchw_layout, other_layout, cl_layout) == (False, False, True)
+    assert torch.equal(other, nchw) and (cl - nchw).abs().max() <= 1e-5 * nchw.abs().max()
+    with torch.no_grad():
+        accelerate(G, replace(cpu, grad_channels_last=())).synthesis(ws)
+    assert seen[-1]  # inference: channels-last, as the CPU settings say

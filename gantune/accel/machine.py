@@ -59,11 +59,13 @@ def _table(key: str) -> dict:
 class Choices(NamedTuple):
     """The measured choices to follow: Winograd (in_ch, side, tile) rows, (dtype, in_ch, side, form) rows of the
     folded path's upsampling convolution (form "phases" or "transposed"), and Winograd (mode, in_ch, side, tile)
-    rows for passes with gradients (mode "x": the input differentiated, "w": the weight too)."""
+    rows for passes with gradients (mode "x": the input differentiated, "w": the weight too), and the modes whose
+    passes run channels-last."""
 
     tiles: tuple[tuple[int, int, int], ...] = ()
     upconv: tuple[tuple[str, int, int, str], ...] = ()
     grad_tiles: tuple[tuple[str, int, int, int], ...] = ()
+    grad_channels_last: tuple[str, ...] = ()  # gradient modes whose passes run channels-last
 
 
 def load_choices() -> Choices:
@@ -85,4 +87,9 @@ def load_choices() -> Choices:
                            and int(r["tile"]) in (0, 2, 4))
     except (KeyError, TypeError, ValueError):
         grad_tiles = ()
-    return Choices(tiles, upconv, grad_tiles)
+    try:
+        layouts = tuple(str(r["grad"]) for r in table.get("grad_layout", ())
+                        if r["grad"] in ("x", "w") and r["layout"] == "channels_last")
+    except (KeyError, TypeError):
+        layouts = ()
+    return Choices(tiles, upconv, grad_tiles, layouts)

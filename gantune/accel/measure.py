@@ -15,23 +15,30 @@ Passes that record gradients are timed apart (forward and backward), because Win
 tiles' gradients summed, the transposed products) shifts the balance: on an AMX Xeon, 128 channels at 128² took
 12.0 ms by F(4x4) against 14.6 ms direct without gradients, but 56.4 against 29.7 ms with the input's gradient. Mode "x": only the input is
 differentiated (the projectors' frozen generator); mode "w": the weight too (PTI, the overparameterized latent).
+Each mode's layout, NCHW or channels-last, is chosen from a whole 256 px generator pass timed both ways (on the AMX
+Xeon channels-last made the projectors' pass faster and PTI's slower; on the AVX2 EPYC oneDNN's weight gradient ran
+at half its NCHW rate channels-last).
 """
 
 from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from datetime import date
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from ..core import Generator, GeneratorConfig
 from ..io.atomic import atomic_write
 from ..runtime import native_bf16_cpu
 from . import winograd
 from .folded import transposed_conv_phases
 from .machine import choices_path, cpu_model, machine_key
+from .ops import AcceleratedOps
+from .settings import settings_for
 
 # (input channels, map side) of the 3x3 stride-1 layers where the rule's answer may be wrong on some CPU
 SHAPES = ((512, 16), (512, 32), (512, 64), (256, 16), (256, 32), (256, 64), (256, 128), (128, 32), (128, 64),
@@ -43,6 +50,7 @@ UPCONV_SHAPES = ((512, 512, 8), (512, 512, 16), (512, 512, 32), (512, 256, 64), 
 # config-f and the 256 px layout
 GRAD_SHAPES = ((512, 16), (512, 32), (512, 64), (256, 64), (256, 128), (128, 128), (128, 256))
 GRAD_MODES = ("x", "w")  # what a pass differentiates: the input only, or the weight too
+GRAD_LAYOUT_RESOLUTION = 256  # the generator whose passes with gradients are timed in both layouts
 MARGIN = 0.95  # the other path must take at most this fraction of the default's time
 
 
@@ -113,16 +121,55 @@ def measure_upconv(shapes=UPCONV_SHAPES, reps: int = 3) -> list[dict]:
     return rows
 
 
-def measure(shapes=SHAPES, reps: int = 3, upconv_shapes=UPCONV_SHAPES, grad_shapes=GRAD_SHAPES) -> dict:
+def time_grad_layouts(mode: str, grad_tiles, resolution: int = GRAD_LAYOUT_RESOLUTION,
+                      reps: int = 3) -> dict[str, float]:
+    """Seconds of one batch-1 forward and backward pass of a generator (official channel widths) differentiated
+    as ``mode`` says ("x": through its W+ latent, weights frozen; "w": its weights), NCHW against channels-last maps,
+    interleaved, best of ``reps``; the Winograd rows ``grad_tiles`` apply as they will."""
+    torch.manual_seed(0)
+    G = Generator(GeneratorConfig(resolution=resolution)).eval().requires_grad_(mode == "w")
+    G.synthesis.ops = AcceleratedOps(replace(settings_for("cpu"), winograd_grad_tiles=tuple(grad_tiles)))
+    ws = G.map(torch.randn(1, G.cfg.z_dim)).detach().requires_grad_(mode == "x")
+
+    def step():
+        G.zero_grad(set_to_none=True)
+        ws.grad = None
+        G.synthesis(ws).square().mean().backward()
+
+    best = {"nchw": float("inf"), "channels_last": float("inf")}
+    for r in range(reps + 1):  # the first round warms up both
+        for layout in best:
+            G.synthesis.channels_last = layout == "channels_last"
+            t0 = time.perf_counter()
+            step()
+            if r:
+                best[layout] = min(best[layout], time.perf_counter() - t0)
+    return best
+
+
+def measure_grad_layouts(grad_tiles, reps: int = 3) -> list[dict]:
+    """Per gradient mode, the layout of its passes: channels-last only where it took at most MARGIN of NCHW's time."""
+    rows = []
+    for mode in GRAD_MODES:
+        t = time_grad_layouts(mode, grad_tiles, reps=reps)
+        layout = "channels_last" if t["channels_last"] <= MARGIN * t["nchw"] else "nchw"
+        rows.append({"grad": mode, "layout": layout, "ms": {k: round(v * 1e3, 1) for k, v in t.items()}})
+    return rows
+
+
+def measure(shapes=SHAPES, reps: int = 3, upconv_shapes=UPCONV_SHAPES, grad_shapes=GRAD_SHAPES,
+            grad_layouts: bool = True) -> dict:
     """Times every shape and picks its tile (0: direct) without and with gradients, and the upsampling form; the
     content of the choices file."""
     rows = [_tile_row(in_ch, side, time_shape(in_ch, side, reps)) for in_ch, side in shapes]
     grad_rows = [{"grad": mode, **_tile_row(in_ch, side, time_shape(in_ch, side, reps, mode))}
                  for mode in GRAD_MODES for in_ch, side in grad_shapes]
+    grad_tiles = [(r["grad"], r["in_ch"], r["side"], r["tile"]) for r in grad_rows]
     model, flags = cpu_model()
     return {"machine": machine_key(), "cpu": model, "flags": flags, "torch": torch.__version__,
             "threads": torch.get_num_threads(), "measured": date.today().isoformat(), "winograd": rows,
-            "winograd_grad": grad_rows, "upconv": measure_upconv(upconv_shapes, reps)}
+            "winograd_grad": grad_rows, "upconv": measure_upconv(upconv_shapes, reps),
+            "grad_layout": measure_grad_layouts(grad_tiles, reps) if grad_layouts else []}
 
 
 def save(choices: dict, path: Path | None = None) -> Path:

@@ -124,9 +124,11 @@ class AcceleratedOps(Ops):
     def images_per_pass(self, x):
         return self.settings_of(x).images_per_pass
 
-    def channels_last(self, device):
-        layout = (self.settings or settings_for(device.type)).layout
-        return layout == "channels_last" or (layout == "compiled" and torch.compiler.is_compiling())
+    def channels_last(self, device, grad=None):
+        settings = self.settings or settings_for(device.type)
+        if grad is not None:  # as measured on this machine for the mode (else NCHW)
+            return grad in settings.grad_channels_last
+        return settings.layout == "channels_last" or (settings.layout == "compiled" and torch.compiler.is_compiling())
 
 
 def _folding_pays(layer, x, mod: dict, delta) -> bool:

@@ -48,6 +48,10 @@ class Settings:
     # layout of the synthesis maps when the generator's own setting is None and the pass records no gradients:
     # "nchw", "channels_last", or "compiled" (channels-last under torch.compile only)
     layout: str = "nchw"
+    # the gradient modes ("x": the projectors' frozen generator, "w": weights differentiated; see
+    # gantune.core.ops.Ops.channels_last) whose passes run channels-last, as measured on this machine; others NCHW
+    # (on the AVX2 EPYC oneDNN's weight gradient ran at 0.35 of the conv rate channels-last against 0.75 NCHW)
+    grad_channels_last: tuple[str, ...] = ()
     # per-image weights without autograd: "grouped" (one grouped convolution, groups = B), "loop" (one batch-1
     # convolution per image on channels-last maps), "auto" (loop on maps of per_image_loop_min_hw pixels or more),
     # "compiled" ("auto" under torch.compile, else "grouped")
@@ -105,6 +109,7 @@ def settings_for(device_type: str, dtype: torch.dtype = torch.float32) -> Settin
         choices = load_choices()
         return Settings(folded=folded, winograd=True, separable_upsample=True, layout="channels_last",
                         winograd_tiles=choices.tiles, winograd_grad_tiles=choices.grad_tiles,
+                        grad_channels_last=choices.grad_channels_last,
                         upconv_forms=choices.upconv, images_per_pass=1)
     if device_type == "cuda":
         return Settings(layout="compiled", per_image_conv="compiled", upsample="auto", noise_foreach=True)

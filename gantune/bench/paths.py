@@ -10,7 +10,7 @@ from dataclasses import replace
 import torch
 
 from ..accel import accelerate, settings_for
-from ..accel.measure import measure, save
+from ..accel.measure import GRAD_LAYOUT_RESOLUTION, measure, save
 from ..core import Generator, GeneratorConfig
 from ..runtime import native_bf16_cpu
 from .generator import timeit
@@ -56,6 +56,10 @@ def bench_paths(device: torch.device, quick: bool = False, resolution: int = 102
         ms = ", ".join(f"{'direct' if k == '0' else f'F({k}x{k})'} {v:.2f}" for k, v in r["ms"].items())
         pick = "direct" if not r["tile"] else f"F({r['tile']}x{r['tile']})"
         lines.append(f"3x3 {r['in_ch']} ch {r['side']}² with gradients ({GRAD_NAMES[r['grad']]}): {ms} ms -> {pick}")
+    for r in choices["grad_layout"]:
+        lines.append(f"generator {GRAD_LAYOUT_RESOLUTION} px forward and backward, gradients of the "
+                     f"{GRAD_NAMES[r['grad']]}: NCHW {r['ms']['nchw']:.0f}, channels-last {r['ms']['channels_last']:.0f} "
+                     f"ms -> {r['layout']}")
     for r in choices["upconv"]:
         lines.append(f"upsampling {r['dtype']} {r['in_ch']}->{r['out_ch']} ch {r['side']}²: phases "
                      f"{r['ms']['phases']:.2f}, transposed {r['ms']['transposed']:.2f} ms -> {r['form']}")
@@ -70,25 +74,28 @@ def bench_paths(device: torch.device, quick: bool = False, resolution: int = 102
         lines.append(f"generator {res} px batch 1 bf16: rule {t['bf16 rule'] * 1e3:.0f} ms, measured "
                      f"{t['bf16 measured'] * 1e3:.0f} ms (measured / rule {t['bf16 measured'] / t['bf16 rule']:.2f})")
     grad_tiles = tuple((r["grad"], r["in_ch"], r["side"], r["tile"]) for r in choices["winograd_grad"])
-    g = _grad_times(res, grad_tiles, quick)
+    layouts = tuple(r["grad"] for r in choices["grad_layout"] if r["layout"] == "channels_last")
+    g = _grad_times(res, grad_tiles, layouts, quick)
     lines.append(f"generator {res} px batch 1, forward and backward through W+ (the projectors' pass): direct "
                  f"{g['direct'] * 1e3:.0f} ms, rule {g['rule'] * 1e3:.0f} ms, measured {g['measured'] * 1e3:.0f} ms "
                  f"(measured / direct {g['measured'] / g['direct']:.2f}; target <= 1)")
     return lines
 
 
-GRAD_NAMES = {"x": "input", "w": "input and weight"}
+GRAD_NAMES = {"x": "input", "w": "input and weight"}  # what a mode differentiates, in a convolution's terms
 
 
-def _grad_times(resolution: int, grad_tiles, quick: bool) -> dict[str, float]:
+def _grad_times(resolution: int, grad_tiles, layouts, quick: bool) -> dict[str, float]:
     """Seconds of one batch-1 float32 forward and backward pass of a frozen generator differentiated through its W+
-    latent (the projectors' pass): every convolution direct, the rule, the table measured with gradients."""
+    latent (the projectors' pass): every convolution direct, the rule (NCHW), the choices measured with gradients
+    (Winograd rows and layout)."""
     torch.manual_seed(0)
     G = Generator(GeneratorConfig(resolution=resolution)).eval().requires_grad_(False)
     ws = G.map(torch.randn(1, G.cfg.z_dim)).detach().requires_grad_(True)
-    rule = replace(settings_for("cpu"), winograd_tiles=(), winograd_grad_tiles=(), upconv_forms=())
+    rule = replace(settings_for("cpu"), winograd_tiles=(), winograd_grad_tiles=(), grad_channels_last=(),
+                   upconv_forms=())
     variants = {"direct": replace(rule, winograd=False), "rule": rule,
-                "measured": replace(rule, winograd_grad_tiles=grad_tiles)}
+                "measured": replace(rule, winograd_grad_tiles=grad_tiles, grad_channels_last=layouts)}
 
     def step():
         ws.grad = None

@@ -212,24 +212,27 @@ class SynthesisNetwork(nn.Module):
         _, x, img = self._run(latents, {}, noise_mode, None, 0, None, None, stop=index)
         return SynthesisPrefix(index=index, x=x, img=img)
 
-    def _differentiated(self, latents, deltas) -> bool:
-        """Whether this pass records gradients (projectors, PTI, training). The CPU default layout is then NCHW:
-        oneDNN's weight gradient (PTI, training, and the folded weight of a per-row or per-image modulation) runs
-        at about 0.35 of the conv rate channels-last against 0.75 NCHW (measured on AVX2, 3×3 convs of a 1024 px
-        generator), while the forward pass and the input gradient barely differ."""
+    def _grad_mode(self, latents, deltas, offsets) -> str | None:
+        """What this pass differentiates, for the ops' choice of layout (:meth:`Ops.channels_last`): None; "x" for
+        maps differentiated through per-layer w vectors or style offsets alone (the projectors); "w" where a
+        convolution's weight takes a gradient (PTI, training, offsets, and the weight folded from a per-row
+        modulation)."""
         if not torch.is_grad_enabled():
-            return False
-        tensors = [*latents, *(deltas or {}).values()]
-        return (any(getattr(t, "requires_grad", False) for t in tensors)
-                or any(self.layer(s.name).weight.requires_grad for s in self.specs))
+            return None
+        weights = [*(deltas or {}).values(), *(t for t in latents if getattr(t, "ndim", 0) == 3)]
+        if (any(getattr(t, "requires_grad", False) for t in weights)
+                or any(self.layer(s.name).weight.requires_grad for s in self.specs)):
+            return "w"
+        styles = [*latents, *(offsets or {}).values()]
+        return "x" if any(getattr(t, "requires_grad", False) for t in styles) else None
 
     def _run(self, latents, deltas, noise_mode, fused, start, x, img, stop=None, offsets=None):
         batch = latents[0].shape[0]
         dtype = self.compute_dtype
         if start == 0:
             x = self.const.to(dtype)[None].expand(batch, -1, -1, -1)
-            if self.channels_last or (self.channels_last is None and self.ops.channels_last(x.device)
-                                      and not self._differentiated(latents, deltas)):
+            if self.channels_last or (self.channels_last is None
+                                      and self.ops.channels_last(x.device, self._grad_mode(latents, deltas, offsets))):
                 x = x.contiguous(memory_format=torch.channels_last)
             img = None
         k = self.resample_kernel

@@ -68,8 +68,11 @@ class Ops:
         """2x FIR upsampling of the skip branch (rosinality ``Upsample``: kernel·4, pad (2, 1))."""
         return upsample2x(img, kernel)
 
-    def channels_last(self, device: torch.device) -> bool:
-        """The layout of maps in passes without gradients when the generator's own setting is None."""
+    def channels_last(self, device: torch.device, grad: str | None = None) -> bool:
+        """Whether maps run channels-last when the generator's own setting is None. ``grad``: what the pass
+        differentiates (None: nothing; "x": the maps through the latent alone, the weights frozen, as the W and W+
+        projectors; "w": weights too, or a per-image weight folded from what is differentiated, as PTI, the
+        overparameterized latent and training)."""
         return False
 
     def images_per_pass(self, x: torch.Tensor) -> int:
