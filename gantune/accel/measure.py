@@ -13,8 +13,9 @@ chosen where it took at most 0.95 of the phases' time.
 
 Passes that record gradients are timed apart (forward and backward), because Winograd's backward (the overlapping
 tiles' gradients summed, the transposed products) shifts the balance: on an AMX Xeon, 128 channels at 128² took
-12.0 ms by F(4x4) against 14.6 ms direct without gradients, but 56.4 against 29.7 ms with the input's gradient. Mode "x": only the input is
-differentiated (the projectors' frozen generator); mode "w": the weight too (PTI, the overparameterized latent).
+12.0 ms by F(4x4) against 14.6 ms direct without gradients, but 56.4 against 29.7 ms with the input's gradient.
+Mode "x": only the input is differentiated (the projectors' frozen generator); mode "w": the weight too (PTI, the
+overparameterized latent).
 Each mode's layout, NCHW or channels-last, is chosen from a whole 256 px generator pass timed both ways (on the AMX
 Xeon channels-last made the projectors' pass faster and PTI's slower; on the AVX2 EPYC oneDNN's weight gradient ran
 at half its NCHW rate channels-last).

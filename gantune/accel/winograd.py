@@ -66,7 +66,7 @@ def tile_size(x: torch.Tensor, in_ch: int, kernel: int, settings: Settings, *, p
               grad: str | None = None) -> int:
     """The output tile m (4 or 2) with which a 3×3 stride-1 convolution of ``x`` (B, in, H, W) runs faster than
     directly here, or 0: float32 CPU, sides divisible by m, at least 16×16, and a layer wide against its map (NCHW
-    maps, as passes with gradients use on CPU, cost a transposing copy in and out: a few ms at these sizes).
+    maps cost a transposing copy in and out: a few ms at these sizes).
     Measured on a 2-core AVX2 CPU (ms, direct / F(2×2) / F(4×4)): 512 channels at 16² 15/9.1/7.8, 32² 58/35/24, 64²
     234/151/99; 256 at 32² 14/10.5/7.6, 128² 223/214/130; 128 at 64² 15.7/14.2/9.9, 128² 63/72/43, 256² 230/–/211;
     64 at 128² 13.7/–/17.3; 32 at 1024² 255/–/674. ``per_call_weight``: the weight is transformed for this call

@@ -48,14 +48,8 @@ def bench_paths(device: torch.device, quick: bool = False, resolution: int = 102
     settings_for.cache_clear()  # the later sections use the table
     lines = [f"machine {choices['machine']} ({choices['cpu']}, {' '.join(choices['flags'])}, torch {choices['torch']}, "
              f"{choices['threads']} threads): written to {path}"]
-    for r in choices["winograd"]:
-        ms = ", ".join(f"{'direct' if k == '0' else f'F({k}x{k})'} {v:.2f}" for k, v in r["ms"].items())
-        pick = "direct" if not r["tile"] else f"F({r['tile']}x{r['tile']})"
-        lines.append(f"3x3 {r['in_ch']} ch {r['side']}²: {ms} ms -> {pick}")
-    for r in choices["winograd_grad"]:
-        ms = ", ".join(f"{'direct' if k == '0' else f'F({k}x{k})'} {v:.2f}" for k, v in r["ms"].items())
-        pick = "direct" if not r["tile"] else f"F({r['tile']}x{r['tile']})"
-        lines.append(f"3x3 {r['in_ch']} ch {r['side']}² with gradients ({GRAD_NAMES[r['grad']]}): {ms} ms -> {pick}")
+    lines += [_tile_line(r, "") for r in choices["winograd"]]
+    lines += [_tile_line(r, f" with gradients ({GRAD_NAMES[r['grad']]})") for r in choices["winograd_grad"]]
     for r in choices["grad_layout"]:
         lines.append(f"generator {GRAD_LAYOUT_RESOLUTION} px forward and backward, gradients of the "
                      f"{GRAD_NAMES[r['grad']]}: NCHW {r['ms']['nchw']:.0f}, channels-last {r['ms']['channels_last']:.0f} "
@@ -80,6 +74,13 @@ def bench_paths(device: torch.device, quick: bool = False, resolution: int = 102
                  f"{g['direct'] * 1e3:.0f} ms, rule {g['rule'] * 1e3:.0f} ms, measured {g['measured'] * 1e3:.0f} ms "
                  f"(measured / direct {g['measured'] / g['direct']:.2f}; target <= 1)")
     return lines
+
+
+def _tile_line(row: dict, what: str) -> str:
+    """One measured Winograd row: its times by tile and the choice."""
+    ms = ", ".join(f"{'direct' if k == '0' else f'F({k}x{k})'} {v:.2f}" for k, v in row["ms"].items())
+    pick = "direct" if not row["tile"] else f"F({row['tile']}x{row['tile']})"
+    return f"3x3 {row['in_ch']} ch {row['side']}²{what}: {ms} ms -> {pick}"
 
 
 GRAD_NAMES = {"x": "input", "w": "input and weight"}  # what a mode differentiates, in a convolution's terms
