@@ -59,9 +59,20 @@ def test_time_shape_differentiates_what_its_mode_says():
 def test_transposed_upsampling_only_where_it_measured_clearly_faster(monkeypatch):
     times = {(512, 16): {"phases": 1.0, "transposed": 0.6}, (128, 256): {"phases": 1.0, "transposed": 0.97},
              (64, 512): {"phases": 0.5, "transposed": 1.0}}
-    monkeypatch.setattr(measure, "time_upconv", lambda c, o, s, dtype, reps: times[c, s])
+    monkeypatch.setattr(measure, "time_upconv", lambda c, o, s, dtype, reps, grad=False: times[c, s])
     rows = measure.measure_upconv(shapes=((512, 512, 16), (128, 64, 256), (64, 32, 512)), reps=1)
     assert [r["form"] for r in rows if r["dtype"] == "float32"] == ["transposed", "phases", "phases"]
+
+
+def test_upsampling_with_gradients_is_measured_apart_in_float32(monkeypatch):
+    asked = []
+    t = {False: {"phases": 1.0, "transposed": 1.2}, True: {"phases": 1.0, "transposed": 0.6}}
+    monkeypatch.setattr(measure, "time_upconv",
+                        lambda c, o, s, dtype, reps, grad=False: asked.append((dtype, grad)) or t[grad])
+    rows = measure.measure_upconv(shapes=((128, 64, 256),), reps=1, grad=True)
+    assert [(r["dtype"], r["form"]) for r in rows] == [("float32", "transposed")]
+    assert asked == [(torch.float32, True)]
+    assert set(measure.time_upconv(16, 8, 8, torch.float32, reps=1, grad=True)) == {"phases", "transposed"}
 
 
 def test_choices_round_trip_through_gantune_home_and_settings_for():
@@ -71,19 +82,22 @@ def test_choices_round_trip_through_gantune_home_and_settings_for():
     choices = {"machine": machine_key(), "winograd": [{"in_ch": c, "side": s, "tile": m} for c, s, m in table],
                "upconv": [{"dtype": d, "in_ch": c, "side": s, "form": f} for d, c, s, f in forms],
                "winograd_grad": [{"grad": g, "in_ch": c, "side": s, "tile": m} for g, c, s, m in grad],
-               "grad_layout": [{"grad": "x", "layout": "channels_last"}, {"grad": "w", "layout": "nchw"}]}
+               "grad_layout": [{"grad": "x", "layout": "channels_last"}, {"grad": "w", "layout": "nchw"}],
+               "upconv_grad": [{"dtype": "float32", "in_ch": 128, "side": 256, "form": "transposed"}]}
     path = measure.save(choices)
     assert path == choices_path() and path.is_file()
     settings_for.cache_clear()
     try:
         cpu = settings_for("cpu")
         assert cpu.winograd_tiles == table and cpu.upconv_forms == forms and cpu.winograd_grad_tiles == grad
-        assert cpu.grad_channels_last == ("x",)
+        assert cpu.grad_channels_last == ("x",) and cpu.upconv_grad_forms == (("float32", 128, 256, "transposed"),)
     finally:
         settings_for.cache_clear()
     path.write_text(json.dumps(dict(choices, winograd_grad=[{"grad": "both", "in_ch": 1, "side": 2, "tile": 4}])))
-    assert load_choices() == Choices(table, forms, (), ("x",))  # an unknown mode is not followed
-    path.write_text(json.dumps(dict(choices, winograd_grad=[{"grad": "x", "in_ch": "many"}], grad_layout=[{}])))
+    up_grad = (("float32", 128, 256, "transposed"),)
+    assert load_choices() == Choices(table, forms, (), ("x",), up_grad)  # an unknown mode is not followed
+    path.write_text(json.dumps(dict(choices, winograd_grad=[{"grad": "x", "in_ch": "many"}], grad_layout=[{}],
+                                    upconv_grad=[{"form": "phases"}])))
     assert load_choices() == Choices(table, forms)  # nor a row that does not parse
     other = dict(choices, machine="cpu-another")
     path.write_text(json.dumps(other))
@@ -241,3 +255,30 @@ def test_a_pass_with_gradients_takes_the_layout_measured_for_its_mode(monkeypatc
     with torch.no_grad():
         accelerate(G, replace(cpu, grad_channels_last=())).synthesis(ws)
     assert seen[-1]  # inference: channels-last, as the CPU settings say
+
+
+def test_a_pass_with_gradients_takes_the_upsampling_form_of_its_rows(monkeypatch):
+    """PTI's folded pass with gradients follows the upsampling rows measured with gradients, not the inference rows,
+    and the rule where it has none; both forms give the same gradients to float rounding."""
+    G = tiny_generator(0, perturb=True, resolution=64, channel_base=2048).requires_grad_(True)
+    ups = [s for s in G.specs if s.kind == "conv" and s.up == 2]
+    form = lambda f: tuple(("float32", s.in_ch, s.res // 2, f) for s in ups)  # noqa: E731
+    cpu = replace(settings_for("cpu"), winograd_tiles=(), upconv_forms=form("phases"), images_per_pass=0)
+    calls, real = [], folded.transposed_conv_phases
+    monkeypatch.setattr(folded, "transposed_conv_phases", lambda *a: calls.append(1) or real(*a))
+    ws = G.map(torch.randn(1, G.cfg.z_dim, generator=torch.Generator().manual_seed(2))).detach()
+    name = ups[-1].name
+
+    def gradient(settings):
+        calls.clear()
+        G.zero_grad()
+        accelerate(G, settings).synthesis(ws).square().mean().backward()
+        return G.synthesis.layer(name).weight.grad.clone(), len(calls)
+
+    by_grad_rows, n_transposed = gradient(replace(cpu, upconv_grad_forms=form("transposed")))
+    by_rule, n_rule = gradient(replace(cpu, upconv_grad_forms=()))
+    by_phase_rows, n_phases = gradient(replace(cpu, upconv_forms=form("transposed"),
+                                               upconv_grad_forms=form("phases")))
+    assert n_transposed == 0 and n_rule > 0 and n_phases == len(ups)
+    for g in (by_rule, by_phase_rows):
+        assert (g - by_grad_rows).abs().max() <= 1e-5 * by_grad_rows.abs().max()

@@ -149,21 +149,21 @@ class _ImageWeights:
             u = self._weight_only(("winograd", m), lambda: winograd.transform_weight(th, m))
         return winograd.scale_weight(u, _final_coef(sq_b, c, self.demodulate, self.out_scale))
 
-    def upconv(self, xb: torch.Tensor, b: int, settings: Settings) -> torch.Tensor:
-        """Image b's stride-2 transposed convolution (the same calls with and without autograd, so both give the
-        same bits), in the form :func:`upconv_form` picks."""
-        if upconv_form(xb, settings) == "phases":
+    def upconv(self, xb: torch.Tensor, b: int, settings: Settings, grad: str | None = None) -> torch.Tensor:
+        """Image b's stride-2 transposed convolution (the same calls with and without autograd where the forms
+        agree, so both give the same bits), in the form :func:`upconv_form` picks."""
+        if upconv_form(xb, settings, grad) == "phases":
             return transposed_conv_phases(xb, self.direct(b, False))
         return F.conv_transpose2d(xb, self.direct(b, True), stride=2)
 
 
-def upconv_form(xb: torch.Tensor, settings: Settings) -> str:
+def upconv_form(xb: torch.Tensor, settings: Settings, grad: str | None = None) -> str:
     """How an upsampling layer's transposed convolution of image xb runs: as this machine measured for its dtype,
-    channels and side (``settings.upconv_forms``), else by the rule: "phases" on maps above the native kernel's size
-    (measured on an AVX2 EPYC: 1.2-1.5x faster than oneDNN's transposed convolution), "transposed" below (ATen's
-    native kernel)."""
+    channels and side (``settings.upconv_forms``; with gradients, ``grad`` "w", ``settings.upconv_grad_forms``), else
+    by the rule: "phases" on maps above the native kernel's size (measured on an AVX2 EPYC: 1.2-1.5x faster than
+    oneDNN's transposed convolution), "transposed" below (ATen's native kernel)."""
     dtype = str(xb.dtype).removeprefix("torch.")
-    for dt, in_ch, side, form in settings.upconv_forms:
+    for dt, in_ch, side, form in settings.upconv_grad_forms if grad else settings.upconv_forms:
         if dt == dtype and in_ch == xb.shape[1] and side == xb.shape[2] == xb.shape[3]:
             return form
     return "phases" if xb.numel() > NATIVE_CONV_MAX_NUMEL else "transposed"
@@ -211,7 +211,7 @@ def modulated_conv2d_folded(
     b32 = None if bias is None else bias.to(x.dtype).contiguous()  # the convolution's own dtype
     blur = _blur_weight(kernel, weight.shape[0], x) if up == 2 else None
     if needs_grad(x, weight, styles, modulation, delta, bias, noise, add_to):
-        y = _convolve_differentiable(x, weights, blur, b32, winograd_tile, kh, up, settings)
+        y = _convolve_differentiable(x, weights, blur, b32, winograd_tile, kh, up, settings, grad)
         if add_to is not None:
             y = (add_to + noise if noise is not None else add_to) + y
         elif noise is not None:
@@ -245,13 +245,13 @@ def _leaky_relu(y: torch.Tensor) -> torch.Tensor:
 
 
 def _convolve_differentiable(x, weights: _ImageWeights, blur, b32, winograd_tile, kh: int, up: int,
-                             settings: Settings) -> torch.Tensor:
+                             settings: Settings, grad: str | None) -> torch.Tensor:
     """The folded convolutions with differentiable operations (F.conv2d with the bias), image by image."""
     ys = []
     for b in range(x.shape[0]):
         xb = x[b : b + 1]
         if up == 2:
-            y = F.conv2d(weights.upconv(xb, b, settings), blur, b32, padding=1, groups=blur.shape[0])
+            y = F.conv2d(weights.upconv(xb, b, settings, grad), blur, b32, padding=1, groups=blur.shape[0])
         elif m := winograd_tile(xb):
             y = winograd.conv3x3(xb, weights.winograd(b, m), b32)  # as inference: the same bits
         else:

@@ -59,13 +59,14 @@ def _table(key: str) -> dict:
 class Choices(NamedTuple):
     """The measured choices to follow: Winograd (in_ch, side, tile) rows, (dtype, in_ch, side, form) rows of the
     folded path's upsampling convolution (form "phases" or "transposed"), and Winograd (mode, in_ch, side, tile)
-    rows for passes with gradients (mode "x": the input differentiated, "w": the weight too), and the modes whose
-    passes run channels-last."""
+    rows for passes with gradients (mode "x": the input differentiated, "w": the weight too), the modes whose
+    passes run channels-last, and the upsampling forms measured with the weight differentiated."""
 
     tiles: tuple[tuple[int, int, int], ...] = ()
     upconv: tuple[tuple[str, int, int, str], ...] = ()
     grad_tiles: tuple[tuple[str, int, int, int], ...] = ()
     grad_channels_last: tuple[str, ...] = ()  # gradient modes whose passes run channels-last
+    upconv_grad: tuple[tuple[str, int, int, str], ...] = ()  # upsampling forms measured with gradients
 
 
 def load_choices() -> Choices:
@@ -76,11 +77,7 @@ def load_choices() -> Choices:
                       if int(r["tile"]) in (0, 2, 4))
     except (KeyError, TypeError, ValueError):
         tiles = ()
-    try:
-        upconv = tuple((str(r["dtype"]), int(r["in_ch"]), int(r["side"]), str(r["form"]))
-                       for r in table.get("upconv", ()) if r["form"] in ("phases", "transposed"))
-    except (KeyError, TypeError, ValueError):
-        upconv = ()
+    upconv, upconv_grad = (_form_rows(table.get(key, ())) for key in ("upconv", "upconv_grad"))
     try:
         grad_tiles = tuple((str(r["grad"]), int(r["in_ch"]), int(r["side"]), int(r["tile"]))
                            for r in table.get("winograd_grad", ()) if r["grad"] in ("x", "w")
@@ -92,4 +89,13 @@ def load_choices() -> Choices:
                         if r["grad"] in ("x", "w") and r["layout"] == "channels_last")
     except (KeyError, TypeError):
         layouts = ()
-    return Choices(tiles, upconv, grad_tiles, layouts)
+    return Choices(tiles, upconv, grad_tiles, layouts, upconv_grad)
+
+
+def _form_rows(rows) -> tuple[tuple[str, int, int, str], ...]:
+    """(dtype, in_ch, side, form) of measured upsampling rows; none where a row does not parse."""
+    try:
+        return tuple((str(r["dtype"]), int(r["in_ch"]), int(r["side"]), str(r["form"]))
+                     for r in rows if r["form"] in ("phases", "transposed"))
+    except (KeyError, TypeError, ValueError):
+        return ()

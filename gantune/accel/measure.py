@@ -16,7 +16,10 @@ tiles' gradients summed, the transposed products) shifts the balance: on an AMX 
 12.0 ms by F(4x4) against 14.6 ms direct without gradients, but 56.4 against 29.7 ms with the input's gradient.
 Mode "x": only the input is differentiated (the projectors' frozen generator); mode "w": the weight too (PTI, the
 overparameterized latent).
-Each mode's layout, NCHW or channels-last, is chosen from a whole 256 px generator pass timed both ways (on the AMX
+The folded path's upsampling form is timed again forward and backward (mode "w", float32, NCHW): with
+gradients the transposed convolution won where the phases won without them (AMX Xeon, 128 -> 64 channels at 256²:
+85 against 153 ms). Each mode's layout, NCHW or channels-last, is chosen from a whole 256 px generator pass timed
+both ways (on the AMX
 Xeon channels-last made the projectors' pass faster and PTI's slower; on the AVX2 EPYC oneDNN's weight gradient ran
 at half its NCHW rate channels-last).
 """
@@ -97,25 +100,36 @@ def _tile_row(in_ch: int, side: int, t: dict[int, float]) -> dict:
             "ms": {str(k): round(v * 1e3, 3) for k, v in t.items()}}
 
 
-def time_upconv(in_ch: int, out_ch: int, side: int, dtype: torch.dtype, reps: int = 3) -> dict[str, float]:
+def time_upconv(in_ch: int, out_ch: int, side: int, dtype: torch.dtype, reps: int = 3,
+                grad: bool = False) -> dict[str, float]:
     """Seconds of one image's stride-2 3x3 transposed convolution (channels-last, the folded path's weight layout
-    made on each call as there) by form: "phases" and "transposed"."""
+    made on each call as there) by form: "phases" and "transposed". ``grad``: forward and backward with the input
+    and the weight differentiated, on NCHW maps (as the folded path's passes with gradients, PTI's)."""
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(1, in_ch, side, side, generator=g).to(dtype).contiguous(memory_format=torch.channels_last)
-    w = torch.randn(out_ch, in_ch, 3, 3, generator=g).to(dtype)
-    with torch.no_grad():
-        return {"phases": _best_of(lambda: transposed_conv_phases(
-                    x, w.contiguous(memory_format=torch.channels_last)), reps),
-                "transposed": _best_of(lambda: F.conv_transpose2d(
-                    x, w.transpose(0, 1).contiguous(memory_format=torch.channels_last), stride=2), reps)}
+    fmt = torch.contiguous_format if grad else torch.channels_last
+    x = torch.randn(1, in_ch, side, side, generator=g).to(dtype).contiguous(memory_format=fmt).requires_grad_(grad)
+    w = torch.randn(out_ch, in_ch, 3, 3, generator=g).to(dtype).requires_grad_(grad)
+    gy = torch.randn(1, out_ch, 2 * side + 1, 2 * side + 1, generator=g).to(dtype)
+
+    def run(conv):
+        if not grad:
+            with torch.no_grad():
+                return conv()
+        return conv().backward(gy)
+
+    return {"phases": _best_of(lambda: run(lambda: transposed_conv_phases(x, w.contiguous(memory_format=fmt))), reps),
+            "transposed": _best_of(lambda: run(lambda: F.conv_transpose2d(
+                x, w.transpose(0, 1).contiguous(memory_format=fmt), stride=2)), reps)}
 
 
-def measure_upconv(shapes=UPCONV_SHAPES, reps: int = 3) -> list[dict]:
-    """The upsampling form per (dtype, shape): float32, and bfloat16 where the CPU computes it in hardware."""
+def measure_upconv(shapes=UPCONV_SHAPES, reps: int = 3, grad: bool = False) -> list[dict]:
+    """The upsampling form per (dtype, shape): float32, and bfloat16 where the CPU computes it in hardware (without
+    gradients; with them, ``grad``, float32 only: passes with gradients run in float32)."""
     rows = []
-    for dtype in (torch.float32, torch.bfloat16) if native_bf16_cpu() else (torch.float32,):
+    dtypes = (torch.float32, torch.bfloat16) if native_bf16_cpu() and not grad else (torch.float32,)
+    for dtype in dtypes:
         for in_ch, out_ch, side in shapes:
-            t = time_upconv(in_ch, out_ch, side, dtype, reps)
+            t = time_upconv(in_ch, out_ch, side, dtype, reps, grad)
             form = "transposed" if t["transposed"] <= MARGIN * t["phases"] else "phases"
             rows.append({"dtype": str(dtype).removeprefix("torch."), "in_ch": in_ch, "out_ch": out_ch, "side": side,
                          "form": form, "ms": {k: round(v * 1e3, 3) for k, v in t.items()}})
@@ -170,6 +184,7 @@ def measure(shapes=SHAPES, reps: int = 3, upconv_shapes=UPCONV_SHAPES, grad_shap
     return {"machine": machine_key(), "cpu": model, "flags": flags, "torch": torch.__version__,
             "threads": torch.get_num_threads(), "measured": date.today().isoformat(), "winograd": rows,
             "winograd_grad": grad_rows, "upconv": measure_upconv(upconv_shapes, reps),
+            "upconv_grad": measure_upconv(upconv_shapes, reps, grad=True),
             "grad_layout": measure_grad_layouts(grad_tiles, reps) if grad_layouts else []}
 
 

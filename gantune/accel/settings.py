@@ -43,6 +43,9 @@ class Settings:
     # these maps runs by "phases" (four ordinary convolutions, interleaved) or "transposed" (one transposed
     # convolution); other maps follow the rule (phases above the native kernel's size)
     upconv_forms: tuple[tuple[str, int, int, str], ...] = ()
+    # the same, measured forward and backward with the weight differentiated (PTI, the overparameterized latent):
+    # the folded path's passes with gradients follow these rows, and the rule for maps not listed
+    upconv_grad_forms: tuple[tuple[str, int, int, str], ...] = ()
     # the skip branch's 2x binomial upsampling as two 1-D passes (CPU: the depthwise 4x4 convolution is slow there)
     separable_upsample: bool = False
     # layout of the synthesis maps when the generator's own setting is None and the pass records no gradients:
@@ -110,7 +113,7 @@ def settings_for(device_type: str, dtype: torch.dtype = torch.float32) -> Settin
         return Settings(folded=folded, winograd=True, separable_upsample=True, layout="channels_last",
                         winograd_tiles=choices.tiles, winograd_grad_tiles=choices.grad_tiles,
                         grad_channels_last=choices.grad_channels_last,
-                        upconv_forms=choices.upconv, images_per_pass=1)
+                        upconv_forms=choices.upconv, upconv_grad_forms=choices.upconv_grad, images_per_pass=1)
     if device_type == "cuda":
         return Settings(layout="compiled", per_image_conv="compiled", upsample="auto", noise_foreach=True)
     return REFERENCE

@@ -54,9 +54,10 @@ def bench_paths(device: torch.device, quick: bool = False, resolution: int = 102
         lines.append(f"generator {GRAD_LAYOUT_RESOLUTION} px forward and backward, gradients of the "
                      f"{GRAD_NAMES[r['grad']]}: NCHW {r['ms']['nchw']:.0f}, channels-last {r['ms']['channels_last']:.0f} "
                      f"ms -> {r['layout']}")
-    for r in choices["upconv"]:
-        lines.append(f"upsampling {r['dtype']} {r['in_ch']}->{r['out_ch']} ch {r['side']}²: phases "
-                     f"{r['ms']['phases']:.2f}, transposed {r['ms']['transposed']:.2f} ms -> {r['form']}")
+    for key, what in (("upconv", ""), ("upconv_grad", " with gradients (input and weight)")):
+        lines += [f"upsampling {r['dtype']} {r['in_ch']}->{r['out_ch']} ch {r['side']}²{what}: phases "
+                  f"{r['ms']['phases']:.2f}, transposed {r['ms']['transposed']:.2f} ms -> {r['form']}"
+                  for r in choices[key]]
     tiles = tuple((r["in_ch"], r["side"], r["tile"]) for r in choices["winograd"])
     forms = tuple((r["dtype"], r["in_ch"], r["side"], r["form"]) for r in choices["upconv"])
     res = 256 if quick else resolution
@@ -103,7 +104,7 @@ def _grad_times(resolution: int, grad_tiles, layouts, quick: bool) -> dict[str, 
         G.synthesis(ws).square().mean().backward()
 
     out = {}
-    for _ in range(1 if quick else 2):  # interleaved rounds, best of each
+    for _ in range(1 if quick else 3):  # interleaved rounds, best of each
         for name, settings in variants.items():
             accelerate(G, settings)
             t = timeit(step, torch.device("cpu"), min_time=0.5 if quick else 2.0)
