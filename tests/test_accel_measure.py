@@ -39,13 +39,13 @@ def test_passes_with_gradients_are_measured_apart(monkeypatch):
 
 def test_a_gradient_mode_runs_channels_last_only_where_it_measured_clearly_faster(monkeypatch):
     times = {"x": {"nchw": 1.0, "channels_last": 0.8}, "w": {"nchw": 1.0, "channels_last": 0.97}}
-    monkeypatch.setattr(measure, "time_grad_layouts", lambda mode, tiles, reps: times[mode])
-    rows = measure.measure_grad_layouts((), reps=1)
+    monkeypatch.setattr(measure, "time_grad_layouts", lambda mode, tiles, forms, reps: times[mode])
+    rows = measure.measure_grad_layouts((), (), reps=1)
     assert [(r["grad"], r["layout"]) for r in rows] == [("x", "channels_last"), ("w", "nchw")]
 
 
 def test_time_grad_layouts_times_both_layouts_of_a_real_pass():
-    t = measure.time_grad_layouts("w", (), resolution=16, reps=1)
+    t = measure.time_grad_layouts("w", (), (("float32", 16, 8, "transposed"),), resolution=16, reps=1)
     assert set(t) == {"nchw", "channels_last"} and all(0 < v < float("inf") for v in t.values())
 
 

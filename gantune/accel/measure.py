@@ -136,14 +136,16 @@ def measure_upconv(shapes=UPCONV_SHAPES, reps: int = 3, grad: bool = False) -> l
     return rows
 
 
-def time_grad_layouts(mode: str, grad_tiles, resolution: int = GRAD_LAYOUT_RESOLUTION,
+def time_grad_layouts(mode: str, grad_tiles, upconv_grad=(), resolution: int = GRAD_LAYOUT_RESOLUTION,
                       reps: int = 3) -> dict[str, float]:
     """Seconds of one batch-1 forward and backward pass of a generator (official channel widths) differentiated
     as ``mode`` says ("x": through its W+ latent, weights frozen; "w": its weights), NCHW against channels-last maps,
-    interleaved, best of ``reps``; the Winograd rows ``grad_tiles`` apply as they will."""
+    interleaved, best of ``reps``; the Winograd rows ``grad_tiles`` and upsampling forms ``upconv_grad`` measured
+    with gradients apply as they will."""
     torch.manual_seed(0)
     G = Generator(GeneratorConfig(resolution=resolution)).eval().requires_grad_(mode == "w")
-    G.synthesis.ops = AcceleratedOps(replace(settings_for("cpu"), winograd_grad_tiles=tuple(grad_tiles)))
+    G.synthesis.ops = AcceleratedOps(replace(settings_for("cpu"), winograd_grad_tiles=tuple(grad_tiles),
+                                             upconv_grad_forms=tuple(upconv_grad)))
     ws = G.map(torch.randn(1, G.cfg.z_dim)).detach().requires_grad_(mode == "x")
 
     def step():
@@ -162,11 +164,11 @@ def time_grad_layouts(mode: str, grad_tiles, resolution: int = GRAD_LAYOUT_RESOL
     return best
 
 
-def measure_grad_layouts(grad_tiles, reps: int = 3) -> list[dict]:
+def measure_grad_layouts(grad_tiles, upconv_grad=(), reps: int = 3) -> list[dict]:
     """Per gradient mode, the layout of its passes: channels-last only where it took at most MARGIN of NCHW's time."""
     rows = []
     for mode in GRAD_MODES:
-        t = time_grad_layouts(mode, grad_tiles, reps=reps)
+        t = time_grad_layouts(mode, grad_tiles, upconv_grad, reps=reps)
         layout = "channels_last" if t["channels_last"] <= MARGIN * t["nchw"] else "nchw"
         rows.append({"grad": mode, "layout": layout, "ms": {k: round(v * 1e3, 1) for k, v in t.items()}})
     return rows
@@ -180,12 +182,13 @@ def measure(shapes=SHAPES, reps: int = 3, upconv_shapes=UPCONV_SHAPES, grad_shap
     grad_rows = [{"grad": mode, **_tile_row(in_ch, side, time_shape(in_ch, side, reps, mode))}
                  for mode in GRAD_MODES for in_ch, side in grad_shapes]
     grad_tiles = [(r["grad"], r["in_ch"], r["side"], r["tile"]) for r in grad_rows]
+    up_grad = measure_upconv(upconv_shapes, reps, grad=True)
+    forms = [(r["dtype"], r["in_ch"], r["side"], r["form"]) for r in up_grad]
     model, flags = cpu_model()
     return {"machine": machine_key(), "cpu": model, "flags": flags, "torch": torch.__version__,
             "threads": torch.get_num_threads(), "measured": date.today().isoformat(), "winograd": rows,
-            "winograd_grad": grad_rows, "upconv": measure_upconv(upconv_shapes, reps),
-            "upconv_grad": measure_upconv(upconv_shapes, reps, grad=True),
-            "grad_layout": measure_grad_layouts(grad_tiles, reps) if grad_layouts else []}
+            "winograd_grad": grad_rows, "upconv": measure_upconv(upconv_shapes, reps), "upconv_grad": up_grad,
+            "grad_layout": measure_grad_layouts(grad_tiles, forms, reps) if grad_layouts else []}
 
 
 def save(choices: dict, path: Path | None = None) -> Path:
