@@ -216,3 +216,34 @@ def test_winograd_weight_transformed_once_per_batch(monkeypatch, per_tap):
         for b in range(3):
             yb = modulated_conv2d_folded(x[b:b + 1], w, styles[b:b + 1], delta=delta[b:b + 1])
             assert torch.equal(y[b:b + 1], yb)
+
+
+def test_upsampling_layer_bias_gradient_is_summed_apart_from_the_blur(monkeypatch):
+    """With gradients, the blur's depthwise convolution gets the bias detached (its own bias gradient is slow on
+    CPU) and the bias's gradient comes from a sum over the map: the same values forward, the same gradients."""
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(1, 16, 8, 8, generator=g).requires_grad_(True)
+    wt = torch.randn(8, 16, 3, 3, generator=g).requires_grad_(True)
+    bias = torch.randn(8, generator=g).requires_grad_(True)
+    styles = torch.rand(1, 16, generator=g) + 0.5
+    kw = dict(up=2, kernel=make_kernel(), noise=torch.randn(1, 1, 16, 16, generator=g), leaky_relu=True,
+              out_scale=2**0.5)
+    depthwise_bias = []
+    real = F.conv2d
+    monkeypatch.setattr(F, "conv2d", lambda *a, **k: (
+        depthwise_bias.append(a[2]) if k.get("groups", 1) > 1 else None) or real(*a, **k))
+    y = modulated_conv2d_folded(x, wt, styles, bias=bias, **kw)
+    assert depthwise_bias and not any(b is not None and b.requires_grad for b in depthwise_bias)
+    gy = torch.randn(y.shape, generator=g)
+    (y * gy).sum().backward()
+    with torch.no_grad():
+        assert torch.equal(y.detach(), modulated_conv2d_folded(x, wt, styles, bias=bias, **kw))
+    monkeypatch.setattr(F, "conv2d", real)
+    xr, wr, br = (t.detach().double().requires_grad_(True) for t in (x, wt, bias))
+    ref = modulated_conv2d(xr, wr, styles.double(), up=2, kernel=make_kernel().double(), out_scale=2**0.5,
+                           bias=br)
+    ref = F.leaky_relu(ref + kw["noise"].double(), 0.2)
+    (ref * gy.double()).sum().backward()
+    assert (y.detach().double() - ref.detach()).abs().max() <= 1e-5 * ref.abs().max()
+    for got, want in ((bias.grad, br.grad), (wt.grad, wr.grad), (x.grad, xr.grad)):
+        assert (got.double() - want).abs().max() <= 1e-5 * want.abs().max()

@@ -251,13 +251,29 @@ def _convolve_differentiable(x, weights: _ImageWeights, blur, b32, winograd_tile
     for b in range(x.shape[0]):
         xb = x[b : b + 1]
         if up == 2:
-            y = F.conv2d(weights.upconv(xb, b, settings, grad), blur, b32, padding=1, groups=blur.shape[0])
+            y = F.conv2d(weights.upconv(xb, b, settings, grad), blur, _detached(b32), padding=1, groups=blur.shape[0])
+            y = _bias_gradient_apart(y, b32)
         elif m := winograd_tile(xb):
             y = winograd.conv3x3(xb, weights.winograd(b, m), b32)  # as inference: the same bits
         else:
             y = F.conv2d(xb, weights.direct(b, False), b32, padding=kh // 2)
         ys.append(y)
     return ys[0] if len(ys) == 1 else torch.cat(ys)
+
+
+def _detached(t: torch.Tensor | None) -> torch.Tensor | None:
+    return None if t is None else t.detach()
+
+
+def _bias_gradient_apart(y: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """y, made with ``bias.detach()`` inside the blur's depthwise convolution, plus (bias - bias.detach()): the same
+    values (an exact zero added), with the bias's gradient summed over the map instead of by the depthwise
+    convolution's backward, whose bias gradient is slow on CPU (AMX Xeon, forward and backward with the bias
+    differentiated, 32 channels at 1025²: 330 ms against 88 ms without it; 64 at 513²: 143 against 41 ms). The
+    inference pass keeps the bias in the convolution, so both give the same bits."""
+    if bias is None or not (torch.is_grad_enabled() and bias.requires_grad):
+        return y
+    return y + (bias - bias.detach())[None, :, None, None]
 
 
 def _output_map(x: torch.Tensor, out_ch: int, up: int, noise, add_to) -> torch.Tensor:
