@@ -251,8 +251,8 @@ def _convolve_differentiable(x, weights: _ImageWeights, blur, b32, winograd_tile
     for b in range(x.shape[0]):
         xb = x[b : b + 1]
         if up == 2:
-            y = F.conv2d(weights.upconv(xb, b, settings, grad), blur, _detached(b32), padding=1, groups=blur.shape[0])
-            y = _bias_gradient_apart(y, b32)
+            y = weights.upconv(xb, b, settings, grad)
+            y = _bias_gradient_apart(F.conv2d(y, blur, _detached(b32), padding=1, groups=blur.shape[0]), b32)
         elif m := winograd_tile(xb):
             y = winograd.conv3x3(xb, weights.winograd(b, m), b32)  # as inference: the same bits
         else:
