@@ -247,3 +247,29 @@ def test_upsampling_layer_bias_gradient_is_summed_apart_from_the_blur(monkeypatc
     assert (y.detach().double() - ref.detach()).abs().max() <= 1e-5 * ref.abs().max()
     for got, want in ((bias.grad, br.grad), (wt.grad, wr.grad), (x.grad, xr.grad)):
         assert (got.double() - want).abs().max() <= 1e-5 * want.abs().max()
+
+
+def test_torgb_on_nchw_maps_is_one_matrix_product_with_the_same_bits_both_ways(monkeypatch):
+    """A 1×1 layer (toRGB, no demodulation) on an NCHW float32 map runs as a matrix product, not oneDNN's 1×1
+    convolution: the same bits with and without gradients, the reference's values and gradients to float rounding."""
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(1, 32, 16, 16, generator=g).requires_grad_(True)
+    wt = torch.randn(3, 32, 1, 1, generator=g).requires_grad_(True)
+    bias = torch.randn(3, generator=g).requires_grad_(True)
+    styles = torch.rand(1, 32, generator=g) + 0.5
+    skip = torch.randn(1, 3, 16, 16, generator=g)
+    convs, real = [], F.conv2d
+    monkeypatch.setattr(F, "conv2d", lambda *a, **k: convs.append(1) or real(*a, **k))
+    y = modulated_conv2d_folded(x, wt, styles, bias=bias, demodulate=False, add_to=skip.clone())
+    with torch.no_grad():
+        y0 = modulated_conv2d_folded(x, wt, styles, bias=bias, demodulate=False, add_to=skip.clone())
+    assert not convs and torch.equal(y.detach(), y0)
+    gy = torch.randn(y.shape, generator=g)
+    (y * gy).sum().backward()
+    monkeypatch.setattr(F, "conv2d", real)
+    xr, wr, br = (t.detach().double().requires_grad_(True) for t in (x, wt, bias))
+    ref = skip.double() + modulated_conv2d(xr, wr, styles.double(), demodulate=False, bias=br)
+    (ref * gy.double()).sum().backward()
+    assert (y.detach().double() - ref.detach()).abs().max() <= 1e-5 * ref.abs().max()
+    for got, want in ((bias.grad, br.grad), (wt.grad, wr.grad), (x.grad, xr.grad)):
+        assert (got.double() - want).abs().max() <= 1e-5 * want.abs().max()
