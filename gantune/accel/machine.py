@@ -70,26 +70,31 @@ class Choices(NamedTuple):
 
 
 def load_choices() -> Choices:
-    """The choices to follow (:func:`_table`, read once); a part whose rows do not parse is left empty."""
-    table = _table(machine_key())
-    try:
-        tiles = tuple((int(r["in_ch"]), int(r["side"]), int(r["tile"])) for r in table.get("winograd", ())
-                      if int(r["tile"]) in (0, 2, 4))
-    except (KeyError, TypeError, ValueError):
-        tiles = ()
+    """The choices to follow (:func:`_table`, read once): :func:`parse_choices` of it."""
+    return parse_choices(_table(machine_key()))
+
+
+def parse_choices(table: dict) -> Choices:
+    """The choices in a choices file's content (as :func:`gantune.accel.measure.measure` returns it); a part whose
+    rows do not parse is left empty."""
+    tiles, grad_tiles = _tile_rows(table.get("winograd", ()), False), _tile_rows(table.get("winograd_grad", ()), True)
     upconv, upconv_grad = (_form_rows(table.get(key, ())) for key in ("upconv", "upconv_grad"))
-    try:
-        grad_tiles = tuple((str(r["grad"]), int(r["in_ch"]), int(r["side"]), int(r["tile"]))
-                           for r in table.get("winograd_grad", ()) if r["grad"] in ("x", "w")
-                           and int(r["tile"]) in (0, 2, 4))
-    except (KeyError, TypeError, ValueError):
-        grad_tiles = ()
     try:
         layouts = tuple(str(r["grad"]) for r in table.get("grad_layout", ())
                         if r["grad"] in ("x", "w") and r["layout"] == "channels_last")
     except (KeyError, TypeError):
         layouts = ()
     return Choices(tiles, upconv, grad_tiles, layouts, upconv_grad)
+
+
+def _tile_rows(rows, with_mode: bool) -> tuple:
+    """(in_ch, side, tile) of measured Winograd rows, led by the gradient mode ("x" or "w") where ``with_mode``;
+    none where a row does not parse."""
+    try:
+        return tuple(((str(r["grad"]),) if with_mode else ()) + (int(r["in_ch"]), int(r["side"]), int(r["tile"]))
+                     for r in rows if int(r["tile"]) in (0, 2, 4) and (not with_mode or r["grad"] in ("x", "w")))
+    except (KeyError, TypeError, ValueError):
+        return ()
 
 
 def _form_rows(rows) -> tuple[tuple[str, int, int, str], ...]:

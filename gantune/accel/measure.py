@@ -40,7 +40,7 @@ from ..io.atomic import atomic_write
 from ..runtime import native_bf16_cpu
 from . import winograd
 from .folded import transposed_conv_phases
-from .machine import choices_path, cpu_model, machine_key
+from .machine import choices_path, cpu_model, machine_key, parse_choices
 from .ops import AcceleratedOps
 from .settings import settings_for
 
@@ -76,21 +76,24 @@ def time_shape(in_ch: int, side: int, reps: int = 3, grad: str | None = None) ->
     fmt = torch.channels_last if grad is None else torch.contiguous_format
     x = torch.randn(1, in_ch, side, side, generator=g).contiguous(memory_format=fmt)
     w = torch.randn(in_ch, in_ch, 3, 3, generator=g)
-    gy = torch.randn(x.shape, generator=g).contiguous(memory_format=fmt)
+    gy = None if grad is None else torch.randn(x.shape, generator=g).contiguous(memory_format=fmt)
     x.requires_grad_(grad is not None)
     w.requires_grad_(grad == "w")
-
-    def run(conv):
-        if grad is None:
-            with torch.no_grad():
-                return conv()
-        return conv().backward(gy)
-
-    out = {0: _best_of(lambda: run(lambda: F.conv2d(x, w.contiguous(memory_format=fmt), padding=1)), reps)}
+    out = {0: _best_of(lambda: _pass(lambda: F.conv2d(x, w.contiguous(memory_format=fmt), padding=1), gy), reps)}
     for m in (2, 4):
         if side % m == 0:
-            out[m] = _best_of(lambda m=m: run(lambda: winograd.conv3x3(x, winograd.transform_weight(w, m))), reps)
+            out[m] = _best_of(lambda m=m: _pass(lambda: winograd.conv3x3(x, winograd.transform_weight(w, m)), gy),
+                              reps)
     return out
+
+
+def _pass(conv, gy: torch.Tensor | None) -> None:
+    """conv() without autograd, or forward and backward with the output's gradient ``gy``."""
+    if gy is None:
+        with torch.no_grad():
+            conv()
+    else:
+        conv().backward(gy)
 
 
 def _tile_row(in_ch: int, side: int, t: dict[int, float]) -> dict:
@@ -109,17 +112,11 @@ def time_upconv(in_ch: int, out_ch: int, side: int, dtype: torch.dtype, reps: in
     fmt = torch.contiguous_format if grad else torch.channels_last
     x = torch.randn(1, in_ch, side, side, generator=g).to(dtype).contiguous(memory_format=fmt).requires_grad_(grad)
     w = torch.randn(out_ch, in_ch, 3, 3, generator=g).to(dtype).requires_grad_(grad)
-    gy = torch.randn(1, out_ch, 2 * side + 1, 2 * side + 1, generator=g).to(dtype)
-
-    def run(conv):
-        if not grad:
-            with torch.no_grad():
-                return conv()
-        return conv().backward(gy)
-
-    return {"phases": _best_of(lambda: run(lambda: transposed_conv_phases(x, w.contiguous(memory_format=fmt))), reps),
-            "transposed": _best_of(lambda: run(lambda: F.conv_transpose2d(
-                x, w.transpose(0, 1).contiguous(memory_format=fmt), stride=2)), reps)}
+    gy = torch.randn(1, out_ch, 2 * side + 1, 2 * side + 1, generator=g).to(dtype) if grad else None
+    return {"phases": _best_of(lambda: _pass(lambda: transposed_conv_phases(x, w.contiguous(memory_format=fmt)), gy),
+                               reps),
+            "transposed": _best_of(lambda: _pass(lambda: F.conv_transpose2d(
+                x, w.transpose(0, 1).contiguous(memory_format=fmt), stride=2), gy), reps)}
 
 
 def measure_upconv(shapes=UPCONV_SHAPES, reps: int = 3, grad: bool = False) -> list[dict]:
@@ -181,14 +178,14 @@ def measure(shapes=SHAPES, reps: int = 3, upconv_shapes=UPCONV_SHAPES, grad_shap
     rows = [_tile_row(in_ch, side, time_shape(in_ch, side, reps)) for in_ch, side in shapes]
     grad_rows = [{"grad": mode, **_tile_row(in_ch, side, time_shape(in_ch, side, reps, mode))}
                  for mode in GRAD_MODES for in_ch, side in grad_shapes]
-    grad_tiles = [(r["grad"], r["in_ch"], r["side"], r["tile"]) for r in grad_rows]
     up_grad = measure_upconv(upconv_shapes, reps, grad=True)
-    forms = [(r["dtype"], r["in_ch"], r["side"], r["form"]) for r in up_grad]
+    with_grad = parse_choices({"winograd_grad": grad_rows, "upconv_grad": up_grad})
     model, flags = cpu_model()
     return {"machine": machine_key(), "cpu": model, "flags": flags, "torch": torch.__version__,
             "threads": torch.get_num_threads(), "measured": date.today().isoformat(), "winograd": rows,
             "winograd_grad": grad_rows, "upconv": measure_upconv(upconv_shapes, reps), "upconv_grad": up_grad,
-            "grad_layout": measure_grad_layouts(grad_tiles, forms, reps) if grad_layouts else []}
+            "grad_layout": (measure_grad_layouts(with_grad.grad_tiles, with_grad.upconv_grad, reps)
+                            if grad_layouts else [])}
 
 
 def save(choices: dict, path: Path | None = None) -> Path:

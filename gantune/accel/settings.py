@@ -9,7 +9,7 @@ and docs/gpu.md.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -74,6 +74,11 @@ class Settings:
     # 606-621 / 563-593 and in another run 696-825 / 621-631; 512 px 374-389 / 384-402; 256 px 246-252 / 254-261;
     # HyperStyle 5 iterations at 1024 px 6.4-6.7 / 5.0-5.1 s)
     images_per_pass: int = 0
+
+    def by_rule(self) -> "Settings":
+        """These settings with none of this machine's measured choices: the built-in rules everywhere."""
+        return replace(self, winograd_tiles=(), winograd_grad_tiles=(), upconv_forms=(), upconv_grad_forms=(),
+                       grad_channels_last=())
 
     def __post_init__(self) -> None:
         for name, value, allowed in (("per_image_conv", self.per_image_conv, PER_IMAGE_MODES),

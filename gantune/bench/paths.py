@@ -10,13 +10,14 @@ from dataclasses import replace
 import torch
 
 from ..accel import accelerate, settings_for
+from ..accel.machine import Choices, parse_choices
 from ..accel.measure import GRAD_LAYOUT_RESOLUTION, measure, save
 from ..core import Generator, GeneratorConfig
 from ..runtime import native_bf16_cpu
 from .generator import timeit
 
 
-def _render_times(resolution: int, tiles, forms, quick: bool) -> dict[str, float]:
+def _render_times(resolution: int, choices: Choices, quick: bool) -> dict[str, float]:
     """Seconds of one batch-1 render: float32 with direct convolutions only, the rule, the measured table; bfloat16
     (where the CPU has it) by the rule and the table."""
     torch.manual_seed(0)
@@ -24,12 +25,13 @@ def _render_times(resolution: int, tiles, forms, quick: bool) -> dict[str, float
     ws = G.map(torch.randn(1, G.cfg.z_dim))
     variants = {}
     for dtype in (torch.float32, torch.bfloat16) if native_bf16_cpu() else (torch.float32,):
-        rule = replace(settings_for("cpu", dtype), winograd_tiles=(), upconv_forms=())
+        rule = settings_for("cpu", dtype).by_rule()
         name = "fp32" if dtype == torch.float32 else "bf16"
         if dtype == torch.float32:
             variants["fp32 direct"] = (dtype, replace(rule, winograd=False))
         variants[f"{name} rule"] = (dtype, rule)
-        variants[f"{name} measured"] = (dtype, replace(rule, winograd_tiles=tiles, upconv_forms=forms))
+        variants[f"{name} measured"] = (dtype, replace(rule, winograd_tiles=choices.tiles,
+                                                       upconv_forms=choices.upconv))
     out = {}
     with torch.no_grad():
         for _ in range(1 if quick else 2):  # interleaved rounds, best of each
@@ -58,19 +60,16 @@ def bench_paths(device: torch.device, quick: bool = False, resolution: int = 102
         lines += [f"upsampling {r['dtype']} {r['in_ch']}->{r['out_ch']} ch {r['side']}²{what}: phases "
                   f"{r['ms']['phases']:.2f}, transposed {r['ms']['transposed']:.2f} ms -> {r['form']}"
                   for r in choices[key]]
-    tiles = tuple((r["in_ch"], r["side"], r["tile"]) for r in choices["winograd"])
-    forms = tuple((r["dtype"], r["in_ch"], r["side"], r["form"]) for r in choices["upconv"])
+    measured = parse_choices(choices)
     res = 256 if quick else resolution
-    t = _render_times(res, tiles, forms, quick)
+    t = _render_times(res, measured, quick)
     lines.append(f"generator {res} px batch 1 fp32: direct {t['fp32 direct'] * 1e3:.0f} ms, rule "
                  f"{t['fp32 rule'] * 1e3:.0f} ms, measured {t['fp32 measured'] * 1e3:.0f} ms "
                  f"(measured / direct {t['fp32 measured'] / t['fp32 direct']:.2f}; target <= 1)")
     if "bf16 rule" in t:
         lines.append(f"generator {res} px batch 1 bf16: rule {t['bf16 rule'] * 1e3:.0f} ms, measured "
                      f"{t['bf16 measured'] * 1e3:.0f} ms (measured / rule {t['bf16 measured'] / t['bf16 rule']:.2f})")
-    grad_tiles = tuple((r["grad"], r["in_ch"], r["side"], r["tile"]) for r in choices["winograd_grad"])
-    layouts = tuple(r["grad"] for r in choices["grad_layout"] if r["layout"] == "channels_last")
-    g = _grad_times(res, grad_tiles, layouts, quick)
+    g = _grad_times(res, measured, quick)
     lines.append(f"generator {res} px batch 1, forward and backward through W+ (the projectors' pass): direct "
                  f"{g['direct'] * 1e3:.0f} ms, rule {g['rule'] * 1e3:.0f} ms, measured {g['measured'] * 1e3:.0f} ms "
                  f"(measured / direct {g['measured'] / g['direct']:.2f}; target <= 1)")
@@ -87,17 +86,17 @@ def _tile_line(row: dict, what: str) -> str:
 GRAD_NAMES = {"x": "input", "w": "input and weight"}  # what a mode differentiates, in a convolution's terms
 
 
-def _grad_times(resolution: int, grad_tiles, layouts, quick: bool) -> dict[str, float]:
+def _grad_times(resolution: int, choices: Choices, quick: bool) -> dict[str, float]:
     """Seconds of one batch-1 float32 forward and backward pass of a frozen generator differentiated through its W+
     latent (the projectors' pass): every convolution direct, the rule (NCHW), the choices measured with gradients
     (Winograd rows and layout)."""
     torch.manual_seed(0)
     G = Generator(GeneratorConfig(resolution=resolution)).eval().requires_grad_(False)
     ws = G.map(torch.randn(1, G.cfg.z_dim)).detach().requires_grad_(True)
-    rule = replace(settings_for("cpu"), winograd_tiles=(), winograd_grad_tiles=(), grad_channels_last=(),
-                   upconv_forms=())
+    rule = settings_for("cpu").by_rule()
     variants = {"direct": replace(rule, winograd=False), "rule": rule,
-                "measured": replace(rule, winograd_grad_tiles=grad_tiles, grad_channels_last=layouts)}
+                "measured": replace(rule, winograd_grad_tiles=choices.grad_tiles,
+                                    grad_channels_last=choices.grad_channels_last)}
 
     def step():
         ws.grad = None
